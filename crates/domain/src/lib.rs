@@ -1,0 +1,18 @@
+//! The spin-tasks domain: the task model and its JSON form, validation rules,
+//! the key-value key layout, page cursors and read errors.
+//!
+//! Nothing here knows about Spin, so every rule is unit-tested natively.
+
+pub mod cursor;
+pub mod keys;
+pub mod read;
+pub mod status;
+pub mod task;
+pub mod time;
+pub mod validate;
+
+pub use read::{DEFAULT_LIMIT, ListRequest, MAX_LIMIT, Page, ReadError};
+pub use status::Status;
+pub use task::Task;
+pub use time::Timestamp;
+pub use validate::ValidationError;
