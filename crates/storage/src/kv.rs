@@ -1,0 +1,30 @@
+//! The key-value operations the storage logic needs.
+
+/// Why a store call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer (I/O, locked, network); retrying may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused (no such store, access denied, bad data).
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// A key-value store: the subset of `wasi:keyvalue` (store + batch) spin-tasks uses.
+pub trait KeyValue {
+    /// The value under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The values under `keys`, in the same order, in one round trip.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+
+    /// Writes all pairs in one round trip.
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
+
+    /// Deletes all keys in one round trip; absent keys are fine.
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError>;
+
+    /// Every key of the store, in no particular order.
+    fn list_keys(&self) -> Result<Vec<String>, StoreError>;
+}

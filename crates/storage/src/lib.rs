@@ -1,0 +1,13 @@
+//! Storage logic for spin-tasks, written against the [`KeyValue`] trait so it
+//! runs the same over Spin's key-value API (inside components), over SQLite
+//! (native tools) and over the in-memory [`MemoryKv`] (unit tests).
+
+mod index;
+mod kv;
+mod memory;
+mod reader;
+
+pub use index::CHUNK_IDS;
+pub use kv::{KeyValue, StoreError};
+pub use memory::MemoryKv;
+pub use reader::{ListOutcome, TaskReader};

@@ -1,0 +1,120 @@
+//! An in-memory [`KeyValue`] that counts calls, for tests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use crate::{KeyValue, StoreError};
+
+/// How many calls of each kind a [`MemoryKv`] has served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// `get` calls.
+    pub get: usize,
+    /// `get_many` calls.
+    pub get_many: usize,
+    /// `set_many` calls.
+    pub set_many: usize,
+    /// `delete_many` calls.
+    pub delete_many: usize,
+    /// `list_keys` calls.
+    pub list_keys: usize,
+}
+
+/// A store in memory. `set_down(true)` makes every call fail as unavailable.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    data: RefCell<BTreeMap<String, Vec<u8>>>,
+    calls: Cell<Calls>,
+    down: Cell<bool>,
+}
+
+impl MemoryKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes one pair directly (not counted).
+    pub fn put(&self, key: &str, value: impl Into<Vec<u8>>) {
+        self.data.borrow_mut().insert(key.to_owned(), value.into());
+    }
+
+    /// Removes one key directly (not counted).
+    pub fn remove(&self, key: &str) {
+        self.data.borrow_mut().remove(key);
+    }
+
+    /// The value under `key` (not counted).
+    pub fn peek(&self, key: &str) -> Option<Vec<u8>> {
+        self.data.borrow().get(key).cloned()
+    }
+
+    /// Keys starting with `prefix` (not counted).
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.data
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Calls served so far.
+    pub fn calls(&self) -> Calls {
+        self.calls.get()
+    }
+
+    /// Forgets the call counts.
+    pub fn reset_calls(&self) {
+        self.calls.set(Calls::default());
+    }
+
+    /// Makes every call fail (true) or succeed (false).
+    pub fn set_down(&self, down: bool) {
+        self.down.set(down);
+    }
+
+    fn count(&self, bump: impl FnOnce(&mut Calls)) -> Result<(), StoreError> {
+        let mut calls = self.calls.get();
+        bump(&mut calls);
+        self.calls.set(calls);
+        if self.down.get() {
+            return Err(StoreError::Unavailable("memory store is down".into()));
+        }
+        Ok(())
+    }
+}
+
+impl KeyValue for MemoryKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.count(|c| c.get += 1)?;
+        Ok(self.peek(key))
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.count(|c| c.get_many += 1)?;
+        let data = self.data.borrow();
+        Ok(keys.iter().map(|k| data.get(k).cloned()).collect())
+    }
+
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.count(|c| c.set_many += 1)?;
+        self.data.borrow_mut().extend(pairs);
+        Ok(())
+    }
+
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.count(|c| c.delete_many += 1)?;
+        let mut data = self.data.borrow_mut();
+        for k in keys {
+            data.remove(&k);
+        }
+        Ok(())
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.count(|c| c.list_keys += 1)?;
+        // Reverse order: callers must not rely on the store sorting keys.
+        Ok(self.data.borrow().keys().rev().cloned().collect())
+    }
+}
