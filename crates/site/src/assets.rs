@@ -1,0 +1,26 @@
+//! Static assets compiled into the component: CSP `default-src 'self'` forbids
+//! inline styles, so the stylesheet is served from our own origin.
+
+use crate::Response;
+use crate::http::{cache, content_type};
+use crate::routes::{FAVICON, STYLESHEET};
+
+/// One static file.
+pub(crate) struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+static ASSETS: [Asset; 2] = [
+    Asset { path: STYLESHEET, content_type: content_type::CSS, body: include_str!("../assets/app.css") },
+    Asset { path: FAVICON, content_type: content_type::SVG, body: include_str!("../assets/favicon.svg") },
+];
+
+pub(crate) fn find(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+pub(crate) fn serve(asset: &Asset) -> Response {
+    Response::new(200, asset.content_type, cache::ASSET, asset.body.as_bytes().to_vec())
+}

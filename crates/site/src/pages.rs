@@ -1,0 +1,177 @@
+//! The HTML routes, rendered with askama (HTML-escaped by default).
+
+use askama::Template;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tasks_domain::{ReadError, Status, Task};
+
+use crate::api::{public_message, status_of};
+use crate::http::{Request, cache, content_type};
+use crate::routes::{API_TASK, HOME, TASK_PAGE};
+use crate::{APP_VERSION, Response, TaskSource, query};
+
+struct FilterLink {
+    label: &'static str,
+    href: String,
+    active: bool,
+}
+
+struct Row {
+    id: String,
+    href: String,
+    title: String,
+    status_class: &'static str,
+    status_label: &'static str,
+    updated_iso: String,
+    updated_display: String,
+}
+
+#[derive(Template)]
+#[template(path = "list.html")]
+struct ListPage {
+    cid: String,
+    version: &'static str,
+    heading: String,
+    filters: Vec<FilterLink>,
+    filtered: bool,
+    filter_label: &'static str,
+    paged: bool,
+    rows: Vec<Row>,
+    first_href: Option<String>,
+    next_href: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "task.html")]
+struct TaskPage {
+    cid: String,
+    version: &'static str,
+    id: String,
+    title: String,
+    description: Option<String>,
+    status_class: &'static str,
+    status_label: &'static str,
+    created_iso: String,
+    created_display: String,
+    updated_iso: String,
+    updated_display: String,
+    task_version: u64,
+    json_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    cid: &'a str,
+    version: &'static str,
+    status: u16,
+    heading: &'a str,
+    message: &'a str,
+}
+
+/// Everything but the characters valid ids are made of is encoded, so a link
+/// is always one path segment and valid ids stay readable.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b':');
+
+fn task_href(prefix: &str, id: &str) -> String {
+    format!("{prefix}{}", utf8_percent_encode(id, SEGMENT))
+}
+
+fn html(status: u16, cache_control: &str, rendered: Result<String, askama::Error>) -> Response {
+    match rendered {
+        Ok(body) => Response::new(status, content_type::HTML, cache_control, body.into_bytes()),
+        Err(e) => Response::new(
+            500,
+            "text/plain; charset=utf-8",
+            cache::NEVER,
+            format!("template error: {e}").into_bytes(),
+        ),
+    }
+}
+
+/// An error page in the site's layout.
+pub(crate) fn error_page(status: u16, heading: &str, message: &str, cid: &str) -> Response {
+    let page = ErrorPage { cid, version: APP_VERSION, status, heading, message };
+    html(status, cache::NEVER, page.render())
+}
+
+pub(crate) fn read_error(e: &ReadError, cid: &str) -> Response {
+    let heading = match e {
+        ReadError::NotFound(_) => "Task not found",
+        ReadError::Invalid(_) => "Bad request",
+        ReadError::Unavailable(_) => "Store unavailable",
+        ReadError::Other(_) => "Something went wrong",
+    };
+    error_page(status_of(e), heading, &public_message(e), cid)
+}
+
+pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Response {
+    let lr = match query::list_request(&req.query) {
+        Ok(lr) => lr,
+        Err(e) => return read_error(&e, cid),
+    };
+    let page = match source.list_tasks(&lr, cid) {
+        Ok(p) => p,
+        Err(e) => return read_error(&e, cid),
+    };
+    let status = lr.status;
+    let mut filters = vec![FilterLink { label: "All", href: HOME.into(), active: status.is_none() }];
+    filters.extend(Status::ALL.iter().map(|&s| FilterLink {
+        label: s.label(),
+        href: query::list_link(HOME, Some(s), None, lr.limit),
+        active: status == Some(s),
+    }));
+    let rows = page.tasks.iter().map(row).collect();
+    let paged = lr.cursor.is_some();
+    let heading = status.map_or_else(|| "All tasks".to_owned(), |s| format!("{} tasks", s.label()));
+    let out = ListPage {
+        cid: cid.to_owned(),
+        version: APP_VERSION,
+        heading,
+        filters,
+        filtered: status.is_some(),
+        filter_label: status.map_or("", |s| s.label()),
+        paged,
+        rows,
+        first_href: paged.then(|| query::list_link(HOME, status, None, lr.limit)),
+        next_href: page
+            .next_cursor
+            .as_deref()
+            .map(|c| query::list_link(HOME, status, Some(c), lr.limit)),
+    };
+    html(200, cache::REVALIDATE, out.render())
+}
+
+fn row(t: &Task) -> Row {
+    Row {
+        id: t.id.clone(),
+        href: task_href(TASK_PAGE, &t.id),
+        title: t.title.clone(),
+        status_class: t.status.as_str(),
+        status_label: t.status.label(),
+        updated_iso: t.updated_at.to_rfc3339(),
+        updated_display: t.updated_at.to_display(),
+    }
+}
+
+pub(crate) fn task(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
+    let t = match source.get_task(id, cid) {
+        Ok(t) => t,
+        Err(e) => return read_error(&e, cid),
+    };
+    let page = TaskPage {
+        cid: cid.to_owned(),
+        version: APP_VERSION,
+        json_href: task_href(API_TASK, &t.id),
+        status_class: t.status.as_str(),
+        status_label: t.status.label(),
+        created_iso: t.created_at.to_rfc3339(),
+        created_display: t.created_at.to_display(),
+        updated_iso: t.updated_at.to_rfc3339(),
+        updated_display: t.updated_at.to_display(),
+        task_version: t.version,
+        id: t.id,
+        title: t.title,
+        description: t.description,
+    };
+    html(200, cache::REVALIDATE, page.render())
+}

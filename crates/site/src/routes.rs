@@ -1,0 +1,95 @@
+//! Route names and dispatch.
+
+use percent_encoding::percent_decode_str;
+use tasks_domain::ReadError;
+
+use crate::http::Request;
+use crate::{Response, TaskSource, api, assets, pages};
+
+/// The task list page.
+pub const HOME: &str = "/";
+/// A task's page is this prefix plus the id.
+pub const TASK_PAGE: &str = "/tasks/";
+/// The JSON listing.
+pub const API_TASKS: &str = "/api/tasks";
+/// One task as JSON is this prefix plus the id.
+pub const API_TASK: &str = "/api/tasks/";
+/// Health and version.
+pub const HEALTH: &str = "/health";
+/// The stylesheet.
+pub const STYLESHEET: &str = "/static/app.css";
+/// The icon.
+pub const FAVICON: &str = "/static/favicon.svg";
+
+enum Route<'a> {
+    Home,
+    TaskPage(&'a str),
+    ApiList,
+    ApiTask(&'a str),
+    Health,
+    Asset(&'static assets::Asset),
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    match path {
+        HOME => Some(Route::Home),
+        API_TASKS => Some(Route::ApiList),
+        HEALTH => Some(Route::Health),
+        p => {
+            if let Some(id) = p.strip_prefix(API_TASK).filter(|id| !id.is_empty() && !id.contains('/')) {
+                Some(Route::ApiTask(id))
+            } else if let Some(id) = p.strip_prefix(TASK_PAGE).filter(|id| !id.is_empty() && !id.contains('/')) {
+                Some(Route::TaskPage(id))
+            } else {
+                assets::find(p).map(Route::Asset)
+            }
+        }
+    }
+}
+
+fn is_api(path: &str) -> bool {
+    path == API_TASKS || path.starts_with("/api/") || path == HEALTH
+}
+
+/// Percent-decodes a path segment; ids are checked by the reader.
+fn decode_id(raw: &str) -> Result<String, ReadError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ReadError::Invalid("id is not valid UTF-8 once percent-decoded".into()))
+}
+
+pub(crate) fn dispatch(req: &Request, cid: &str, source: &dyn TaskSource) -> Response {
+    let api = is_api(&req.path);
+    let Some(route) = route(&req.path) else {
+        let message = format!("nothing here: {}", req.path);
+        return if api {
+            api::error_body(404, "not_found", &message)
+        } else {
+            pages::error_page(404, "Page not found", &message, cid)
+        };
+    };
+    if req.method != "GET" && req.method != "HEAD" {
+        let message = format!("{} is not allowed here; use GET", req.method);
+        let resp = if api {
+            api::error_body(405, "method_not_allowed", &message)
+        } else {
+            pages::error_page(405, "Method not allowed", &message, cid)
+        };
+        return resp.with_header("allow", "GET, HEAD");
+    }
+    match route {
+        Route::Home => pages::list(req, cid, source),
+        Route::TaskPage(raw) => match decode_id(raw) {
+            Ok(id) => pages::task(&id, cid, source),
+            Err(e) => pages::read_error(&e, cid),
+        },
+        Route::ApiList => api::list(req, cid, source),
+        Route::ApiTask(raw) => match decode_id(raw) {
+            Ok(id) => api::task(req, &id, cid, source),
+            Err(e) => api::read_error(&e),
+        },
+        Route::Health => api::health(cid, source),
+        Route::Asset(asset) => assets::serve(asset),
+    }
+}
