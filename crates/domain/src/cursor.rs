@@ -38,7 +38,11 @@ mod tests {
     fn round_trips_and_is_url_safe() -> Result<(), ReadError> {
         for id in ["t-1", "a.b:c_d", &"z".repeat(128)] {
             let c = encode(id);
-            assert!(c.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{c}");
+            assert!(
+                c.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{c}"
+            );
             assert_eq!(decode(&c)?, id);
         }
         Ok(())

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn limit_defaults_and_bounds() {
-        let req = |limit| ListRequest { limit, ..Default::default() };
+        let req = |limit| ListRequest {
+            limit,
+            ..Default::default()
+        };
         assert_eq!(req(None).resolved_limit(), Ok(50));
         assert_eq!(req(Some(1)).resolved_limit(), Ok(1));
         assert_eq!(req(Some(200)).resolved_limit(), Ok(200));
@@ -90,8 +93,14 @@ mod tests {
     #[test]
     fn error_codes_are_stable() {
         assert_eq!(ReadError::NotFound("x".into()).code(), "not_found");
-        assert_eq!(ReadError::NotFound("x".into()).to_string(), "task \"x\" not found");
-        assert_eq!(ReadError::Unavailable("down".into()).code(), "store_unavailable");
+        assert_eq!(
+            ReadError::NotFound("x".into()).to_string(),
+            "task \"x\" not found"
+        );
+        assert_eq!(
+            ReadError::Unavailable("down".into()).code(),
+            "store_unavailable"
+        );
         assert_eq!(ReadError::Other("?".into()).code(), "internal");
     }
 }

@@ -116,7 +116,10 @@ mod tests {
 
     #[test]
     fn serializes_canonically() -> Result<(), serde_json::Error> {
-        assert_eq!(serde_json::to_string(&Status::InProgress)?, "\"in_progress\"");
+        assert_eq!(
+            serde_json::to_string(&Status::InProgress)?,
+            "\"in_progress\""
+        );
         let back: Status = serde_json::from_str("\"in-progress\"")?;
         assert_eq!(back, Status::InProgress);
         Ok(())

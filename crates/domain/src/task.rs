@@ -127,11 +127,20 @@ mod tests {
     #[test]
     fn validate_checks_every_field() {
         assert_eq!(sample().validate(), Ok(()));
-        let bad_id = Task { id: "a b".into(), ..sample() };
+        let bad_id = Task {
+            id: "a b".into(),
+            ..sample()
+        };
         assert_eq!(bad_id.validate().map_err(|e| e.field), Err("id"));
-        let padded = Task { title: " x".into(), ..sample() };
+        let padded = Task {
+            title: " x".into(),
+            ..sample()
+        };
         assert_eq!(padded.validate().map_err(|e| e.field), Err("title"));
-        let long = Task { description: Some("d".repeat(4_001)), ..sample() };
+        let long = Task {
+            description: Some("d".repeat(4_001)),
+            ..sample()
+        };
         assert_eq!(long.validate().map_err(|e| e.field), Err("description"));
     }
 }

@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-22T06:01:54.123Z");
         assert_eq!(t.to_display(), "2026-11-22 06:01 UTC");
         assert_eq!(Timestamp::parse_rfc3339("2026-11-22T06:01:54.123Z")?, t);
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-22T07:01:54.123+01:00")?, t);
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T07:01:54.123+01:00")?,
+            t
+        );
         Ok(())
     }
 

@@ -123,7 +123,10 @@ mod tests {
             (&max, Ok(&max)),
             ("", Err("title must not be empty")),
             (" \t\n ", Err("title must not be empty")),
-            (&long, Err("title must be at most 200 characters (got 10000)")),
+            (
+                &long,
+                Err("title must be at most 200 characters (got 10000)"),
+            ),
         ];
         for (title, want) in table {
             match (normalize_title(title), want) {

@@ -40,7 +40,9 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// `{"error":{"code":…,"message":…}}` with the given status.
 pub(crate) fn error_body(status: u16, code: &str, message: &str) -> Response {
-    let body = to_json(&ErrorBody { error: ErrorDetail { code, message } });
+    let body = to_json(&ErrorBody {
+        error: ErrorDetail { code, message },
+    });
     Response::new(status, content_type::JSON, cache::NEVER, body)
 }
 
@@ -58,7 +60,9 @@ pub(crate) fn status_of(e: &ReadError) -> u16 {
 /// the logs, found by the correlation id.
 pub(crate) fn public_message(e: &ReadError) -> String {
     match e {
-        ReadError::Other(_) => "internal error; quote the X-Correlation-Id when reporting it".into(),
+        ReadError::Other(_) => {
+            "internal error; quote the X-Correlation-Id when reporting it".into()
+        }
         ReadError::Unavailable(_) => "the task store is unavailable; try again shortly".into(),
         other => other.to_string(),
     }
@@ -94,10 +98,23 @@ pub(crate) fn task(req: &Request, id: &str, cid: &str, source: &dyn TaskSource) 
 
 pub(crate) fn health(cid: &str, source: &dyn TaskSource) -> Response {
     let (status, body) = match source.probe(cid) {
-        Ok(()) => (200, HealthBody { status: "ok", store: "reachable", version: APP_VERSION, error: None }),
+        Ok(()) => (
+            200,
+            HealthBody {
+                status: "ok",
+                store: "reachable",
+                version: APP_VERSION,
+                error: None,
+            },
+        ),
         Err(e) => (
             503,
-            HealthBody { status: "unavailable", store: "unreachable", version: APP_VERSION, error: Some(public_message(&e)) },
+            HealthBody {
+                status: "unavailable",
+                store: "unreachable",
+                version: APP_VERSION,
+                error: Some(public_message(&e)),
+            },
         ),
     };
     Response::new(status, content_type::JSON, cache::NEVER, to_json(&body))

@@ -13,8 +13,16 @@ pub(crate) struct Asset {
 }
 
 static ASSETS: [Asset; 2] = [
-    Asset { path: STYLESHEET, content_type: content_type::CSS, body: include_str!("../assets/app.css") },
-    Asset { path: FAVICON, content_type: content_type::SVG, body: include_str!("../assets/favicon.svg") },
+    Asset {
+        path: STYLESHEET,
+        content_type: content_type::CSS,
+        body: include_str!("../assets/app.css"),
+    },
+    Asset {
+        path: FAVICON,
+        content_type: content_type::SVG,
+        body: include_str!("../assets/favicon.svg"),
+    },
 ];
 
 pub(crate) fn find(path: &str) -> Option<&'static Asset> {
@@ -22,5 +30,10 @@ pub(crate) fn find(path: &str) -> Option<&'static Asset> {
 }
 
 pub(crate) fn serve(asset: &Asset) -> Response {
-    Response::new(200, asset.content_type, cache::ASSET, asset.body.as_bytes().to_vec())
+    Response::new(
+        200,
+        asset.content_type,
+        cache::ASSET,
+        asset.body.as_bytes().to_vec(),
+    )
 }

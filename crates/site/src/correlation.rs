@@ -35,7 +35,13 @@ mod tests {
     fn keeps_sane_ids_and_replaces_others() {
         assert_eq!(resolve(Some("req-42")), "req-42");
         assert_eq!(resolve(Some(" abc:1 ")), "abc:1");
-        for bad in [None, Some(""), Some("has space"), Some("x\r\nSet-Cookie: a"), Some(&"a".repeat(129)[..])] {
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some("x\r\nSet-Cookie: a"),
+            Some(&"a".repeat(129)[..]),
+        ] {
             let got = resolve(bad);
             assert!(is_uuid_v4(&got), "{bad:?} -> {got}");
         }

@@ -98,7 +98,11 @@ impl Response {
     /// A 200 with an ETag, or a bodiless 304 when the client's copy matches.
     pub(crate) fn cacheable(req: &Request, content_type: &str, body: Vec<u8>) -> Self {
         let tag = etag(&body);
-        if req.if_none_match.as_deref().is_some_and(|h| etag_matches(h, &tag)) {
+        if req
+            .if_none_match
+            .as_deref()
+            .is_some_and(|h| etag_matches(h, &tag))
+        {
             return Response::new(304, content_type, cache::REVALIDATE, Vec::new())
                 .with_header("etag", tag);
         }
@@ -129,7 +133,10 @@ mod tests {
         let a = etag(b"hello");
         assert_eq!(a, etag(b"hello"));
         assert_ne!(a, etag(b"hello!"));
-        assert!(a.starts_with('"') && a.ends_with('"') && a.len() == 34, "{a}");
+        assert!(
+            a.starts_with('"') && a.ends_with('"') && a.len() == 34,
+            "{a}"
+        );
     }
 
     #[test]
@@ -137,14 +144,24 @@ mod tests {
         let tag = etag(b"x");
         let weak = format!("W/{tag}");
         let listed = format!("\"nope\", {tag}");
-        for (header, want) in [(&tag[..], true), (&weak[..], true), (&listed[..], true), ("*", true), ("\"nope\"", false), ("", false)] {
+        for (header, want) in [
+            (&tag[..], true),
+            (&weak[..], true),
+            (&listed[..], true),
+            ("*", true),
+            ("\"nope\"", false),
+            ("", false),
+        ] {
             assert_eq!(etag_matches(header, &tag), want, "{header}");
         }
     }
 
     #[test]
     fn head_requests_lose_the_body_but_keep_headers() {
-        let req = Request { method: "HEAD".into(), ..Default::default() };
+        let req = Request {
+            method: "HEAD".into(),
+            ..Default::default()
+        };
         let mut resp = Response::new(200, content_type::HTML, cache::REVALIDATE, b"<p>".to_vec());
         resp.finish(&req, "cid-1");
         assert!(resp.body.is_empty());

@@ -70,7 +70,11 @@ struct ErrorPage<'a> {
 
 /// Everything but the characters valid ids are made of is encoded, so a link
 /// is always one path segment and valid ids stay readable.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b':');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b':');
 
 fn task_href(prefix: &str, id: &str) -> String {
     format!("{prefix}{}", utf8_percent_encode(id, SEGMENT))
@@ -90,7 +94,13 @@ fn html(status: u16, cache_control: &str, rendered: Result<String, askama::Error
 
 /// An error page in the site's layout.
 pub(crate) fn error_page(status: u16, heading: &str, message: &str, cid: &str) -> Response {
-    let page = ErrorPage { cid, version: APP_VERSION, status, heading, message };
+    let page = ErrorPage {
+        cid,
+        version: APP_VERSION,
+        status,
+        heading,
+        message,
+    };
     html(status, cache::NEVER, page.render())
 }
 
@@ -114,7 +124,11 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
         Err(e) => return read_error(&e, cid),
     };
     let status = lr.status;
-    let mut filters = vec![FilterLink { label: "All", href: HOME.into(), active: status.is_none() }];
+    let mut filters = vec![FilterLink {
+        label: "All",
+        href: HOME.into(),
+        active: status.is_none(),
+    }];
     filters.extend(Status::ALL.iter().map(|&s| FilterLink {
         label: s.label(),
         href: query::list_link(HOME, Some(s), None, lr.limit),
@@ -122,7 +136,10 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
     }));
     let rows = page.tasks.iter().map(row).collect();
     let paged = lr.cursor.is_some();
-    let heading = status.map_or_else(|| "All tasks".to_owned(), |s| format!("{} tasks", s.label()));
+    let heading = status.map_or_else(
+        || "All tasks".to_owned(),
+        |s| format!("{} tasks", s.label()),
+    );
     let out = ListPage {
         cid: cid.to_owned(),
         version: APP_VERSION,

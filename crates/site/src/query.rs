@@ -33,7 +33,12 @@ pub(crate) fn list_request(query: &str) -> Result<ListRequest, ReadError> {
 }
 
 /// A query string for a listing link (`?status=…&cursor=…`), or "" when empty.
-pub(crate) fn list_link(base: &str, status: Option<Status>, cursor: Option<&str>, limit: Option<u32>) -> String {
+pub(crate) fn list_link(
+    base: &str,
+    status: Option<Status>,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     if let Some(st) = status {
         s.append_pair("status", st.as_str());
@@ -45,7 +50,11 @@ pub(crate) fn list_link(base: &str, status: Option<Status>, cursor: Option<&str>
         s.append_pair("cursor", c);
     }
     let q = s.finish();
-    if q.is_empty() { base.to_owned() } else { format!("{base}?{q}") }
+    if q.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{q}")
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +74,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_readably() {
-        for (q, needle) in [("limit=ten", "whole number"), ("limit=-1", "whole number"), ("status=done", "unknown status")] {
+        for (q, needle) in [
+            ("limit=ten", "whole number"),
+            ("limit=-1", "whole number"),
+            ("status=done", "unknown status"),
+        ] {
             match list_request(q) {
                 Err(ReadError::Invalid(m)) => assert!(m.contains(needle), "{q}: {m}"),
                 other => unreachable!("{q}: {other:?}"),
@@ -76,6 +89,9 @@ mod tests {
     #[test]
     fn links_round_trip() {
         assert_eq!(list_link("/", None, None, None), "/");
-        assert_eq!(list_link("/", Some(Status::InProgress), Some("c+/="), Some(5)), "/?status=in_progress&limit=5&cursor=c%2B%2F%3D");
+        assert_eq!(
+            list_link("/", Some(Status::InProgress), Some("c+/="), Some(5)),
+            "/?status=in_progress&limit=5&cursor=c%2B%2F%3D"
+        );
     }
 }

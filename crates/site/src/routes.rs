@@ -36,9 +36,15 @@ fn route(path: &str) -> Option<Route<'_>> {
         API_TASKS => Some(Route::ApiList),
         HEALTH => Some(Route::Health),
         p => {
-            if let Some(id) = p.strip_prefix(API_TASK).filter(|id| !id.is_empty() && !id.contains('/')) {
+            if let Some(id) = p
+                .strip_prefix(API_TASK)
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
                 Some(Route::ApiTask(id))
-            } else if let Some(id) = p.strip_prefix(TASK_PAGE).filter(|id| !id.is_empty() && !id.contains('/')) {
+            } else if let Some(id) = p
+                .strip_prefix(TASK_PAGE)
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
                 Some(Route::TaskPage(id))
             } else {
                 assets::find(p).map(Route::Asset)

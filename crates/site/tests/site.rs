@@ -15,10 +15,16 @@ struct Fake {
 
 impl Fake {
     fn with(tasks: Vec<Task>) -> Self {
-        Fake { tasks, ..Default::default() }
+        Fake {
+            tasks,
+            ..Default::default()
+        }
     }
     fn failing(e: ReadError) -> Self {
-        Fake { fail: Some(e), ..Default::default() }
+        Fake {
+            fail: Some(e),
+            ..Default::default()
+        }
     }
     fn check(&self, cid: &str) -> Result<(), ReadError> {
         self.seen_cids.borrow_mut().push(cid.to_owned());
@@ -76,8 +82,15 @@ fn get(path_and_query: &str, source: &dyn TaskSource) -> Response {
     send("GET", path_and_query, None, source)
 }
 
-fn send(method: &str, path_and_query: &str, inm: Option<&str>, source: &dyn TaskSource) -> Response {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+fn send(
+    method: &str,
+    path_and_query: &str,
+    inm: Option<&str>,
+    source: &dyn TaskSource,
+) -> Response {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let req = Request {
         method: method.into(),
         path: path.into(),
@@ -114,16 +127,26 @@ fn home_lists_tasks_with_badges_times_and_links() {
     ] {
         assert!(html.contains(needle), "missing {needle:?} in\n{html}");
     }
-    assert!(!html.contains("First page"), "no first-page link on page one");
+    assert!(
+        !html.contains("First page"),
+        "no first-page link on page one"
+    );
 }
 
 #[test]
 fn script_titles_render_as_text() {
     let html = body(&get("/", &sample()));
     assert!(!html.contains("<script>"), "{html}");
-    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("&lt;script&gt;"), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || html.contains("&lt;script&gt;"),
+        "{html}"
+    );
     let detail = body(&get("/tasks/t-2", &sample()));
-    assert!(!detail.contains("<script>") && !detail.contains("<two>"), "{detail}");
+    assert!(
+        !detail.contains("<script>") && !detail.contains("<two>"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -133,7 +156,10 @@ fn status_filter_marks_the_active_link_and_keeps_it_in_paging() {
     assert_eq!(r.status, 200);
     let html = body(&r);
     assert!(html.contains("<h1>In progress tasks</h1>"), "{html}");
-    assert!(html.contains("href=\"/?status=in_progress&#38;limit=1\" class=\"active\"") , "{html}");
+    assert!(
+        html.contains("href=\"/?status=in_progress&#38;limit=1\" class=\"active\""),
+        "{html}"
+    );
     assert!(html.contains("First page"));
     let seen = fake.seen_lists.borrow();
     assert_eq!(seen[0].status, Some(Status::InProgress));
@@ -144,7 +170,10 @@ fn status_filter_marks_the_active_link_and_keeps_it_in_paging() {
 #[test]
 fn empty_states_say_what_to_do() {
     let html = body(&get("/", &Fake::default()));
-    assert!(html.contains("No tasks yet") && html.contains("nats pub tasks.created"), "{html}");
+    assert!(
+        html.contains("No tasks yet") && html.contains("nats pub tasks.created"),
+        "{html}"
+    );
     let filtered = body(&get("/?status=cancelled", &sample()));
     assert!(filtered.contains("No Cancelled tasks"), "{filtered}");
 }
@@ -154,7 +183,14 @@ fn task_page_shows_every_field() {
     let r = get("/tasks/ns%3A3", &sample());
     assert_eq!(r.status, 200);
     let html = body(&r);
-    for needle in ["<h1>Done thing</h1>", "badge completed", "<code>ns:3</code>", "<dd>2</dd>", "/api/tasks/ns:3", "line one\nline &#60;two&#62;"] {
+    for needle in [
+        "<h1>Done thing</h1>",
+        "badge completed",
+        "<code>ns:3</code>",
+        "<dd>2</dd>",
+        "/api/tasks/ns:3",
+        "line one\nline &#60;two&#62;",
+    ] {
         assert!(html.contains(needle), "missing {needle:?} in\n{html}");
     }
 }
@@ -165,11 +201,17 @@ fn missing_task_is_a_styled_404_page_and_a_404_json() {
     assert_eq!(page.status, 404);
     assert_eq!(page.header("cache-control"), Some("no-store"));
     let html = body(&page);
-    assert!(html.contains("Task not found") && html.contains("class=\"topbar\""), "{html}");
+    assert!(
+        html.contains("Task not found") && html.contains("class=\"topbar\""),
+        "{html}"
+    );
 
     let api = get("/api/tasks/nope", &sample());
     assert_eq!(api.status, 404);
-    assert_eq!(json(&api), serde_json::json!({"error":{"code":"not_found","message":"task \"nope\" not found"}}));
+    assert_eq!(
+        json(&api),
+        serde_json::json!({"error":{"code":"not_found","message":"task \"nope\" not found"}})
+    );
 }
 
 #[test]
@@ -205,7 +247,14 @@ fn bad_parameters_are_400_with_readable_reasons() {
         let r = get(path, &fake);
         assert_eq!(r.status, 400, "{path}");
         assert_eq!(json(&r)["error"]["code"], "invalid_request", "{path}");
-        assert!(json(&r)["error"]["message"].as_str().unwrap_or("").contains(needle), "{path}: {}", body(&r));
+        assert!(
+            json(&r)["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{path}: {}",
+            body(&r)
+        );
     }
     let page = get("/?limit=0x", &sample());
     assert_eq!(page.status, 400);
@@ -227,19 +276,40 @@ fn etag_and_304() {
     assert_eq!(stale.status, 200);
     let list = get("/api/tasks", &fake);
     let list_tag = list.header("etag").unwrap_or_default().to_owned();
-    assert_eq!(send("GET", "/api/tasks", Some(&list_tag), &fake).status, 304);
+    assert_eq!(
+        send("GET", "/api/tasks", Some(&list_tag), &fake).status,
+        304
+    );
 }
 
 #[test]
 fn every_response_carries_security_headers_and_the_correlation_id() {
     let fake = sample();
-    for path in ["/", "/tasks/t-1", "/tasks/zzz", "/api/tasks", "/api/tasks/t-1", "/health", "/nowhere", "/static/app.css"] {
+    for path in [
+        "/",
+        "/tasks/t-1",
+        "/tasks/zzz",
+        "/api/tasks",
+        "/api/tasks/t-1",
+        "/health",
+        "/nowhere",
+        "/static/app.css",
+    ] {
         let r = get(path, &fake);
         assert_eq!(r.header("x-correlation-id"), Some("cid-test"), "{path}");
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
-        assert!(r.header("content-security-policy").unwrap_or("").starts_with("default-src 'self'"), "{path}");
+        assert!(
+            r.header("content-security-policy")
+                .unwrap_or("")
+                .starts_with("default-src 'self'"),
+            "{path}"
+        );
         assert!(r.header("cache-control").is_some(), "{path}");
     }
     assert!(fake.seen_cids.borrow().iter().all(|c| c == "cid-test"));
@@ -278,14 +348,20 @@ fn store_outage_is_503_and_internal_errors_hide_details() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("5"));
     assert_eq!(json(&r)["error"]["code"], "store_unavailable");
-    assert!(!body(&r).contains("sqlite"), "internal detail leaked: {}", body(&r));
+    assert!(
+        !body(&r).contains("sqlite"),
+        "internal detail leaked: {}",
+        body(&r)
+    );
     assert_eq!(get("/", &down).status, 503);
 
     let health = get("/health", &down);
     assert_eq!(health.status, 503);
     assert_eq!(json(&health)["store"], "unreachable");
 
-    let broken = Fake::failing(ReadError::Other("stored task \"x\" is unreadable: eof".into()));
+    let broken = Fake::failing(ReadError::Other(
+        "stored task \"x\" is unreadable: eof".into(),
+    ));
     let r = get("/api/tasks/x", &broken);
     assert_eq!(r.status, 500);
     assert!(!body(&r).contains("eof"));

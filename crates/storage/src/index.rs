@@ -127,7 +127,10 @@ fn rebuild(
         })
         .unwrap_or_default();
     // Serialising a struct of strings cannot fail.
-    pairs.push((keys::INDEX_HEAD.to_owned(), serde_json::to_vec(&head).unwrap_or_default()));
+    pairs.push((
+        keys::INDEX_HEAD.to_owned(),
+        serde_json::to_vec(&head).unwrap_or_default(),
+    ));
     // Storing the index is an optimisation: this call serves from memory either way.
     if local.set_many(pairs).is_ok() && !stale.is_empty() {
         let _ = local.delete_many(stale);
@@ -160,7 +163,11 @@ impl<'a> Walker<'a> {
             Index::Stored(head) => {
                 let next_chunk = after
                     .as_deref()
-                    .map(|a| head.firsts.partition_point(|f| f.as_str() <= a).saturating_sub(1))
+                    .map(|a| {
+                        head.firsts
+                            .partition_point(|f| f.as_str() <= a)
+                            .saturating_sub(1)
+                    })
                     .unwrap_or(0);
                 Walker {
                     local,

@@ -72,7 +72,9 @@ impl<'a> TaskReader<'a> {
                 self.collect(Index::Memory(ids), after, limit, req.status)
                     .map_err(|e| match e {
                         WalkError::Store(e) => store_error(e),
-                        WalkError::ChunkMissing => ReadError::Other("listing index vanished".into()),
+                        WalkError::ChunkMissing => {
+                            ReadError::Other("listing index vanished".into())
+                        }
                     })?
             }
             Err(WalkError::Store(e)) => return Err(store_error(e)),

@@ -19,7 +19,11 @@ fn task(id: &str, status: Status) -> Task {
 fn seeded(n: usize) -> MemoryKv {
     let kv = MemoryKv::new();
     for i in 0..n {
-        let status = if i % 3 == 0 { Status::Completed } else { Status::Pending };
+        let status = if i % 3 == 0 {
+            Status::Completed
+        } else {
+            Status::Pending
+        };
         let t = task(&format!("t-{i:05}"), status);
         kv.put(&keys::task(&t.id), t.to_json());
     }
@@ -27,12 +31,25 @@ fn seeded(n: usize) -> MemoryKv {
     kv
 }
 
-fn list(r: &TaskReader, cursor: Option<String>, limit: Option<u32>, status: Option<Status>) -> Result<tasks_storage::ListOutcome, ReadError> {
-    r.list_tasks(&ListRequest { cursor, limit, status })
+fn list(
+    r: &TaskReader,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    status: Option<Status>,
+) -> Result<tasks_storage::ListOutcome, ReadError> {
+    r.list_tasks(&ListRequest {
+        cursor,
+        limit,
+        status,
+    })
 }
 
 /// Pages through everything; returns ids and page sizes.
-fn walk(r: &TaskReader, limit: u32, status: Option<Status>) -> Result<(Vec<String>, Vec<usize>), ReadError> {
+fn walk(
+    r: &TaskReader,
+    limit: u32,
+    status: Option<Status>,
+) -> Result<(Vec<String>, Vec<usize>), ReadError> {
     let mut ids = Vec::new();
     let mut sizes = Vec::new();
     let mut cursor = None;
@@ -54,11 +71,16 @@ fn get_task_finds_reports_missing_and_rejects_bad_ids() -> Result<(), ReadError>
     let r = TaskReader::new(&tasks, &local);
     assert_eq!(r.get_task("t-00001")?.title, "Task t-00001");
     assert_eq!(r.get_task("nope"), Err(ReadError::NotFound("nope".into())));
-    assert!(matches!(r.get_task("a b"), Err(ReadError::Invalid(m)) if m.contains("id may only contain")));
+    assert!(
+        matches!(r.get_task("a b"), Err(ReadError::Invalid(m)) if m.contains("id may only contain"))
+    );
     tasks.put(&keys::task("broken"), "{not json");
     assert!(matches!(r.get_task("broken"), Err(ReadError::Other(m)) if m.contains("unreadable")));
     tasks.set_down(true);
-    assert!(matches!(r.get_task("t-00001"), Err(ReadError::Unavailable(_))));
+    assert!(matches!(
+        r.get_task("t-00001"),
+        Err(ReadError::Unavailable(_))
+    ));
     assert!(matches!(r.probe(), Err(ReadError::Unavailable(_))));
     Ok(())
 }
@@ -116,9 +138,13 @@ fn invalid_limits_and_cursors_are_invalid_input() {
     let (tasks, local) = (seeded(5), MemoryKv::new());
     let r = TaskReader::new(&tasks, &local);
     for limit in [0, 201] {
-        assert!(matches!(list(&r, None, Some(limit), None), Err(ReadError::Invalid(m)) if m.contains("limit")));
+        assert!(
+            matches!(list(&r, None, Some(limit), None), Err(ReadError::Invalid(m)) if m.contains("limit"))
+        );
     }
-    assert!(matches!(list(&r, Some("garbage!".into()), None, None), Err(ReadError::Invalid(m)) if m.contains("cursor")));
+    assert!(
+        matches!(list(&r, Some("garbage!".into()), None, None), Err(ReadError::Invalid(m)) if m.contains("cursor"))
+    );
 }
 
 #[test]
@@ -137,7 +163,14 @@ fn index_is_built_once_then_pages_cost_four_calls() -> Result<(), ReadError> {
     assert_eq!(second.index_rebuilt, None);
     assert_eq!(second.page.tasks[0].id, "t-00050");
     // stamp get + one get-many on tasks; head get + one chunk get on local.
-    assert_eq!((tasks.calls().get, tasks.calls().get_many, tasks.calls().list_keys), (1, 1, 0));
+    assert_eq!(
+        (
+            tasks.calls().get,
+            tasks.calls().get_many,
+            tasks.calls().list_keys
+        ),
+        (1, 1, 0)
+    );
     assert_eq!((local.calls().get, local.calls().set_many), (2, 0));
     Ok(())
 }
@@ -152,7 +185,11 @@ fn paging_crosses_chunk_boundaries() -> Result<(), ReadError> {
     let (ids, _) = walk(&r, 200, None)?;
     assert_eq!(ids.len(), n);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    assert_eq!(tasks.calls().list_keys, 1, "walked the stored index, no rebuild");
+    assert_eq!(
+        tasks.calls().list_keys,
+        1,
+        "walked the stored index, no rebuild"
+    );
     Ok(())
 }
 
@@ -215,7 +252,11 @@ fn unreadable_and_deleted_documents_are_left_out_and_reported() -> Result<(), Re
     let ids: Vec<&str> = out.page.tasks.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["t-00000", "t-00001", "t-00004"]);
     assert_eq!(out.skipped.len(), 1);
-    assert!(out.skipped[0].starts_with("task:t-00002: "), "{:?}", out.skipped);
+    assert!(
+        out.skipped[0].starts_with("task:t-00002: "),
+        "{:?}",
+        out.skipped
+    );
     Ok(())
 }
 

@@ -1,0 +1,124 @@
+//! `kv-read`: exports `tasks:store/reader` over Spin's key-value API.
+//!
+//! A thin adapter: WIT types in, [`tasks_storage::TaskReader`] does the work
+//! over the `tasks` store (task documents) and the local `default` store
+//! (listing index), WIT types out. One log line per call.
+
+mod convert;
+mod spin_kv;
+
+use std::time::Instant;
+
+use tasks_domain::{ListRequest, ReadError};
+use tasks_storage::TaskReader;
+
+use crate::spin_kv::SpinKv;
+
+/// Generated bindings: the only code here that needs `unsafe`.
+#[allow(unsafe_code, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "reader-provider",
+        path: "../../wit",
+    });
+
+    use super::KvRead;
+    export!(KvRead);
+}
+
+use bindings::exports::tasks::store::reader::Guest;
+use bindings::tasks::store::types::{Error, Page, Status, Task};
+
+/// Store label of task documents (the backend chosen by runtime config).
+const TASKS_STORE: &str = "tasks";
+/// Store label of local derived data (always the embedded store).
+const LOCAL_STORE: &str = "default";
+
+struct KvRead;
+
+fn elapsed_ms(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}
+
+fn outcome<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> String) -> String {
+    match r {
+        Ok(v) => ok(v),
+        Err(ReadError::NotFound(_)) => "not found".into(),
+        Err(e) => format!("error {}: {e}", e.code()),
+    }
+}
+
+impl Guest for KvRead {
+    fn get_task(id: String, correlation_id: String) -> Result<Task, Error> {
+        let start = Instant::now();
+        let result = SpinKv::open(TASKS_STORE).and_then(|tasks| {
+            // Lookups never touch the local store; the reader needs one, so
+            // hand it the same bucket.
+            TaskReader::new(&tasks, &tasks).get_task(&id)
+        });
+        println!(
+            "[{correlation_id}] RPC getTask({id}) → {} ({} ms)",
+            outcome(&result, |_| "found".into()),
+            elapsed_ms(start)
+        );
+        result
+            .map(convert::task_to_wit)
+            .map_err(convert::error_to_wit)
+    }
+
+    fn list_tasks(
+        cursor: Option<String>,
+        limit: Option<u32>,
+        status: Option<Status>,
+        correlation_id: String,
+    ) -> Result<Page, Error> {
+        let start = Instant::now();
+        let req = ListRequest {
+            cursor,
+            limit,
+            status: status.map(convert::status_from_wit),
+        };
+        let result = SpinKv::open(TASKS_STORE).and_then(|tasks| {
+            let local = SpinKv::open(LOCAL_STORE)?;
+            TaskReader::new(&tasks, &local).list_tasks(&req)
+        });
+        let shown_limit = req.limit.unwrap_or(tasks_domain::DEFAULT_LIMIT);
+        let filter = req
+            .status
+            .map(|s| format!(", status={s}"))
+            .unwrap_or_default();
+        println!(
+            "[{correlation_id}] RPC listTasks(limit={shown_limit}{filter}) → {} ({} ms)",
+            outcome(&result, |o| {
+                let mut s = format!("{} tasks", o.page.tasks.len());
+                if let Some(n) = o.index_rebuilt {
+                    s.push_str(&format!(", index rebuilt ({n} ids)"));
+                }
+                if !o.skipped.is_empty() {
+                    s.push_str(&format!(
+                        ", {} unreadable skipped: {}",
+                        o.skipped.len(),
+                        o.skipped.join("; ")
+                    ));
+                }
+                s
+            }),
+            elapsed_ms(start)
+        );
+        result
+            .map(|o| convert::page_to_wit(o.page))
+            .map_err(convert::error_to_wit)
+    }
+
+    fn probe(correlation_id: String) -> Result<(), Error> {
+        let start = Instant::now();
+        let result =
+            SpinKv::open(TASKS_STORE).and_then(|tasks| TaskReader::new(&tasks, &tasks).probe());
+        println!(
+            "[{correlation_id}] RPC probe → {} ({} ms)",
+            outcome(&result, |_| "ok".into()),
+            elapsed_ms(start)
+        );
+        result.map_err(convert::error_to_wit)
+    }
+}

@@ -1,0 +1,75 @@
+//! [`TaskSource`] over the `tasks:store/reader` import.
+
+use tasks_domain::{self as domain, ListRequest, Page, ReadError};
+use tasks_site::TaskSource;
+
+use crate::bindings::tasks::store::reader;
+use crate::bindings::tasks::store::types::{Error, Status, Task};
+
+/// Calls the reader component; one call per request, never per task.
+pub(crate) struct Reader;
+
+fn error_from_wit(e: Error) -> ReadError {
+    match e {
+        Error::NotFound(id) => ReadError::NotFound(id),
+        Error::Invalid(m) => ReadError::Invalid(m),
+        Error::Unavailable(m) => ReadError::Unavailable(m),
+        Error::Other(m) => ReadError::Other(m),
+    }
+}
+
+fn status_to_wit(s: domain::Status) -> Status {
+    match s {
+        domain::Status::Pending => Status::Pending,
+        domain::Status::InProgress => Status::InProgress,
+        domain::Status::Completed => Status::Completed,
+        domain::Status::Cancelled => Status::Cancelled,
+    }
+}
+
+fn status_from_wit(s: Status) -> domain::Status {
+    match s {
+        Status::Pending => domain::Status::Pending,
+        Status::InProgress => domain::Status::InProgress,
+        Status::Completed => domain::Status::Completed,
+        Status::Cancelled => domain::Status::Cancelled,
+    }
+}
+
+fn task_from_wit(t: Task) -> domain::Task {
+    domain::Task {
+        id: t.id,
+        title: t.title,
+        description: t.description,
+        status: status_from_wit(t.status),
+        created_at: domain::Timestamp(t.created_at),
+        updated_at: domain::Timestamp(t.updated_at),
+        version: t.version,
+    }
+}
+
+impl TaskSource for Reader {
+    fn get_task(&self, id: &str, correlation_id: &str) -> Result<domain::Task, ReadError> {
+        reader::get_task(id, correlation_id)
+            .map(task_from_wit)
+            .map_err(error_from_wit)
+    }
+
+    fn list_tasks(&self, req: &ListRequest, correlation_id: &str) -> Result<Page, ReadError> {
+        reader::list_tasks(
+            req.cursor.as_deref(),
+            req.limit,
+            req.status.map(status_to_wit),
+            correlation_id,
+        )
+        .map(|p| Page {
+            tasks: p.tasks.into_iter().map(task_from_wit).collect(),
+            next_cursor: p.next_cursor,
+        })
+        .map_err(error_from_wit)
+    }
+
+    fn probe(&self, correlation_id: &str) -> Result<(), ReadError> {
+        reader::probe(correlation_id).map_err(error_from_wit)
+    }
+}
