@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# HTTP benchmark: 10,000 tasks in a fresh local store, wrk at 32 connections
+# against GET /health, GET / and GET /api/tasks/:id (random ids), ROUNDS rounds
+# interleaved; reports median req/s, p50/p99 and the ratios to /health.
+#   BENCH_TASKS=10000 BENCH_SECONDS=10 BENCH_ROUNDS=3 bench/http.sh
+set -euo pipefail
+source "$(dirname "$0")/../tests/lib.sh"
+
+TASKS=${BENCH_TASKS:-10000}
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+for tool in spin wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool on PATH" >&2; exit 1; }
+done
+
+OUT="$ROOT/bench/out"; mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'stop_spin; rm -rf "$WORK"' EXIT
+
+build_seed_tool
+write_runtime_config "$WORK"
+tasks_seed "$WORK" --count "$TASKS"
+PORT=$(free_port)
+start_spin "$WORK" "$PORT" "$WORK/logs"
+wait_http "http://127.0.0.1:$PORT/health" 60
+BASE="http://127.0.0.1:$PORT"
+# The first listing builds the id index; time it separately.
+first=$(curl -s -o /dev/null -w '%{time_total}' "$BASE/")
+echo "first GET / (index build over $TASKS tasks): ${first}s"
+
+# run NAME URL [wrk args...] -> appends "name rps p50 p99" to $WORK/results
+run() {
+  local name=$1 url=$2; shift 2
+  wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" --latency "$@" "$url" >"$WORK/wrk.txt"
+  local rps p50 p99
+  rps=$(awk '/^Requests\/sec:/{print $2}' "$WORK/wrk.txt")
+  p50=$(awk '$1=="50%"{print $2}' "$WORK/wrk.txt")
+  p99=$(awk '$1=="99%"{print $2}' "$WORK/wrk.txt")
+  grep -q "Non-2xx" "$WORK/wrk.txt" && { echo "non-2xx responses for $name:" >&2; cat "$WORK/wrk.txt" >&2; exit 1; }
+  echo "$name $rps $p50 $p99" >>"$WORK/results"
+  printf '  %-20s %10s req/s  p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+}
+
+: >"$WORK/results"
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS (${SECONDS_PER_RUN}s each, 2 threads, 32 connections)"
+  run health "$BASE/health"
+  run home "$BASE/"
+  run task "$BASE/" -s "$ROOT/bench/random-task.lua"
+done
+
+python3 - "$WORK/results" "$TASKS" <<'PY' | tee "$OUT/http.txt"
+import statistics, sys
+def ms(v):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit) and (unit != "s" or not v.endswith(("us", "ms"))):
+            return float(v[: -len(unit)]) * f
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99 = line.split()
+    rows.setdefault(name, []).append((float(rps), ms(p50), ms(p99)))
+med = {n: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for n, runs in rows.items()}
+h = med["health"][0]
+print(f"HTTP benchmark, {sys.argv[2]} tasks, medians of {len(rows['health'])} rounds (wrk -t2 -c32)")
+labels = {"health": "GET /health", "home": "GET /", "task": "GET /api/tasks/:id"}
+targets = {"home": 0.8, "task": 0.9}
+for n in ("health", "home", "task"):
+    rps, p50, p99 = med[n]
+    ratio = rps / h
+    target = f"  target >= {targets[n]:.1f}x: {'met' if ratio >= targets[n] else 'NOT met'}" if n in targets else ""
+    print(f"{labels[n]:<20} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {ratio:5.2f}x /health{target}")
+PY

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# End-to-end suite against a real `spin up` on a free loopback port with a
+# fresh store. Prints `SKIPPED: …` and exits 0 when spin is not installed.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+if ! command -v spin >/dev/null; then
+  echo "SKIPPED: spin not installed (the e2e suite needs the Spin CLI >= 4.0 on PATH)"
+  exit 0
+fi
+for tool in curl jq python3; do
+  command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
+done
+
+OUT="$ROOT/tests/out/e2e"
+rm -rf "$OUT"; mkdir -p "$OUT"
+WORK=$(mktemp -d)
+cleanup() { stop_spin; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+passed=0; failed=0
+check() { # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "  ok   $name"
+  else failed=$((failed + 1)); echo "  FAIL $name"; fi
+}
+
+# GET with headers saved; sets BODY, STATUS, HDRS (file).
+HDRS="$WORK/headers"
+get() {
+  local url=$1; shift
+  BODY=$(curl -sS -D "$HDRS" -o - "$@" "http://127.0.0.1:$PORT$url") || BODY=""
+  STATUS=$(awk 'NR==1{print $2}' "$HDRS")
+}
+header() { grep -i "^$1:" "$HDRS" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
+has() { grep -qF -- "$1" <<<"$BODY"; }
+lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
+is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
+
+echo "==> seeding a fresh store"
+build_seed_tool
+write_runtime_config "$WORK"
+# 120 generated tasks (statuses cycle) plus three written for the checks.
+tasks_seed "$WORK" --count 120 --prefix e2e- \
+  --task '{"id":"t-1","title":"Buy milk","description":"Two litres, semi-skimmed.\nFrom the corner shop."}' \
+  --task '{"id":"xss","title":"<script>alert(1)</script>","status":"in_progress"}' \
+  --task '{"id":"ns:report","title":"Write the quarterly report","status":"completed"}'
+
+PORT=$(free_port)
+echo "==> spin up on 127.0.0.1:$PORT"
+start_spin "$WORK" "$PORT" "$OUT/logs"
+wait_http "http://127.0.0.1:$PORT/health" 60
+
+echo "==> checks"
+get /
+check "GET / is 200 HTML" is "$STATUS" 200
+check "GET / lists a seeded task" has "Buy milk"
+check "GET / links to the task page" has 'href="/tasks/t-1"'
+check "GET / escapes a <script> title" has '&#60;script&#62;alert(1)&#60;/script&#62;'
+check "GET / has no live <script>" lacks '<script>'
+check "GET / offers a next page" has 'rel="next"'
+check "GET / has status filter links" has 'href="/?status=in_progress"'
+
+get /tasks/t-1
+check "GET /tasks/t-1 is 200" is "$STATUS" 200
+check "task page shows the title" has "<h1>Buy milk</h1>"
+check "task page shows the description" has "From the corner shop."
+get /tasks/ns:report
+check "task ids with ':' resolve" is "$STATUS" 200
+
+get /tasks/does-not-exist
+check "missing task page is 404" is "$STATUS" 404
+check "missing task page is styled" has 'class="card error"'
+check "missing task page says so" has "Task not found"
+get /api/tasks/does-not-exist
+check "missing task JSON is 404" is "$STATUS" 404
+check "missing task JSON has code not_found" is "$(jq -r .error.code <<<"$BODY")" not_found
+
+get /api/tasks/t-1
+check "GET /api/tasks/t-1 is 200" is "$STATUS" 200
+check "task JSON has camelCase fields" is "$(jq -r '[.id,.title,.status,.version]|join(",")' <<<"$BODY")" "t-1,Buy milk,pending,1"
+check "task JSON has createdAt" jq -e '.createdAt|test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")' <<<"$BODY"
+
+# Paging: 123 tasks in pages of 50 -> 50, 50, 23.
+ids="$WORK/ids"; : >"$ids"; sizes=""; cursor=""
+for _ in 1 2 3 4; do
+  get "/api/tasks?limit=50${cursor:+&cursor=$cursor}"
+  jq -r '.tasks[].id' <<<"$BODY" >>"$ids"
+  sizes+="$(jq '.tasks|length' <<<"$BODY") "
+  cursor=$(jq -r '.nextCursor // empty' <<<"$BODY")
+  [[ -n "$cursor" ]] || break
+done
+check "paging gives 50, 50, 23" is "$sizes" "50 50 23 "
+check "paging returns every task once" is "$(sort -u "$ids" | wc -l)" 123
+check "pages are in id order" cmp -s "$ids" <(LC_ALL=C sort "$ids")
+get "/?cursor=$(jq -Rr @uri <<<"$(sed -n 1p <<<"$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=50" | jq -r .nextCursor)")")"
+check "HTML page 2 renders with a first-page link" has "First page"
+
+get "/api/tasks?status=in_progress&limit=200"
+check "status filter returns only in_progress" is "$(jq '[.tasks[]|select(.status!="in_progress")]|length' <<<"$BODY")" 0
+check "status filter finds all 31" is "$(jq '.tasks|length' <<<"$BODY")" 31
+get "/?status=completed"
+check "HTML status filter marks its link active" has 'href="/?status=completed" class="active"'
+
+get "/api/tasks?limit=0"
+check "limit=0 is 400" is "$STATUS" 400
+check "limit=0 says why" has "limit must be between 1 and 200"
+get "/api/tasks?status=bogus"
+check "unknown status is 400" is "$STATUS" 400
+get "/api/tasks?cursor=not-a-cursor"
+check "garbage cursor is 400" is "$STATUS" 400
+get "/api/tasks/bad%20id"
+check "invalid id is 400" is "$STATUS" 400
+get /api/tasks -X POST
+check "POST /api/tasks is 405" is "$STATUS" 405
+
+get /api/tasks/t-1 -H "X-Correlation-Id: e2e-cid-42"
+check "correlation id is echoed" is "$(header x-correlation-id)" e2e-cid-42
+get /api/tasks/t-1
+check "a correlation id is generated (UUID v4)" grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' <<<"$(header x-correlation-id)"
+sleep 0.5
+check "web logs the request with the id" grep -qF "[e2e-cid-42] → GET /api/tasks/t-1" "$OUT/logs/web_stdout.txt"
+check "web logs the status with the id" grep -qE '^\[e2e-cid-42\] ← 200 \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
+check "kv-read logs the RPC with the id" grep -qE '^\[e2e-cid-42\] RPC getTask\(t-1\) → found \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
+
+for path in / /tasks/t-1 /api/tasks/t-1 /api/tasks/nope /health /nowhere; do
+  get "$path"
+  check "security headers on $path" bash -c '
+    grep -qi "^content-security-policy: default-src '"'"'self'"'"'" "$1" &&
+    grep -qi "^x-content-type-options: nosniff" "$1" &&
+    grep -qi "^x-frame-options: DENY" "$1" &&
+    grep -qi "^referrer-policy: no-referrer" "$1" &&
+    grep -qi "^x-correlation-id: " "$1"' _ "$HDRS"
+done
+
+get /api/tasks/t-1
+etag=$(header etag)
+check "JSON task has an ETag" grep -q '^".*"$' <<<"$etag"
+check "JSON is revalidated (no-cache)" is "$(header cache-control)" no-cache
+get /api/tasks/t-1 -H "If-None-Match: $etag"
+check "matching If-None-Match is 304" is "$STATUS" 304
+check "304 has no body" is "$BODY" ""
+get "/api/tasks?limit=5"
+list_etag=$(header etag)
+get "/api/tasks?limit=5" -H "If-None-Match: $list_etag"
+check "list ETag gives 304" is "$STATUS" 304
+
+get /health
+check "health is 200" is "$STATUS" 200
+check "health reports the store" is "$(jq -r '.store' <<<"$BODY")" reachable
+check "health reports the version" jq -e '.version|test("^[0-9]+\\.[0-9]+\\.[0-9]+")' <<<"$BODY"
+
+# A task added while running appears once the membership stamp changes.
+tasks_seed "$WORK" --task '{"id":"a-late","title":"Arrived while running"}' >/dev/null
+get "/api/tasks?limit=1"
+check "a new task shows up in the listing" is "$(jq -r '.tasks[0].id' <<<"$BODY")" a-late
+check "kv-read logged the index rebuild" grep -qE 'RPC listTasks\(limit=1\) → 1 tasks, index rebuilt \(124 ids\)' "$OUT/logs/web_stdout.txt"
+
+if command -v chromium >/dev/null; then
+  echo "==> screenshots (headless Chromium) in $OUT"
+  shot() {
+    timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync \
+      --user-data-dir="$WORK/chromium" --hide-scrollbars --window-size=1280,1000 \
+      --screenshot="$OUT/$1" "http://127.0.0.1:$PORT$2" >/dev/null 2>&1
+  }
+  check "screenshot of /" shot home.png /
+  check "screenshot of /tasks/t-1" shot task.png /tasks/t-1
+  check "screenshot of a 404" shot not-found.png /tasks/nope
+else
+  echo "==> screenshots SKIPPED: chromium not installed"
+fi
+
+echo
+echo "e2e: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
