@@ -19,7 +19,7 @@ use crate::spin_kv::SpinKv;
 mod bindings {
     wit_bindgen::generate!({
         world: "reader-provider",
-        path: "../../wit",
+        path: "../../wit/tasks-store",
     });
 
     use super::KvRead;

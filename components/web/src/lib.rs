@@ -14,7 +14,7 @@ use tasks_site::correlation;
 mod bindings {
     wit_bindgen::generate!({
         world: "reader-consumer",
-        path: "../../wit",
+        path: "../../wit/tasks-store",
     });
 }
 
