@@ -1,10 +1,13 @@
 //! The spin-tasks domain: the task model and its JSON form, validation rules,
-//! the key-value key layout, page cursors and read errors.
+//! the key-value key layout, page cursors, read errors, task events and
+//! the rules by which events change tasks.
 //!
 //! Nothing here knows about Spin, so every rule is unit-tested natively.
 
 pub mod cursor;
+pub mod event;
 pub mod keys;
+pub mod merge;
 pub mod read;
 pub mod status;
 pub mod task;
