@@ -21,6 +21,12 @@ pub const INDEX_HEAD: &str = "idx:tasks:head";
 /// Prefix of listing index chunks in the `default` store.
 pub const INDEX_CHUNK_PREFIX: &str = "idx:tasks:chunk:";
 
+/// Prefix of dead-letter records in the `default` store.
+pub const DLQ_PREFIX: &str = "dlq:";
+
+/// Prefix of deferred events (the outbox) in the `default` store.
+pub const OUTBOX_PREFIX: &str = "outbox:";
+
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
@@ -34,6 +40,21 @@ pub fn task_id(key: &str) -> Option<&str> {
 /// `idx:tasks:chunk:<build>:<n>`: chunk `n` of the index built as `build`.
 pub fn index_chunk(build: &str, n: usize) -> String {
     format!("{INDEX_CHUNK_PREFIX}{build}:{n}")
+}
+
+/// `<millis, 13 digits>-<unique>`: sorts by time, then by the unique part.
+fn timed(prefix: &str, at_millis: i64, unique: &str) -> String {
+    format!("{prefix}{:013}-{unique}", at_millis.max(0))
+}
+
+/// `dlq:<millis>-<unique>`: one dead letter.
+pub fn dead_letter(at_millis: i64, unique: &str) -> String {
+    timed(DLQ_PREFIX, at_millis, unique)
+}
+
+/// `outbox:<millis>-<unique>`: one deferred event.
+pub fn outbox(at_millis: i64, unique: &str) -> String {
+    timed(OUTBOX_PREFIX, at_millis, unique)
 }
 
 #[cfg(test)]
@@ -51,12 +72,22 @@ mod tests {
 
     #[test]
     fn prefixes_do_not_overlap() {
-        let keys = [TASKS_STAMP, INDEX_HEAD, &index_chunk("b", 0), &task("x")];
+        let keys = [
+            TASKS_STAMP,
+            INDEX_HEAD,
+            &index_chunk("b", 0),
+            &task("x"),
+            &dead_letter(1, "u"),
+            &outbox(1, "u"),
+        ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
                 assert!(!a.starts_with(b) && !b.starts_with(a), "{a} / {b}");
             }
         }
         assert_eq!(index_chunk("5f3a", 2), "idx:tasks:chunk:5f3a:2");
+        assert_eq!(dead_letter(1_795_327_314_123, "ab"), "dlq:1795327314123-ab");
+        assert_eq!(outbox(42, "x"), "outbox:0000000000042-x");
+        assert!(outbox(999, "z") < outbox(1_000, "a"), "time orders first");
     }
 }

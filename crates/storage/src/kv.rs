@@ -28,3 +28,16 @@ pub trait KeyValue {
     /// Every key of the store, in no particular order.
     fn list_keys(&self) -> Result<Vec<String>, StoreError>;
 }
+
+/// Compare-and-swap on single keys (`wasi:keyvalue/atomics`).
+pub trait AtomicKv: KeyValue {
+    /// What a read remembers so the write can tell whether the key changed.
+    type Cas;
+
+    /// Reads `key` for a later [`AtomicKv::cas_write`].
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError>;
+
+    /// Writes `value` if the key is unchanged since `cas` was read:
+    /// `Ok(true)` written, `Ok(false)` someone else wrote first.
+    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError>;
+}

@@ -6,8 +6,11 @@ mod index;
 mod kv;
 mod memory;
 mod reader;
+pub mod records;
+mod writer;
 
 pub use index::CHUNK_IDS;
-pub use kv::{KeyValue, StoreError};
-pub use memory::MemoryKv;
+pub use kv::{AtomicKv, KeyValue, StoreError};
+pub use memory::{Calls, MemoryKv};
 pub use reader::{ListOutcome, TaskReader};
+pub use writer::{CAS_ATTEMPTS, Handled, Incoming, Writer};

@@ -18,6 +18,8 @@ pub struct Calls {
     pub delete_many: usize,
     /// `list_keys` calls.
     pub list_keys: usize,
+    /// `cas_write` calls.
+    pub cas_write: usize,
 }
 
 /// A store in memory. `set_down(true)` makes every call fail as unavailable.
@@ -26,6 +28,7 @@ pub struct MemoryKv {
     data: RefCell<BTreeMap<String, Vec<u8>>>,
     calls: Cell<Calls>,
     down: Cell<bool>,
+    conflicts: Cell<usize>,
 }
 
 impl MemoryKv {
@@ -74,6 +77,11 @@ impl MemoryKv {
         self.down.set(down);
     }
 
+    /// Makes the next `n` compare-and-swap writes lose to a concurrent writer.
+    pub fn inject_conflicts(&self, n: usize) {
+        self.conflicts.set(n);
+    }
+
     fn count(&self, bump: impl FnOnce(&mut Calls)) -> Result<(), StoreError> {
         let mut calls = self.calls.get();
         bump(&mut calls);
@@ -116,5 +124,28 @@ impl KeyValue for MemoryKv {
         self.count(|c| c.list_keys += 1)?;
         // Reverse order: callers must not rely on the store sorting keys.
         Ok(self.data.borrow().keys().rev().cloned().collect())
+    }
+}
+
+impl crate::AtomicKv for MemoryKv {
+    type Cas = (String, Option<Vec<u8>>);
+
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        self.count(|c| c.get += 1)?;
+        let current = self.peek(key);
+        Ok(((key.to_owned(), current.clone()), current))
+    }
+
+    fn cas_write(&self, (key, seen): Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.count(|c| c.cas_write += 1)?;
+        if self.conflicts.get() > 0 {
+            self.conflicts.set(self.conflicts.get() - 1);
+            return Ok(false);
+        }
+        if self.peek(&key) != seen {
+            return Ok(false);
+        }
+        self.put(&key, value);
+        Ok(true)
     }
 }

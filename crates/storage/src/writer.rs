@@ -1,0 +1,288 @@
+//! Applying task events: validate, read-merge-write with compare-and-swap,
+//! dead-letter what can never apply, defer what failed for now.
+
+use std::time::Instant;
+
+use tasks_domain::event::{self, Event, EventKind};
+use tasks_domain::{Task, Timestamp, keys, merge};
+
+use crate::records::{DeadLetter, OutboxEntry, RawPayload};
+use crate::{AtomicKv, KeyValue, StoreError};
+
+/// Compare-and-swap attempts before an update is deferred to the outbox.
+pub const CAS_ATTEMPTS: usize = 8;
+
+/// Delay before the first retry of a deferred event.
+const FIRST_RETRY_MILLIS: i64 = 1_000;
+
+/// One message as the trigger delivered it.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    /// NATS subject.
+    pub subject: &'a str,
+    /// Raw payload.
+    pub payload: &'a [u8],
+    /// The `X-Correlation-Id` message header, if any.
+    pub header_correlation_id: Option<&'a str>,
+}
+
+/// What became of a message. Every variant means it is safely recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The task store now reflects the event.
+    Applied {
+        /// Correlation id used.
+        correlation_id: String,
+    },
+    /// Refused for good; kept as a dead letter under `key`.
+    Rejected {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The dead-letter record.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed; kept in the outbox under `key` for the retrier.
+    Deferred {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The outbox record.
+        key: String,
+    },
+}
+
+enum Failure {
+    /// The event can never apply as it is.
+    Permanent(String),
+    /// The store failed; trying again later may work.
+    Transient(String),
+}
+
+/// Applies events to the `tasks` store, keeping dead letters and the outbox
+/// in the `local` store.
+pub struct Writer<'a, T: AtomicKv> {
+    /// Task documents.
+    pub tasks: &'a T,
+    /// Dead letters and outbox: always the local store.
+    pub local: &'a dyn KeyValue,
+    /// The current time.
+    pub clock: &'a dyn Fn() -> Timestamp,
+    /// A fresh unique string (correlation ids, record keys, stamps).
+    pub unique: &'a dyn Fn() -> String,
+    /// Where log lines go.
+    pub log: &'a dyn Fn(&str),
+}
+
+impl<T: AtomicKv> Writer<'_, T> {
+    fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
+        from_payload
+            .or(msg
+                .header_correlation_id
+                .filter(|h| event::usable_correlation_id(h)))
+            .map_or_else(|| (self.unique)(), str::to_owned)
+    }
+
+    /// Handles one message. `Err` only when the local store fails too, so
+    /// the event could not even be recorded: the caller must report it.
+    pub fn handle(&self, msg: &Incoming) -> Result<Handled, StoreError> {
+        let now = (self.clock)();
+        match event::parse(msg.subject, msg.payload) {
+            Err(rejection) => {
+                let cid = self.correlation_id(rejection.correlation_id.as_deref(), msg);
+                self.dead_letter(msg, &cid, rejection.task_id, rejection.reason, now)
+            }
+            Ok(ev) => {
+                let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
+                (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                match self.apply(&ev, &cid, now) {
+                    Ok(()) => Ok(Handled::Applied {
+                        correlation_id: cid,
+                    }),
+                    Err(Failure::Permanent(reason)) => {
+                        self.dead_letter(msg, &cid, Some(ev.id), reason, now)
+                    }
+                    Err(Failure::Transient(error)) => self.defer(msg, &cid, ev.id, error, now),
+                }
+            }
+        }
+    }
+
+    fn apply(&self, ev: &Event, cid: &str, now: Timestamp) -> Result<(), Failure> {
+        let key = keys::task(&ev.id);
+        if ev.kind == EventKind::Deleted {
+            let start = Instant::now();
+            self.tasks
+                .delete_many(vec![key.clone()])
+                .map_err(|e| self.store_failed(cid, "DELETE", &key, start, e))?;
+            self.log_ok(cid, "DELETE", &key, start);
+            self.restamp(cid, &ev.id);
+            return Ok(());
+        }
+        for attempt in 1..=CAS_ATTEMPTS {
+            let start = Instant::now();
+            let (cas, current) = self
+                .tasks
+                .cas_read(&key)
+                .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
+            let existing = match current.map(|b| Task::from_json(&b)) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) if ev.kind == EventKind::Updated => {
+                    return Err(Failure::Permanent(format!(
+                        "stored task {:?} is unreadable: {e}",
+                        ev.id
+                    )));
+                }
+                Some(Err(e)) => {
+                    (self.log)(&format!(
+                        "[{cid}] CREATE task={} replaces an unreadable document: {e}",
+                        ev.id
+                    ));
+                    None
+                }
+            };
+            let next = match (ev.kind, &existing) {
+                (EventKind::Updated, None) => {
+                    return Err(Failure::Permanent(format!(
+                        "update of unknown task {:?}",
+                        ev.id
+                    )));
+                }
+                (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
+                _ => merge::created(existing.as_ref(), &ev.id, &ev.fields, now),
+            };
+            let start = Instant::now();
+            match self.tasks.cas_write(cas, next.to_json()) {
+                Ok(true) => {
+                    self.log_ok(cid, "PUT", &key, start);
+                    match existing {
+                        None => self.restamp(cid, &ev.id),
+                        Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
+                            "[{cid}] CREATE task={} existed: overwrote the given fields, kept createdAt (version {})",
+                            ev.id, next.version
+                        )),
+                        Some(_) => {}
+                    }
+                    return Ok(());
+                }
+                Ok(false) => (self.log)(&format!(
+                    "[{cid}] KV CAS {key} — conflict, attempt {attempt}/{CAS_ATTEMPTS}; re-reading"
+                )),
+                Err(e) => return Err(self.store_failed(cid, "PUT", &key, start, e)),
+            }
+        }
+        Err(Failure::Transient(format!(
+            "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
+        )))
+    }
+
+    fn log_ok(&self, cid: &str, op: &str, key: &str, start: Instant) {
+        (self.log)(&format!(
+            "[{cid}] KV {op} {key} — OK ({} ms)",
+            start.elapsed().as_millis()
+        ));
+    }
+
+    fn store_failed(
+        &self,
+        cid: &str,
+        op: &str,
+        key: &str,
+        start: Instant,
+        e: StoreError,
+    ) -> Failure {
+        (self.log)(&format!(
+            "[{cid}] KV {op} {key} — FAILED ({} ms): {e}",
+            start.elapsed().as_millis()
+        ));
+        Failure::Transient(format!("KV {op} {key} failed: {e}"))
+    }
+
+    /// Tells listing indexes the set of ids changed (see docs/listing-index.md).
+    fn restamp(&self, cid: &str, id: &str) {
+        let stamp = format!("{}-{}", (self.clock)().millis(), (self.unique)());
+        if let Err(e) = self
+            .tasks
+            .set_many(vec![(keys::TASKS_STAMP.to_owned(), stamp.into_bytes())])
+        {
+            (self.log)(&format!(
+                "[{cid}] KV PUT {} — FAILED: {e}; listings may miss the change to task={id} until the next create or delete",
+                keys::TASKS_STAMP
+            ));
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: Option<String>,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let key = keys::dead_letter(now.millis(), &(self.unique)());
+        let record = DeadLetter {
+            subject: msg.subject.to_owned(),
+            raw: RawPayload::keep(msg.payload),
+            correlation_id: cid.to_owned(),
+            task_id,
+            reason: reason.clone(),
+            errors: Vec::new(),
+            at: now,
+        };
+        (self.log)(&format!("[{cid}] REJECT {}: {reason}", msg.subject));
+        self.record(cid, &key, serde_json::to_vec(&record))?;
+        Ok(Handled::Rejected {
+            correlation_id: cid.to_owned(),
+            key,
+            reason,
+        })
+    }
+
+    fn defer(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: String,
+        error: String,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let key = keys::outbox(now.millis(), &(self.unique)());
+        let entry = OutboxEntry {
+            subject: msg.subject.to_owned(),
+            raw: RawPayload::keep(msg.payload),
+            correlation_id: cid.to_owned(),
+            task_id: task_id.clone(),
+            attempts: 1,
+            next_attempt_at: Timestamp(now.millis() + FIRST_RETRY_MILLIS),
+            errors: vec![error.clone()],
+            received_at: now,
+        };
+        (self.log)(&format!(
+            "[{cid}] DEFER {} task={task_id} — {error} → {key}",
+            msg.subject
+        ));
+        self.record(cid, &key, serde_json::to_vec(&entry))?;
+        Ok(Handled::Deferred {
+            correlation_id: cid.to_owned(),
+            key,
+        })
+    }
+
+    fn record(
+        &self,
+        cid: &str,
+        key: &str,
+        json: Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<(), StoreError> {
+        let bytes = json.map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))?;
+        self.local
+            .set_many(vec![(key.to_owned(), bytes)])
+            .inspect_err(|e| {
+                (self.log)(&format!(
+                    "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
+                ));
+            })
+    }
+}

@@ -1,0 +1,363 @@
+//! The writer over in-memory stores: apply, dead letters, outbox, CAS.
+
+use std::cell::{Cell, RefCell};
+
+use tasks_domain::{Status, Task, Timestamp, keys};
+use tasks_storage::records::{DeadLetter, OutboxEntry};
+use tasks_storage::{
+    AtomicKv, CAS_ATTEMPTS, Handled, Incoming, KeyValue, MemoryKv, StoreError, Writer,
+};
+
+struct Harness {
+    tasks: MemoryKv,
+    local: MemoryKv,
+    now: Cell<i64>,
+    counter: Cell<u32>,
+    lines: RefCell<Vec<String>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            tasks: MemoryKv::new(),
+            local: MemoryKv::new(),
+            now: Cell::new(1_795_327_314_000),
+            counter: Cell::new(0),
+            lines: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn send_on<T: AtomicKv>(
+        &self,
+        tasks: &T,
+        subject: &str,
+        payload: &[u8],
+        header: Option<&str>,
+    ) -> Result<Handled, StoreError> {
+        self.now.set(self.now.get() + 1_000);
+        let clock = || Timestamp(self.now.get());
+        let unique = || {
+            self.counter.set(self.counter.get() + 1);
+            format!("u{}", self.counter.get())
+        };
+        let log = |line: &str| self.lines.borrow_mut().push(line.to_owned());
+        let writer = Writer {
+            tasks,
+            local: &self.local,
+            clock: &clock,
+            unique: &unique,
+            log: &log,
+        };
+        writer.handle(&Incoming {
+            subject,
+            payload,
+            header_correlation_id: header,
+        })
+    }
+
+    fn send(&self, subject: &str, payload: &str) -> Handled {
+        match self.send_on(&self.tasks, subject, payload.as_bytes(), None) {
+            Ok(h) => h,
+            Err(e) => unreachable!("{payload}: {e}"),
+        }
+    }
+
+    fn task(&self, id: &str) -> Option<Task> {
+        self.tasks
+            .peek(&keys::task(id))
+            .and_then(|b| Task::from_json(&b).ok())
+    }
+
+    fn stamp(&self) -> Option<Vec<u8>> {
+        self.tasks.peek(keys::TASKS_STAMP)
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.lines.borrow().iter().any(|l| l.contains(needle))
+    }
+
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.local
+            .keys_with_prefix(keys::DLQ_PREFIX)
+            .iter()
+            .filter_map(|k| self.local.peek(k))
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+}
+
+#[test]
+fn create_update_delete_in_both_shapes() {
+    let h = Harness::new();
+    assert!(
+        matches!(h.send("tasks.created", r#"{"id":"t-1","title":"Buy milk","correlationId":"c-1"}"#), Handled::Applied { correlation_id } if correlation_id == "c-1")
+    );
+    let created = h.task("t-1").expect("created");
+    assert_eq!(
+        (created.version, created.status, created.created_at),
+        (1, Status::Pending, created.updated_at)
+    );
+    assert!(h.logged("[c-1] CREATE task=t-1"));
+    assert!(
+        h.lines
+            .borrow()
+            .iter()
+            .any(|l| l.starts_with("[c-1] KV PUT task:t-1 — OK (") && l.ends_with(" ms)"))
+    );
+    let stamp_after_create = h.stamp().expect("stamp written");
+
+    h.send(
+        "tasks.updated",
+        r#"{"correlationId":"c-2","data":{"id":"t-1","status":"completed","description":"2 l"}}"#,
+    );
+    let updated = h.task("t-1").expect("still there");
+    assert_eq!(
+        (updated.version, updated.status, updated.title.as_str()),
+        (2, Status::Completed, "Buy milk")
+    );
+    assert_eq!(updated.description.as_deref(), Some("2 l"));
+    assert!(updated.updated_at > created.updated_at);
+    assert_eq!(
+        h.stamp(),
+        Some(stamp_after_create.clone()),
+        "updates keep the id set"
+    );
+
+    h.send("tasks.deleted", r#"{"data":{"id":"t-1"}}"#);
+    assert_eq!(h.task("t-1"), None);
+    assert_ne!(h.stamp(), Some(stamp_after_create));
+    assert!(
+        matches!(
+            h.send("tasks.deleted", r#"{"id":"t-1"}"#),
+            Handled::Applied { .. }
+        ),
+        "deletes are idempotent"
+    );
+}
+
+#[test]
+fn create_of_an_existing_id_overwrites_and_says_so() {
+    let h = Harness::new();
+    h.send(
+        "tasks.created",
+        r#"{"id":"t-1","title":"One","status":"in_progress"}"#,
+    );
+    let first = h.task("t-1").expect("created");
+    h.send("tasks.created", r#"{"id":"t-1","title":"Two"}"#);
+    let second = h.task("t-1").expect("still there");
+    assert_eq!(
+        (second.title.as_str(), second.status, second.version),
+        ("Two", Status::InProgress, 2)
+    );
+    assert_eq!(second.created_at, first.created_at);
+    assert!(h.logged("existed: overwrote the given fields, kept createdAt (version 2)"));
+}
+
+#[test]
+fn malformed_events_are_dead_lettered_with_reason_and_payload() {
+    let h = Harness::new();
+    let garbage = b"\x00\xffbinary";
+    let cases: [(&str, &[u8]); 4] = [
+        ("tasks.created", br#"{"id":"t-1","title":""}"#),
+        ("tasks.created", garbage),
+        ("tasks.updated", br#"{"id":"ghost","title":"x"}"#),
+        ("tasks.renamed", br#"{"id":"t-1"}"#),
+    ];
+    for (subject, payload) in cases {
+        let handled = h
+            .send_on(&h.tasks, subject, payload, Some("hdr-cid"))
+            .expect("recorded");
+        assert!(matches!(handled, Handled::Rejected { .. }), "{handled:?}");
+    }
+    let dlq = h.dead_letters();
+    assert_eq!(dlq.len(), 4);
+    let reasons: Vec<&str> = dlq.iter().map(|d| d.reason.as_str()).collect();
+    assert!(
+        reasons[0].contains("title must not be empty"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("not valid JSON"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("update of unknown task \"ghost\""),
+        "{reasons:?}"
+    );
+    assert!(reasons[3].contains("unknown subject"), "{reasons:?}");
+    assert_eq!(
+        dlq[1].raw.bytes(),
+        garbage,
+        "binary payloads are kept exactly"
+    );
+    assert!(dlq.iter().all(|d| d.correlation_id == "hdr-cid"));
+    assert_eq!(dlq[2].task_id.as_deref(), Some("ghost"));
+    assert!(h.logged("[hdr-cid] REJECT tasks.created: title must not be empty"));
+    assert_eq!(h.tasks.keys_with_prefix(keys::TASK_PREFIX).len(), 0);
+}
+
+#[test]
+fn correlation_id_precedence_payload_then_header_then_generated() {
+    let h = Harness::new();
+    let got = |payload: &str, header: Option<&str>| match h.send_on(
+        &h.tasks,
+        "tasks.deleted",
+        payload.as_bytes(),
+        header,
+    ) {
+        Ok(Handled::Applied { correlation_id }) => correlation_id,
+        other => unreachable!("{other:?}"),
+    };
+    assert_eq!(
+        got(
+            r#"{"id":"a","correlationId":"from-payload"}"#,
+            Some("from-header")
+        ),
+        "from-payload"
+    );
+    assert_eq!(got(r#"{"id":"a"}"#, Some("from-header")), "from-header");
+    let generated = got(r#"{"id":"a"}"#, Some("bad header!"));
+    assert!(
+        generated.starts_with('u') && generated != "bad header!",
+        "{generated}"
+    );
+}
+
+#[test]
+fn cas_conflicts_are_retried_then_deferred() {
+    let h = Harness::new();
+    h.send("tasks.created", r#"{"id":"t-1","title":"x"}"#);
+    h.tasks.inject_conflicts(2);
+    assert!(matches!(
+        h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#),
+        Handled::Applied { .. }
+    ));
+    assert_eq!(
+        h.task("t-1").map(|t| (t.version, t.status)),
+        Some((2, Status::Completed))
+    );
+    assert!(h.logged("KV CAS task:t-1 — conflict, attempt 2/8; re-reading"));
+
+    h.tasks.inject_conflicts(CAS_ATTEMPTS);
+    assert!(matches!(
+        h.send("tasks.updated", r#"{"id":"t-1","title":"y"}"#),
+        Handled::Deferred { .. }
+    ));
+    let outbox = h.local.keys_with_prefix(keys::OUTBOX_PREFIX);
+    assert_eq!(outbox.len(), 1);
+}
+
+/// Runs a competing update between this writer's read and its swap, once.
+struct Racing<'a> {
+    inner: &'a MemoryKv,
+    race: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl KeyValue for Racing<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.inner.set_many(pairs)
+    }
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.inner.delete_many(keys)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_keys()
+    }
+}
+
+impl AtomicKv for Racing<'_> {
+    type Cas = <MemoryKv as AtomicKv>::Cas;
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        self.inner.cas_read(key)
+    }
+    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        if let Some(race) = self.race.borrow_mut().take() {
+            race();
+        }
+        self.inner.cas_write(cas, value)
+    }
+}
+
+#[test]
+fn two_concurrent_updates_never_lose_one() {
+    let h = Harness::new();
+    h.send("tasks.created", r#"{"id":"t-1","title":"Start"}"#);
+    let racing = Racing {
+        inner: &h.tasks,
+        race: RefCell::new(Some(Box::new(|| {
+            h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
+        }))),
+    };
+    let handled = h.send_on(
+        &racing,
+        "tasks.updated",
+        br#"{"id":"t-1","title":"Renamed"}"#,
+        None,
+    );
+    assert!(
+        matches!(handled, Ok(Handled::Applied { .. })),
+        "{handled:?}"
+    );
+    let t = h.task("t-1").expect("exists");
+    assert_eq!(
+        (t.title.as_str(), t.status, t.version),
+        ("Renamed", Status::Completed, 3)
+    );
+    assert!(h.logged("conflict, attempt 1/8"));
+}
+
+#[test]
+fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::Error> {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    let handled = h.send_on(
+        &h.tasks,
+        "tasks.created",
+        br#"{"id":"t-7","title":"Later","correlationId":"c-7"}"#,
+        None,
+    );
+    let Ok(Handled::Deferred { key, .. }) = handled else {
+        unreachable!("{handled:?}")
+    };
+    let entry: OutboxEntry = serde_json::from_slice(&h.local.peek(&key).unwrap_or_default())?;
+    assert_eq!(
+        (
+            entry.task_id.as_str(),
+            entry.attempts,
+            entry.correlation_id.as_str()
+        ),
+        ("t-7", 1, "c-7")
+    );
+    assert_eq!(
+        entry.next_attempt_at.millis() - entry.received_at.millis(),
+        1_000
+    );
+    assert!(
+        entry.errors[0].contains("KV GET task:t-7 failed: store unavailable"),
+        "{:?}",
+        entry.errors
+    );
+    assert_eq!(
+        entry.raw.bytes(),
+        br#"{"id":"t-7","title":"Later","correlationId":"c-7"}"#
+    );
+    assert!(h.logged("[c-7] DEFER tasks.created task=t-7 — KV GET task:t-7 failed"));
+    assert!(h.logged("[c-7] KV GET task:t-7 — FAILED ("));
+
+    h.local.set_down(true);
+    let lost = h.send_on(
+        &h.tasks,
+        "tasks.created",
+        br#"{"id":"t-8","title":"x"}"#,
+        None,
+    );
+    assert!(
+        lost.is_err(),
+        "nothing could record it, so the caller must hear: {lost:?}"
+    );
+    assert!(h.logged("the event is NOT recorded"));
+    Ok(())
+}
