@@ -1,0 +1,16 @@
+//! The Spin-independent half of the `trigger-nats` plugin.
+//!
+//! The plugin binary (in `plugins/trigger-nats`, its own workspace because it
+//! links Spin's crates) parses the manifest into [`config`] types, builds a
+//! [`config::plan`], resolves variables, then hands a [`Handler`] that calls
+//! the Spin component to [`listener::run`]. Everything here is tested against
+//! a real `nats-server`.
+
+pub mod config;
+mod inflight;
+pub mod listener;
+pub mod reply;
+
+pub use config::{Credentials, Subscription, TriggerConfig, TriggerMetadata};
+pub use inflight::InFlight;
+pub use listener::{Handler, HandlerFuture, Message, Stats};

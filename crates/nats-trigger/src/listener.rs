@@ -1,0 +1,308 @@
+//! Connecting, subscribing, handing messages to the handler, replying, and
+//! draining on shutdown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Credentials, Subscription};
+use crate::{InFlight, reply};
+
+/// Longest wait for buffered messages and running handlers at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One message, as the handler sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Subject it was published on.
+    pub subject: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Headers, in order; a repeated header appears once per value.
+    pub headers: Vec<(String, String)>,
+    /// Where the publisher waits for an answer (`nats request`).
+    pub reply: Option<String>,
+}
+
+/// What a handler returns: `Err` carries the reason, sent back to requesters.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Handles one message for one component.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs the component for `msg`.
+    fn handle(&self, component: &str, msg: Message) -> HandlerFuture;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&str, Message) -> HandlerFuture + Send + Sync + 'static,
+{
+    fn handle(&self, component: &str, msg: Message) -> HandlerFuture {
+        self(component, msg)
+    }
+}
+
+/// Counts over the listener's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages whose handler returned Ok.
+    pub handled: u64,
+    /// Messages whose handler returned an error.
+    pub failed: u64,
+}
+
+fn log(line: &str) {
+    eprintln!("trigger-nats: {line}");
+}
+
+/// Connects, retrying every 2 s with a log line until the server answers or
+/// `shutdown` resolves (then `None`). Later disconnects reconnect on their own.
+pub async fn connect(
+    url: &str,
+    credentials: &Credentials,
+    name: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<async_nats::Client>, async_nats::Error> {
+    tokio::pin!(shutdown);
+    let mut logged_wait = false;
+    loop {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => log("disconnected; reconnecting"),
+                    async_nats::Event::Connected => log("connected"),
+                    other => log(&format!("{other}")),
+                }
+            });
+        options = match credentials {
+            Credentials::None => options,
+            Credentials::UserPassword(u, p) => options.user_and_password(u.clone(), p.clone()),
+            Credentials::Token(t) => options.token(t.clone()),
+            Credentials::CredsFile(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(|e| format!("cannot read creds_file {path:?}: {e}"))?,
+        };
+        match options.connect(url).await {
+            Ok(client) => {
+                log(&format!("connected to {url}"));
+                return Ok(Some(client));
+            }
+            Err(e) => {
+                let auth = e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
+                    || e.kind() == async_nats::ConnectErrorKind::Authentication;
+                if auth {
+                    return Err(format!("server at {url} refused the credentials: {e}").into());
+                }
+                if !logged_wait {
+                    log(&format!(
+                        "cannot reach {url} ({e}); retrying every 2 s until it answers"
+                    ));
+                    logged_wait = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Serves every subscription until `shutdown` resolves, then drains: stops
+/// taking messages, handles those already delivered, waits for running
+/// handlers, flushes replies.
+pub async fn run(
+    client: async_nats::Client,
+    subscriptions: Vec<Subscription>,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stats, async_nats::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handled = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for sub in subscriptions {
+        let subscriber = match &sub.queue_group {
+            Some(q) => {
+                client
+                    .queue_subscribe(sub.subject.clone(), q.clone())
+                    .await?
+            }
+            None => client.subscribe(sub.subject.clone()).await?,
+        };
+        log(&format!(
+            "{} ← {}{} (max_in_flight {})",
+            sub.component,
+            sub.subject,
+            sub.queue_group
+                .as_deref()
+                .map(|q| format!(" in queue group {q}"))
+                .unwrap_or_default(),
+            sub.max_in_flight
+        ));
+        let serving = Serving {
+            client: client.clone(),
+            sub,
+            handler: handler.clone(),
+            handled: handled.clone(),
+            failed: failed.clone(),
+        };
+        tasks.spawn(serving.serve(subscriber, stop_rx.clone()));
+    }
+    // Subscriptions must reach the server before callers publish.
+    client.flush().await?;
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => log("shutting down: draining"),
+        Some(_) = tasks.join_next() => log("a subscription ended unexpectedly; draining the others"),
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    client.flush().await?;
+    let stats = Stats {
+        handled: handled.load(Ordering::SeqCst),
+        failed: failed.load(Ordering::SeqCst),
+    };
+    log(&format!(
+        "drained: {} handled, {} failed",
+        stats.handled, stats.failed
+    ));
+    Ok(stats)
+}
+
+struct Serving {
+    client: async_nats::Client,
+    sub: Subscription,
+    handler: Arc<dyn Handler>,
+    handled: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Serving {
+    async fn serve(self, mut subscriber: async_nats::Subscriber, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.sub.max_in_flight));
+        let running = InFlight::new();
+        let this = Arc::new(self);
+        let mut draining = false;
+        // Armed only once draining starts; until then the branch is disabled.
+        let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.changed(), if !draining => {
+                    draining = true;
+                    // Unsubscribes; messages already delivered still come out of the stream.
+                    let _ = subscriber.drain().await;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    continue;
+                }
+                _ = &mut deadline, if draining => {
+                    log(&format!("{}: drain timed out; stopping", this.sub.subject));
+                    break;
+                }
+                m = subscriber.next() => m,
+            };
+            let Some(msg) = next else { break };
+            // In order: the next message waits for a free slot.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let guard = running.start();
+            let this = this.clone();
+            tokio::spawn(async move {
+                this.handle(msg).await;
+                drop(slot);
+                drop(guard);
+            });
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, running.idle())
+            .await
+            .is_err()
+        {
+            log(&format!(
+                "{}: handlers still running after {DRAIN_TIMEOUT:?}",
+                this.sub.subject
+            ));
+        }
+    }
+
+    async fn handle(&self, msg: async_nats::Message) {
+        let message = Message {
+            subject: msg.subject.to_string(),
+            payload: msg.payload.to_vec(),
+            headers: msg
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (name.to_string(), v.to_string()))
+                })
+                .collect(),
+            reply: msg.reply.as_ref().map(|r| r.to_string()),
+        };
+        let subject = message.subject.clone();
+        let reply_to = message.reply.clone();
+        let result = self.handler.handle(&self.sub.component, message).await;
+        match &result {
+            Ok(()) => self.handled.fetch_add(1, Ordering::SeqCst),
+            Err(e) => {
+                log(&format!(
+                    "component {} failed on {subject}: {e}",
+                    self.sub.component
+                ));
+                self.failed.fetch_add(1, Ordering::SeqCst)
+            }
+        };
+        if let Some(reply) = reply_to {
+            if let Err(e) = self
+                .client
+                .publish(reply, reply::encode(&result).into())
+                .await
+            {
+                log(&format!(
+                    "could not acknowledge a message on {subject}: {e}"
+                ));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,367 @@
+//! The listener against a real `nats-server` on loopback.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nats_trigger_core::config::{Credentials, Subscription};
+use nats_trigger_core::listener::{self, HandlerFuture, Message, Stats};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn start_server(port: u16) -> Server {
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("these tests need nats-server on PATH (apt-get install nats-server): {e}")
+        });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
+fn sub(subject: &str, queue: Option<&str>, max_in_flight: usize) -> Subscription {
+    Subscription {
+        component: "writer".into(),
+        subject: subject.into(),
+        queue_group: queue.map(Into::into),
+        max_in_flight,
+    }
+}
+
+/// Records what it saw; fails messages whose payload is `fail`; sleeps `delay`.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Message>>>,
+    delay: Duration,
+}
+
+impl Recorder {
+    fn handler(&self) -> Arc<dyn listener::Handler> {
+        let me = self.clone();
+        Arc::new(move |_component: &str, msg: Message| -> HandlerFuture {
+            let me = me.clone();
+            Box::pin(async move {
+                if !me.delay.is_zero() {
+                    tokio::time::sleep(me.delay).await;
+                }
+                let fail = msg.payload == b"fail";
+                if let Ok(mut seen) = me.seen.lock() {
+                    seen.push(msg);
+                }
+                if fail {
+                    Err("handler refused \"fail\"".into())
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    }
+    fn payloads(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<Stats, String>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<Stats, String> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}
+
+async fn start_listener(
+    url: &str,
+    subs: Vec<Subscription>,
+    rec: &Recorder,
+) -> Result<Running, async_nats::Error> {
+    let client = listener::connect(url, &Credentials::None, "test", std::future::pending())
+        .await?
+        .ok_or("no client")?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handler = rec.handler();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = ready_tx.send(());
+        listener::run(client, subs, handler, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let _ = ready_rx.await;
+    // run() subscribes and flushes before serving; give it that moment.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    Ok(Running { stop, task })
+}
+
+#[tokio::test]
+async fn requests_get_ok_or_error_acks_and_the_loop_goes_on() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder::default();
+    let running = start_listener(&server.url, vec![sub("tasks.*", None, 1)], &rec).await?;
+    let client = async_nats::connect(&server.url).await?;
+
+    let ok = client.request("tasks.created", "one".into()).await?;
+    assert_eq!(&ok.payload[..], br#"{"ok":true}"#);
+    let bad = client.request("tasks.created", "fail".into()).await?;
+    let v: serde_json::Value = serde_json::from_slice(&bad.payload)?;
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": false, "error": "handler refused \"fail\""})
+    );
+    let again = client.request("tasks.updated", "two".into()).await?;
+    assert_eq!(&again.payload[..], br#"{"ok":true}"#);
+
+    let stats = running.stop().await?;
+    assert_eq!(
+        stats,
+        Stats {
+            handled: 2,
+            failed: 1
+        }
+    );
+    assert_eq!(rec.payloads(), ["one", "fail", "two"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn headers_subject_and_reply_reach_the_handler() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder::default();
+    let running = start_listener(&server.url, vec![sub("tasks.>", None, 1)], &rec).await?;
+    let client = async_nats::connect(&server.url).await?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Correlation-Id", "cid-77");
+    client
+        .request_with_headers("tasks.deleted", headers, "x".into())
+        .await?;
+    client.publish("tasks.a.b", "plain".into()).await?;
+    client.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    running.stop().await?;
+    let seen = rec.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].subject, "tasks.deleted");
+    assert_eq!(
+        seen[0].headers,
+        [("X-Correlation-Id".to_owned(), "cid-77".to_owned())]
+    );
+    assert!(seen[0].reply.is_some());
+    assert_eq!(
+        (seen[1].subject.as_str(), seen[1].reply.as_ref()),
+        ("tasks.a.b", None)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn max_in_flight_one_keeps_publish_order() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder {
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let running = start_listener(&server.url, vec![sub("tasks.*", None, 1)], &rec).await?;
+    let client = async_nats::connect(&server.url).await?;
+    for i in 0..200 {
+        client
+            .publish("tasks.created", format!("{i}").into())
+            .await?;
+    }
+    client.flush().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rec.payloads().len() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await?;
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(rec.payloads(), want);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_queue_group_shares_messages_each_handled_once() -> TestResult {
+    let server = start_server(free_port());
+    let (a, b) = (Recorder::default(), Recorder::default());
+    let run_a = start_listener(&server.url, vec![sub("tasks.*", Some("writers"), 4)], &a).await?;
+    let run_b = start_listener(&server.url, vec![sub("tasks.*", Some("writers"), 4)], &b).await?;
+    let client = async_nats::connect(&server.url).await?;
+    for i in 0..500 {
+        client
+            .publish("tasks.created", format!("m{i}").into())
+            .await?;
+    }
+    client.flush().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.payloads().len() + b.payloads().len() < 500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (sa, sb) = (run_a.stop().await?, run_b.stop().await?);
+    let mut all = a.payloads();
+    all.extend(b.payloads());
+    all.sort();
+    let mut want: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "every message exactly once across the group");
+    assert!(
+        sa.handled > 50 && sb.handled > 50,
+        "both members took a share: {sa:?} {sb:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_drains_every_delivered_message_and_acks_only_handled_ones() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let running = start_listener(&server.url, vec![sub("tasks.*", None, 2)], &rec).await?;
+    let client = async_nats::connect(&server.url).await?;
+    // 60 requests in flight at once; stop the listener while they are being handled.
+    let mut requests = Vec::new();
+    for i in 0..60 {
+        let c = client.clone();
+        requests.push(tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                c.request("tasks.created", format!("r{i}").into()),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = running.stop().await?;
+    let mut acked = Vec::new();
+    for (i, r) in requests.into_iter().enumerate() {
+        if let Ok(Ok(Ok(reply))) = r.await {
+            assert_eq!(&reply.payload[..], br#"{"ok":true}"#);
+            acked.push(format!("r{i}"));
+        }
+    }
+    let handled = rec.payloads();
+    assert_eq!(stats.handled as usize, handled.len());
+    for a in &acked {
+        assert!(handled.contains(a), "{a} was acknowledged but not handled");
+    }
+    assert_eq!(
+        acked.len(),
+        handled.len(),
+        "every handled request was acknowledged before exit"
+    );
+    assert!(
+        handled.len() >= 5,
+        "some were in flight at shutdown: {}",
+        handled.len()
+    );
+    // After the drain nothing is subscribed any more.
+    let late = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.request("tasks.created", "late".into()),
+    )
+    .await;
+    assert!(!matches!(late, Ok(Ok(_))), "no one answers after shutdown");
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_waits_for_a_server_that_starts_later() -> TestResult {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let connecting = tokio::spawn({
+        let url = url.clone();
+        async move {
+            listener::connect(&url, &Credentials::None, "late", std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!connecting.is_finished(), "still waiting for the server");
+    let _server = start_server(port);
+    let client = tokio::time::timeout(Duration::from_secs(10), connecting).await??;
+    assert!(client?.is_some());
+    // And a shutdown while waiting ends the wait cleanly.
+    let nobody = format!("nats://127.0.0.1:{}", free_port());
+    let gave_up = listener::connect(
+        &nobody,
+        &Credentials::None,
+        "x",
+        tokio::time::sleep(Duration::from_millis(300)),
+    )
+    .await?;
+    assert!(gave_up.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn subscriptions_survive_a_server_restart() -> TestResult {
+    let port = free_port();
+    let server = start_server(port);
+    let rec = Recorder::default();
+    let running = start_listener(&server.url, vec![sub("tasks.*", None, 1)], &rec).await?;
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start_server(port);
+    let client = async_nats::connect(&server.url).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut acked = false;
+    while !acked && Instant::now() < deadline {
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request("tasks.created", "after-restart".into()),
+        )
+        .await;
+        acked = matches!(r, Ok(Ok(ref m)) if &m.payload[..] == br#"{"ok":true}"#);
+    }
+    assert!(acked, "the listener reconnected and resubscribed");
+    running.stop().await?;
+    Ok(())
+}
