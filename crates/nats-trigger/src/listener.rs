@@ -267,16 +267,15 @@ impl Serving {
                 self.failed.fetch_add(1, Ordering::SeqCst)
             }
         };
-        if let Some(reply) = reply_to {
-            if let Err(e) = self
+        if let Some(reply) = reply_to
+            && let Err(e) = self
                 .client
                 .publish(reply, reply::encode(&result).into())
                 .await
-            {
-                log(&format!(
-                    "could not acknowledge a message on {subject}: {e}"
-                ));
-            }
+        {
+            log(&format!(
+                "could not acknowledge a message on {subject}: {e}"
+            ));
         }
     }
 }
