@@ -37,9 +37,7 @@ fn start_server(port: u16) -> Server {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("these tests need nats-server on PATH (apt-get install nats-server): {e}")
-        });
+        .expect("these tests need nats-server on PATH (apt-get install nats-server)");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
