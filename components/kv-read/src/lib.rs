@@ -5,17 +5,15 @@
 //! (listing index), WIT types out. One log line per call.
 
 mod convert;
-mod spin_kv;
 
 use std::time::Instant;
 
 use tasks_domain::{ListRequest, ReadError};
-use tasks_storage::TaskReader;
-
-use crate::spin_kv::SpinKv;
+use tasks_spin_kv::SpinKv;
+use tasks_storage::{StoreError, TaskReader};
 
 /// Generated bindings: the only code here that needs `unsafe`.
-#[allow(unsafe_code, missing_docs)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
         world: "reader-provider",
@@ -34,6 +32,13 @@ const TASKS_STORE: &str = "tasks";
 /// Store label of local derived data (always the embedded store).
 const LOCAL_STORE: &str = "default";
 
+fn open(label: &'static str) -> Result<SpinKv, ReadError> {
+    SpinKv::open(label).map_err(|e| match e {
+        StoreError::Unavailable(m) => ReadError::Unavailable(m),
+        StoreError::Other(m) => ReadError::Other(m),
+    })
+}
+
 struct KvRead;
 
 fn elapsed_ms(start: Instant) -> u128 {
@@ -51,7 +56,7 @@ fn outcome<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> String) -> String
 impl Guest for KvRead {
     fn get_task(id: String, correlation_id: String) -> Result<Task, Error> {
         let start = Instant::now();
-        let result = SpinKv::open(TASKS_STORE).and_then(|tasks| {
+        let result = open(TASKS_STORE).and_then(|tasks| {
             // Lookups never touch the local store; the reader needs one, so
             // hand it the same bucket.
             TaskReader::new(&tasks, &tasks).get_task(&id)
@@ -78,8 +83,8 @@ impl Guest for KvRead {
             limit,
             status: status.map(convert::status_from_wit),
         };
-        let result = SpinKv::open(TASKS_STORE).and_then(|tasks| {
-            let local = SpinKv::open(LOCAL_STORE)?;
+        let result = open(TASKS_STORE).and_then(|tasks| {
+            let local = open(LOCAL_STORE)?;
             TaskReader::new(&tasks, &local).list_tasks(&req)
         });
         let shown_limit = req.limit.unwrap_or(tasks_domain::DEFAULT_LIMIT);
@@ -112,8 +117,7 @@ impl Guest for KvRead {
 
     fn probe(correlation_id: String) -> Result<(), Error> {
         let start = Instant::now();
-        let result =
-            SpinKv::open(TASKS_STORE).and_then(|tasks| TaskReader::new(&tasks, &tasks).probe());
+        let result = open(TASKS_STORE).and_then(|tasks| TaskReader::new(&tasks, &tasks).probe());
         println!(
             "[{correlation_id}] RPC probe → {} ({} ms)",
             outcome(&result, |_| "ok".into()),

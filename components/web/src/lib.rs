@@ -10,7 +10,7 @@ use spin_sdk::http::{Request, Response};
 use tasks_site::correlation;
 
 /// Generated bindings: the only code here that needs `unsafe`.
-#[allow(unsafe_code, missing_docs)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
         world: "reader-consumer",

@@ -1,0 +1,105 @@
+//! [`KeyValue`] and [`AtomicKv`] over Spin's `wasi:keyvalue` (store, batch,
+//! atomics), shared by the components. spin-sdk 5.2 exposes these host
+//! interfaces only through its generated `wit` module.
+
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+use tasks_storage::{AtomicKv, KeyValue, StoreError};
+
+/// One opened Spin key-value store.
+pub struct SpinKv {
+    label: &'static str,
+    /// A store that failed to open answers every call with that failure, so
+    /// callers handle it like any other store error (the writer defers).
+    bucket: Result<store::Bucket, StoreError>,
+}
+
+fn describe(label: &str, e: store::Error) -> StoreError {
+    match e {
+        store::Error::NoSuchStore => StoreError::Other(format!(
+            "no store labelled {label:?}: add it to the component's key_value_stores and the runtime config"
+        )),
+        store::Error::AccessDenied => {
+            StoreError::Other(format!("access to store {label:?} denied"))
+        }
+        store::Error::Other(m) => StoreError::Unavailable(format!("store {label:?}: {m}")),
+    }
+}
+
+impl SpinKv {
+    /// Opens the store with this label.
+    pub fn open(label: &'static str) -> Result<Self, StoreError> {
+        let kv = Self::open_lenient(label);
+        match kv.bucket {
+            Ok(_) => Ok(kv),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the store with this label; a failure surfaces on each call.
+    pub fn open_lenient(label: &'static str) -> Self {
+        SpinKv {
+            label,
+            bucket: store::open(label).map_err(|e| describe(label, e)),
+        }
+    }
+
+    fn bucket(&self) -> Result<&store::Bucket, StoreError> {
+        self.bucket.as_ref().map_err(Clone::clone)
+    }
+}
+
+impl KeyValue for SpinKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bucket()?.get(key).map_err(|e| describe(self.label, e))
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let found = batch::get_many(self.bucket()?, keys).map_err(|e| describe(self.label, e))?;
+        // The host returns pairs in no promised order and may omit absent keys.
+        let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
+            found.into_iter().collect();
+        Ok(keys.iter().map(|k| by_key.remove(k).flatten()).collect())
+    }
+
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        batch::set_many(self.bucket()?, &pairs).map_err(|e| describe(self.label, e))
+    }
+
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        batch::delete_many(self.bucket()?, &keys).map_err(|e| describe(self.label, e))
+    }
+
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let resp = self
+                .bucket()?
+                .list_keys(cursor.as_deref())
+                .map_err(|e| describe(self.label, e))?;
+            keys.extend(resp.keys);
+            match resp.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(keys),
+            }
+        }
+    }
+}
+
+impl AtomicKv for SpinKv {
+    type Cas = atomics::Cas;
+
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| describe(self.label, e))?;
+        let current = cas.current().map_err(|e| describe(self.label, e))?;
+        Ok((cas, current))
+    }
+
+    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        match atomics::swap(cas, &value) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(describe(self.label, e)),
+        }
+    }
+}
