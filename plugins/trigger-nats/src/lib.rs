@@ -1,0 +1,133 @@
+//! The Spin side of the NATS trigger: reads the manifest, resolves
+//! variables, and runs a component per message. Connecting, subscribing,
+//! replies and draining live in `nats-trigger-core` (tested without Spin).
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use nats_trigger_core::config::{self, Subscription, TriggerConfig, TriggerMetadata};
+use nats_trigger_core::listener::{self, Handler, HandlerFuture, Message};
+use spin_factor_variables::VariablesFactor;
+use spin_factors::RuntimeFactors;
+use spin_trigger::cli::NoCliArgs;
+use spin_trigger::{App, Trigger, TriggerApp};
+
+/// Host bindings of the guest world in `wit/spin-nats`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/spin-nats",
+        world: "nats-trigger",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use bindings::spin_nats::trigger::types as guest;
+
+/// The `nats` trigger type.
+pub struct NatsTrigger {
+    metadata: TriggerMetadata,
+    subscriptions: Vec<Subscription>,
+}
+
+impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
+    const TYPE: &'static str = "nats";
+    type CliArgs = NoCliArgs;
+    type InstanceState = ();
+
+    fn new(_cli_args: Self::CliArgs, app: &App) -> anyhow::Result<Self> {
+        let metadata = app
+            .get_trigger_metadata::<TriggerMetadata>("nats")
+            .context("reading [application.trigger.nats]")?
+            .unwrap_or_default();
+        let entries: Vec<TriggerConfig> = app
+            .trigger_configs::<TriggerConfig>("nats")
+            .context("reading [[trigger.nats]]")?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let subscriptions = config::plan(&entries)?;
+        Ok(NatsTrigger { metadata, subscriptions })
+    }
+
+    async fn run(self, trigger_app: TriggerApp<Self, F>) -> anyhow::Result<()> {
+        let variables = trigger_app
+            .configured_app()
+            .app_state::<VariablesFactor>()
+            .context("the NATS trigger needs the variables factor")?;
+        let resolve = async |field: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
+            match value {
+                None => Ok(None),
+                Some(expr) => variables
+                    .resolve_expression(expr.clone())
+                    .await
+                    .map(Some)
+                    .with_context(|| format!("resolving {field} = {expr:?} in [application.trigger.nats]")),
+            }
+        };
+        // Variables are resolved before connecting, so `url = "{{ nats_url }}"` works.
+        let resolved = TriggerMetadata {
+            url: resolve("url", self.metadata.url.clone()).await?,
+            user: resolve("user", self.metadata.user.clone()).await?,
+            password: resolve("password", self.metadata.password.clone()).await?,
+            token: resolve("token", self.metadata.token.clone()).await?,
+            creds_file: resolve("creds_file", self.metadata.creds_file.clone()).await?,
+        };
+        let credentials = resolved.credentials()?;
+        let mut subscriptions = self.subscriptions.clone();
+        for sub in &mut subscriptions {
+            sub.subject = variables
+                .resolve_expression(sub.subject.clone())
+                .await
+                .with_context(|| format!("resolving subject {:?}", sub.subject))?;
+            config::validate_subject(&sub.subject).map_err(|e| anyhow!(e))?;
+        }
+
+        let url = resolved.url().to_owned();
+        let name = format!("spin-trigger-nats ({})", trigger_app.app().id());
+        let Some(client) = listener::connect(&url, &credentials, &name, listener::shutdown_signal())
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+        else {
+            return Ok(());
+        };
+        let handler: Arc<dyn Handler> = Arc::new(SpinHandler { app: Arc::new(trigger_app) });
+        listener::run(client, subscriptions, handler, listener::shutdown_signal())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    }
+}
+
+/// Runs the component named by a subscription, one instance per message.
+struct SpinHandler<F: RuntimeFactors> {
+    app: Arc<TriggerApp<NatsTrigger, F>>,
+}
+
+impl<F: RuntimeFactors> Handler for SpinHandler<F> {
+    fn handle(&self, component: &str, msg: Message) -> HandlerFuture {
+        let app = self.app.clone();
+        let component = component.to_owned();
+        Box::pin(async move { invoke(&app, &component, msg).await.map_err(|e| format!("{e:#}")) })
+    }
+}
+
+async fn invoke<F: RuntimeFactors>(
+    app: &TriggerApp<NatsTrigger, F>,
+    component: &str,
+    msg: Message,
+) -> anyhow::Result<()> {
+    let (instance, mut store) = app.prepare(component)?.instantiate(()).await?;
+    let guest_world = bindings::NatsTrigger::new(&mut store, &instance)
+        .with_context(|| format!("component {component:?} does not export spin-nats:trigger handle-message"))?;
+    let message = guest::Message {
+        subject: msg.subject,
+        payload: msg.payload,
+        headers: msg.headers,
+        reply_to: msg.reply,
+    };
+    guest_world
+        .call_handle_message(&mut store, &message)
+        .await?
+        .map_err(|guest::Error::Other(e)| anyhow!("{component}: {e}"))
+}

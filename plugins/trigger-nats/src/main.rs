@@ -1,0 +1,16 @@
+//! `trigger-nats`: run by `spin up` as `spin trigger nats` for apps with
+//! `[[trigger.nats]]` entries.
+
+use clap::Parser;
+use spin_runtime_factors::FactorsBuilder;
+use spin_trigger::cli::FactorsTriggerCommand;
+use trigger_nats::NatsTrigger;
+
+type Command = FactorsTriggerCommand<NatsTrigger, FactorsBuilder>;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let version = std::env::var("SPIN_VERSION").unwrap_or_else(|_| "unknown".into());
+    spin_telemetry::init(version)?;
+    Command::parse().run().await
+}

@@ -1,0 +1,135 @@
+//! `tasks-nats`: publish task events without the NATS CLI.
+//!
+//! ```text
+//! tasks-nats [--server URL] pub SUBJECT PAYLOAD [-H Name:Value]...
+//! tasks-nats [--server URL] request SUBJECT PAYLOAD [-H Name:Value]... [--timeout-ms N]
+//! tasks-nats [--server URL] burst --count N [--prefix P] [--request] [--subject S]
+//! ```
+//! `PAYLOAD` may be `@file` to send a file's bytes. The server defaults to
+//! `$NATS_URL`, else `nats://127.0.0.1:4222`. `burst` publishes N
+//! `tasks.created` events (`{"id":"<P><i>","title":"Task <i>"}`) as fast as
+//! it can and prints how long it took; with `--request` it awaits each ack
+//! (8 in flight) and fails if any is not `{"ok":true}`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+
+struct Args {
+    server: String,
+    command: String,
+    rest: Vec<String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut server = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("--server") {
+        it.next();
+        server = it.next().context("--server needs a URL")?;
+    }
+    let command = it.next().context("usage: tasks-nats [--server URL] pub|request|burst …")?;
+    Ok(Args { server, command, rest: it.collect() })
+}
+
+fn payload(arg: &str) -> anyhow::Result<Vec<u8>> {
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {path}")),
+        None => Ok(arg.as_bytes().to_vec()),
+    }
+}
+
+/// SUBJECT PAYLOAD, then `-H Name:Value` and `--timeout-ms N` options.
+fn message_args(rest: &[String]) -> anyhow::Result<(String, Vec<u8>, HeaderMap, Duration)> {
+    let [subject, body, opts @ ..] = rest else { bail!("expected SUBJECT PAYLOAD") };
+    let mut headers = HeaderMap::new();
+    let mut timeout = Duration::from_secs(5);
+    let mut opts = opts.iter();
+    while let Some(o) = opts.next() {
+        match o.as_str() {
+            "-H" => {
+                let h = opts.next().context("-H needs Name:Value")?;
+                let (name, value) = h.split_once(':').context("-H needs Name:Value")?;
+                headers.insert(name.trim(), value.trim());
+            }
+            "--timeout-ms" => {
+                timeout = Duration::from_millis(opts.next().context("--timeout-ms needs N")?.parse()?);
+            }
+            other => bail!("unknown option {other:?}"),
+        }
+    }
+    Ok((subject.clone(), payload(body)?, headers, timeout))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let client = async_nats::connect(&args.server)
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    match args.command.as_str() {
+        "pub" => {
+            let (subject, body, headers, _) = message_args(&args.rest)?;
+            client.publish_with_headers(subject, headers, body.into()).await?;
+            client.flush().await?;
+        }
+        "request" => {
+            let (subject, body, headers, timeout) = message_args(&args.rest)?;
+            let reply = tokio::time::timeout(timeout, client.request_with_headers(subject, headers, body.into()))
+                .await
+                .context("no reply in time")??;
+            println!("{}", String::from_utf8_lossy(&reply.payload));
+        }
+        "burst" => burst(&client, &args.rest).await?,
+        other => bail!("unknown command {other:?}: expected pub, request or burst"),
+    }
+    Ok(())
+}
+
+async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<()> {
+    let mut count = 1_000usize;
+    let mut prefix = "b-".to_owned();
+    let mut subject = "tasks.created".to_owned();
+    let mut request = false;
+    let mut it = rest.iter();
+    while let Some(o) = it.next() {
+        match o.as_str() {
+            "--count" => count = it.next().context("--count needs N")?.parse()?,
+            "--prefix" => prefix = it.next().context("--prefix needs P")?.clone(),
+            "--subject" => subject = it.next().context("--subject needs S")?.clone(),
+            "--request" => request = true,
+            other => bail!("unknown option {other:?}"),
+        }
+    }
+    let body = |i: usize| format!(r#"{{"id":"{prefix}{i:06}","title":"Task {i}"}}"#);
+    let start = Instant::now();
+    if request {
+        let acks = futures::stream::iter(0..count)
+            .map(|i| {
+                let c = client.clone();
+                let s = subject.clone();
+                let b = body(i);
+                async move { c.request(s, b.into()).await }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await;
+        let bad = acks
+            .iter()
+            .filter(|r| !matches!(r, Ok(m) if &m.payload[..] == br#"{"ok":true}"#))
+            .count();
+        if bad > 0 {
+            bail!("{bad} of {count} requests were not acknowledged with {{\"ok\":true}}");
+        }
+    } else {
+        for i in 0..count {
+            client.publish(subject.clone(), body(i).into()).await?;
+        }
+        client.flush().await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("published {count} events in {secs:.3} s ({:.0}/s)", count as f64 / secs);
+    Ok(())
+}
