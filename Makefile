@@ -3,15 +3,17 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 WASM_TARGET := wasm32-wasip2
-COMPONENTS  := -p tasks-web -p tasks-kv-read
+COMPONENTS  := -p tasks-web -p tasks-kv-read -p tasks-writer
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build up test test-native test-e2e lint bench clean
+.PHONY: help prereqs build plugin nats up test test-native test-e2e lint bench clean
 
 help:
-	@echo "make up      build the components and run the app on $(LISTEN) (local SQLite store)"
+	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
 	@echo "make test    lint, native tests, wasm build and the e2e suite against spin up"
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
+	@echo "make plugin  build and install the trigger-nats Spin plugin"
+	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make bench   HTTP benchmark with 10,000 tasks (needs spin and wrk)"
 
 prereqs:
@@ -22,9 +24,15 @@ build: prereqs
 	@echo "==> building components for $(WASM_TARGET)"
 	cargo build --target $(WASM_TARGET) --release $(COMPONENTS)
 
-up: build
+plugin:
 	@scripts/prereqs.sh --need spin
-	@echo "==> spin up on http://$(LISTEN) (stores in .spin/)"
+	@scripts/install-plugin.sh
+
+nats:
+	@scripts/nats-up.sh
+
+up: build plugin nats
+	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
 	spin up --runtime-config-file runtime-config.toml --listen $(LISTEN)
 
 lint:

@@ -21,9 +21,11 @@ MSG
   exit 1
 fi
 
-out="$dir/target/package"
+target_dir=$(cd "$dir" && cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+out="$target_dir/package"
 mkdir -p "$out"
-bin="$dir/target/release/trigger-nats"
+bin="$target_dir/release/trigger-nats"
 sha_bin=$(sha256sum "$bin" | cut -d' ' -f1)
 if [[ -f "$out/installed.sha256" && "$(cat "$out/installed.sha256")" == "$sha_bin" ]] &&
    spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then
@@ -37,7 +39,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)
 case "$(uname -s)" in Linux) os=linux ;; Darwin) os=macos ;; *) os=$(uname -s) ;; esac
 case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64|arm64) arch=aarch64 ;; *) arch=$(uname -m) ;; esac
 sed -e "s|@VERSION@|$version|" -e "s|@OS@|$os|" -e "s|@ARCH@|$arch|" \
-    -e "s|@URL@|file://$(pwd)/$out/trigger-nats.tar.gz|" -e "s|@SHA256@|$sha|" \
+    -e "s|@URL@|file://$out/trigger-nats.tar.gz|" -e "s|@SHA256@|$sha|" \
     "$dir/trigger-nats.json.in" >"$out/trigger-nats.json"
 
 if spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Starts a local nats-server on 127.0.0.1:4222 unless something already answers
+# there. Installs the Debian package when it can; otherwise says how.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${NATS_PORT:-4222}
+
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "==> a NATS server already answers on 127.0.0.1:$port"
+  exit 0
+fi
+if ! command -v nats-server >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "==> installing nats-server (Debian package)"
+    apt-get install -y -qq nats-server >/dev/null || true
+  fi
+  if ! command -v nats-server >/dev/null; then
+    echo "missing: nats-server. Install it (Debian/Ubuntu: sudo apt-get install nats-server," >&2
+    echo "  or see https://docs.nats.io/running-a-nats-service/introduction/installation)," >&2
+    echo "  or point the app at another server: SPIN_VARIABLE_NATS_URL=nats://host:4222" >&2
+    exit 1
+  fi
+fi
+mkdir -p .spin
+nohup nats-server -a 127.0.0.1 -p "$port" >.spin/nats-server.log 2>&1 &
+echo $! >.spin/nats-server.pid
+for _ in $(seq 50); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "==> nats-server started on 127.0.0.1:$port (pid $(cat .spin/nats-server.pid), log .spin/nats-server.log)"
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "nats-server did not start; see .spin/nats-server.log" >&2
+exit 1
