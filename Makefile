@@ -50,6 +50,7 @@ test-native:
 test-e2e: build
 	@echo "==> e2e suite against spin up"
 	tests/e2e.sh
+	tests/e2e-nats.sh
 
 test: lint test-native test-e2e
 

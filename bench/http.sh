@@ -9,17 +9,19 @@ source "$(dirname "$0")/../tests/lib.sh"
 TASKS=${BENCH_TASKS:-10000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
-for tool in spin wrk curl python3; do
+require_spin_and_plugin
+for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool on PATH" >&2; exit 1; }
 done
 
 OUT="$ROOT/bench/out"; mkdir -p "$OUT"
 WORK=$(mktemp -d)
-trap 'stop_spin; rm -rf "$WORK"' EXIT
+trap 'stop_spin; stop_nats; rm -rf "$WORK"' EXIT
 
-build_seed_tool
+build_tools
 write_runtime_config "$WORK"
 tasks_seed "$WORK" --count "$TASKS"
+start_nats "$(free_port)" "$WORK/nats-server.log"
 PORT=$(free_port)
 start_spin "$WORK" "$PORT" "$WORK/logs"
 wait_http "http://127.0.0.1:$PORT/health" 60

@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
-# End-to-end suite against a real `spin up` on a free loopback port with a
-# fresh store. Prints `SKIPPED: …` and exits 0 when spin is not installed.
+# Read-side e2e suite against a real `spin up` on a free loopback port with a
+# fresh store, seeded through published events. Prints `SKIPPED: …` and exits
+# 0 when spin (or the trigger-nats plugin) is not installed.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-if ! command -v spin >/dev/null; then
-  echo "SKIPPED: spin not installed (the e2e suite needs the Spin CLI >= 4.0 on PATH)"
-  exit 0
-fi
-for tool in curl jq python3; do
+require_spin_and_plugin
+for tool in curl jq python3 sqlite3; do
   command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
 done
 
 OUT="$ROOT/tests/out/e2e"
 rm -rf "$OUT"; mkdir -p "$OUT"
 WORK=$(mktemp -d)
-cleanup() { stop_spin; rm -rf "$WORK"; }
+cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 passed=0; failed=0
@@ -37,19 +35,24 @@ has() { grep -qF -- "$1" <<<"$BODY"; }
 lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
 is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
 
-echo "==> seeding a fresh store"
-build_seed_tool
+build_tools
 write_runtime_config "$WORK"
-# 120 generated tasks (statuses cycle) plus three written for the checks.
-tasks_seed "$WORK" --count 120 --prefix e2e- \
-  --task '{"id":"t-1","title":"Buy milk","description":"Two litres, semi-skimmed.\nFrom the corner shop."}' \
-  --task '{"id":"xss","title":"<script>alert(1)</script>","status":"in_progress"}' \
-  --task '{"id":"ns:report","title":"Write the quarterly report","status":"completed"}'
-
+start_nats "$(free_port)" "$OUT/nats-server.log"
 PORT=$(free_port)
-echo "==> spin up on 127.0.0.1:$PORT"
+echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
 start_spin "$WORK" "$PORT" "$OUT/logs"
 wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
+
+echo "==> seeding through published events"
+# 120 generated tasks, 30 of them moved to in_progress, plus three written for the checks.
+nats_tool burst --count 120 --prefix e2e- --request >/dev/null
+for i in $(seq 0 4 116); do
+  nats_tool request tasks.updated "$(printf '{"id":"e2e-%06d","status":"in_progress"}' "$i")" >/dev/null
+done
+nats_tool request tasks.created '{"id":"t-1","title":"Buy milk","description":"Two litres, semi-skimmed.\nFrom the corner shop."}' >/dev/null
+nats_tool request tasks.created '{"data":{"id":"xss","title":"<script>alert(1)</script>","status":"in_progress"}}' >/dev/null
+nats_tool request tasks.created '{"id":"ns:report","title":"Write the quarterly report","status":"completed"}' >/dev/null
 
 echo "==> checks"
 get /
@@ -150,8 +153,8 @@ check "health is 200" is "$STATUS" 200
 check "health reports the store" is "$(jq -r '.store' <<<"$BODY")" reachable
 check "health reports the version" jq -e '.version|test("^[0-9]+\\.[0-9]+\\.[0-9]+")' <<<"$BODY"
 
-# A task added while running appears once the membership stamp changes.
-tasks_seed "$WORK" --task '{"id":"a-late","title":"Arrived while running"}' >/dev/null
+# A task created while running appears at once: the writer changed the membership stamp.
+nats_tool request tasks.created '{"id":"a-late","title":"Arrived while running"}' >/dev/null
 get "/api/tasks?limit=1"
 check "a new task shows up in the listing" is "$(jq -r '.tasks[0].id' <<<"$BODY")" a-late
 check "kv-read logged the index rebuild" grep -qE 'RPC listTasks\(limit=1\) → 1 tasks, index rebuilt \(124 ids\)' "$OUT/logs/web_stdout.txt"

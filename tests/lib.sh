@@ -3,6 +3,7 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SPIN_PID=""
+NATS_PID=""
 
 # A free TCP port on loopback.
 free_port() {
@@ -29,19 +30,74 @@ tasks_seed() {
   "$ROOT/target/release/tasks-seed" --db "$dir/tasks.db" "$@"
 }
 
-build_seed_tool() {
-  cargo build --quiet --release -p tasks-seed --manifest-path "$ROOT/Cargo.toml"
+build_tools() {
+  cargo build --quiet --release -p tasks-seed -p tasks-nats --manifest-path "$ROOT/Cargo.toml"
 }
 
-# start_spin STATE_DIR PORT LOG_DIR: runs `spin up` in its own process group.
+# Publishes with our NATS client: nats_tool pub|request|burst ARGS...
+nats_tool() {
+  "$ROOT/target/release/tasks-nats" --server "$NATS_URL" "$@"
+}
+
+# Exits 0 with a SKIPPED line unless spin and the trigger-nats plugin are installed.
+require_spin_and_plugin() {
+  if ! command -v spin >/dev/null; then
+    echo "SKIPPED: spin not installed (the e2e suites need the Spin CLI >= 4.0 on PATH)"
+    exit 0
+  fi
+  if ! spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then
+    echo "SKIPPED: the trigger-nats plugin is not installed (make plugin)"
+    exit 0
+  fi
+  command -v nats-server >/dev/null || { echo "e2e needs nats-server on PATH (apt-get install nats-server)" >&2; exit 1; }
+}
+
+# start_nats PORT LOG: a private nats-server on loopback; sets NATS_URL.
+start_nats() {
+  local port=$1 log=$2
+  nats-server -a 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  NATS_PID=$!
+  NATS_URL="nats://127.0.0.1:$port"
+  export SPIN_VARIABLE_NATS_URL="$NATS_URL"
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nats-server did not start on $port" >&2
+  return 1
+}
+
+stop_nats() {
+  [[ -n "$NATS_PID" ]] && kill "$NATS_PID" 2>/dev/null && wait "$NATS_PID" 2>/dev/null
+  NATS_PID=""
+}
+
+# kv_count DIR STORE LIKE: rows of a store in DIR's SQLite files matching a key pattern.
+kv_count() {
+  local db=$1/local.db; [[ $2 == tasks ]] && db=$1/tasks.db
+  sqlite3 "$db" "SELECT count(*) FROM spin_key_value WHERE store='$2' AND key LIKE '$3'"
+}
+
+# start_spin STORE_DIR PORT LOG_DIR [STATE_NAME]: runs `spin up` in its own
+# process group. Instances started with the same STORE_DIR share the stores.
 start_spin() {
-  local dir=$1 port=$2 logs=$3
+  local dir=$1 port=$2 logs=$3 state=${4:-state}
   mkdir -p "$logs"
   setsid spin up --from "$ROOT/spin.toml" \
     --runtime-config-file "$dir/runtime-config.toml" \
-    --state-dir "$dir/state" --log-dir "$logs" \
+    --state-dir "$dir/$state" --log-dir "$logs" \
     --listen "127.0.0.1:$port" >"$logs/spin-up.txt" 2>&1 &
   SPIN_PID=$!
+}
+
+# wait_log FILE PATTERN SECONDS: until FILE has a line matching PATTERN.
+wait_log() {
+  for _ in $(seq $(($3 * 10))); do
+    grep -qE -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for /$2/ in $1" >&2
+  return 1
 }
 
 stop_spin() {

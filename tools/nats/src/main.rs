@@ -3,13 +3,16 @@
 //! ```text
 //! tasks-nats [--server URL] pub SUBJECT PAYLOAD [-H Name:Value]...
 //! tasks-nats [--server URL] request SUBJECT PAYLOAD [-H Name:Value]... [--timeout-ms N]
-//! tasks-nats [--server URL] burst --count N [--prefix P] [--request] [--subject S]
+//! tasks-nats [--server URL] burst --count N [--prefix P] [--subject S]
+//!            [--request | --acked FILE] [--in-flight N]
 //! ```
 //! `PAYLOAD` may be `@file` to send a file's bytes. The server defaults to
 //! `$NATS_URL`, else `nats://127.0.0.1:4222`. `burst` publishes N
 //! `tasks.created` events (`{"id":"<P><i>","title":"Task <i>"}`) as fast as
 //! it can and prints how long it took; with `--request` it awaits each ack
-//! (8 in flight) and fails if any is not `{"ok":true}`.
+//! (`--in-flight`, default 8) and fails if any is not `{"ok":true}`; with
+//! `--acked FILE` it awaits acks too but only writes the ids acknowledged
+//! with `{"ok":true}` to FILE (for tests that stop the consumer mid-burst).
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +96,8 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
     let mut prefix = "b-".to_owned();
     let mut subject = "tasks.created".to_owned();
     let mut request = false;
+    let mut acked_file: Option<String> = None;
+    let mut in_flight = 8usize;
     let mut it = rest.iter();
     while let Some(o) = it.next() {
         match o.as_str() {
@@ -100,10 +105,16 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
             "--prefix" => prefix = it.next().context("--prefix needs P")?.clone(),
             "--subject" => subject = it.next().context("--subject needs S")?.clone(),
             "--request" => request = true,
+            "--acked" => {
+                acked_file = Some(it.next().context("--acked needs FILE")?.clone());
+                request = true;
+            }
+            "--in-flight" => in_flight = it.next().context("--in-flight needs N")?.parse()?,
             other => bail!("unknown option {other:?}"),
         }
     }
-    let body = |i: usize| format!(r#"{{"id":"{prefix}{i:06}","title":"Task {i}"}}"#);
+    let id = |i: usize| format!("{prefix}{i:06}");
+    let body = |i: usize| format!(r#"{{"id":"{}","title":"Task {i}"}}"#, id(i));
     let start = Instant::now();
     if request {
         let acks = futures::stream::iter(0..count)
@@ -111,16 +122,20 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
                 let c = client.clone();
                 let s = subject.clone();
                 let b = body(i);
-                async move { c.request(s, b.into()).await }
+                async move {
+                    let r = tokio::time::timeout(Duration::from_secs(10), c.request(s, b.into())).await;
+                    matches!(r, Ok(Ok(m)) if &m.payload[..] == br#"{"ok":true}"#)
+                }
             })
-            .buffered(8)
-            .collect::<Vec<_>>()
+            .buffered(in_flight)
+            .collect::<Vec<bool>>()
             .await;
-        let bad = acks
-            .iter()
-            .filter(|r| !matches!(r, Ok(m) if &m.payload[..] == br#"{"ok":true}"#))
-            .count();
-        if bad > 0 {
+        let bad = acks.iter().filter(|ok| !**ok).count();
+        if let Some(file) = acked_file {
+            let ids: Vec<String> = (0..count).filter(|&i| acks[i]).map(id).collect();
+            std::fs::write(&file, ids.join("\n") + "\n").with_context(|| format!("writing {file}"))?;
+            println!("{} of {count} acknowledged (ids in {file})", ids.len());
+        } else if bad > 0 {
             bail!("{bad} of {count} requests were not acknowledged with {{\"ok\":true}}");
         }
     } else {

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Event-side e2e suite: real nats-server, real `spin up` with the trigger-nats
+# plugin. Prints `SKIPPED: …` and exits 0 when spin or the plugin is missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+require_spin_and_plugin
+for tool in curl jq python3 sqlite3; do
+  command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
+done
+
+OUT="$ROOT/tests/out/e2e-nats"
+rm -rf "$OUT"; mkdir -p "$OUT"
+WORK=$(mktemp -d)
+SECOND_PID=""
+cleanup() {
+  stop_spin
+  [[ -n "$SECOND_PID" ]] && { SPIN_PID=$SECOND_PID; stop_spin; }
+  stop_nats; rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0; failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "  ok   $name"
+  else failed=$((failed + 1)); echo "  FAIL $name"; fi
+}
+is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
+api() { curl -sS "http://127.0.0.1:$PORT$1"; }
+field() { api "/api/tasks/$1" | jq -r "$2"; }
+status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1"; }
+
+build_tools
+write_runtime_config "$WORK"
+start_nats "$(free_port)" "$OUT/nats-server.log"
+PORT=$(free_port)
+echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
+start_spin "$WORK" "$PORT" "$OUT/logs"
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
+WLOG="$OUT/logs/writer_stdout.txt"
+
+echo "==> create, update, delete in both payload shapes"
+check "create (flat) is acknowledged" is "$(nats_tool request tasks.created '{"id":"n-1","title":"Flat shape","correlationId":"cid-flat"}')" '{"ok":true}'
+check "create (envelope) is acknowledged" is "$(nats_tool request tasks.created '{"correlationId":"cid-env","data":{"id":"n-2","title":"Envelope shape","status":"in-progress"}}')" '{"ok":true}'
+check "flat create readable" is "$(field n-1 '[.title,.status,.version]|join(",")')" "Flat shape,pending,1"
+check "envelope create readable" is "$(field n-2 '[.title,.status]|join(",")')" "Envelope shape,in_progress"
+nats_tool request tasks.updated '{"id":"n-1","status":"completed","description":"done"}' >/dev/null
+nats_tool request tasks.updated '{"data":{"id":"n-2","title":"Renamed"}}' >/dev/null
+check "flat update merged" is "$(field n-1 '[.title,.status,.description,.version]|join(",")')" "Flat shape,completed,done,2"
+check "envelope update merged" is "$(field n-2 '[.title,.status,.version]|join(",")')" "Renamed,in_progress,2"
+check "updates show on /" grep -q "Renamed" <(api /)
+nats_tool request tasks.deleted '{"id":"n-1"}' >/dev/null
+nats_tool request tasks.deleted '{"data":{"id":"n-2"}}' >/dev/null
+check "flat delete removed the task" is "$(status_of /api/tasks/n-1)" 404
+check "envelope delete removed the task" is "$(status_of /api/tasks/n-2)" 404
+check "deletes are gone from /" bash -c '! grep -q "Renamed" <(curl -s "$1")' _ "http://127.0.0.1:$PORT/"
+check "a delete of a missing task is acknowledged" is "$(nats_tool request tasks.deleted '{"id":"n-1"}')" '{"ok":true}'
+nats_tool pub tasks.created '{"id":"n-3","title":"Header id"}' -H "X-Correlation-Id: cid-header"
+sleep 0.5
+check "correlation id from the payload is logged" grep -qF "[cid-flat] CREATE task=n-1" "$WLOG"
+check "correlation id from the header is logged" grep -qF "[cid-header] CREATE task=n-3" "$WLOG"
+check "KV writes are logged with timings" grep -qE '^\[cid-env\] KV PUT task:n-2 — OK \([0-9]+ ms\)$' "$WLOG"
+
+echo "==> 20 malformed events are dead-lettered"
+before=$(kv_count "$WORK" default 'dlq:%')
+printf '\x00\xff\xfe\x01garbage' >"$WORK/garbage.bin"
+head -c 3000 /dev/urandom >"$WORK/random.bin"
+long=$(printf 'x%.0s' $(seq 10000))
+bad_events=(
+  "tasks.created|{not json"
+  "tasks.created|@$WORK/garbage.bin"
+  "tasks.created|@$WORK/random.bin"
+  "tasks.created|"
+  "tasks.created|{}"
+  "tasks.created|[1,2,3]"
+  "tasks.created|\"just a string\""
+  "tasks.created|{\"title\":\"no id\"}"
+  "tasks.created|{\"id\":42,\"title\":\"numeric id\"}"
+  "tasks.created|{\"id\":\"bad id\",\"title\":\"space in id\"}"
+  "tasks.created|{\"id\":\"m-1\"}"
+  "tasks.created|{\"id\":\"m-1\",\"title\":\"   \"}"
+  "tasks.created|{\"id\":\"m-1\",\"title\":\"$long\"}"
+  "tasks.created|{\"id\":\"m-1\",\"title\":7}"
+  "tasks.created|{\"id\":\"m-1\",\"title\":\"x\",\"status\":\"done\"}"
+  "tasks.created|{\"id\":\"m-1\",\"title\":\"x\",\"status\":false}"
+  "tasks.created|{\"id\":\"m-1\",\"titel\":\"typo\"}"
+  "tasks.created|{\"data\":[]}"
+  "tasks.updated|{\"id\":\"never-created\",\"title\":\"x\"}"
+  "tasks.renamed|{\"id\":\"m-1\",\"title\":\"x\"}"
+)
+acks_ok=0
+for ev in "${bad_events[@]}"; do
+  subject=${ev%%|*}; payload=${ev#*|}
+  [[ -z "$payload" ]] && payload="@/dev/null"
+  [[ "$(nats_tool request "$subject" "$payload")" == '{"ok":true}' ]] && acks_ok=$((acks_ok + 1))
+done
+after=$(kv_count "$WORK" default 'dlq:%')
+check "all 20 malformed events were acknowledged (recorded, not redelivered)" is "$acks_ok" 20
+check "each has a dead-letter record" is "$((after - before))" 20
+sqlite3 "$WORK/local.db" "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store='default' AND key LIKE 'dlq:%' ORDER BY key" >"$OUT/dead-letters.jsonl"
+check "every dead letter has a reason, subject and correlation id" is "$(jq -s '[.[]|select((.reason|length)>0 and (.subject|length)>0 and (.correlationId|length)>0)]|length' "$OUT/dead-letters.jsonl")" 20
+check "binary payloads are kept (base64)" is "$(jq -s '[.[]|select(.payloadBase64)]|length' "$OUT/dead-letters.jsonl")" 2
+check "the 10 kB title reason names the limit" grep -q "title must be at most 200 characters (got 10000)" "$OUT/dead-letters.jsonl"
+check "REJECT lines are logged" is "$(grep -c '] REJECT ' "$WLOG")" 20
+check "no task was written by a malformed event" is "$(status_of /api/tasks/m-1)" 404
+check "the app still serves" is "$(status_of /health)" 200
+check "a valid event afterwards is applied" is "$(nats_tool request tasks.created '{"id":"after-bad","title":"Still working"}')" '{"ok":true}'
+check "and readable" is "$(field after-bad .title)" "Still working"
+
+echo "==> SIGTERM during a burst loses no acknowledged message"
+nats_tool burst --count 3000 --prefix sig- --acked "$WORK/acked.txt" --in-flight 16 >"$OUT/burst.txt" 2>&1 &
+burst_pid=$!
+sleep 1
+kill -TERM "$SPIN_PID"
+wait "$SPIN_PID" 2>/dev/null || true
+SPIN_PID=""
+wait "$burst_pid" || true
+acked=$(grep -c . "$WORK/acked.txt" || true)
+sqlite3 "$WORK/tasks.db" "SELECT substr(key, 6) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:sig-%'" | sort >"$WORK/stored.txt"
+missing=$(comm -23 <(sort "$WORK/acked.txt" | grep .) "$WORK/stored.txt" | wc -l)
+echo "       $acked of 3000 acknowledged before shutdown; $(wc -l <"$WORK/stored.txt") stored"
+check "some events were acknowledged before SIGTERM" test "$acked" -gt 0
+check "some were still unacknowledged at SIGTERM (the test stopped a live burst)" test "$acked" -lt 3000
+check "every acknowledged event is in the store" is "$missing" 0
+
+echo "==> two instances in one queue group apply each of 1,000 events exactly once"
+PORT=$(free_port); PORT2=$(free_port)
+start_spin "$WORK" "$PORT2" "$OUT/logs-b" state-b
+SECOND_PID=$SPIN_PID
+start_spin "$WORK" "$PORT" "$OUT/logs-a" state-a
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_http "http://127.0.0.1:$PORT2/health" 60
+wait_log "$OUT/logs-a/spin-up.txt" "writer ← tasks" 30
+wait_log "$OUT/logs-b/spin-up.txt" "writer ← tasks" 30
+check "1,000 events acknowledged" nats_tool burst --count 1000 --prefix q- --request --in-flight 16
+a=$(grep -c '] CREATE task=q-' "$OUT/logs-a/writer_stdout.txt" || true)
+b=$(grep -c '] CREATE task=q-' "$OUT/logs-b/writer_stdout.txt" || true)
+echo "       instance A applied $a, instance B applied $b"
+check "both instances took a share" test "$a" -gt 0 -a "$b" -gt 0
+check "each event was applied once in total" is "$((a + b))" 1000
+check "1,000 tasks stored" is "$(kv_count "$WORK" tasks 'task:q-%')" 1000
+check "none was applied twice (all at version 1)" is "$(sqlite3 "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
+check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/api/tasks?limit=200&cursor=$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=1" | jq -r .nextCursor)" | jq '.tasks|length')" 200
+
+echo
+echo "e2e-nats: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
