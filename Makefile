@@ -14,7 +14,7 @@ help:
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
 	@echo "make plugin  build and install the trigger-nats Spin plugin"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
-	@echo "make bench   HTTP benchmark with 10,000 tasks (needs spin and wrk)"
+	@echo "make bench   HTTP (10,000 tasks, wrk) and ingest (10,000 events vs a native baseline) benchmarks"
 
 prereqs:
 	@echo "==> checking prerequisites"
@@ -57,6 +57,8 @@ test: lint test-native test-e2e
 bench: build
 	@echo "==> HTTP benchmark"
 	bench/http.sh
+	@echo "==> ingest benchmark"
+	bench/ingest.sh
 
 clean:
 	cargo clean

@@ -5,6 +5,7 @@
 //! tasks-nats [--server URL] request SUBJECT PAYLOAD [-H Name:Value]... [--timeout-ms N]
 //! tasks-nats [--server URL] burst --count N [--prefix P] [--subject S]
 //!            [--request | --acked FILE] [--in-flight N]
+//! tasks-nats [--server URL] latency --http HOST:PORT [--count N] [--prefix P]
 //! ```
 //! `PAYLOAD` may be `@file` to send a file's bytes. The server defaults to
 //! `$NATS_URL`, else `nats://127.0.0.1:4222`. `burst` publishes N
@@ -13,7 +14,12 @@
 //! (`--in-flight`, default 8) and fails if any is not `{"ok":true}`; with
 //! `--acked FILE` it awaits acks too but only writes the ids acknowledged
 //! with `{"ok":true}` to FILE (for tests that stop the consumer mid-burst).
+//! `latency` publishes one `tasks.created` at a time and polls
+//! `GET /api/tasks/<id>` on HOST:PORT until it answers 200, then prints the
+//! publish→visible p50/p99/max over N events.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -86,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", String::from_utf8_lossy(&reply.payload));
         }
         "burst" => burst(&client, &args.rest).await?,
+        "latency" => latency(&client, &args.rest).await?,
         other => bail!("unknown command {other:?}: expected pub, request or burst"),
     }
     Ok(())
@@ -146,5 +153,59 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
     }
     let secs = start.elapsed().as_secs_f64();
     println!("published {count} events in {secs:.3} s ({:.0}/s)", count as f64 / secs);
+    Ok(())
+}
+
+/// The status code of `GET path` on `addr` (HTTP/1.1, one connection per call).
+fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let line = String::from_utf8_lossy(&head);
+    line.get(9..12).and_then(|c| c.parse().ok()).context("malformed HTTP status line")
+}
+
+async fn latency(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<()> {
+    let mut addr = String::new();
+    let mut count = 200usize;
+    let mut prefix = "lat-".to_owned();
+    let mut it = rest.iter();
+    while let Some(o) = it.next() {
+        match o.as_str() {
+            "--http" => addr = it.next().context("--http needs HOST:PORT")?.clone(),
+            "--count" => count = it.next().context("--count needs N")?.parse()?,
+            "--prefix" => prefix = it.next().context("--prefix needs P")?.clone(),
+            other => bail!("unknown option {other:?}"),
+        }
+    }
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = format!("{prefix}{i:06}");
+        let start = Instant::now();
+        client
+            .publish("tasks.created", format!(r#"{{"id":"{id}","title":"Latency {i}"}}"#).into())
+            .await?;
+        client.flush().await?;
+        let path = format!("/api/tasks/{id}");
+        while http_status(&addr, &path)? != 200 {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("{id} not visible after 10 s");
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "publish→visible over {count} events: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pick(0.5),
+        pick(0.99),
+        pick(1.0)
+    );
     Ok(())
 }
