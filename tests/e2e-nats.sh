@@ -5,9 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 require_spin_and_plugin
-for tool in curl jq python3 sqlite3; do
-  command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
-done
+require_tools curl jq python3 sqlite3
 
 OUT="$ROOT/tests/out/e2e-nats"
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -20,13 +18,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0; failed=0
-check() {
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "  ok   $name"
-  else failed=$((failed + 1)); echo "  FAIL $name"; fi
-}
-is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
 api() { curl -sS "http://127.0.0.1:$PORT$1"; }
 field() { api "/api/tasks/$1" | jq -r "$2"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1"; }
@@ -144,6 +135,4 @@ check "1,000 tasks stored" is "$(kv_count "$WORK" tasks 'task:q-%')" 1000
 check "none was applied twice (all at version 1)" is "$(sqlite3 "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
 check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/api/tasks?limit=200&cursor=$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=1" | jq -r .nextCursor)" | jq '.tasks|length')" 200
 
-echo
-echo "e2e-nats: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+summary e2e-nats

@@ -6,9 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 require_spin_and_plugin
-for tool in curl jq python3 sqlite3; do
-  command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 1; }
-done
+require_tools curl jq python3 sqlite3
 
 OUT="$ROOT/tests/out/e2e"
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -16,12 +14,6 @@ WORK=$(mktemp -d)
 cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-passed=0; failed=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "  ok   $name"
-  else failed=$((failed + 1)); echo "  FAIL $name"; fi
-}
 
 # GET with headers saved; sets BODY, STATUS, HDRS (file).
 HDRS="$WORK/headers"
@@ -33,7 +25,6 @@ get() {
 header() { grep -i "^$1:" "$HDRS" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
 has() { grep -qF -- "$1" <<<"$BODY"; }
 lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
-is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
 
 build_tools
 write_runtime_config "$WORK"
@@ -174,6 +165,4 @@ else
   echo "==> screenshots SKIPPED: chromium not installed"
 fi
 
-echo
-echo "e2e: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+summary e2e

@@ -122,3 +122,27 @@ wait_http() {
   echo "timed out after ${secs}s waiting for $url" >&2
   return 1
 }
+
+# --- assertions: check NAME COMMAND... counts a pass or a failure ---------------
+passed=0; failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "  ok   $name"
+  else failed=$((failed + 1)); echo "  FAIL $name"; fi
+}
+is() { [[ "$1" == "$2" ]] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
+
+# summary SUITE: the closing line; fails the suite when any check failed.
+summary() {
+  echo
+  echo "$1: $passed passed, $failed failed"
+  [[ $failed -eq 0 ]]
+}
+
+# require_tools TOOL...: fails naming the first missing one.
+require_tools() {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null || { echo "e2e needs $t on PATH" >&2; exit 1; }
+  done
+}
