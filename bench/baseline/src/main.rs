@@ -17,10 +17,13 @@ use tasks_domain::{Timestamp, keys, merge};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (mut server, mut subject, mut db, mut count) = (String::new(), String::new(), String::new(), 0usize);
+    let (mut server, mut subject, mut db, mut count) =
+        (String::new(), String::new(), String::new(), 0usize);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--server" => server = value,
             "--subject" => subject = value,
@@ -47,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..count {
         let msg = sub.next().await.context("subscription ended")?;
         first.get_or_insert_with(Instant::now);
-        let ev = event::parse("tasks.created", &msg.payload).map_err(|r| anyhow::anyhow!(r.reason))?;
+        let ev =
+            event::parse("tasks.created", &msg.payload).map_err(|r| anyhow::anyhow!(r.reason))?;
         if ev.kind != EventKind::Created {
             bail!("baseline handles creates only");
         }
@@ -55,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         stmt.execute(params![keys::task(&task.id), task.to_json()])?;
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    println!("baseline: {count} events committed in {secs:.3} s ({:.0}/s)", count as f64 / secs);
+    println!(
+        "baseline: {count} events committed in {secs:.3} s ({:.0}/s)",
+        count as f64 / secs
+    );
     Ok(())
 }

@@ -39,8 +39,14 @@ fn parse_args() -> anyhow::Result<Args> {
         it.next();
         server = it.next().context("--server needs a URL")?;
     }
-    let command = it.next().context("usage: tasks-nats [--server URL] pub|request|burst …")?;
-    Ok(Args { server, command, rest: it.collect() })
+    let command = it
+        .next()
+        .context("usage: tasks-nats [--server URL] pub|request|burst …")?;
+    Ok(Args {
+        server,
+        command,
+        rest: it.collect(),
+    })
 }
 
 fn payload(arg: &str) -> anyhow::Result<Vec<u8>> {
@@ -52,7 +58,9 @@ fn payload(arg: &str) -> anyhow::Result<Vec<u8>> {
 
 /// SUBJECT PAYLOAD, then `-H Name:Value` and `--timeout-ms N` options.
 fn message_args(rest: &[String]) -> anyhow::Result<(String, Vec<u8>, HeaderMap, Duration)> {
-    let [subject, body, opts @ ..] = rest else { bail!("expected SUBJECT PAYLOAD") };
+    let [subject, body, opts @ ..] = rest else {
+        bail!("expected SUBJECT PAYLOAD")
+    };
     let mut headers = HeaderMap::new();
     let mut timeout = Duration::from_secs(5);
     let mut opts = opts.iter();
@@ -64,7 +72,8 @@ fn message_args(rest: &[String]) -> anyhow::Result<(String, Vec<u8>, HeaderMap, 
                 headers.insert(name.trim(), value.trim());
             }
             "--timeout-ms" => {
-                timeout = Duration::from_millis(opts.next().context("--timeout-ms needs N")?.parse()?);
+                timeout =
+                    Duration::from_millis(opts.next().context("--timeout-ms needs N")?.parse()?);
             }
             other => bail!("unknown option {other:?}"),
         }
@@ -81,14 +90,19 @@ async fn main() -> anyhow::Result<()> {
     match args.command.as_str() {
         "pub" => {
             let (subject, body, headers, _) = message_args(&args.rest)?;
-            client.publish_with_headers(subject, headers, body.into()).await?;
+            client
+                .publish_with_headers(subject, headers, body.into())
+                .await?;
             client.flush().await?;
         }
         "request" => {
             let (subject, body, headers, timeout) = message_args(&args.rest)?;
-            let reply = tokio::time::timeout(timeout, client.request_with_headers(subject, headers, body.into()))
-                .await
-                .context("no reply in time")??;
+            let reply = tokio::time::timeout(
+                timeout,
+                client.request_with_headers(subject, headers, body.into()),
+            )
+            .await
+            .context("no reply in time")??;
             println!("{}", String::from_utf8_lossy(&reply.payload));
         }
         "burst" => burst(&client, &args.rest).await?,
@@ -130,7 +144,8 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
                 let s = subject.clone();
                 let b = body(i);
                 async move {
-                    let r = tokio::time::timeout(Duration::from_secs(10), c.request(s, b.into())).await;
+                    let r =
+                        tokio::time::timeout(Duration::from_secs(10), c.request(s, b.into())).await;
                     matches!(r, Ok(Ok(m)) if &m.payload[..] == br#"{"ok":true}"#)
                 }
             })
@@ -140,7 +155,8 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
         let bad = acks.iter().filter(|ok| !**ok).count();
         if let Some(file) = acked_file {
             let ids: Vec<String> = (0..count).filter(|&i| acks[i]).map(id).collect();
-            std::fs::write(&file, ids.join("\n") + "\n").with_context(|| format!("writing {file}"))?;
+            std::fs::write(&file, ids.join("\n") + "\n")
+                .with_context(|| format!("writing {file}"))?;
             println!("{} of {count} acknowledged (ids in {file})", ids.len());
         } else if bad > 0 {
             bail!("{bad} of {count} requests were not acknowledged with {{\"ok\":true}}");
@@ -152,7 +168,10 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
         client.flush().await?;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("published {count} events in {secs:.3} s ({:.0}/s)", count as f64 / secs);
+    println!(
+        "published {count} events in {secs:.3} s ({:.0}/s)",
+        count as f64 / secs
+    );
     Ok(())
 }
 
@@ -160,11 +179,16 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
 fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     let line = String::from_utf8_lossy(&head);
-    line.get(9..12).and_then(|c| c.parse().ok()).context("malformed HTTP status line")
+    line.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")
 }
 
 async fn latency(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<()> {
@@ -188,7 +212,10 @@ async fn latency(client: &async_nats::Client, rest: &[String]) -> anyhow::Result
         let id = format!("{prefix}{i:06}");
         let start = Instant::now();
         client
-            .publish("tasks.created", format!(r#"{{"id":"{id}","title":"Latency {i}"}}"#).into())
+            .publish(
+                "tasks.created",
+                format!(r#"{{"id":"{id}","title":"Latency {i}"}}"#).into(),
+            )
             .await?;
         client.flush().await?;
         let path = format!("/api/tasks/{id}");
