@@ -47,7 +47,10 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             .map(|(_, c)| c)
             .collect();
         let subscriptions = config::plan(&entries)?;
-        Ok(NatsTrigger { metadata, subscriptions })
+        Ok(NatsTrigger {
+            metadata,
+            subscriptions,
+        })
     }
 
     async fn run(self, trigger_app: TriggerApp<Self, F>) -> anyhow::Result<()> {
@@ -55,16 +58,19 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             .configured_app()
             .app_state::<VariablesFactor>()
             .context("the NATS trigger needs the variables factor")?;
-        let resolve = async |field: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
-            match value {
-                None => Ok(None),
-                Some(expr) => variables
-                    .resolve_expression(expr.clone())
-                    .await
-                    .map(Some)
-                    .with_context(|| format!("resolving {field} = {expr:?} in [application.trigger.nats]")),
-            }
-        };
+        let resolve =
+            async |field: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
+                match value {
+                    None => Ok(None),
+                    Some(expr) => variables
+                        .resolve_expression(expr.clone())
+                        .await
+                        .map(Some)
+                        .with_context(|| {
+                            format!("resolving {field} = {expr:?} in [application.trigger.nats]")
+                        }),
+                }
+            };
         // Variables are resolved before connecting, so `url = "{{ nats_url }}"` works.
         let resolved = TriggerMetadata {
             url: resolve("url", self.metadata.url.clone()).await?,
@@ -85,13 +91,16 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
 
         let url = resolved.url().to_owned();
         let name = format!("spin-trigger-nats ({})", trigger_app.app().id());
-        let Some(client) = listener::connect(&url, &credentials, &name, listener::shutdown_signal())
-            .await
-            .map_err(|e| anyhow!("{e}"))?
+        let Some(client) =
+            listener::connect(&url, &credentials, &name, listener::shutdown_signal())
+                .await
+                .map_err(|e| anyhow!("{e}"))?
         else {
             return Ok(());
         };
-        let handler: Arc<dyn Handler> = Arc::new(SpinHandler { app: Arc::new(trigger_app) });
+        let handler: Arc<dyn Handler> = Arc::new(SpinHandler {
+            app: Arc::new(trigger_app),
+        });
         listener::run(client, subscriptions, handler, listener::shutdown_signal())
             .await
             .map_err(|e| anyhow!("{e}"))?;
@@ -108,7 +117,11 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
     fn handle(&self, component: &str, msg: Message) -> HandlerFuture {
         let app = self.app.clone();
         let component = component.to_owned();
-        Box::pin(async move { invoke(&app, &component, msg).await.map_err(|e| format!("{e:#}")) })
+        Box::pin(async move {
+            invoke(&app, &component, msg)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
     }
 }
 
@@ -118,8 +131,9 @@ async fn invoke<F: RuntimeFactors>(
     msg: Message,
 ) -> anyhow::Result<()> {
     let (instance, mut store) = app.prepare(component)?.instantiate(()).await?;
-    let guest_world = bindings::NatsTrigger::new(&mut store, &instance)
-        .with_context(|| format!("component {component:?} does not export spin-nats:trigger handle-message"))?;
+    let guest_world = bindings::NatsTrigger::new(&mut store, &instance).with_context(|| {
+        format!("component {component:?} does not export spin-nats:trigger handle-message")
+    })?;
     let message = guest::Message {
         subject: msg.subject,
         payload: msg.payload,
