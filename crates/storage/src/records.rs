@@ -79,7 +79,8 @@ pub struct OutboxEntry {
     pub correlation_id: String,
     /// The task it changes.
     pub task_id: String,
-    /// Attempts made so far (the first, failed write counts).
+    /// Retries made so far; 0 when the writer defers it (its own failed
+    /// write is the first error, not a retry).
     pub attempts: u32,
     /// Not to be retried before this time.
     pub next_attempt_at: Timestamp,

@@ -254,7 +254,7 @@ impl<T: AtomicKv> Writer<'_, T> {
             raw: RawPayload::keep(msg.payload),
             correlation_id: cid.to_owned(),
             task_id: task_id.clone(),
-            attempts: 1,
+            attempts: 0,
             next_attempt_at: Timestamp(now.millis() + FIRST_RETRY_MILLIS),
             errors: vec![error.clone()],
             received_at: now,
