@@ -329,7 +329,7 @@ fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::
             entry.attempts,
             entry.correlation_id.as_str()
         ),
-        ("t-7", 1, "c-7")
+        ("t-7", 0, "c-7")
     );
     assert_eq!(
         entry.next_attempt_at.millis() - entry.received_at.millis(),
