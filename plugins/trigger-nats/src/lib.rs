@@ -131,8 +131,8 @@ async fn invoke<F: RuntimeFactors>(
     msg: Message,
 ) -> anyhow::Result<()> {
     let (instance, mut store) = app.prepare(component)?.instantiate(()).await?;
-    let guest_world = bindings::NatsTrigger::new(&mut store, &instance).with_context(|| {
-        format!("component {component:?} does not export spin-nats:trigger handle-message")
+    let guest_world = bindings::NatsTrigger::new(&mut store, &instance).map_err(|e| {
+        anyhow!("component {component:?} does not export spin-nats:trigger handle-message: {e}")
     })?;
     let message = guest::Message {
         subject: msg.subject,
