@@ -25,6 +25,7 @@ get() {
 header() { grep -i "^$1:" "$HDRS" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
 has() { grep -qF -- "$1" <<<"$BODY"; }
 lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
+jqe() { jq -e "$1" >/dev/null; }
 
 build_tools
 write_runtime_config "$WORK"
@@ -48,12 +49,14 @@ nats_tool request tasks.created '{"id":"ns:report","title":"Write the quarterly 
 echo "==> checks"
 get /
 check "GET / is 200 HTML" is "$STATUS" 200
-check "GET / lists a seeded task" has "Buy milk"
-check "GET / links to the task page" has 'href="/tasks/t-1"'
-check "GET / escapes a <script> title" has '&#60;script&#62;alert(1)&#60;/script&#62;'
-check "GET / has no live <script>" lacks '<script>'
+check "GET / lists the first tasks by id" has '<a href="/tasks/e2e-000000">Task 0</a>'
 check "GET / offers a next page" has 'rel="next"'
 check "GET / has status filter links" has 'href="/?status=in_progress"'
+get "/?limit=200"
+check "GET /?limit=200 lists a task published later" has "Buy milk"
+check "it links to the task page" has 'href="/tasks/t-1"'
+check "it escapes a <script> title" has '&#60;script&#62;alert(1)&#60;/script&#62;'
+check "it has no live <script>" lacks '<script>'
 
 get /tasks/t-1
 check "GET /tasks/t-1 is 200" is "$STATUS" 200
@@ -73,7 +76,7 @@ check "missing task JSON has code not_found" is "$(jq -r .error.code <<<"$BODY")
 get /api/tasks/t-1
 check "GET /api/tasks/t-1 is 200" is "$STATUS" 200
 check "task JSON has camelCase fields" is "$(jq -r '[.id,.title,.status,.version]|join(",")' <<<"$BODY")" "t-1,Buy milk,pending,1"
-check "task JSON has createdAt" jq -e '.createdAt|test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")' <<<"$BODY"
+check "task JSON has createdAt" jqe '.createdAt|test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")' <<<"$BODY"
 
 # Paging: 123 tasks in pages of 50 -> 50, 50, 23.
 ids="$WORK/ids"; : >"$ids"; sizes=""; cursor=""
@@ -142,7 +145,7 @@ check "list ETag gives 304" is "$STATUS" 304
 get /health
 check "health is 200" is "$STATUS" 200
 check "health reports the store" is "$(jq -r '.store' <<<"$BODY")" reachable
-check "health reports the version" jq -e '.version|test("^[0-9]+\\.[0-9]+\\.[0-9]+")' <<<"$BODY"
+check "health reports the version" jqe '.version|test("^[0-9]+\\.[0-9]+\\.[0-9]+")' <<<"$BODY"
 
 # A task created while running appears at once: the writer changed the membership stamp.
 nats_tool request tasks.created '{"id":"a-late","title":"Arrived while running"}' >/dev/null
