@@ -2,7 +2,8 @@
 //! variables, and runs a component per message. Connecting, subscribing,
 //! replies and draining live in `nats-trigger-core` (tested without Spin).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use nats_trigger_core::config::{self, Subscription, TriggerConfig, TriggerMetadata};
@@ -11,6 +12,7 @@ use spin_factor_variables::VariablesFactor;
 use spin_factors::RuntimeFactors;
 use spin_trigger::cli::NoCliArgs;
 use spin_trigger::{App, Trigger, TriggerApp};
+use tokio::sync::{Notify, watch};
 
 /// Host bindings of the guest world in `wit/spin-nats`.
 mod bindings {
@@ -23,6 +25,32 @@ mod bindings {
 }
 
 use bindings::spin_nats::trigger::types as guest;
+
+/// The running listener, reachable from `main` after Spin's command returns.
+///
+/// Spin's trigger command aborts `Trigger::run` on SIGINT/SIGTERM (its own
+/// ctrlc handler), which would drop the listener mid-drain. So the listener
+/// runs on its own task; [`finish`] asks it to drain and waits for it.
+struct Running {
+    stop: Arc<Notify>,
+    done: watch::Receiver<bool>,
+}
+
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
+/// How long `finish` waits for the drain.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Drains the listener if one is running: stops taking messages, lets
+/// delivered ones finish and their acknowledgements go out. Call after
+/// Spin's trigger command returns.
+pub async fn finish() {
+    let running = RUNNING.lock().ok().and_then(|mut r| r.take());
+    if let Some(Running { stop, mut done }) = running {
+        stop.notify_one();
+        let _ = tokio::time::timeout(DRAIN_WAIT, done.wait_for(|d| *d)).await;
+    }
+}
 
 /// The `nats` trigger type.
 pub struct NatsTrigger {
@@ -101,9 +129,26 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
         let handler: Arc<dyn Handler> = Arc::new(SpinHandler {
             app: Arc::new(trigger_app),
         });
-        listener::run(client, subscriptions, handler, listener::shutdown_signal())
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        let stop = Arc::new(Notify::new());
+        let (done_tx, done) = watch::channel(false);
+        let shutdown = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = listener::shutdown_signal() => {}
+                    _ = stop.notified() => {}
+                }
+            }
+        };
+        let task = tokio::spawn(async move {
+            let result = listener::run(client, subscriptions, handler, shutdown).await;
+            let _ = done_tx.send(true);
+            result.map_err(|e| anyhow!("{e}"))
+        });
+        if let Ok(mut r) = RUNNING.lock() {
+            *r = Some(Running { stop, done });
+        }
+        task.await.context("the NATS listener task failed")??;
         Ok(())
     }
 }

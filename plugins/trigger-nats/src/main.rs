@@ -12,5 +12,8 @@ type Command = FactorsTriggerCommand<NatsTrigger, FactorsBuilder>;
 async fn main() -> anyhow::Result<()> {
     let version = std::env::var("SPIN_VERSION").unwrap_or_else(|_| "unknown".into());
     spin_telemetry::init(version)?;
-    Command::parse().run().await
+    let result = Command::parse().run().await;
+    // Spin's command returns at once on SIGINT/SIGTERM; let the listener drain.
+    trigger_nats::finish().await;
+    result
 }
