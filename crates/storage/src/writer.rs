@@ -153,11 +153,23 @@ impl<T: AtomicKv> Writer<'_, T> {
                 _ => merge::created(existing.as_ref(), &ev.id, &ev.fields, now),
             };
             let start = Instant::now();
+            if existing.is_none() {
+                // A new id: the document and the new membership stamp go in one
+                // set-many, one transaction (one commit instead of two). Two
+                // concurrent creates of the same new id are last-writer-wins;
+                // updates below keep full compare-and-swap.
+                let pairs = vec![(key.clone(), next.to_json()), self.new_stamp()];
+                self.tasks
+                    .set_many(pairs)
+                    .map_err(|e| self.store_failed(cid, "PUT", &key, start, e))?;
+                self.log_ok(cid, "PUT", &key, start);
+                return Ok(());
+            }
             match self.tasks.cas_write(cas, next.to_json()) {
                 Ok(true) => {
                     self.log_ok(cid, "PUT", &key, start);
                     match existing {
-                        None => self.restamp(cid, &ev.id),
+                        None => {}
                         Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
                             "[{cid}] CREATE task={} existed: overwrote the given fields, kept createdAt (version {})",
                             ev.id, next.version
@@ -199,13 +211,15 @@ impl<T: AtomicKv> Writer<'_, T> {
         Failure::Transient(format!("KV {op} {key} failed: {e}"))
     }
 
-    /// Tells listing indexes the set of ids changed (see docs/listing-index.md).
-    fn restamp(&self, cid: &str, id: &str) {
+    /// A fresh membership stamp pair (see docs/listing-index.md).
+    fn new_stamp(&self) -> (String, Vec<u8>) {
         let stamp = format!("{}-{}", (self.clock)().millis(), (self.unique)());
-        if let Err(e) = self
-            .tasks
-            .set_many(vec![(keys::TASKS_STAMP.to_owned(), stamp.into_bytes())])
-        {
+        (keys::TASKS_STAMP.to_owned(), stamp.into_bytes())
+    }
+
+    /// Tells listing indexes the set of ids changed (after a delete).
+    fn restamp(&self, cid: &str, id: &str) {
+        if let Err(e) = self.tasks.set_many(vec![self.new_stamp()]) {
             (self.log)(&format!(
                 "[{cid}] KV PUT {} — FAILED: {e}; listings may miss the change to task={id} until the next create or delete",
                 keys::TASKS_STAMP

@@ -361,3 +361,24 @@ fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::
     assert!(h.logged("the event is NOT recorded"));
     Ok(())
 }
+
+#[test]
+fn a_new_task_is_one_write_with_its_stamp_and_updates_use_cas() {
+    let h = Harness::new();
+    h.send("tasks.created", r#"{"id":"t-1","title":"x"}"#);
+    let c = h.tasks.calls();
+    assert_eq!(
+        (c.set_many, c.cas_write),
+        (1, 0),
+        "document and stamp in one set-many"
+    );
+    assert!(h.stamp().is_some());
+    h.tasks.reset_calls();
+    h.send("tasks.updated", r#"{"id":"t-1","title":"y"}"#);
+    let c = h.tasks.calls();
+    assert_eq!(
+        (c.set_many, c.cas_write),
+        (0, 1),
+        "updates: compare-and-swap, no stamp"
+    );
+}
