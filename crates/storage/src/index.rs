@@ -6,8 +6,6 @@
 //! store and rebuilt only when the `tasks` store's membership stamp
 //! ([`keys::TASKS_STAMP`]) differs from the stamp the index was built from.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 use tasks_domain::keys;
 
@@ -146,72 +144,99 @@ fn build_name(stamp: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Yields the ids after a position, loading chunks as needed.
+/// Yields the ids after a position, loading chunks as needed. Chunk text is
+/// scanned in place: only the ids handed out are allocated.
 pub(crate) struct Walker<'a> {
     local: &'a dyn KeyValue,
-    build: String,
-    firsts: Vec<String>,
-    next_chunk: usize,
+    source: Source,
     after: Option<String>,
-    buf: VecDeque<String>,
+}
+
+enum Source {
+    Chunks {
+        build: String,
+        firsts: Vec<String>,
+        next_chunk: usize,
+        text: String,
+        pos: usize,
+    },
+    Memory {
+        ids: Vec<String>,
+        pos: usize,
+    },
 }
 
 impl<'a> Walker<'a> {
     /// Starts after `after` (exclusive), or at the first id.
     pub(crate) fn new(local: &'a dyn KeyValue, index: Index, after: Option<String>) -> Self {
-        match index {
-            Index::Stored(head) => {
-                let next_chunk = after
+        let source = match index {
+            Index::Stored(head) => Source::Chunks {
+                next_chunk: after
                     .as_deref()
                     .map(|a| {
                         head.firsts
                             .partition_point(|f| f.as_str() <= a)
                             .saturating_sub(1)
                     })
-                    .unwrap_or(0);
-                Walker {
-                    local,
-                    build: head.build,
-                    firsts: head.firsts,
-                    next_chunk,
-                    after,
-                    buf: VecDeque::new(),
-                }
-            }
-            Index::Memory(ids) => {
-                let start = after
+                    .unwrap_or(0),
+                build: head.build,
+                firsts: head.firsts,
+                text: String::new(),
+                pos: 0,
+            },
+            Index::Memory(ids) => Source::Memory {
+                pos: after
                     .as_deref()
                     .map(|a| ids.partition_point(|id| id.as_str() <= a))
-                    .unwrap_or(0);
-                let buf = ids.into_iter().skip(start).collect();
-                Walker {
-                    local,
-                    build: String::new(),
-                    firsts: Vec::new(),
-                    next_chunk: 0,
-                    after: None,
-                    buf,
-                }
-            }
+                    .unwrap_or(0),
+                ids,
+            },
+        };
+        Walker {
+            local,
+            source,
+            after,
         }
     }
 
     /// Up to `n` more ids; fewer only at the end.
     pub(crate) fn next_batch(&mut self, n: usize) -> Result<Vec<String>, WalkError> {
-        while self.buf.len() < n && self.next_chunk < self.firsts.len() {
-            let key = keys::index_chunk(&self.build, self.next_chunk);
-            let bytes = self.local.get(&key)?.ok_or(WalkError::ChunkMissing)?;
-            self.next_chunk += 1;
-            let text = String::from_utf8_lossy(&bytes);
-            let after = self.after.as_deref();
-            self.buf.extend(
-                text.split('\n')
-                    .filter(|id| !id.is_empty() && after.is_none_or(|a| *id > a))
-                    .map(str::to_owned),
-            );
+        let mut out = Vec::with_capacity(n);
+        match &mut self.source {
+            Source::Memory { ids, pos } => {
+                let end = (*pos + n).min(ids.len());
+                out.extend(ids[*pos..end].iter().cloned());
+                *pos = end;
+            }
+            Source::Chunks {
+                build,
+                firsts,
+                next_chunk,
+                text,
+                pos,
+            } => {
+                while out.len() < n {
+                    if *pos >= text.len() {
+                        if *next_chunk >= firsts.len() {
+                            break;
+                        }
+                        let key = keys::index_chunk(build, *next_chunk);
+                        let bytes = self.local.get(&key)?.ok_or(WalkError::ChunkMissing)?;
+                        *text = String::from_utf8(bytes).map_err(|_| WalkError::ChunkMissing)?;
+                        *next_chunk += 1;
+                        *pos = 0;
+                        continue;
+                    }
+                    let rest = &text[*pos..];
+                    let id = rest.split('\n').next().unwrap_or_default();
+                    *pos += id.len() + 1;
+                    if !id.is_empty() && self.after.as_deref().is_none_or(|a| id > a) {
+                        out.push(id.to_owned());
+                    }
+                }
+            }
         }
-        let take = n.min(self.buf.len());
-        Ok(self.buf.drain(..take).collect())
+        Ok(out)
     }
 }
 
