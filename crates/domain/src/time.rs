@@ -26,19 +26,123 @@ impl Timestamp {
 
     /// `2026-11-22T06:01:54.123Z`.
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime()
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
+        match civil(self.0) {
+            // Years 0-9999 print in the fixed-width canonical form directly:
+            // every task read and served formats two of these.
+            Some((y, mo, d, h, mi, s, ms)) => {
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+            }
+            None => self
+                .to_datetime()
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
     }
 
     /// `2026-11-22 06:01 UTC`, for pages.
     pub fn to_display(self) -> String {
-        self.to_datetime().format("%Y-%m-%d %H:%M UTC").to_string()
+        match civil(self.0) {
+            Some((y, mo, d, h, mi, _, _)) => format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC"),
+            None => self.to_datetime().format("%Y-%m-%d %H:%M UTC").to_string(),
+        }
     }
 
     /// Parses any RFC 3339 time, whatever its offset.
     pub fn parse_rfc3339(s: &str) -> Result<Self, chrono::ParseError> {
+        if let Some(t) = parse_canonical(s) {
+            return Ok(t);
+        }
         DateTime::parse_from_rfc3339(s).map(|t| Timestamp(t.timestamp_millis()))
     }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day, hour, minute, second, milli) of a time in years 0-9999.
+fn civil(millis: i64) -> Option<(i64, i64, i64, i64, i64, i64, i64)> {
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (0..=9_999).contains(&y).then_some((
+        y,
+        m,
+        d,
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1_000 % 60,
+        in_day % 1_000,
+    ))
+}
+
+/// The canonical `YYYY-MM-DDTHH:MM:SS.mmmZ` form, or `None` for anything else
+/// (which the general parser then handles).
+fn parse_canonical(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    let month_days = [
+        31,
+        if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+            29
+        } else {
+            28
+        },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > month_days[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    Some(Timestamp(
+        ((days * 24 + h) * 60 + mi) * 60_000 + sec * 1_000 + ms,
+    ))
 }
 
 impl fmt::Display for Timestamp {
@@ -76,6 +180,51 @@ mod tests {
             t
         );
         Ok(())
+    }
+
+    #[test]
+    fn fast_paths_agree_with_chrono() -> Result<(), chrono::ParseError> {
+        // From 1900 to 2200 in uneven steps, plus the edges of the fast path.
+        let mut t = -2_208_988_800_000_i64;
+        let mut samples = vec![0, -1, 1, -62_167_219_200_000, 253_402_300_799_999];
+        while t < 7_258_118_400_000 {
+            samples.push(t);
+            t += 86_399_999 * 7 + 12_345;
+        }
+        for ms in samples {
+            let ts = Timestamp(ms);
+            let want = DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(ts.to_rfc3339(), want, "{ms}");
+            let display = DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string();
+            assert_eq!(ts.to_display(), display, "{ms}");
+            assert_eq!(parse_canonical(&want), Some(ts), "{want}");
+            assert_eq!(Timestamp::parse_rfc3339(&want)?, ts);
+        }
+        // Outside years 0-9999 the general path still answers.
+        assert_eq!(
+            Timestamp(-62_167_219_200_001).to_rfc3339(),
+            "-0001-12-31T23:59:59.999Z"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn canonical_parser_leaves_odd_forms_to_chrono() {
+        for odd in [
+            "2026-02-30T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-11-22T24:00:00.000Z",
+            "2026-11-22T06:01:54Z",
+            "2026-11-22t06:01:54.123z",
+        ] {
+            assert_eq!(parse_canonical(odd), None, "{odd}");
+        }
+        assert!(Timestamp::parse_rfc3339("2026-02-30T00:00:00.000Z").is_err());
     }
 
     #[test]
