@@ -135,4 +135,16 @@ check "1,000 tasks stored" is "$(kv_count "$WORK" tasks 'task:q-%')" 1000
 check "none was applied twice (all at version 1)" is "$(sqlite3 "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
 check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/api/tasks?limit=200&cursor=$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=1" | jq -r .nextCursor)" | jq '.tasks|length')" 200
 
+echo "==> a misspelt [[trigger.nats]] field is refused by name"
+mkdir -p "$WORK/bad-manifest"
+sed -e "s|source = \"target/|source = \"$ROOT/target/|" -e 's|^queue_group = |queue = |' \
+  "$ROOT/spin.toml" >"$WORK/bad-manifest/spin.toml"
+set +e
+timeout 60 spin up --from "$WORK/bad-manifest/spin.toml" --runtime-config-file "$WORK/runtime-config.toml" \
+  --state-dir "$WORK/bad-state" --listen "127.0.0.1:$(free_port)" >"$OUT/bad-manifest.txt" 2>&1
+code=$?
+set -e
+check "spin up fails on the unknown field" test "$code" -ne 0 -a "$code" -ne 124
+check "the error names the field" grep -q 'unknown field `queue`' "$OUT/bad-manifest.txt"
+
 summary e2e-nats

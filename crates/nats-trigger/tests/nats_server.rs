@@ -32,8 +32,13 @@ fn free_port() -> u16 {
 }
 
 fn start_server(port: u16) -> Server {
+    start_server_with(port, &[])
+}
+
+fn start_server_with(port: u16, extra: &[&str]) -> Server {
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -361,5 +366,51 @@ async fn subscriptions_survive_a_server_restart() -> TestResult {
     }
     assert!(acked, "the listener reconnected and resubscribed");
     running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn user_password_and_token_credentials_work_and_wrong_ones_fail_fast() -> TestResult {
+    let never = std::future::pending::<()>;
+    let users = start_server_with(free_port(), &["--user", "spin", "--pass", "s3cret"]);
+    let ok = listener::connect(
+        &users.url,
+        &Credentials::UserPassword("spin".into(), "s3cret".into()),
+        "t",
+        never(),
+    )
+    .await?;
+    assert!(ok.is_some());
+    let started = Instant::now();
+    let wrong = listener::connect(
+        &users.url,
+        &Credentials::UserPassword("spin".into(), "nope".into()),
+        "t",
+        never(),
+    )
+    .await;
+    let err = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no retry loop on bad credentials"
+    );
+
+    let tokens = start_server_with(free_port(), &["--auth", "tok-123"]);
+    assert!(
+        listener::connect(
+            &tokens.url,
+            &Credentials::Token("tok-123".into()),
+            "t",
+            never()
+        )
+        .await?
+        .is_some()
+    );
+    let missing = listener::connect(&tokens.url, &Credentials::None, "t", never()).await;
+    assert!(
+        missing.is_err(),
+        "connecting without the token must fail, not hang"
+    );
     Ok(())
 }
