@@ -21,10 +21,7 @@ trap 'stop_spin; stop_nats; rm -rf "$WORK"' EXIT
 build_tools
 write_runtime_config "$WORK"
 tasks_seed "$WORK" --count "$TASKS"
-start_nats "$(free_port)" "$WORK/nats-server.log"
-PORT=$(free_port)
-start_spin "$WORK" "$PORT" "$WORK/logs"
-wait_http "http://127.0.0.1:$PORT/health" 60
+start_app "$WORK" "$WORK/logs"
 BASE="http://127.0.0.1:$PORT"
 # The first listing builds the id index; time it separately.
 first=$(curl -s -o /dev/null -w '%{time_total}' "$BASE/")

@@ -19,12 +19,7 @@ trap 'stop_spin; stop_nats; rm -rf "$WORK"' EXIT
 
 build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"
-write_runtime_config "$WORK"
-start_nats "$(free_port)" "$WORK/nats-server.log"
-PORT=$(free_port)
-start_spin "$WORK" "$PORT" "$WORK/logs"
-wait_http "http://127.0.0.1:$PORT/health" 60
-wait_log "$WORK/logs/spin-up.txt" "writer ← tasks" 30
+start_app "$WORK" "$WORK/logs"
 
 now() { date +%s.%N; }
 results="$WORK/results"; : >"$results"

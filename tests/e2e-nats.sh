@@ -23,13 +23,8 @@ field() { api "/api/tasks/$1" | jq -r "$2"; }
 status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1"; }
 
 build_tools
-write_runtime_config "$WORK"
-start_nats "$(free_port)" "$OUT/nats-server.log"
-PORT=$(free_port)
+start_app "$WORK" "$OUT/logs"
 echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
-start_spin "$WORK" "$PORT" "$OUT/logs"
-wait_http "http://127.0.0.1:$PORT/health" 60
-wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
 WLOG="$OUT/logs/writer_stdout.txt"
 
 echo "==> create, update, delete in both payload shapes"

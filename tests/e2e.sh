@@ -28,13 +28,8 @@ lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
 jqe() { jq -e "$1" >/dev/null; }
 
 build_tools
-write_runtime_config "$WORK"
-start_nats "$(free_port)" "$OUT/nats-server.log"
-PORT=$(free_port)
+start_app "$WORK" "$OUT/logs"
 echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
-start_spin "$WORK" "$PORT" "$OUT/logs"
-wait_http "http://127.0.0.1:$PORT/health" 60
-wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
 
 echo "==> seeding through published events"
 # 120 generated tasks, 30 of them moved to in_progress, plus three written for the checks.

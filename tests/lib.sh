@@ -90,6 +90,18 @@ start_spin() {
   SPIN_PID=$!
 }
 
+# start_app DIR LOG_DIR: runtime config in DIR, a private nats-server, and
+# `spin up` on a free port (sets PORT); returns once HTTP answers and the
+# writer's NATS subscription is up.
+start_app() {
+  write_runtime_config "$1"
+  start_nats "$(free_port)" "$1/nats-server.log"
+  PORT=$(free_port)
+  start_spin "$1" "$PORT" "$2"
+  wait_http "http://127.0.0.1:$PORT/health" 60
+  wait_log "$2/spin-up.txt" "writer ← tasks" 30
+}
+
 # wait_log FILE PATTERN SECONDS: until FILE has a line matching PATTERN.
 wait_log() {
   for _ in $(seq $(($3 * 10))); do
