@@ -16,7 +16,8 @@ done
 
 OUT="$ROOT/bench/out"; mkdir -p "$OUT"
 WORK=$(mktemp -d)
-trap 'stop_spin; stop_nats; rm -rf "$WORK"' EXIT
+cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
+on_exit cleanup
 
 build_tools
 write_runtime_config "$WORK"

@@ -15,7 +15,8 @@ LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
 require_spin_and_plugin
 OUT="$ROOT/bench/out"; mkdir -p "$OUT"
 WORK=$(mktemp -d)
-trap 'stop_spin; stop_nats; rm -rf "$WORK"' EXIT
+cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
+on_exit cleanup
 
 build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"

@@ -16,7 +16,7 @@ cleanup() {
   [[ -n "$SECOND_PID" ]] && { SPIN_PID=$SECOND_PID; stop_spin; }
   stop_nats; rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 api() { curl -sS "http://127.0.0.1:$PORT$1"; }
 field() { api "/api/tasks/$1" | jq -r "$2"; }

@@ -12,7 +12,7 @@ OUT="$ROOT/tests/out/e2e"
 rm -rf "$OUT"; mkdir -p "$OUT"
 WORK=$(mktemp -d)
 cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
-trap cleanup EXIT
+on_exit cleanup
 
 
 # GET with headers saved; sets BODY, STATUS, HDRS (file).

@@ -68,8 +68,17 @@ start_nats() {
 }
 
 stop_nats() {
-  [[ -n "$NATS_PID" ]] && kill "$NATS_PID" 2>/dev/null && wait "$NATS_PID" 2>/dev/null
+  if [[ -n "$NATS_PID" ]]; then
+    kill "$NATS_PID" 2>/dev/null || true
+    wait "$NATS_PID" 2>/dev/null || true   # a killed server's status is not ours
+  fi
   NATS_PID=""
+}
+
+# on_exit FUNC: runs FUNC when the script ends, keeping the script's own exit code.
+on_exit() {
+  # shellcheck disable=SC2064
+  trap "rc=\$?; set +e; $1; exit \$rc" EXIT
 }
 
 # kv_count DIR STORE LIKE: rows of a store in DIR's SQLite files matching a key pattern.
