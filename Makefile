@@ -13,7 +13,7 @@ LISTEN      ?= 127.0.0.1:3000
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
-	@echo "make test    lint, native tests, wasm build and the e2e suite against spin up"
+	@echo "make test    lint, native tests (real nats-server), wasm build, both e2e suites on spin up"
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
 	@echo "make plugin  build and install the trigger-nats Spin plugin"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
