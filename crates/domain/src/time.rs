@@ -26,24 +26,17 @@ impl Timestamp {
 
     /// `2026-11-22T06:01:54.123Z`.
     pub fn to_rfc3339(self) -> String {
-        match civil(self.0) {
-            // Years 0-9999 print in the fixed-width canonical form directly:
-            // every task read and served formats two of these.
-            Some((y, mo, d, h, mi, s, ms)) => {
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-            }
-            None => self
-                .to_datetime()
-                .to_rfc3339_opts(SecondsFormat::Millis, true),
-        }
+        self.to_string()
     }
 
     /// `2026-11-22 06:01 UTC`, for pages.
     pub fn to_display(self) -> String {
-        match civil(self.0) {
-            Some((y, mo, d, h, mi, _, _)) => format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC"),
-            None => self.to_datetime().format("%Y-%m-%d %H:%M UTC").to_string(),
-        }
+        self.human().to_string()
+    }
+
+    /// Writes `2026-11-22 06:01 UTC` without allocating (templates).
+    pub fn human(self) -> Human {
+        Human(self)
     }
 
     /// Parses any RFC 3339 time, whatever its offset.
@@ -145,9 +138,34 @@ fn parse_canonical(s: &str) -> Option<Timestamp> {
     ))
 }
 
+/// RFC 3339 with milliseconds, UTC: `2026-11-22T06:01:54.123Z`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        match civil(self.0) {
+            // Years 0-9999 print in the fixed-width canonical form directly:
+            // every task read and served formats two of these.
+            Some((y, mo, d, h, mi, s, ms)) => {
+                write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+            }
+            None => f.write_str(
+                &self
+                    .to_datetime()
+                    .to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+        }
+    }
+}
+
+/// A timestamp as people read it: `2026-11-22 06:01 UTC`.
+#[derive(Clone, Copy, Debug)]
+pub struct Human(Timestamp);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match civil(self.0.0) {
+            Some((y, mo, d, h, mi, _, _)) => write!(f, "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC"),
+            None => write!(f, "{}", self.0.to_datetime().format("%Y-%m-%d %H:%M UTC")),
+        }
     }
 }
 

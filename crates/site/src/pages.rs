@@ -15,16 +15,6 @@ struct FilterLink {
     active: bool,
 }
 
-struct Row {
-    id: String,
-    href: String,
-    title: String,
-    status_class: &'static str,
-    status_label: &'static str,
-    updated_iso: String,
-    updated_display: String,
-}
-
 #[derive(Template)]
 #[template(path = "list.html")]
 struct ListPage {
@@ -35,7 +25,7 @@ struct ListPage {
     filtered: bool,
     filter_label: &'static str,
     paged: bool,
-    rows: Vec<Row>,
+    tasks: Vec<Task>,
     first_href: Option<String>,
     next_href: Option<String>,
 }
@@ -77,7 +67,25 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b':');
 
 fn task_href(prefix: &str, id: &str) -> String {
-    format!("{prefix}{}", utf8_percent_encode(id, SEGMENT))
+    format!("{prefix}{}", segment(id))
+}
+
+/// `id` as one URL path segment, written without allocating.
+fn segment(id: &str) -> impl std::fmt::Display + '_ {
+    utf8_percent_encode(id, SEGMENT)
+}
+
+impl ListPage {
+    /// The link to a task's page (used by the template).
+    fn href<'a>(&self, id: &'a str) -> impl std::fmt::Display + 'a {
+        struct Href<'a>(&'a str);
+        impl std::fmt::Display for Href<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{TASK_PAGE}{}", segment(self.0))
+            }
+        }
+        Href(id)
+    }
 }
 
 fn html(status: u16, cache_control: &str, rendered: Result<String, askama::Error>) -> Response {
@@ -134,7 +142,6 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
         href: query::list_link(HOME, Some(s), None, lr.limit),
         active: status == Some(s),
     }));
-    let rows = page.tasks.iter().map(row).collect();
     let paged = lr.cursor.is_some();
     let heading = status.map_or_else(
         || "All tasks".to_owned(),
@@ -148,7 +155,7 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
         filtered: status.is_some(),
         filter_label: status.map_or("", |s| s.label()),
         paged,
-        rows,
+        tasks: page.tasks,
         first_href: paged.then(|| query::list_link(HOME, status, None, lr.limit)),
         next_href: page
             .next_cursor
@@ -156,18 +163,6 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
             .map(|c| query::list_link(HOME, status, Some(c), lr.limit)),
     };
     html(200, cache::REVALIDATE, out.render())
-}
-
-fn row(t: &Task) -> Row {
-    Row {
-        id: t.id.clone(),
-        href: task_href(TASK_PAGE, &t.id),
-        title: t.title.clone(),
-        status_class: t.status.as_str(),
-        status_label: t.status.label(),
-        updated_iso: t.updated_at.to_rfc3339(),
-        updated_display: t.updated_at.to_display(),
-    }
 }
 
 pub(crate) fn task(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
