@@ -76,11 +76,23 @@ pub async fn connect(
             .name(name)
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => log("disconnected; reconnecting"),
-                    async_nats::Event::Connected => log("connected"),
-                    other => log(&format!("{other}")),
+            .event_callback({
+                // The first connection is logged with its URL below; later
+                // ones are reconnections.
+                let seen_first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                move |event| {
+                    let seen_first = seen_first.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Disconnected => log("disconnected; reconnecting"),
+                            async_nats::Event::Connected => {
+                                if seen_first.swap(true, Ordering::SeqCst) {
+                                    log("reconnected");
+                                }
+                            }
+                            other => log(&format!("{other}")),
+                        }
+                    }
                 }
             });
         options = match credentials {
