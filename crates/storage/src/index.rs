@@ -53,6 +53,16 @@ fn read_stamp(tasks: &dyn KeyValue) -> Result<String, StoreError> {
         .unwrap_or_default())
 }
 
+/// The stored index head, if readable. The local store only caches: a
+/// failure there must not fail the read, so it counts as no head.
+fn read_head(local: &dyn KeyValue) -> Option<Head> {
+    local
+        .get(keys::INDEX_HEAD)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
 /// The current index: the stored one when its stamp matches, else a rebuild.
 /// Returns the index and, after a rebuild, how many ids it holds.
 pub(crate) fn load(
@@ -62,12 +72,7 @@ pub(crate) fn load(
     // The stamp is read before the keys are listed, so an index never claims a
     // newer stamp than the keys it holds.
     let stamp = read_stamp(tasks)?;
-    let old = match local.get(keys::INDEX_HEAD) {
-        Ok(Some(bytes)) => serde_json::from_slice::<Head>(&bytes).ok(),
-        // The local store only caches; a failure there must not fail the read.
-        Ok(None) | Err(_) => None,
-    };
-    match old {
+    match read_head(local) {
         Some(head) if head.stamp == stamp => Ok((Index::Stored(head), None)),
         old => {
             let ids = rebuild(tasks, local, stamp, old)?;
@@ -83,12 +88,7 @@ pub(crate) fn rebuild_now(
     local: &dyn KeyValue,
 ) -> Result<Vec<String>, StoreError> {
     let stamp = read_stamp(tasks)?;
-    let old = local
-        .get(keys::INDEX_HEAD)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<Head>(&b).ok());
-    rebuild(tasks, local, stamp, old)
+    rebuild(tasks, local, stamp, read_head(local))
 }
 
 fn rebuild(
