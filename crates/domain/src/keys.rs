@@ -27,6 +27,15 @@ pub const DLQ_PREFIX: &str = "dlq:";
 /// Prefix of deferred events (the outbox) in the `default` store.
 pub const OUTBOX_PREFIX: &str = "outbox:";
 
+/// Counter in the `default` store that numbers outbox records, so the
+/// outbox sorts in the order events were deferred, across processes.
+pub const OUTBOX_SEQ: &str = "seq:outbox";
+
+/// Prefix of per-task pending counters in the `default` store: how many
+/// outbox records a task has. While it is above zero, newer events for the
+/// task queue behind them instead of applying directly.
+pub const PENDING_PREFIX: &str = "pending:";
+
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
@@ -52,9 +61,33 @@ pub fn dead_letter(at_millis: i64, unique: &str) -> String {
     timed(DLQ_PREFIX, at_millis, unique)
 }
 
-/// `outbox:<millis>-<unique>`: one deferred event.
-pub fn outbox(at_millis: i64, unique: &str) -> String {
-    timed(OUTBOX_PREFIX, at_millis, unique)
+/// `outbox:<seq, 12 digits>:<task id>`: one deferred event, numbered by
+/// [`OUTBOX_SEQ`], so keys sort in the order events were deferred; the task
+/// id lets a key listing count each task's records without reading them.
+pub fn outbox(seq: i64, task_id: &str) -> String {
+    format!("{OUTBOX_PREFIX}{:012}:{task_id}", seq.max(0))
+}
+
+/// The task id in an `outbox:<seq>:<id>` key.
+pub fn outbox_task_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(OUTBOX_PREFIX)?;
+    let (seq, id) = rest.split_once(':')?;
+    (seq.len() == 12 && seq.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()).then_some(id)
+}
+
+/// `pending:<id>`: the pending counter of a task.
+pub fn pending(task_id: &str) -> String {
+    format!("{PENDING_PREFIX}{task_id}")
+}
+
+/// The task id in a `pending:<id>` key.
+pub fn pending_task_id(key: &str) -> Option<&str> {
+    key.strip_prefix(PENDING_PREFIX).filter(|id| !id.is_empty())
+}
+
+/// The record id in a `dlq:<id>` key (what the dead-letter API calls it).
+pub fn dead_letter_id(key: &str) -> Option<&str> {
+    key.strip_prefix(DLQ_PREFIX).filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]
@@ -78,7 +111,9 @@ mod tests {
             &index_chunk("b", 0),
             &task("x"),
             &dead_letter(1, "u"),
-            &outbox(1, "u"),
+            &outbox(1, "t"),
+            OUTBOX_SEQ,
+            &pending("x"),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -87,7 +122,16 @@ mod tests {
         }
         assert_eq!(index_chunk("5f3a", 2), "idx:tasks:chunk:5f3a:2");
         assert_eq!(dead_letter(1_795_327_314_123, "ab"), "dlq:1795327314123-ab");
-        assert_eq!(outbox(42, "x"), "outbox:0000000000042-x");
-        assert!(outbox(999, "z") < outbox(1_000, "a"), "time orders first");
+        assert_eq!(outbox(42, "t-1"), "outbox:000000000042:t-1");
+        assert!(
+            outbox(999, "z") < outbox(1_000, "a"),
+            "sequence orders first"
+        );
+        assert_eq!(outbox_task_id(&outbox(7, "a:b")), Some("a:b"));
+        assert_eq!(outbox_task_id("outbox:12:x"), None);
+        assert_eq!(outbox_task_id(&outbox(7, "")), None);
+        assert_eq!(pending_task_id(&pending("t-1")), Some("t-1"));
+        assert_eq!(dead_letter_id("dlq:17-ab"), Some("17-ab"));
+        assert_eq!(dead_letter_id("dlq:"), None);
     }
 }

@@ -102,4 +102,8 @@ impl AtomicKv for SpinKv {
             Err(atomics::CasError::StoreError(e)) => Err(describe(self.label, e)),
         }
     }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(self.bucket()?, key, delta).map_err(|e| describe(self.label, e))
+    }
 }

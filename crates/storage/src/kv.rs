@@ -40,4 +40,31 @@ pub trait AtomicKv: KeyValue {
     /// Writes `value` if the key is unchanged since `cas` was read:
     /// `Ok(true)` written, `Ok(false)` someone else wrote first.
     fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError>;
+
+    /// Adds `delta` to the counter under `key` (absent counts as 0) in one
+    /// atomic step and returns the new value.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+}
+
+/// Reads a counter written by [`AtomicKv::increment`]: Spin's SQLite store
+/// keeps it as 8 little-endian bytes, Redis as decimal text.
+pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
+    if let Ok(le) = <[u8; 8]>::try_from(bytes) {
+        return Some(i64::from_le_bytes(le));
+    }
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_counter;
+
+    #[test]
+    fn counters_decode_from_both_encodings() {
+        assert_eq!(decode_counter(&3i64.to_le_bytes()), Some(3));
+        assert_eq!(decode_counter(&(-1i64).to_le_bytes()), Some(-1));
+        assert_eq!(decode_counter(b"42"), Some(42));
+        assert_eq!(decode_counter(b"x"), None);
+        assert_eq!(decode_counter(b""), None);
+    }
 }

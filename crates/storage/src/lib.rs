@@ -5,12 +5,15 @@
 mod index;
 mod kv;
 mod memory;
+pub mod outbox;
 mod reader;
 pub mod records;
+pub mod retry;
 mod writer;
 
 pub use index::CHUNK_IDS;
-pub use kv::{AtomicKv, KeyValue, StoreError};
+pub use kv::{AtomicKv, KeyValue, StoreError, decode_counter};
 pub use memory::{Calls, MemoryKv};
 pub use reader::{ListOutcome, TaskReader};
+pub use retry::{Retrier, TickReport};
 pub use writer::{CAS_ATTEMPTS, Handled, Incoming, Writer};

@@ -20,6 +20,8 @@ pub struct Calls {
     pub list_keys: usize,
     /// `cas_write` calls.
     pub cas_write: usize,
+    /// `increment` calls.
+    pub increment: usize,
 }
 
 /// A store in memory. `set_down(true)` makes every call fail as unavailable.
@@ -147,5 +149,17 @@ impl crate::AtomicKv for MemoryKv {
         }
         self.put(&key, value);
         Ok(true)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.count(|c| c.increment += 1)?;
+        // Kept as Spin's SQLite store keeps it: 8 little-endian bytes.
+        let now = self
+            .peek(key)
+            .and_then(|v| crate::kv::decode_counter(&v))
+            .unwrap_or(0)
+            + delta;
+        self.put(key, now.to_le_bytes().to_vec());
+        Ok(now)
     }
 }

@@ -62,8 +62,22 @@ pub struct DeadLetter {
     /// Every error met on the way, oldest first (retries add to it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Retries made before it was dead-lettered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// When the event first arrived, when it differs from `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Timestamp>,
     /// When it was dead-lettered.
     pub at: Timestamp,
+    /// Set while a replay moves it back to the outbox, so two replays of
+    /// the same record cannot both enqueue it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaying: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An event whose write failed for a reason that may pass; replayed later.
@@ -88,6 +102,61 @@ pub struct OutboxEntry {
     pub errors: Vec<String>,
     /// When the event first arrived.
     pub received_at: Timestamp,
+    /// The retrier tick working on this record (and the task's records
+    /// behind it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+}
+
+/// A retrier tick's hold on an outbox record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// Unique per tick.
+    pub token: String,
+    /// The hold lapses at this time, so a tick that died does not block
+    /// the task for ever.
+    pub until: Timestamp,
+}
+
+impl OutboxEntry {
+    /// A record for an event received at `received_at`, due at once, with
+    /// no attempts and no errors (an event queued behind others).
+    pub fn new(
+        subject: &str,
+        payload: &[u8],
+        correlation_id: &str,
+        task_id: &str,
+        received_at: Timestamp,
+    ) -> Self {
+        OutboxEntry {
+            subject: subject.to_owned(),
+            raw: RawPayload::keep(payload),
+            correlation_id: correlation_id.to_owned(),
+            task_id: task_id.to_owned(),
+            attempts: 0,
+            next_attempt_at: received_at,
+            errors: Vec::new(),
+            received_at,
+            claim: None,
+        }
+    }
+
+    /// The record after a failed try at `now`: the error kept, the next
+    /// attempt scheduled by [`crate::retry::delay_after`] (the caller
+    /// dead-letters it when that says there is none).
+    pub fn failed(mut self, error: String, now: Timestamp) -> Self {
+        self.errors.push(error);
+        let delay = crate::retry::delay_after(self.attempts).unwrap_or_default();
+        self.next_attempt_at = Timestamp(now.millis() + delay);
+        self.claim = None;
+        self
+    }
+
+    /// Whether a tick holds it at `now`.
+    pub fn claimed_at(&self, now: Timestamp) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.until > now)
+    }
 }
 
 #[cfg(test)]
@@ -111,12 +180,16 @@ mod tests {
             task_id: None,
             reason: "id is required".into(),
             errors: vec![],
+            attempts: 0,
+            received_at: None,
             at: Timestamp(0),
+            replaying: None,
         };
         let v: serde_json::Value = serde_json::to_value(&d)?;
         assert_eq!(v["payload"], "{}");
         assert_eq!(v["reason"], "id is required");
         assert_eq!(v["at"], "1970-01-01T00:00:00.000Z");
+        assert!(v.get("attempts").is_none() && v.get("receivedAt").is_none());
         assert_eq!(serde_json::from_value::<DeadLetter>(v)?, d);
         Ok(())
     }

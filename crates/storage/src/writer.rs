@@ -7,13 +7,11 @@ use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys, merge};
 
 use crate::records::{DeadLetter, OutboxEntry, RawPayload};
-use crate::{AtomicKv, KeyValue, StoreError};
+use crate::retry::delay_after;
+use crate::{AtomicKv, StoreError, decode_counter};
 
 /// Compare-and-swap attempts before an update is deferred to the outbox.
 pub const CAS_ATTEMPTS: usize = 8;
-
-/// Delay before the first retry of a deferred event.
-const FIRST_RETRY_MILLIS: i64 = 1_000;
 
 /// One message as the trigger delivered it.
 #[derive(Clone, Copy, Debug)]
@@ -50,9 +48,21 @@ pub enum Handled {
         /// The outbox record.
         key: String,
     },
+    /// Earlier events for the task wait in the outbox; this one waits
+    /// behind them under `key`, to be applied in order by the retrier.
+    Queued {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The outbox record.
+        key: String,
+        /// How many outbox records the task had before this one.
+        behind: i64,
+    },
 }
 
-enum Failure {
+/// Why applying an event failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
     /// The event can never apply as it is.
     Permanent(String),
     /// The store failed; trying again later may work.
@@ -61,11 +71,11 @@ enum Failure {
 
 /// Applies events to the `tasks` store, keeping dead letters and the outbox
 /// in the `local` store.
-pub struct Writer<'a, T: AtomicKv> {
+pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
     /// Task documents.
     pub tasks: &'a T,
-    /// Dead letters and outbox: always the local store.
-    pub local: &'a dyn KeyValue,
+    /// Dead letters, the outbox and pending counters: always the local store.
+    pub local: &'a L,
     /// The current time.
     pub clock: &'a dyn Fn() -> Timestamp,
     /// A fresh unique string (correlation ids, record keys, stamps).
@@ -74,7 +84,7 @@ pub struct Writer<'a, T: AtomicKv> {
     pub log: &'a dyn Fn(&str),
 }
 
-impl<T: AtomicKv> Writer<'_, T> {
+impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
         from_payload
             .or(msg
@@ -95,6 +105,10 @@ impl<T: AtomicKv> Writer<'_, T> {
             Ok(ev) => {
                 let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
                 (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                let behind = self.pending(&cid, &ev.id);
+                if behind > 0 {
+                    return self.queue(msg, &cid, ev.id, behind, now);
+                }
                 match self.apply(&ev, &cid, now) {
                     Ok(()) => Ok(Handled::Applied {
                         correlation_id: cid,
@@ -108,7 +122,25 @@ impl<T: AtomicKv> Writer<'_, T> {
         }
     }
 
-    fn apply(&self, ev: &Event, cid: &str, now: Timestamp) -> Result<(), Failure> {
+    /// How many outbox records `id` has (0 when none, or when the local
+    /// store cannot tell: then the event applies directly, and says so).
+    fn pending(&self, cid: &str, id: &str) -> i64 {
+        match self.local.get(&keys::pending(id)) {
+            Ok(None) => 0,
+            Ok(Some(v)) => decode_counter(&v).unwrap_or(0),
+            Err(e) => {
+                (self.log)(&format!(
+                    "[{cid}] KV GET {} — FAILED: {e}; applying without the per-task order check",
+                    keys::pending(id)
+                ));
+                0
+            }
+        }
+    }
+
+    /// Applies a parsed event as of `now` (the event's own time on replay).
+    /// The one code path for direct writes and retries.
+    pub(crate) fn apply(&self, ev: &Event, cid: &str, now: Timestamp) -> Result<(), Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
             let start = Instant::now();
@@ -243,7 +275,10 @@ impl<T: AtomicKv> Writer<'_, T> {
             task_id,
             reason: reason.clone(),
             errors: Vec::new(),
+            attempts: 0,
+            received_at: None,
             at: now,
+            replaying: None,
         };
         (self.log)(&format!("[{cid}] REJECT {}: {reason}", msg.subject));
         self.record(cid, &key, serde_json::to_vec(&record))?;
@@ -262,25 +297,47 @@ impl<T: AtomicKv> Writer<'_, T> {
         error: String,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
-        let key = keys::outbox(now.millis(), &(self.unique)());
-        let entry = OutboxEntry {
-            subject: msg.subject.to_owned(),
-            raw: RawPayload::keep(msg.payload),
-            correlation_id: cid.to_owned(),
-            task_id: task_id.clone(),
-            attempts: 0,
-            next_attempt_at: Timestamp(now.millis() + FIRST_RETRY_MILLIS),
-            errors: vec![error.clone()],
-            received_at: now,
-        };
+        let entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now)
+            .failed(error.clone(), now);
+        let key = self.enqueue(cid, &entry)?;
         (self.log)(&format!(
-            "[{cid}] DEFER {} task={task_id} — {error} → {key}",
-            msg.subject
+            "[{cid}] DEFER {} task={task_id} — {error} → {key} (retry in {} s)",
+            msg.subject,
+            delay_after(0).unwrap_or_default() / 1000
         ));
-        self.record(cid, &key, serde_json::to_vec(&entry))?;
         Ok(Handled::Deferred {
             correlation_id: cid.to_owned(),
             key,
+        })
+    }
+
+    fn queue(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: String,
+        behind: i64,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        let key = self.enqueue(cid, &entry)?;
+        (self.log)(&format!(
+            "[{cid}] QUEUE {} task={task_id} behind {behind} deferred event(s) → {key}",
+            msg.subject
+        ));
+        Ok(Handled::Queued {
+            correlation_id: cid.to_owned(),
+            key,
+            behind,
+        })
+    }
+
+    /// Adds `entry` to the outbox; see [`crate::outbox::enqueue`].
+    fn enqueue(&self, cid: &str, entry: &OutboxEntry) -> Result<String, StoreError> {
+        crate::outbox::enqueue(self.local, entry).inspect_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV PUT outbox — FAILED: {e}; the event is NOT recorded"
+            ));
         })
     }
 

@@ -279,6 +279,9 @@ impl AtomicKv for Racing<'_> {
         }
         self.inner.cas_write(cas, value)
     }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.inner.increment(key, delta)
+    }
 }
 
 #[test]

@@ -1,0 +1,339 @@
+//! Replaying the outbox: the backoff schedule, which records are due, and
+//! one retrier tick (claim, apply in order, reschedule or bury, reconcile).
+
+use std::collections::BTreeMap;
+
+use tasks_domain::{Timestamp, event, keys};
+
+use crate::outbox::bury;
+use crate::records::{Claim, OutboxEntry, RawPayload};
+use crate::writer::{Failure, Writer};
+use crate::{AtomicKv, StoreError, decode_counter};
+
+/// Retries of one event before it is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Wait before each retry: after the writer's own failure 1 s, then after
+/// retries 1–4: 3 s, 10 s, 20 s, 30 s.
+pub const SCHEDULE_MILLIS: [i64; MAX_ATTEMPTS as usize] = [1_000, 3_000, 10_000, 20_000, 30_000];
+
+/// How long a tick's claim on a task's records lasts.
+pub const CLAIM_MILLIS: i64 = 30_000;
+
+/// Records read per `get_many`.
+const READ_BATCH: usize = 256;
+
+/// The wait after `attempts` failed retries (0: the writer's own failure),
+/// or `None` when the event has had all its retries.
+pub fn delay_after(attempts: u32) -> Option<i64> {
+    SCHEDULE_MILLIS.get(attempts as usize).copied()
+}
+
+/// One task's outbox records, oldest first, due now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queue {
+    /// The task.
+    pub task_id: String,
+    /// `(key, record)` in outbox order.
+    pub records: Vec<(String, OutboxEntry)>,
+}
+
+/// Groups `records` (any order) by task in outbox order and keeps the tasks
+/// whose first record is due at `now` and not claimed by a live tick. Tasks
+/// come oldest first (by their first record).
+pub fn due_queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp) -> Vec<Queue> {
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut by_task: BTreeMap<String, Vec<(String, OutboxEntry)>> = BTreeMap::new();
+    for (key, entry) in records {
+        by_task
+            .entry(entry.task_id.clone())
+            .or_default()
+            .push((key, entry));
+    }
+    let mut queues: Vec<Queue> = by_task
+        .into_iter()
+        .filter(|(_, rs)| {
+            rs.first()
+                .is_some_and(|(_, head)| head.next_attempt_at <= now && !head.claimed_at(now))
+        })
+        .map(|(task_id, records)| Queue { task_id, records })
+        .collect();
+    queues.sort_by(|a, b| a.records[0].0.cmp(&b.records[0].0));
+    queues
+}
+
+/// What one tick did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Records applied and removed.
+    pub applied: usize,
+    /// Records that failed again and were rescheduled.
+    pub rescheduled: usize,
+    /// Records dead-lettered.
+    pub dead: usize,
+    /// Tasks left alone: claimed by another tick, or changed under us.
+    pub skipped: usize,
+    /// Outbox records found at the start of the tick.
+    pub found: usize,
+}
+
+/// Replays the outbox through the writer's own apply path.
+pub struct Retrier<'w, 'a, T: AtomicKv, L: AtomicKv> {
+    /// The writer whose stores, clock, ids and log are used.
+    pub writer: &'w Writer<'a, T, L>,
+    /// Stop starting new tasks after this long; the next tick goes on.
+    pub budget_millis: i64,
+}
+
+impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
+    fn log(&self, line: &str) {
+        (self.writer.log)(line);
+    }
+
+    /// One tick. `Err` only when the local store fails.
+    pub fn tick(&self) -> Result<TickReport, StoreError> {
+        let local = self.writer.local;
+        let started = (self.writer.clock)();
+        let listing = local.list_keys()?;
+        let mut outbox: Vec<String> = listing
+            .iter()
+            .filter(|k| k.starts_with(keys::OUTBOX_PREFIX))
+            .cloned()
+            .collect();
+        let markers = listing.iter().any(|k| k.starts_with(keys::PENDING_PREFIX));
+        let mut report = TickReport {
+            found: outbox.len(),
+            ..TickReport::default()
+        };
+        if outbox.is_empty() && !markers {
+            return Ok(report);
+        }
+        outbox.sort_unstable();
+        let records = self.read_records(&outbox, started)?;
+        for queue in due_queues(records, started) {
+            if (self.writer.clock)().millis() - started.millis() > self.budget_millis {
+                break;
+            }
+            self.run_queue(queue, &mut report)?;
+        }
+        self.reconcile()?;
+        Ok(report)
+    }
+
+    /// Reads outbox records; one that no longer parses is dead-lettered
+    /// with its bytes, so it neither blocks nor vanishes.
+    fn read_records(
+        &self,
+        outbox: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(String, OutboxEntry)>, StoreError> {
+        let local = self.writer.local;
+        let mut records = Vec::with_capacity(outbox.len());
+        for chunk in outbox.chunks(READ_BATCH) {
+            for (key, value) in chunk.iter().zip(local.get_many(chunk)?) {
+                let Some(value) = value else { continue };
+                match serde_json::from_slice::<OutboxEntry>(&value) {
+                    Ok(entry) => records.push((key.clone(), entry)),
+                    Err(e) => self.bury_unreadable(key, &value, &e.to_string(), now)?,
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn bury_unreadable(
+        &self,
+        key: &str,
+        value: &[u8],
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let task_id = keys::outbox_task_id(key).unwrap_or_default();
+        let entry = OutboxEntry {
+            raw: RawPayload::keep(value),
+            ..OutboxEntry::new("", b"", "", task_id, now)
+        };
+        let reason = format!("outbox record {key} is unreadable: {error}");
+        let dead = bury(
+            self.writer.local,
+            &entry,
+            reason.clone(),
+            now,
+            &(self.writer.unique)(),
+        )?;
+        self.log(&format!("[-] DEAD task={task_id}: {reason} → {dead}"));
+        self.writer.local.delete_many(vec![key.to_owned()])
+    }
+
+    /// Claims the task's first record, then applies its records in order
+    /// until one fails.
+    fn run_queue(&self, queue: Queue, report: &mut TickReport) -> Result<(), StoreError> {
+        let w = self.writer;
+        let local = w.local;
+        let now = (w.clock)();
+        let Queue { task_id, records } = queue;
+        let mut records = records.into_iter();
+        let Some((head_key, _)) = records.next() else {
+            return Ok(());
+        };
+        // The claim: only the tick that wins this compare-and-swap works on
+        // the task, so overlapping ticks never apply a record twice.
+        let (cas, current) = local.cas_read(&head_key)?;
+        let Some(mut head) = current.and_then(|v| serde_json::from_slice::<OutboxEntry>(&v).ok())
+        else {
+            report.skipped += 1;
+            return Ok(());
+        };
+        if head.claimed_at(now) || head.next_attempt_at > now {
+            report.skipped += 1;
+            return Ok(());
+        }
+        head.claim = Some(Claim {
+            token: (w.unique)(),
+            until: Timestamp(now.millis() + CLAIM_MILLIS),
+        });
+        if !local.cas_write(cas, encode(&head_key, &head)?)? {
+            report.skipped += 1;
+            return Ok(());
+        }
+
+        let mut done: Vec<String> = Vec::new();
+        let mut next = Some((head_key, head));
+        while let Some((key, entry)) = next.take() {
+            let attempt = entry.attempts + 1;
+            let cid = entry.correlation_id.clone();
+            match self.try_once(&entry, &cid) {
+                Ok(()) => {
+                    self.log(&format!(
+                        "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — OK ({}, {key})",
+                        entry.subject
+                    ));
+                    report.applied += 1;
+                    done.push(key);
+                }
+                Err(Failure::Permanent(reason)) => {
+                    let dead = bury(local, &entry, reason.clone(), now, &(w.unique)())?;
+                    self.log(&format!(
+                        "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
+                    ));
+                    report.dead += 1;
+                    done.push(key);
+                }
+                Err(Failure::Transient(error)) => {
+                    let mut entry = entry;
+                    entry.attempts = attempt;
+                    if delay_after(attempt).is_some() {
+                        let delay = delay_after(attempt).unwrap_or_default();
+                        self.log(&format!(
+                            "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — {error}; next attempt in {} s",
+                            delay / 1000
+                        ));
+                        let entry = entry.failed(error, now);
+                        local.set_many(vec![(key, encode("outbox", &entry)?)])?;
+                        report.rescheduled += 1;
+                    } else {
+                        entry.errors.push(error.clone());
+                        let reason = format!("gave up after {attempt} attempts: {error}");
+                        let dead = bury(local, &entry, reason, now, &(w.unique)())?;
+                        self.log(&format!(
+                            "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
+                        ));
+                        report.dead += 1;
+                        done.push(key);
+                        // What waited behind it must not apply without it:
+                        // it follows it into the dead letters, in order.
+                        for (key, entry) in records.by_ref() {
+                            let reason = format!(
+                                "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
+                            );
+                            let held = bury(local, &entry, reason, now, &(w.unique)())?;
+                            self.log(&format!(
+                                "[{}] DEAD task={task_id} — held behind {dead} → {held}",
+                                entry.correlation_id
+                            ));
+                            report.dead += 1;
+                            done.push(key);
+                        }
+                    }
+                    break;
+                }
+            }
+            next = records
+                .next()
+                .filter(|(_, e)| e.next_attempt_at <= now && !e.claimed_at(now));
+        }
+        if !done.is_empty() {
+            // Lowered before the records go: a writer that reads the count
+            // in between applies directly, after events already applied.
+            let n = i64::try_from(done.len()).unwrap_or(i64::MAX);
+            if let Err(e) = local.increment(&keys::pending(&task_id), -n) {
+                self.log(&format!(
+                    "[-] KV INCR {} — FAILED: {e}; the next tick reconciles it",
+                    keys::pending(&task_id)
+                ));
+            }
+            local.delete_many(done)?;
+        }
+        Ok(())
+    }
+
+    fn try_once(&self, entry: &OutboxEntry, cid: &str) -> Result<(), Failure> {
+        let payload = entry.raw.bytes();
+        let ev =
+            event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
+        self.writer.apply(&ev, cid, entry.received_at)
+    }
+
+    /// Brings each task's pending counter back to its number of outbox
+    /// records. A correction is made only when two listings around the
+    /// counter read agree, so a writer or tick caught half-way is left for
+    /// the next tick instead of being undercounted.
+    fn reconcile(&self) -> Result<(), StoreError> {
+        let local = self.writer.local;
+        let first = count_by_task(&local.list_keys()?);
+        let tasks: Vec<String> = first.keys().cloned().collect();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let marker_keys: Vec<String> = tasks.iter().map(|t| keys::pending(t)).collect();
+        let values = local.get_many(&marker_keys)?;
+        let second = count_by_task(&local.list_keys()?);
+        let mut stale = Vec::new();
+        for ((task, marker), value) in tasks.iter().zip(marker_keys).zip(values) {
+            let (records, had_marker) = first[task];
+            if second.get(task) != Some(&(records, had_marker)) {
+                continue;
+            }
+            let counted = value.as_deref().and_then(decode_counter).unwrap_or(0);
+            if counted != records {
+                self.log(&format!(
+                    "[-] OUTBOX task={task} counter {counted} ≠ {records} record(s); corrected"
+                ));
+                local.increment(&marker, records - counted)?;
+            } else if records == 0 && had_marker {
+                stale.push(marker);
+            }
+        }
+        if !stale.is_empty() {
+            local.delete_many(stale)?;
+        }
+        Ok(())
+    }
+}
+
+/// For every task with outbox records or a counter: (records, has counter).
+fn count_by_task(listing: &[String]) -> BTreeMap<String, (i64, bool)> {
+    let mut counts: BTreeMap<String, (i64, bool)> = BTreeMap::new();
+    for key in listing {
+        if let Some(task) = keys::outbox_task_id(key) {
+            counts.entry(task.to_owned()).or_default().0 += 1;
+        } else if let Some(task) = keys::pending_task_id(key) {
+            counts.entry(task.to_owned()).or_default().1 = true;
+        }
+    }
+    counts
+}
+
+fn encode(key: &str, entry: &OutboxEntry) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(entry).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
+}

@@ -1,0 +1,496 @@
+//! The outbox replay over in-memory stores: schedule, order, claims, dead
+//! letters and their replay, counter reconciliation.
+
+use std::cell::{Cell, RefCell};
+
+use tasks_domain::{Status, Task, Timestamp, keys};
+use tasks_storage::outbox::{ReplayError, list_dead_letters, replay_dead_letter};
+use tasks_storage::records::{Claim, DeadLetter, OutboxEntry};
+use tasks_storage::retry::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after, due_queues};
+use tasks_storage::{
+    AtomicKv, Handled, Incoming, KeyValue, MemoryKv, Retrier, StoreError, TickReport, Writer,
+    decode_counter,
+};
+
+const START: i64 = 1_795_327_314_000;
+
+struct Harness {
+    tasks: MemoryKv,
+    local: MemoryKv,
+    now: Cell<i64>,
+    /// Milliseconds each event advances the clock by.
+    step: Cell<i64>,
+    counter: Cell<u32>,
+    lines: RefCell<Vec<String>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            tasks: MemoryKv::new(),
+            local: MemoryKv::new(),
+            now: Cell::new(START),
+            step: Cell::new(1),
+            counter: Cell::new(0),
+            lines: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn with_writer<T: AtomicKv, R>(
+        &self,
+        tasks: &T,
+        f: impl FnOnce(&Writer<'_, T, MemoryKv>) -> R,
+    ) -> R {
+        let clock = || Timestamp(self.now.get());
+        let unique = || {
+            self.counter.set(self.counter.get() + 1);
+            format!("u{}", self.counter.get())
+        };
+        let log = |line: &str| self.lines.borrow_mut().push(line.to_owned());
+        let writer = Writer {
+            tasks,
+            local: &self.local,
+            clock: &clock,
+            unique: &unique,
+            log: &log,
+        };
+        f(&writer)
+    }
+
+    fn send(&self, subject: &str, payload: &str) -> Handled {
+        self.now.set(self.now.get() + self.step.get());
+        let handled = self.with_writer(&self.tasks, |w| {
+            w.handle(&Incoming {
+                subject,
+                payload: payload.as_bytes(),
+                header_correlation_id: None,
+            })
+        });
+        match handled {
+            Ok(h) => h,
+            Err(e) => unreachable!("{payload}: {e}"),
+        }
+    }
+
+    fn tick_on<T: AtomicKv>(&self, tasks: &T) -> TickReport {
+        let report = self.with_writer(tasks, |w| {
+            Retrier {
+                writer: w,
+                budget_millis: 10_000,
+            }
+            .tick()
+        });
+        match report {
+            Ok(r) => r,
+            Err(e) => unreachable!("tick: {e}"),
+        }
+    }
+
+    fn tick(&self) -> TickReport {
+        self.tick_on(&self.tasks)
+    }
+
+    fn advance(&self, millis: i64) {
+        self.now.set(self.now.get() + millis);
+    }
+
+    fn task(&self, id: &str) -> Option<Task> {
+        self.tasks
+            .peek(&keys::task(id))
+            .and_then(|b| Task::from_json(&b).ok())
+    }
+
+    fn outbox(&self) -> Vec<OutboxEntry> {
+        self.local
+            .keys_with_prefix(keys::OUTBOX_PREFIX)
+            .iter()
+            .filter_map(|k| serde_json::from_slice(&self.local.peek(k)?).ok())
+            .collect()
+    }
+
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.local
+            .keys_with_prefix(keys::DLQ_PREFIX)
+            .iter()
+            .filter_map(|k| serde_json::from_slice(&self.local.peek(k)?).ok())
+            .collect()
+    }
+
+    fn pending(&self, id: &str) -> Option<i64> {
+        self.local
+            .peek(&keys::pending(id))
+            .and_then(|v| decode_counter(&v))
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.lines.borrow().iter().any(|l| l.contains(needle))
+    }
+}
+
+#[test]
+fn the_schedule_is_1_3_10_20_30_seconds_then_dead() {
+    assert_eq!(SCHEDULE_MILLIS, [1_000, 3_000, 10_000, 20_000, 30_000]);
+    let waits: Vec<Option<i64>> = (0..=MAX_ATTEMPTS).map(delay_after).collect();
+    assert_eq!(
+        waits,
+        [
+            Some(1_000),
+            Some(3_000),
+            Some(10_000),
+            Some(20_000),
+            Some(30_000),
+            None
+        ]
+    );
+}
+
+fn entry(task: &str, next: i64, claim_until: Option<i64>) -> OutboxEntry {
+    let mut e = OutboxEntry::new("tasks.updated", b"{}", "c", task, Timestamp(0));
+    e.next_attempt_at = Timestamp(next);
+    e.claim = claim_until.map(|u| Claim {
+        token: "x".into(),
+        until: Timestamp(u),
+    });
+    e
+}
+
+#[test]
+fn due_queues_group_by_task_in_outbox_order_and_skip_held_tasks() {
+    let now = Timestamp(100);
+    let records = vec![
+        (keys::outbox(5, "b"), entry("b", 0, None)),
+        (keys::outbox(2, "a"), entry("a", 200, None)), // not due: holds a
+        (keys::outbox(3, "b"), entry("b", 0, None)),
+        (keys::outbox(4, "a"), entry("a", 0, None)),
+        (keys::outbox(1, "c"), entry("c", 0, Some(150))), // live claim
+        (keys::outbox(6, "d"), entry("d", 0, Some(50))),  // lapsed claim
+    ];
+    let queues = due_queues(records, now);
+    let got: Vec<(&str, Vec<&str>)> = queues
+        .iter()
+        .map(|q| {
+            (
+                q.task_id.as_str(),
+                q.records.iter().map(|(k, _)| k.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("b", vec!["outbox:000000000003:b", "outbox:000000000005:b"]),
+            ("d", vec!["outbox:000000000006:d"]),
+        ]
+    );
+}
+
+#[test]
+fn an_outage_defers_queues_and_then_replays_in_publish_order() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    assert!(matches!(
+        h.send(
+            "tasks.created",
+            r#"{"id":"t-1","title":"Buy milk","correlationId":"c-1"}"#
+        ),
+        Handled::Deferred { .. }
+    ));
+    h.tasks.set_down(false);
+    // The store is back, but t-1 has a deferred create: the update must not
+    // overtake it (it would fail as an update of an unknown task).
+    let queued = h.send(
+        "tasks.updated",
+        r#"{"id":"t-1","status":"in-progress","correlationId":"c-2"}"#,
+    );
+    assert!(
+        matches!(queued, Handled::Queued { behind: 1, .. }),
+        "{queued:?}"
+    );
+    assert!(matches!(
+        h.send(
+            "tasks.updated",
+            r#"{"id":"t-1","title":"Buy oat milk","correlationId":"c-3"}"#
+        ),
+        Handled::Queued { behind: 2, .. }
+    ));
+    assert!(h.logged("[c-2] QUEUE tasks.updated task=t-1 behind 1 deferred event(s)"));
+    assert_eq!(h.task("t-1"), None);
+    assert_eq!(h.pending("t-1"), Some(3));
+
+    // Not due before 1 s.
+    assert_eq!(h.tick().applied, 0);
+    h.advance(1_000);
+    let report = h.tick();
+    assert_eq!((report.applied, report.dead), (3, 0));
+    let t = h.task("t-1").expect("applied");
+    assert_eq!(
+        (t.title.as_str(), t.status, t.version),
+        ("Buy oat milk", Status::InProgress, 3)
+    );
+    assert_eq!(t.created_at, Timestamp(START + 1), "the event's own time");
+    assert!(h.outbox().is_empty());
+    assert_eq!(
+        h.pending("t-1"),
+        None,
+        "the counter is gone with the records"
+    );
+    assert!(h.logged("[c-1] RETRY attempt=1/5 task=t-1 — OK"));
+    assert!(h.logged("[c-3] RETRY attempt=1/5 task=t-1 — OK"));
+
+    // With nothing pending, events apply directly again.
+    assert!(matches!(
+        h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#),
+        Handled::Applied { .. }
+    ));
+}
+
+#[test]
+fn five_failed_retries_dead_letter_the_event_and_what_waits_behind_it() {
+    let h = Harness::new();
+    h.step.set(0);
+    h.tasks.set_down(true);
+    h.send(
+        "tasks.created",
+        r#"{"id":"t-1","title":"A","correlationId":"c-1"}"#,
+    );
+    h.send(
+        "tasks.updated",
+        r#"{"id":"t-1","status":"completed","correlationId":"c-2"}"#,
+    );
+    h.send(
+        "tasks.created",
+        r#"{"id":"t-2","title":"B","correlationId":"c-9"}"#,
+    );
+    for (n, wait) in SCHEDULE_MILLIS.iter().enumerate() {
+        // One millisecond early: nothing is due yet.
+        h.advance(wait - 1);
+        assert_eq!(h.tick().rescheduled, 0, "retry {} too early", n + 1);
+        h.advance(1);
+        let r = h.tick();
+        if n + 1 < MAX_ATTEMPTS as usize {
+            assert_eq!((r.rescheduled, r.dead), (2, 0), "retry {}", n + 1);
+        } else {
+            assert_eq!((r.rescheduled, r.dead), (0, 3));
+        }
+    }
+    assert!(
+        h.logged("[c-1] RETRY attempt=2/5 task=t-1 — KV GET task:t-1 failed: store unavailable")
+    );
+    assert!(h.logged("[c-1] DEAD task=t-1 after 5 attempts: KV GET task:t-1 failed"));
+    assert!(h.logged("[c-2] DEAD task=t-1 — held behind dlq:"));
+    assert!(h.outbox().is_empty());
+
+    let dead = h.dead_letters();
+    let create = dead
+        .iter()
+        .find(|d| d.correlation_id == "c-1")
+        .expect("create dead-lettered");
+    assert_eq!(
+        (create.attempts, create.errors.len()),
+        (5, 6),
+        "writer's error + 5"
+    );
+    assert!(create.reason.starts_with("gave up after 5 attempts"));
+    let held = dead
+        .iter()
+        .find(|d| d.correlation_id == "c-2")
+        .expect("update held");
+    assert!(
+        held.reason
+            .starts_with("held back: an earlier event for task t-1")
+    );
+    assert_eq!(held.attempts, 0, "never tried on its own");
+
+    // The store is back: replay the dead letters, oldest first, and they
+    // apply in their original order.
+    h.tasks.set_down(false);
+    let page = list_dead_letters(&h.local, None, 2).expect("listing");
+    assert_eq!(page.items.len(), 2);
+    let rest = list_dead_letters(&h.local, page.next_cursor.as_deref(), 2).expect("page 2");
+    assert_eq!((rest.items.len(), rest.next_cursor), (1, None));
+    for (id, _) in page.items.iter().chain(&rest.items) {
+        replay_dead_letter(&h.local, id, Timestamp(h.now.get())).expect("replayed");
+    }
+    assert!(h.dead_letters().is_empty());
+    let r = h.tick();
+    assert_eq!((r.applied, r.dead), (3, 0));
+    let t1 = h.task("t-1").expect("t-1");
+    assert_eq!((t1.status, t1.version), (Status::Completed, 2));
+    assert!(h.task("t-2").is_some());
+}
+
+#[test]
+fn a_permanent_failure_dead_letters_at_once_and_the_queue_moves_on() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send(
+        "tasks.updated",
+        r#"{"id":"ghost","title":"x","correlationId":"c-1"}"#,
+    );
+    h.send(
+        "tasks.created",
+        r#"{"id":"ghost","title":"Real","correlationId":"c-2"}"#,
+    );
+    h.tasks.set_down(false);
+    h.advance(1_000);
+    let r = h.tick();
+    assert_eq!((r.applied, r.dead), (1, 1));
+    assert!(h.logged("[c-1] DEAD task=ghost — cannot apply: update of unknown task"));
+    assert_eq!(h.task("ghost").map(|t| t.title), Some("Real".into()));
+}
+
+#[test]
+fn a_claimed_task_is_left_to_the_tick_that_holds_it() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    h.tasks.set_down(false);
+    h.advance(1_000);
+    // A second tick fires while the first one is applying the record.
+    let nested: RefCell<Option<TickReport>> = RefCell::new(None);
+    let hook = Hooked {
+        inner: &h.tasks,
+        hook: RefCell::new(Some(Box::new(|| {
+            *nested.borrow_mut() = Some(h.tick());
+        }))),
+    };
+    let first = h.tick_on(&hook);
+    let second = nested.borrow().expect("the nested tick ran");
+    assert_eq!((first.applied, second.applied, second.skipped), (1, 0, 0));
+    assert_eq!(h.task("t-1").map(|t| t.version), Some(1), "applied once");
+
+    // A claim whose tick died lapses after its hold.
+    h.tasks.set_down(true);
+    h.send("tasks.updated", r#"{"id":"t-1","title":"B"}"#);
+    h.tasks.set_down(false);
+    let key = h.local.keys_with_prefix(keys::OUTBOX_PREFIX)[0].clone();
+    let mut e: OutboxEntry =
+        serde_json::from_slice(&h.local.peek(&key).unwrap_or_default()).expect("entry");
+    e.claim = Some(Claim {
+        token: "dead-tick".into(),
+        until: Timestamp(h.now.get() + 30_000),
+    });
+    h.local.put(&key, serde_json::to_vec(&e).expect("json"));
+    h.advance(1_000);
+    assert_eq!(h.tick().applied, 0, "held by a live claim");
+    h.advance(30_000);
+    assert_eq!(h.tick().applied, 1, "the claim lapsed");
+    assert_eq!(h.task("t-1").map(|t| t.title), Some("B".into()));
+}
+
+#[test]
+fn counters_are_reconciled_with_the_records() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    // A lost counter (say the writer's increment failed) is restored...
+    h.local.remove(&keys::pending("t-1"));
+    h.local
+        .put(&keys::pending("t-9"), 4i64.to_le_bytes().to_vec());
+    let r = h.tick();
+    assert_eq!(r.applied, 0);
+    assert_eq!(h.pending("t-1"), Some(1));
+    assert!(h.logged("OUTBOX task=t-1 counter 0 ≠ 1 record(s); corrected"));
+    // ...and a stale one with no records is brought to zero, then removed.
+    assert_eq!(h.pending("t-9"), Some(0));
+    h.tick();
+    assert_eq!(h.pending("t-9"), None);
+}
+
+#[test]
+fn replay_refuses_what_cannot_apply_and_double_replays() {
+    let h = Harness::new();
+    h.send("tasks.created", r#"{"title":"no id"}"#);
+    let id = list_dead_letters(&h.local, None, 10).expect("list").items[0]
+        .0
+        .clone();
+    let now = Timestamp(h.now.get());
+    assert!(matches!(
+        replay_dead_letter(&h.local, &id, now),
+        Err(ReplayError::Conflict(m)) if m.contains("the event itself is invalid")
+    ));
+    assert!(matches!(
+        replay_dead_letter(&h.local, "nope", now),
+        Err(ReplayError::NotFound(_))
+    ));
+
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    h.tasks.set_down(false);
+    let key = keys::dead_letter(now.millis(), "manual");
+    let entry = h.outbox().remove(0);
+    h.local.put(
+        &key,
+        serde_json::to_vec(&DeadLetter {
+            subject: entry.subject.clone(),
+            raw: entry.raw.clone(),
+            correlation_id: "c-r".into(),
+            task_id: Some("t-1".into()),
+            reason: "r".into(),
+            errors: vec![],
+            attempts: 5,
+            received_at: None,
+            at: now,
+            replaying: Some(now),
+        })
+        .expect("json"),
+    );
+    let id = keys::dead_letter_id(&key).expect("id").to_owned();
+    assert!(matches!(
+        replay_dead_letter(&h.local, &id, now),
+        Err(ReplayError::Conflict(m)) if m.contains("already being replayed")
+    ));
+    // A replay that died half-way frees the record after a minute.
+    let later = Timestamp(now.millis() + 61_000);
+    let outbox_key = replay_dead_letter(&h.local, &id, later).expect("replayed");
+    assert!(outbox_key.ends_with(":t-1"));
+    assert_eq!(h.pending("t-1"), Some(2));
+}
+
+/// Runs `hook` once, on the first task-store write.
+struct Hooked<'a> {
+    inner: &'a MemoryKv,
+    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl Hooked<'_> {
+    fn fire(&self) {
+        let hook = self.hook.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+impl KeyValue for Hooked<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.get_many(keys)
+    }
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.fire();
+        self.inner.set_many(pairs)
+    }
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.inner.delete_many(keys)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_keys()
+    }
+}
+
+impl AtomicKv for Hooked<'_> {
+    type Cas = <MemoryKv as AtomicKv>::Cas;
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        self.inner.cas_read(key)
+    }
+    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.fire();
+        self.inner.cas_write(cas, value)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.inner.increment(key, delta)
+    }
+}
