@@ -3,10 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 WASM_TARGET := wasm32-wasip2
-COMPONENTS  := -p tasks-web -p tasks-kv-read -p tasks-writer
+COMPONENTS  := -p tasks-web -p tasks-kv-read -p tasks-writer -p tasks-retrier
 # Components link only for wasm32-wasip2 (their export names are not valid
 # native symbols); their logic and tests live in crates/.
-NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer
+NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier
 LISTEN      ?= 127.0.0.1:3000
 
 .PHONY: help prereqs build plugin nats up test test-native test-e2e lint bench clean
@@ -15,7 +15,7 @@ help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
 	@echo "make test    lint, native tests (real nats-server), wasm build, both e2e suites on spin up"
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
-	@echo "make plugin  build and install the trigger-nats Spin plugin"
+	@echo "make plugin  install the trigger-cron plugin and build + install trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make bench   HTTP (10,000 tasks, wrk) and ingest (10,000 events vs a native baseline) benchmarks"
 

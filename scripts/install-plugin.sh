@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Builds plugins/trigger-nats (release) and installs it into Spin from a local
-# plugin manifest. Reinstalls only when the binary changed.
+# Makes sure both trigger plugins the app uses are installed:
+# - trigger-cron (the retrier's schedule) from Spin's plugin index;
+# - trigger-nats: builds plugins/trigger-nats (release) and installs it from a
+#   local plugin manifest, reinstalling only when the binary changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=plugins/trigger-nats
 
 if ! command -v spin >/dev/null; then
-  echo "missing: the Spin CLI (>= 4.0), needed to install the trigger-nats plugin" >&2
+  echo "missing: the Spin CLI (>= 4.0), needed to install the trigger plugins" >&2
   exit 1
+fi
+
+if spin plugins list --installed 2>/dev/null | grep -q '^trigger-cron '; then
+  echo "==> trigger-cron plugin is installed"
+else
+  echo "==> installing the trigger-cron plugin from Spin's plugin index"
+  if ! { spin plugins update && spin plugins install trigger-cron --yes; }; then
+    cat >&2 <<MSG
+could not install the trigger-cron plugin (it drives the retrier). With network access:
+  spin plugins update && spin plugins install trigger-cron --yes
+Offline, build it from https://github.com/spinframework/spin-trigger-plugins (trigger-cron)
+against your Spin version and install it with: spin plugins install --file <manifest.json>
+MSG
+    exit 1
+  fi
 fi
 
 echo "==> building the trigger-nats plugin (first build compiles Spin's runtime crates: slow)"

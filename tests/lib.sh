@@ -45,10 +45,13 @@ require_spin_and_plugin() {
     echo "SKIPPED: spin not installed (the e2e suites need the Spin CLI >= 4.0 on PATH)"
     exit 0
   fi
-  if ! spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then
-    echo "SKIPPED: the trigger-nats plugin is not installed (make plugin)"
-    exit 0
-  fi
+  local plugin
+  for plugin in trigger-nats trigger-cron; do
+    if ! spin plugins list --installed 2>/dev/null | grep -q "^$plugin "; then
+      echo "SKIPPED: the $plugin plugin is not installed (make plugin)"
+      exit 0
+    fi
+  done
   command -v nats-server >/dev/null || { echo "e2e needs nats-server on PATH (apt-get install nats-server)" >&2; exit 1; }
 }
 

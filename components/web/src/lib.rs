@@ -2,6 +2,7 @@
 //! back; reads tasks through the `tasks:store/reader` import, which Spin
 //! satisfies with the `kv-read` component. Logs one line in, one line out.
 
+mod admin;
 mod source;
 
 use std::time::Instant;
@@ -27,6 +28,10 @@ mod entry {
     }
 }
 
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.header(name).and_then(|h| h.as_str()).map(str::to_owned)
+}
+
 fn serve(req: Request) -> Response {
     let start = Instant::now();
     let cid = correlation::resolve(req.header(correlation::HEADER).and_then(|h| h.as_str()));
@@ -39,12 +44,12 @@ fn serve(req: Request) -> Response {
         method,
         path: req.path().to_owned(),
         query: query.to_owned(),
-        if_none_match: req
-            .header("if-none-match")
-            .and_then(|h| h.as_str())
-            .map(str::to_owned),
+        if_none_match: header(&req, "if-none-match"),
+        timestamp: header(&req, tasks_signing::TIMESTAMP_HEADER),
+        signature: header(&req, tasks_signing::SIGNATURE_HEADER),
+        body: req.body().to_vec(),
     };
-    let resp = tasks_site::handle(&site_req, &cid, &source::Reader);
+    let resp = tasks_site::handle(&site_req, &cid, &source::Reader, &admin::SpinAdmin);
 
     println!(
         "[{cid}] ← {} ({} ms)",

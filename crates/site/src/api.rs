@@ -33,7 +33,7 @@ struct HealthBody<'a> {
     error: Option<String>,
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Every body here is plain strings and numbers: serialising cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
 }

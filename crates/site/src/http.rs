@@ -16,6 +16,12 @@ pub struct Request {
     pub query: String,
     /// The `If-None-Match` header.
     pub if_none_match: Option<String>,
+    /// The `X-Timestamp` header (signed routes).
+    pub timestamp: Option<String>,
+    /// The `X-Signature` header (signed routes).
+    pub signature: Option<String>,
+    /// The body (signed routes read it; others ignore it).
+    pub body: Vec<u8>,
 }
 
 /// An HTTP response.

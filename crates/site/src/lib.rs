@@ -2,6 +2,7 @@
 //! request into a [`Request`], calls [`handle`] with a [`TaskSource`] backed by
 //! the `tasks:store/reader` import, and turns the [`Response`] back.
 
+mod admin;
 mod api;
 mod assets;
 pub mod correlation;
@@ -10,6 +11,7 @@ mod pages;
 mod query;
 pub mod routes;
 
+pub use admin::Admin;
 pub use http::{Request, Response};
 
 use tasks_domain::{ListRequest, Page, ReadError, Task};
@@ -29,8 +31,13 @@ pub trait TaskSource {
 
 /// Serves one request. Every response carries the correlation id and the
 /// security headers.
-pub fn handle(req: &Request, correlation_id: &str, source: &dyn TaskSource) -> Response {
-    let mut resp = routes::dispatch(req, correlation_id, source);
+pub fn handle(
+    req: &Request,
+    correlation_id: &str,
+    source: &dyn TaskSource,
+    admin: &dyn Admin,
+) -> Response {
+    let mut resp = routes::dispatch(req, correlation_id, source, admin);
     resp.finish(req, correlation_id);
     resp
 }

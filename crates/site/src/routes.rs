@@ -4,7 +4,7 @@ use percent_encoding::percent_decode_str;
 use tasks_domain::ReadError;
 
 use crate::http::Request;
-use crate::{Response, TaskSource, api, assets, pages};
+use crate::{Admin, Response, TaskSource, admin, api, assets, pages};
 
 /// The task list page.
 pub const HOME: &str = "/";
@@ -14,6 +14,12 @@ pub const TASK_PAGE: &str = "/tasks/";
 pub const API_TASKS: &str = "/api/tasks";
 /// One task as JSON is this prefix plus the id.
 pub const API_TASK: &str = "/api/tasks/";
+/// Dead letters as JSON.
+pub const API_DEAD_LETTERS: &str = "/api/dead-letters";
+/// A dead letter's replay is this prefix, the id, then [`REPLAY_SUFFIX`].
+pub const API_DEAD_LETTER: &str = "/api/dead-letters/";
+/// See [`API_DEAD_LETTER`].
+pub const REPLAY_SUFFIX: &str = "/replay";
 /// Health and version.
 pub const HEALTH: &str = "/health";
 /// The stylesheet.
@@ -27,7 +33,19 @@ enum Route<'a> {
     ApiList,
     ApiTask(&'a str),
     Health,
+    DeadLetters,
+    Replay(&'a str),
     Asset(&'static assets::Asset),
+}
+
+impl Route<'_> {
+    /// The methods the route answers.
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Replay(_) => "POST",
+            _ => "GET, HEAD",
+        }
+    }
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -35,8 +53,15 @@ fn route(path: &str) -> Option<Route<'_>> {
         HOME => Some(Route::Home),
         API_TASKS => Some(Route::ApiList),
         HEALTH => Some(Route::Health),
+        API_DEAD_LETTERS => Some(Route::DeadLetters),
         p => {
             if let Some(id) = p
+                .strip_prefix(API_DEAD_LETTER)
+                .and_then(|rest| rest.strip_suffix(REPLAY_SUFFIX))
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+            {
+                Some(Route::Replay(id))
+            } else if let Some(id) = p
                 .strip_prefix(API_TASK)
                 .filter(|id| !id.is_empty() && !id.contains('/'))
             {
@@ -65,7 +90,12 @@ fn decode_id(raw: &str) -> Result<String, ReadError> {
         .map_err(|_| ReadError::Invalid("id is not valid UTF-8 once percent-decoded".into()))
 }
 
-pub(crate) fn dispatch(req: &Request, cid: &str, source: &dyn TaskSource) -> Response {
+pub(crate) fn dispatch(
+    req: &Request,
+    cid: &str,
+    source: &dyn TaskSource,
+    admin: &dyn Admin,
+) -> Response {
     let api = is_api(&req.path);
     let Some(route) = route(&req.path) else {
         let message = format!("nothing here: {}", req.path);
@@ -75,14 +105,15 @@ pub(crate) fn dispatch(req: &Request, cid: &str, source: &dyn TaskSource) -> Res
             pages::error_page(404, "Page not found", &message, cid)
         };
     };
-    if req.method != "GET" && req.method != "HEAD" {
-        let message = format!("{} is not allowed here; use GET", req.method);
+    let allow = route.allow();
+    if !allow.split(", ").any(|m| m == req.method) {
+        let message = format!("{} is not allowed here; use {allow}", req.method);
         let resp = if api {
             api::error_body(405, "method_not_allowed", &message)
         } else {
             pages::error_page(405, "Method not allowed", &message, cid)
         };
-        return resp.with_header("allow", "GET, HEAD");
+        return resp.with_header("allow", allow);
     }
     match route {
         Route::Home => pages::list(req, cid, source),
@@ -96,6 +127,11 @@ pub(crate) fn dispatch(req: &Request, cid: &str, source: &dyn TaskSource) -> Res
             Err(e) => api::read_error(&e),
         },
         Route::Health => api::health(cid, source),
+        Route::DeadLetters => admin::list(req, admin),
+        Route::Replay(raw) => match decode_id(raw) {
+            Ok(id) => admin::replay(req, &id, cid, admin),
+            Err(e) => api::read_error(&e),
+        },
         Route::Asset(asset) => assets::serve(asset),
     }
 }

@@ -3,7 +3,8 @@
 use std::cell::RefCell;
 
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
-use tasks_site::{Request, Response, TaskSource, handle};
+use tasks_site::{Admin, Request, Response, TaskSource, handle};
+use tasks_storage::outbox::{DeadLetterPage, ReplayError};
 
 #[derive(Default)]
 struct Fake {
@@ -96,8 +97,30 @@ fn send(
         path: path.into(),
         query: query.into(),
         if_none_match: inm.map(str::to_owned),
+        ..Request::default()
     };
-    handle(&req, "cid-test", source)
+    handle(&req, "cid-test", source, &NoAdmin)
+}
+
+/// Operator routes over nothing: the task-route tests never reach them.
+struct NoAdmin;
+
+impl Admin for NoAdmin {
+    fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<DeadLetterPage, ReadError> {
+        Err(ReadError::Unavailable("no admin here".into()))
+    }
+    fn replay(&self, id: &str, _: &str) -> Result<String, ReplayError> {
+        Err(ReplayError::NotFound(id.into()))
+    }
+    fn signing_key(&self) -> Option<Vec<u8>> {
+        None
+    }
+    fn signature_ttl_secs(&self) -> u64 {
+        5
+    }
+    fn now_secs(&self) -> i64 {
+        0
+    }
 }
 
 fn body(r: &Response) -> String {

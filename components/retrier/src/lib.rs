@@ -1,0 +1,73 @@
+//! `retrier`: the cron-triggered component. Each run is one
+//! [`tasks_storage::Retrier`] tick over Spin key-value: due outbox records
+//! are claimed, applied through the writer's own code path in per-task
+//! order, rescheduled (1 s, 3 s, 10 s, 20 s, 30 s) or dead-lettered.
+//!
+//! A run that finds nothing to do logs nothing. Overlapping runs are safe:
+//! each task's records are claimed with compare-and-swap first.
+
+use tasks_domain::Timestamp;
+use tasks_spin_kv::SpinKv;
+use tasks_storage::{Retrier, StoreError, Writer};
+
+/// Generated bindings: the only code here that needs `unsafe`.
+#[allow(unsafe_code, missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "spin-cron",
+        path: "../../wit/spin-cron",
+    });
+
+    use super::RetrierComponent;
+    export!(RetrierComponent);
+}
+
+use bindings::spin::cron::cron_types::{Error, Metadata};
+
+/// Store label of task documents (the backend chosen by runtime config).
+const TASKS_STORE: &str = "tasks";
+/// Store label of the outbox and dead letters (always local).
+const LOCAL_STORE: &str = "default";
+/// A run stops starting new tasks after this long; the next run goes on.
+const BUDGET_MILLIS: i64 = 5_000;
+
+struct RetrierComponent;
+
+fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn log(line: &str) {
+    println!("{line}");
+}
+
+fn failed(e: StoreError) -> Error {
+    Error::Other(format!("retrier: local store failed: {e}"))
+}
+
+impl bindings::Guest for RetrierComponent {
+    fn handle_cron_event(_metadata: Metadata) -> Result<(), Error> {
+        let local = SpinKv::open(LOCAL_STORE).map_err(failed)?;
+        let tasks = SpinKv::open_lenient(TASKS_STORE);
+        let writer = Writer {
+            tasks: &tasks,
+            local: &local,
+            clock: &Timestamp::now,
+            unique: &unique,
+            log: &log,
+        };
+        let report = Retrier {
+            writer: &writer,
+            budget_millis: BUDGET_MILLIS,
+        }
+        .tick()
+        .map_err(failed)?;
+        if report.applied + report.rescheduled + report.dead > 0 {
+            log(&format!(
+                "[-] TICK outbox={} applied={} rescheduled={} dead={} skipped={}",
+                report.found, report.applied, report.rescheduled, report.dead, report.skipped
+            ));
+        }
+        Ok(())
+    }
+}

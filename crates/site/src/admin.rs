@@ -1,0 +1,121 @@
+//! Operator routes: the dead letters (`GET /api/dead-letters`) and their
+//! signed replay (`POST /api/dead-letters/:id/replay`).
+
+use serde::Serialize;
+use tasks_domain::ReadError;
+use tasks_signing::{Rejection, Signed, verify};
+use tasks_storage::outbox::{DeadLetterPage, ReplayError};
+use tasks_storage::records::DeadLetter;
+
+use crate::api::{error_body, read_error, to_json};
+use crate::http::{Request, cache, content_type};
+use crate::{Response, query};
+
+/// What the operator routes need from the host.
+pub trait Admin {
+    /// A page of dead letters, oldest first.
+    fn dead_letters(&self, cursor: Option<&str>, limit: usize)
+    -> Result<DeadLetterPage, ReadError>;
+    /// Puts dead letter `id` back into the outbox; returns the outbox key.
+    fn replay(&self, id: &str, correlation_id: &str) -> Result<String, ReplayError>;
+    /// The key signed requests are checked with; `None` when unset.
+    fn signing_key(&self) -> Option<Vec<u8>>;
+    /// How long a signed request stays valid, in seconds.
+    fn signature_ttl_secs(&self) -> u64;
+    /// The current Unix time in seconds.
+    fn now_secs(&self) -> i64;
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Item<'a> {
+    id: &'a str,
+    #[serde(flatten)]
+    record: &'a DeadLetter,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody<'a> {
+    dead_letters: Vec<Item<'a>>,
+    next_cursor: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Replayed<'a> {
+    replayed: &'a str,
+    outbox_key: &'a str,
+}
+
+/// `GET /api/dead-letters?cursor=&limit=`.
+pub(crate) fn list(req: &Request, admin: &dyn Admin) -> Response {
+    let page = query::list_request(&req.query).and_then(|lr| {
+        let limit = lr.resolved_limit()?;
+        admin.dead_letters(lr.cursor.as_deref(), limit)
+    });
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => return read_error(&e),
+    };
+    let body = to_json(&ListBody {
+        dead_letters: page
+            .items
+            .iter()
+            .map(|(id, record)| Item { id, record })
+            .collect(),
+        next_cursor: page.next_cursor.as_deref(),
+    });
+    // Operator data changes with every failure: never stored by caches.
+    Response::new(200, content_type::JSON, cache::NEVER, body)
+}
+
+/// `POST /api/dead-letters/:id/replay`, signed.
+pub(crate) fn replay(req: &Request, id: &str, cid: &str, admin: &dyn Admin) -> Response {
+    if let Err(resp) = check_signature(req, admin) {
+        return resp;
+    }
+    match admin.replay(id, cid) {
+        Ok(outbox_key) => Response::new(
+            202,
+            content_type::JSON,
+            cache::NEVER,
+            to_json(&Replayed {
+                replayed: id,
+                outbox_key: &outbox_key,
+            }),
+        ),
+        Err(ReplayError::NotFound(_)) => {
+            error_body(404, "not_found", &format!("no dead letter {id:?}"))
+        }
+        Err(ReplayError::Conflict(m)) => error_body(409, "conflict", &m),
+        Err(ReplayError::Store(e)) => read_error(&ReadError::Unavailable(e.to_string())),
+    }
+}
+
+/// 503 when no key is configured; 401 with a reason code when the request
+/// is not signed correctly.
+pub(crate) fn check_signature(req: &Request, admin: &dyn Admin) -> Result<(), Response> {
+    let Some(key) = admin.signing_key() else {
+        return Err(error_body(
+            503,
+            "signing_disabled",
+            "signed admin routes are off: set the hmac_key variable (SPIN_VARIABLE_HMAC_KEY)",
+        ));
+    };
+    let signed = Signed {
+        timestamp: req.timestamp.as_deref(),
+        signature: req.signature.as_deref(),
+        method: &req.method,
+        path: &req.path,
+        body: &req.body,
+    };
+    verify(&key, &signed, admin.now_secs(), admin.signature_ttl_secs()).map_err(unauthorized)
+}
+
+fn unauthorized(r: Rejection) -> Response {
+    error_body(401, r.code(), r.message()).with_header(
+        "www-authenticate",
+        "HMAC-SHA256 headers=\"x-timestamp x-signature\"",
+    )
+}

@@ -1,0 +1,237 @@
+//! The operator routes over a real (in-memory) local store: dead-letter
+//! listing and the signed replay, with every way a signature can be wrong.
+
+use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
+use tasks_signing::sign;
+use tasks_site::{Admin, Request, Response, TaskSource, handle};
+use tasks_storage::outbox::{DeadLetterPage, ReplayError, list_dead_letters, replay_dead_letter};
+use tasks_storage::records::{DeadLetter, RawPayload};
+use tasks_storage::{KeyValue, MemoryKv};
+
+const KEY: &[u8] = b"operator-key";
+const NOW: i64 = 1_795_327_314;
+
+struct Local {
+    kv: MemoryKv,
+    key: Option<Vec<u8>>,
+}
+
+impl Admin for Local {
+    fn dead_letters(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, ReadError> {
+        list_dead_letters(&self.kv, cursor, limit)
+    }
+    fn replay(&self, id: &str, _cid: &str) -> Result<String, ReplayError> {
+        replay_dead_letter(&self.kv, id, Timestamp(NOW * 1000))
+    }
+    fn signing_key(&self) -> Option<Vec<u8>> {
+        self.key.clone()
+    }
+    fn signature_ttl_secs(&self) -> u64 {
+        5
+    }
+    fn now_secs(&self) -> i64 {
+        NOW
+    }
+}
+
+struct NoTasks;
+
+impl TaskSource for NoTasks {
+    fn get_task(&self, id: &str, _: &str) -> Result<Task, ReadError> {
+        Err(ReadError::NotFound(id.into()))
+    }
+    fn list_tasks(&self, _: &ListRequest, _: &str) -> Result<Page, ReadError> {
+        Ok(Page::default())
+    }
+    fn probe(&self, _: &str) -> Result<(), ReadError> {
+        Ok(())
+    }
+}
+
+fn dead_letter(kv: &MemoryKv, n: i64, payload: &str) -> String {
+    let key = keys::dead_letter(NOW * 1000 + n, &format!("u{n}"));
+    let record = DeadLetter {
+        subject: "tasks.created".into(),
+        raw: RawPayload::keep(payload.as_bytes()),
+        correlation_id: format!("c-{n}"),
+        task_id: Some(format!("t-{n}")),
+        reason: "gave up after 5 attempts: KV PUT failed".into(),
+        errors: vec!["KV PUT failed".into()],
+        attempts: 5,
+        received_at: None,
+        at: Timestamp(NOW * 1000 + n),
+        replaying: None,
+    };
+    kv.put(&key, serde_json::to_vec(&record).unwrap_or_default());
+    keys::dead_letter_id(&key).unwrap_or_default().to_owned()
+}
+
+fn call(
+    admin: &Local,
+    method: &str,
+    path_q: &str,
+    ts: Option<String>,
+    sig: Option<String>,
+    body: &[u8],
+) -> Response {
+    let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
+    let req = Request {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        timestamp: ts,
+        signature: sig,
+        body: body.to_vec(),
+        ..Request::default()
+    };
+    handle(&req, "cid-admin", &NoTasks, admin)
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: None,
+    };
+    for n in 0..3 {
+        dead_letter(&admin.kv, n, &format!(r#"{{"id":"t-{n}","title":"x"}}"#));
+    }
+    let first = call(&admin, "GET", "/api/dead-letters?limit=2", None, None, b"");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    let v = json(&first);
+    let items = v["deadLetters"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["subject"], "tasks.created");
+    assert_eq!(items[0]["correlationId"], "c-0");
+    assert_eq!(items[0]["taskId"], "t-0");
+    assert_eq!(items[0]["attempts"], 5);
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("gave up"))
+    );
+    assert_eq!(items[0]["payload"], r#"{"id":"t-0","title":"x"}"#);
+    let cursor = v["nextCursor"].as_str().unwrap_or_default().to_owned();
+    let rest = json(&call(
+        &admin,
+        "GET",
+        &format!("/api/dead-letters?cursor={cursor}"),
+        None,
+        None,
+        b"",
+    ));
+    assert_eq!(rest["deadLetters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest["nextCursor"], serde_json::Value::Null);
+    assert_eq!(
+        call(&admin, "GET", "/api/dead-letters?limit=0", None, None, b"").status,
+        400
+    );
+    assert_eq!(
+        call(
+            &admin,
+            "GET",
+            "/api/dead-letters?cursor=%%%",
+            None,
+            None,
+            b""
+        )
+        .status,
+        400
+    );
+}
+
+#[test]
+fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: Some(KEY.to_vec()),
+    };
+    let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
+    let path = format!("/api/dead-letters/{id}/replay");
+    let signed = |t: i64, p: &str, body: &[u8], key: &[u8]| {
+        (Some(t.to_string()), Some(sign(key, t, "POST", p, body)))
+    };
+
+    let bad: Vec<(&str, (Option<String>, Option<String>), &[u8], &str)> = vec![
+        ("missing", (None, None), b"", "missing_signature"),
+        ("expired", signed(NOW - 30, &path, b"", KEY), b"", "expired"),
+        ("future", signed(NOW + 30, &path, b"", KEY), b"", "expired"),
+        (
+            "tampered body",
+            signed(NOW, &path, b"", KEY),
+            b"{}",
+            "bad_signature",
+        ),
+        (
+            "wrong path",
+            signed(NOW, "/api/dead-letters/other/replay", b"", KEY),
+            b"",
+            "bad_signature",
+        ),
+        (
+            "wrong key",
+            signed(NOW, &path, b"", b"guess"),
+            b"",
+            "bad_signature",
+        ),
+    ];
+    for (name, (ts, sig), body, code) in bad {
+        let r = call(&admin, "POST", &path, ts, sig, body);
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{name}"
+        );
+        assert!(r.header("www-authenticate").is_some(), "{name}");
+    }
+    assert_eq!(
+        admin.kv.keys_with_prefix(keys::OUTBOX_PREFIX).len(),
+        0,
+        "nothing replayed yet"
+    );
+
+    let (ts, sig) = signed(NOW, &path, b"", KEY);
+    let ok = call(&admin, "POST", &path, ts, sig, b"");
+    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(json(&ok)["replayed"], id.as_str());
+    assert_eq!(admin.kv.keys_with_prefix(keys::OUTBOX_PREFIX).len(), 1);
+    assert_eq!(admin.kv.keys_with_prefix(keys::DLQ_PREFIX).len(), 0);
+    assert!(admin.kv.get(&keys::pending("t-1")).ok().flatten().is_some());
+
+    let (ts, sig) = signed(NOW, &path, b"", KEY);
+    let again = call(&admin, "POST", &path, ts, sig, b"");
+    assert_eq!(
+        (again.status, json(&again)["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert_eq!(call(&admin, "GET", &path, None, None, b"").status, 405);
+}
+
+#[test]
+fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: None,
+    };
+    let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
+    let path = format!("/api/dead-letters/{id}/replay");
+    let r = call(
+        &admin,
+        "POST",
+        &path,
+        Some(NOW.to_string()),
+        Some(sign(b"", NOW, "POST", &path, b"")),
+        b"",
+    );
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("SPIN_VARIABLE_HMAC_KEY"));
+}
