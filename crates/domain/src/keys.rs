@@ -31,6 +31,11 @@ pub const OUTBOX_PREFIX: &str = "outbox:";
 /// outbox sorts in the order events were deferred, across processes.
 pub const OUTBOX_SEQ: &str = "seq:outbox";
 
+/// Key in the `default` store of the `tasks` store's health: present while
+/// the store is failing, so the writer defers at once instead of waiting on
+/// a store that is down, and the retrier sends one probe at a time.
+pub const TASKS_HEALTH: &str = "health:tasks";
+
 /// Prefix of per-task pending counters in the `default` store: how many
 /// outbox records a task has. While it is above zero, newer events for the
 /// task queue behind them instead of applying directly.
@@ -113,6 +118,7 @@ mod tests {
             &dead_letter(1, "u"),
             &outbox(1, "t"),
             OUTBOX_SEQ,
+            TASKS_HEALTH,
             &pending("x"),
         ];
         for (i, a) in keys.iter().enumerate() {

@@ -9,6 +9,9 @@ use tasks_storage::records::{DeadLetter, RawPayload};
 use tasks_storage::{KeyValue, MemoryKv};
 
 const KEY: &[u8] = b"operator-key";
+
+/// `X-Timestamp` and `X-Signature`.
+type Headers = (Option<String>, Option<String>);
 const NOW: i64 = 1_795_327_314;
 
 struct Local {
@@ -161,7 +164,7 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
         (Some(t.to_string()), Some(sign(key, t, "POST", p, body)))
     };
 
-    let bad: Vec<(&str, (Option<String>, Option<String>), &[u8], &str)> = vec![
+    let bad: Vec<(&str, Headers, &[u8], &str)> = vec![
         ("missing", (None, None), b"", "missing_signature"),
         ("expired", signed(NOW - 30, &path, b"", KEY), b"", "expired"),
         ("future", signed(NOW + 30, &path, b"", KEY), b"", "expired"),

@@ -194,3 +194,42 @@ mod tests {
         Ok(())
     }
 }
+
+/// How long after its last observed failure the `tasks` store counts as
+/// down: the writer defers at once meanwhile, then tries it again.
+pub const CIRCUIT_MILLIS: i64 = 30_000;
+
+/// The `tasks` store's recent failures, kept under
+/// [`tasks_domain::keys::TASKS_HEALTH`] in the local store while it fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreHealth {
+    /// First failure of this outage.
+    pub down_since: Timestamp,
+    /// Latest failure.
+    pub last_failure_at: Timestamp,
+    /// What the latest failure said.
+    pub last_error: String,
+    /// The retrier tick probing the store, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Claim>,
+}
+
+impl StoreHealth {
+    /// Whether the store counts as down at `now`.
+    pub fn is_down(&self, now: Timestamp) -> bool {
+        now.millis() - self.last_failure_at.millis() < CIRCUIT_MILLIS
+    }
+
+    /// The record after one more failure at `now` (the probe released).
+    pub fn failed(previous: Option<StoreHealth>, error: &str, now: Timestamp) -> Self {
+        StoreHealth {
+            down_since: previous
+                .filter(|h| h.is_down(now))
+                .map_or(now, |h| h.down_since),
+            last_failure_at: now,
+            last_error: error.to_owned(),
+            probe: None,
+        }
+    }
+}

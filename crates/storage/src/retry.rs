@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tasks_domain::{Timestamp, event, keys};
 
 use crate::outbox::bury;
-use crate::records::{Claim, OutboxEntry, RawPayload};
+use crate::records::{Claim, OutboxEntry, RawPayload, StoreHealth};
 use crate::writer::{Failure, Writer};
 use crate::{AtomicKv, StoreError, decode_counter};
 
@@ -62,6 +62,16 @@ pub fn due_queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp) -> Ve
     queues
 }
 
+/// What running one task's queue told about the `tasks` store.
+enum Outcome {
+    /// Nothing was tried (claimed elsewhere, or changed under us).
+    Skipped,
+    /// A call to the store failed with this error.
+    StoreDown(String),
+    /// The store answered (the event applied, or failed for its own reasons).
+    Reached,
+}
+
 /// What one tick did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -110,14 +120,97 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         }
         outbox.sort_unstable();
         let records = self.read_records(&outbox, started)?;
-        for queue in due_queues(records, started) {
+        let queues = due_queues(records, started);
+        if queues.is_empty() {
+            self.reconcile()?;
+            return Ok(report);
+        }
+        // While the tasks store is down, one tick at a time sends one probe
+        // (the oldest due record); the others wait instead of piling up
+        // calls on a store that may take seconds to fail each.
+        let health = self.health()?;
+        let mut probing = false;
+        if let Some((cas, h)) = health.filter(|(_, h)| h.is_down(started)) {
+            if h.probe.as_ref().is_some_and(|p| p.until > started)
+                || !self.claim_probe(cas, h, started)?
+            {
+                report.skipped += queues.len();
+                return Ok(report);
+            }
+            probing = true;
+        }
+        let mut down: Option<String> = None;
+        for queue in queues {
             if (self.writer.clock)().millis() - started.millis() > self.budget_millis {
                 break;
             }
-            self.run_queue(queue, &mut report)?;
+            match self.run_queue(queue, down.as_deref(), &mut report)? {
+                Outcome::Skipped => {}
+                Outcome::StoreDown(error) if down.is_none() => {
+                    let previous = self.health()?.map(|(_, h)| h);
+                    self.writer
+                        .mark_down("-", previous, &error, (self.writer.clock)());
+                    probing = false;
+                    down = Some(error);
+                }
+                Outcome::StoreDown(_) => {}
+                Outcome::Reached if probing => {
+                    self.store_is_up()?;
+                    probing = false;
+                }
+                Outcome::Reached => {}
+            }
+        }
+        if probing {
+            // Claimed the probe but sent nothing (all skipped): free it.
+            self.release_probe()?;
         }
         self.reconcile()?;
         Ok(report)
+    }
+
+    /// The `tasks` store's health record, read for a compare-and-swap.
+    fn health(&self) -> Result<Option<(L::Cas, StoreHealth)>, StoreError> {
+        let (cas, value) = self.writer.local.cas_read(keys::TASKS_HEALTH)?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<StoreHealth>(&v).ok())
+            .map(|h| (cas, h)))
+    }
+
+    fn claim_probe(
+        &self,
+        cas: L::Cas,
+        mut h: StoreHealth,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        h.probe = Some(Claim {
+            token: (self.writer.unique)(),
+            until: Timestamp(now.millis() + CLAIM_MILLIS),
+        });
+        let value = serde_json::to_vec(&h).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.writer.local.cas_write(cas, value)
+    }
+
+    fn release_probe(&self) -> Result<(), StoreError> {
+        if let Some((cas, mut h)) = self.health()? {
+            h.probe = None;
+            let value = serde_json::to_vec(&h).map_err(|e| StoreError::Other(e.to_string()))?;
+            // Lost to a concurrent update: that one released it as well.
+            let _ = self.writer.local.cas_write(cas, value)?;
+        }
+        Ok(())
+    }
+
+    fn store_is_up(&self) -> Result<(), StoreError> {
+        if let Some((_, h)) = self.health()? {
+            self.log(&format!(
+                "[-] STORE tasks is UP again (down since {}, last error: {})",
+                h.down_since, h.last_error
+            ));
+        }
+        self.writer
+            .local
+            .delete_many(vec![keys::TASKS_HEALTH.to_owned()])
     }
 
     /// Reads outbox records; one that no longer parses is dead-lettered
@@ -166,15 +259,22 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     }
 
     /// Claims the task's first record, then applies its records in order
-    /// until one fails.
-    fn run_queue(&self, queue: Queue, report: &mut TickReport) -> Result<(), StoreError> {
+    /// until one fails. With `store_down` (the store failed moments ago in
+    /// this tick) the first record's attempt is counted as failed with that
+    /// error instead of calling the store again.
+    fn run_queue(
+        &self,
+        queue: Queue,
+        store_down: Option<&str>,
+        report: &mut TickReport,
+    ) -> Result<Outcome, StoreError> {
         let w = self.writer;
         let local = w.local;
         let now = (w.clock)();
         let Queue { task_id, records } = queue;
         let mut records = records.into_iter();
         let Some((head_key, _)) = records.next() else {
-            return Ok(());
+            return Ok(Outcome::Skipped);
         };
         // The claim: only the tick that wins this compare-and-swap works on
         // the task, so overlapping ticks never apply a record twice.
@@ -182,11 +282,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let Some(mut head) = current.and_then(|v| serde_json::from_slice::<OutboxEntry>(&v).ok())
         else {
             report.skipped += 1;
-            return Ok(());
+            return Ok(Outcome::Skipped);
         };
         if head.claimed_at(now) || head.next_attempt_at > now {
             report.skipped += 1;
-            return Ok(());
+            return Ok(Outcome::Skipped);
         }
         head.claim = Some(Claim {
             token: (w.unique)(),
@@ -194,15 +294,25 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         });
         if !local.cas_write(cas, encode(&head_key, &head)?)? {
             report.skipped += 1;
-            return Ok(());
+            return Ok(Outcome::Skipped);
         }
 
+        let mut outcome = Outcome::Reached;
         let mut done: Vec<String> = Vec::new();
         let mut next = Some((head_key, head));
         while let Some((key, entry)) = next.take() {
             let attempt = entry.attempts + 1;
             let cid = entry.correlation_id.clone();
-            match self.try_once(&entry, &cid) {
+            let result = match store_down {
+                Some(error) => Err(Failure::Unavailable(format!(
+                    "not tried: the tasks store failed moments ago ({error})"
+                ))),
+                None => self.try_once(&entry, &cid),
+            };
+            if let (Err(Failure::Unavailable(error)), None) = (&result, store_down) {
+                outcome = Outcome::StoreDown(error.clone());
+            }
+            match result {
                 Ok(()) => {
                     self.log(&format!(
                         "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — OK ({}, {key})",
@@ -219,7 +329,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     report.dead += 1;
                     done.push(key);
                 }
-                Err(Failure::Transient(error)) => {
+                Err(Failure::Unavailable(error) | Failure::Contended(error)) => {
                     let mut entry = entry;
                     entry.attempts = attempt;
                     if delay_after(attempt).is_some() {
@@ -274,7 +384,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             }
             local.delete_many(done)?;
         }
-        Ok(())
+        Ok(outcome)
     }
 
     fn try_once(&self, entry: &OutboxEntry, cid: &str) -> Result<(), Failure> {

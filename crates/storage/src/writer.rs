@@ -6,7 +6,7 @@ use std::time::Instant;
 use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys, merge};
 
-use crate::records::{DeadLetter, OutboxEntry, RawPayload};
+use crate::records::{DeadLetter, OutboxEntry, RawPayload, StoreHealth};
 use crate::retry::delay_after;
 use crate::{AtomicKv, StoreError, decode_counter};
 
@@ -65,8 +65,10 @@ pub enum Handled {
 pub(crate) enum Failure {
     /// The event can never apply as it is.
     Permanent(String),
-    /// The store failed; trying again later may work.
-    Transient(String),
+    /// A `tasks` store call failed; trying again later may work.
+    Unavailable(String),
+    /// Compare-and-swap kept losing to other writers; the store works.
+    Contended(String),
 }
 
 /// Applies events to the `tasks` store, keeping dead letters and the outbox
@@ -105,9 +107,18 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             Ok(ev) => {
                 let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
                 (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
-                let behind = self.pending(&cid, &ev.id);
+                let (behind, health) = self.local_state(&cid, &ev.id);
                 if behind > 0 {
                     return self.queue(msg, &cid, ev.id, behind, now);
+                }
+                if let Some(h) = health.as_ref().filter(|h| h.is_down(now)) {
+                    let error = format!(
+                        "not tried: the tasks store is down (since {}, last error {} ms ago: {})",
+                        h.down_since,
+                        now.millis() - h.last_failure_at.millis(),
+                        h.last_error
+                    );
+                    return self.defer(msg, &cid, ev.id, error, now);
                 }
                 match self.apply(&ev, &cid, now) {
                     Ok(()) => Ok(Handled::Applied {
@@ -116,25 +127,71 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     Err(Failure::Permanent(reason)) => {
                         self.dead_letter(msg, &cid, Some(ev.id), reason, now)
                     }
-                    Err(Failure::Transient(error)) => self.defer(msg, &cid, ev.id, error, now),
+                    Err(Failure::Unavailable(error)) => {
+                        self.mark_down(&cid, health, &error, now);
+                        self.defer(msg, &cid, ev.id, error, now)
+                    }
+                    Err(Failure::Contended(error)) => self.defer(msg, &cid, ev.id, error, now),
                 }
             }
         }
     }
 
-    /// How many outbox records `id` has (0 when none, or when the local
-    /// store cannot tell: then the event applies directly, and says so).
-    fn pending(&self, cid: &str, id: &str) -> i64 {
-        match self.local.get(&keys::pending(id)) {
-            Ok(None) => 0,
-            Ok(Some(v)) => decode_counter(&v).unwrap_or(0),
+    /// How many outbox records `id` has, and the `tasks` store's health
+    /// record if any: one local round trip. When the local store cannot
+    /// tell, the event applies directly, and the log says so.
+    fn local_state(&self, cid: &str, id: &str) -> (i64, Option<StoreHealth>) {
+        let wanted = [keys::pending(id), keys::TASKS_HEALTH.to_owned()];
+        match self.local.get_many(&wanted) {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                let behind = values
+                    .next()
+                    .flatten()
+                    .and_then(|v| decode_counter(&v))
+                    .unwrap_or(0);
+                let health = values
+                    .next()
+                    .flatten()
+                    .and_then(|v| serde_json::from_slice(&v).ok());
+                (behind, health)
+            }
             Err(e) => {
                 (self.log)(&format!(
                     "[{cid}] KV GET {} — FAILED: {e}; applying without the per-task order check",
-                    keys::pending(id)
+                    wanted[0]
                 ));
-                0
+                (0, None)
             }
+        }
+    }
+
+    /// Records that the `tasks` store just failed, so the next events defer
+    /// at once instead of waiting on it (see [`StoreHealth`]).
+    pub(crate) fn mark_down(
+        &self,
+        cid: &str,
+        previous: Option<StoreHealth>,
+        error: &str,
+        now: Timestamp,
+    ) {
+        let first = previous.as_ref().is_none_or(|h| !h.is_down(now));
+        let health = StoreHealth::failed(previous, error, now);
+        let stored = serde_json::to_vec(&health)
+            .map_err(|e| StoreError::Other(e.to_string()))
+            .and_then(|v| {
+                self.local
+                    .set_many(vec![(keys::TASKS_HEALTH.to_owned(), v)])
+            });
+        match stored {
+            Ok(()) if first => (self.log)(&format!(
+                "[{cid}] STORE tasks is DOWN: {error}; events defer to the outbox until a retry succeeds"
+            )),
+            Ok(()) => {}
+            Err(e) => (self.log)(&format!(
+                "[{cid}] KV PUT {} — FAILED: {e}",
+                keys::TASKS_HEALTH
+            )),
         }
     }
 
@@ -216,7 +273,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 Err(e) => return Err(self.store_failed(cid, "PUT", &key, start, e)),
             }
         }
-        Err(Failure::Transient(format!(
+        Err(Failure::Contended(format!(
             "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
         )))
     }
@@ -240,7 +297,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             "[{cid}] KV {op} {key} — FAILED ({} ms): {e}",
             start.elapsed().as_millis()
         ));
-        Failure::Transient(format!("KV {op} {key} failed: {e}"))
+        Failure::Unavailable(format!("KV {op} {key} failed: {e}"))
     }
 
     /// A fresh membership stamp pair (see docs/listing-index.md).

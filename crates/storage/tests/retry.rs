@@ -494,3 +494,56 @@ impl AtomicKv for Hooked<'_> {
         self.inner.increment(key, delta)
     }
 }
+
+#[test]
+fn a_store_that_is_down_gets_one_call_per_tick_not_one_per_event() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send(
+        "tasks.created",
+        r#"{"id":"a","title":"A","correlationId":"c-a"}"#,
+    );
+    assert!(h.logged("[c-a] STORE tasks is DOWN: KV GET task:a failed"));
+    h.tasks.reset_calls();
+    for id in ["b", "c", "d"] {
+        let payload = format!(r#"{{"id":"{id}","title":"x"}}"#);
+        assert!(matches!(
+            h.send("tasks.created", &payload),
+            Handled::Deferred { .. }
+        ));
+    }
+    assert_eq!(
+        h.tasks.calls().get,
+        0,
+        "deferred without waiting on the store"
+    );
+    assert!(
+        h.outbox()
+            .iter()
+            .filter(|e| e.task_id == "b")
+            .all(|e| e.errors[0].starts_with("not tried: the tasks store is down")),
+    );
+
+    h.advance(1_000);
+    let r = h.tick();
+    assert_eq!(
+        (r.rescheduled, h.tasks.calls().get),
+        (4, 1),
+        "one probe, four attempts counted"
+    );
+    assert!(
+        h.logged("task=b — not tried: the tasks store failed moments ago (KV GET task:a failed")
+    );
+
+    // Back up: the next probe succeeds, the circuit closes, all apply.
+    h.tasks.set_down(false);
+    h.advance(3_000);
+    let r = h.tick();
+    assert_eq!(r.applied, 4);
+    assert!(h.logged("[-] STORE tasks is UP again"));
+    assert!(h.local.peek(keys::TASKS_HEALTH).is_none());
+    assert!(matches!(
+        h.send("tasks.updated", r#"{"id":"a","status":"completed"}"#),
+        Handled::Applied { .. }
+    ));
+}

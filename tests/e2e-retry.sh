@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Retry e2e suite: the `tasks` store on a real Redis, which the suite stops
+# and starts under a running `spin up` (trigger-nats + trigger-cron plugins).
+# Checks deferral, per-task queueing, RETRY lines with the right correlation
+# ids, the final state once Redis is back, dead letters after five attempts
+# and their signed replay. Prints `SKIPPED: …` and exits 0 when spin or a
+# plugin is missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+require_spin_and_plugin
+require_tools curl jq python3 sqlite3 redis-server redis-cli
+
+OUT="$ROOT/tests/out/e2e-retry"
+rm -rf "$OUT"; mkdir -p "$OUT/logs"
+WORK=$(mktemp -d)
+REDIS_PORT=$(free_port)
+REDIS_PID=""
+export SPIN_VARIABLE_HMAC_KEY="e2e-retry-key-$RANDOM$RANDOM"
+
+start_redis() {
+  # Append-only file in WORK, so data survives the stop/start like a real server's.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --appendonly yes \
+    --save "" --daemonize no >>"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+    sleep 0.05
+  done
+  echo "redis-server did not start on $REDIS_PORT" >&2; return 1
+}
+stop_redis() {
+  if [[ -n "$REDIS_PID" ]]; then
+    redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  REDIS_PID=""
+}
+cleanup() { stop_spin; stop_nats; stop_redis; rm -rf "$WORK"; }
+on_exit cleanup
+
+api() { curl -sS "http://127.0.0.1:$PORT$1"; }
+field() { api "/api/tasks/$1" | jq -r "$2"; }
+outbox() { kv_count "$WORK" default 'outbox:%'; }
+pending_markers() { kv_count "$WORK" default 'pending:%'; }
+# wait_until SECONDS COMMAND...: polls until COMMAND succeeds.
+wait_until() {
+  local secs=$1; shift
+  for _ in $(seq $((secs * 10))); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+outbox_empty() { [[ "$(outbox)" == 0 ]]; }
+logged() { grep -qF -- "$2" "$OUT/logs/$1_stdout.txt"; }
+# replay ID [TIME]: signed POST; prints the HTTP status.
+replay() {
+  local path="/api/dead-letters/$1/replay"
+  curl -sS -o "$OUT/replay-$1.json" -w '%{http_code}' -X POST \
+    -H @<(TASKS_SIGN_TIME=${2:-} "$ROOT/target/release/tasks-sign" POST "$path") \
+    "http://127.0.0.1:$PORT$path"
+}
+
+build_tools
+cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
+start_redis
+cat >"$WORK/runtime-config.toml" <<TOML
+[key_value_store.tasks]
+type = "redis"
+url = "redis://127.0.0.1:$REDIS_PORT"
+
+[key_value_store.default]
+type = "spin"
+path = "local.db"
+TOML
+start_nats "$(free_port)" "$WORK/nats-server.log"
+PORT=$(free_port)
+start_spin "$WORK" "$PORT" "$OUT/logs"
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
+echo "==> spin up on 127.0.0.1:$PORT, tasks on Redis :$REDIS_PORT, NATS $NATS_URL"
+
+echo "==> Redis up: events apply directly"
+nats_tool request tasks.created '{"id":"base","title":"Before the outage","correlationId":"cid-base-1"}' >/dev/null
+check "applied on Redis" is "$(field base '[.title,.version]|join(",")')" "Before the outage,1"
+check "stored in Redis itself" is "$(redis-cli -p "$REDIS_PORT" exists task:base)" "1"
+
+echo "==> Redis down: creates and updates go to the outbox, in order"
+stop_redis
+# Spin's Redis client retries its connection for ~13 s before a call fails:
+# the first event after the outage waits that long; the writer then marks
+# the store down and the next events defer at once.
+t0=$(date +%s%N)
+check "create acknowledged while Redis is down" is \
+  "$(nats_tool request tasks.created '{"id":"r-1","title":"Written during outage","correlationId":"cid-r1-create"}' --timeout-ms 30000)" '{"ok":true}'
+echo "       first event after the outage took $(( ($(date +%s%N) - t0) / 1000000 )) ms to be deferred"
+t0=$(date +%s%N)
+nats_tool request tasks.updated '{"id":"r-1","status":"in-progress","correlationId":"cid-r1-status"}' >/dev/null
+nats_tool request tasks.updated '{"id":"r-1","title":"Renamed during outage","correlationId":"cid-r1-title"}' >/dev/null
+nats_tool request tasks.created '{"id":"r-2","title":"Second","correlationId":"cid-r2-create"}' >/dev/null
+nats_tool request tasks.updated '{"id":"base","status":"completed","correlationId":"cid-base-2"}' >/dev/null
+took=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "the next four deferred at once (store marked down): ${took} ms" test "$took" -lt 3000
+check "five outbox records" is "$(outbox)" "5"
+check "store marked down once" logged writer "[cid-r1-create] STORE tasks is DOWN"
+check "create deferred with its correlation id" logged writer "[cid-r1-create] DEFER tasks.created task=r-1"
+check "update queued behind the create" logged writer "[cid-r1-status] QUEUE tasks.updated task=r-1 behind 1 deferred event(s)"
+check "second update queued behind both" logged writer "[cid-r1-title] QUEUE tasks.updated task=r-1 behind 2 deferred event(s)"
+check "update of an existing task deferred without waiting" logged writer "[cid-base-2] DEFER tasks.updated task=base — not tried: the tasks store is down"
+check "retrier logs RETRY attempt=1/5 with the correlation id" \
+  wait_until 40 logged retrier "[cid-r1-create] RETRY attempt=1/5 task=r-1 — KV GET task:r-1 failed"
+check "other tasks' attempts are counted against the same probe" \
+  wait_until 5 logged retrier "[cid-r2-create] RETRY attempt=1/5 task=r-2 — not tried: the tasks store failed moments ago"
+check "retrier logs RETRY attempt=2/5" \
+  wait_until 40 logged retrier "[cid-r1-create] RETRY attempt=2/5 task=r-1"
+check "queued updates are not tried on their own" \
+  bash -c "! grep -q 'cid-r1-status\] RETRY' '$OUT/logs/retrier_stdout.txt'"
+check "reads say the store is unavailable (503)" is \
+  "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/tasks/base")" "503"
+
+echo "==> Redis back: the outbox drains into the right final state"
+start_redis
+back=$(date +%s.%N)
+check "outbox empties" wait_until 60 outbox_empty
+drained=$(python3 -c "import time; print(f'{time.time() - $back:.1f}')")
+echo "       outbox drained ${drained}s after Redis came back"
+check "r-1 is create + both updates, in order" is \
+  "$(field r-1 '[.title,.status,.version]|join(",")')" "Renamed during outage,in_progress,3"
+check "r-2 created" is "$(field r-2 '[.title,.version]|join(",")')" "Second,1"
+check "base update applied" is "$(field base '[.status,.version]|join(",")')" "completed,2"
+check "pending counters cleaned up" wait_until 5 bash -c "[[ \$(sqlite3 '$WORK/local.db' \"SELECT count(*) FROM spin_key_value WHERE key LIKE 'pending:%'\") == 0 ]]"
+check "no dead letters" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
+check "RETRY OK logged for the queued update" logged retrier "[cid-r1-title] RETRY attempt=1/5 task=r-1 — OK"
+check "store logged UP again" logged retrier "STORE tasks is UP again"
+check "listing shows the replayed tasks" grep -q "Renamed during outage" <(api /)
+
+echo "==> Redis down past five attempts: dead letters, then a signed replay"
+stop_redis
+nats_tool request tasks.created '{"id":"d-1","title":"Doomed create","correlationId":"cid-d1-create"}' --timeout-ms 30000 >/dev/null
+nats_tool request tasks.updated '{"id":"d-1","status":"completed","correlationId":"cid-d1-update"}' >/dev/null
+echo "       waiting for 1s + 3s + 10s + 20s + 30s of retries (each failing call takes ~13 s)…"
+check "DEAD after 5 attempts, with the correlation id" \
+  wait_until 240 logged retrier "[cid-d1-create] DEAD task=d-1 after 5 attempts"
+check "the queued update follows it into the dead letters" logged retrier "[cid-d1-update] DEAD task=d-1 — held behind dlq:"
+check "outbox empty" is "$(outbox)" "0"
+dl=$(api /api/dead-letters)
+echo "$dl" | jq . >"$OUT/dead-letters.json"
+check "two dead letters listed" is "$(echo "$dl" | jq '.deadLetters|length')" "2"
+check "oldest first: the create, with reason and attempts" is \
+  "$(echo "$dl" | jq -r '.deadLetters[0]|[.correlationId,.subject,.attempts,(.reason|startswith("gave up after 5 attempts"))]|join(",")')" \
+  "cid-d1-create,tasks.created,5,true"
+check "every error kept (writer's + 5 retries)" is "$(echo "$dl" | jq '.deadLetters[0].errors|length')" "6"
+check "the held update says why" is \
+  "$(echo "$dl" | jq -r '.deadLetters[1]|[.correlationId,(.reason|startswith("held back"))]|join(",")')" "cid-d1-update,true"
+
+start_redis
+create_id=$(echo "$dl" | jq -r '.deadLetters[0].id')
+update_id=$(echo "$dl" | jq -r '.deadLetters[1].id')
+check "replay with an expired signature is 401 expired" is "$(replay "$create_id" "$(( $(date +%s) - 60 ))")" "401"
+check "  … reason code" is "$(jq -r .error.code "$OUT/replay-$create_id.json")" "expired"
+check "replay the create (signed) is 202" is "$(replay "$create_id")" "202"
+check "replay the update (signed) is 202" is "$(replay "$update_id")" "202"
+check "replaying twice is 404" is "$(replay "$create_id")" "404"
+check "replayed events drain" wait_until 60 outbox_empty
+check "d-1 ends as create + update" is "$(field d-1 '[.title,.status,.version]|join(",")')" "Doomed create,completed,2"
+check "dead letters gone" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
+check "replay logged with the request's correlation id" grep -q "REPLAY dlq:$create_id → outbox:" "$OUT/logs/web_stdout.txt"
+
+summary e2e-retry
