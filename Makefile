@@ -9,15 +9,16 @@ COMPONENTS  := -p tasks-web -p tasks-kv-read -p tasks-writer -p tasks-retrier
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats up test test-native test-e2e lint bench clean
+.PHONY: help prereqs build plugin nats up test test-native test-cloudflare test-e2e lint bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
-	@echo "make test    lint, native tests (real nats-server), wasm build, both e2e suites on spin up"
+	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build, e2e suites on spin up"
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
 	@echo "make plugin  install the trigger-cron plugin and build + install trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
-	@echo "make bench   HTTP (10,000 tasks, wrk) and ingest (10,000 events vs a native baseline) benchmarks"
+	@echo "make test-cloudflare  the Cloudflare KV client against Cloudflare's emulator (miniflare), direct and behind cf-fault-proxy"
+	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline) and retry (order-check cost, outbox drain) benchmarks"
 
 prereqs:
 	@echo "==> checking prerequisites"
@@ -50,18 +51,25 @@ test-native:
 	@echo "==> native tests"
 	cargo test $(NATIVE)
 
+test-cloudflare:
+	@echo "==> Cloudflare KV client conformance (miniflare + cf-fault-proxy)"
+	tests/cloudflare-conformance.sh
+
 test-e2e: build
-	@echo "==> e2e suite against spin up"
+	@echo "==> e2e suites against spin up"
 	tests/e2e.sh
 	tests/e2e-nats.sh
+	tests/e2e-retry.sh
 
-test: lint test-native test-e2e
+test: lint test-native test-cloudflare test-e2e
 
 bench: build
 	@echo "==> HTTP benchmark"
 	bench/http.sh
 	@echo "==> ingest benchmark"
 	bench/ingest.sh
+	@echo "==> retry benchmark"
+	bench/retry.sh
 
 clean:
 	cargo clean

@@ -95,7 +95,7 @@ kv_count() {
 start_spin() {
   local dir=$1 port=$2 logs=$3 state=${4:-state}
   mkdir -p "$logs"
-  setsid spin up --from "$ROOT/spin.toml" \
+  setsid spin up --from "${SPIN_MANIFEST:-$ROOT/spin.toml}" \
     --runtime-config-file "$dir/runtime-config.toml" \
     --state-dir "$dir/$state" --log-dir "$logs" \
     --listen "127.0.0.1:$port" >"$logs/spin-up.txt" 2>&1 &

@@ -56,6 +56,8 @@ impl bindings::Guest for WriterComponent {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(CORRELATION_HEADER))
             .map(|(_, value)| value.as_str());
+        #[cfg(feature = "bench-no-order-check")]
+        let local = unchecked::Unchecked(local);
         let writer = Writer {
             tasks: &tasks,
             local: &local,
@@ -71,5 +73,50 @@ impl bindings::Guest for WriterComponent {
             })
             .map(|_| ())
             .map_err(not_recorded)
+    }
+}
+
+/// Benchmark-only local store that answers the writer's order check (the
+/// `pending:<id>` + store-health read) with "nothing" without asking Spin.
+#[cfg(feature = "bench-no-order-check")]
+mod unchecked {
+    use tasks_domain::keys;
+    use tasks_spin_kv::SpinKv;
+    use tasks_storage::{AtomicKv, KeyValue, StoreError};
+
+    pub(crate) struct Unchecked(pub(crate) SpinKv);
+
+    impl KeyValue for Unchecked {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get(key)
+        }
+        fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+            if keys.first().is_some_and(|k| k.starts_with(keys::PENDING_PREFIX)) {
+                return Ok(vec![None; keys.len()]);
+            }
+            self.0.get_many(keys)
+        }
+        fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+            self.0.set_many(pairs)
+        }
+        fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+            self.0.delete_many(keys)
+        }
+        fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+            self.0.list_keys()
+        }
+    }
+
+    impl AtomicKv for Unchecked {
+        type Cas = <SpinKv as AtomicKv>::Cas;
+        fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+            self.0.cas_read(key)
+        }
+        fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+            self.0.cas_write(cas, value)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.0.increment(key, delta)
+        }
     }
 }

@@ -53,8 +53,15 @@ impl KeyValue for SpinKv {
         self.bucket()?.get(key).map_err(|e| describe(self.label, e))
     }
 
+    /// One `get-many`; if the host refuses it, one `get` per key. Spin
+    /// 4.0.2's Redis store implements `get-many` with `KEYS` instead of
+    /// `MGET`, which fails for two keys or more (and for one that exists);
+    /// a store that is really failing fails the first `get` too.
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let found = batch::get_many(self.bucket()?, keys).map_err(|e| describe(self.label, e))?;
+        let found = match batch::get_many(self.bucket()?, keys) {
+            Ok(found) => found,
+            Err(_) => return keys.iter().map(|k| self.get(k)).collect(),
+        };
         // The host returns pairs in no promised order and may omit absent keys.
         let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
             found.into_iter().collect();
@@ -87,18 +94,25 @@ impl KeyValue for SpinKv {
 }
 
 impl AtomicKv for SpinKv {
-    type Cas = atomics::Cas;
+    type Cas = (atomics::Cas, String);
 
     fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
         let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| describe(self.label, e))?;
         let current = cas.current().map_err(|e| describe(self.label, e))?;
-        Ok((cas, current))
+        Ok(((cas, key.to_owned()), current))
     }
 
-    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+    /// A failed swap is checked by reading the key back: the value we wrote
+    /// means it landed. Spin 4.0.2's Redis store reports every swap as
+    /// failed, written or not (its UNWATCH is sent with an argument, which
+    /// Redis refuses), so its answer alone cannot be trusted; on SQLite a
+    /// failed swap wrote nothing and the read finds the other writer's value.
+    fn cas_write(&self, (cas, key): Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
         match atomics::swap(cas, &value) {
             Ok(()) => Ok(true),
-            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::CasFailed(_)) => {
+                Ok(self.get(&key)?.as_deref() == Some(&value[..]))
+            }
             Err(atomics::CasError::StoreError(e)) => Err(describe(self.label, e)),
         }
     }

@@ -84,7 +84,10 @@ fn message_args(rest: &[String]) -> anyhow::Result<(String, Vec<u8>, HeaderMap, 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let client = async_nats::connect(&args.server)
+    // Requests carry their own deadline (--timeout-ms), not the client's 10 s default.
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(None)
+        .connect(&args.server)
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
     match args.command.as_str() {

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The key comes from `SPIN_VARIABLE_HMAC_KEY` (the same variable `spin up`
-//! reads). `TASKS_SIGN_TIME` overrides the timestamp (Unix seconds), for
+//! reads). `TASKS_SIGN_TIME` (when set and not empty) overrides the timestamp (Unix seconds), for
 //! tests that need an expired or future signature.
 
 use std::process::ExitCode;
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     };
     let now = match std::env::var("TASKS_SIGN_TIME")
         .ok()
+        .filter(|t| !t.is_empty())
         .map(|t| t.parse::<i64>())
     {
         Some(Ok(t)) => t,
