@@ -9,7 +9,8 @@
 #   lines with the right correlation ids, the final state once Redis accepts
 #   commands again, dead letters after five attempts and their signed replay.
 # - Redis is stopped: Spin's Redis client does not fail a call, it waits for
-#   the server; the check is that nothing is lost and all applies on restart.
+#   the server. trigger-nats cancels the call after handler_timeout_ms and
+#   the writer parks the event; the check is that nothing is lost.
 # Prints `SKIPPED: …` and exits 0 when spin or a plugin is missing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -172,19 +173,31 @@ check "d-1 ends as create + update" is "$(field d-1 '[.title,.status,.version]|j
 check "dead letters gone" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
 check "replay logged with the request's correlation id" grep -q "REPLAY dlq:$create_id → outbox:" "$OUT/logs/web_stdout.txt"
 
-echo "==> Redis stopped: calls wait for it, nothing is lost"
+echo "==> Redis stopped: a hung call is cancelled, the events are parked, nothing is lost"
 check "the store counts as up again (a retry succeeded)" is "$(kv_count "$WORK" default 'health:%')" "0"
 stop_redis
-nats_tool pub tasks.created '{"id":"s-1","title":"Published while Redis is stopped","correlationId":"cid-s1"}'
-nats_tool pub tasks.updated '{"id":"s-1","status":"completed","correlationId":"cid-s2"}'
-nats_tool pub tasks.created '{"id":"s-2","title":"Also while stopped","correlationId":"cid-s3"}'
-sleep 3
-check "the writer is waiting on Redis (nothing applied, nothing deferred)" is "$(outbox)" "0"
-check "  … the first event is in progress" logged writer "[cid-s1] CREATE task=s-1"
+t0=$(date +%s%N)
+check "a create is acknowledged although Redis is stopped" is \
+  "$(nats_tool request tasks.created '{"id":"s-1","title":"Published while Redis is stopped","correlationId":"cid-s1"}' --timeout-ms 20000)" '{"ok":true}'
+echo "       acknowledged after $(( ($(date +%s%N) - t0) / 1000000 )) ms (handler_timeout_ms = 5000)"
+check "trigger-nats cancelled the hung call" grep -q "writer: handler ran past 5000 ms on tasks.created" "$OUT/logs/spin-up.txt"
+check "the writer parked it and marked the store down" logged writer "[cid-s1] STORE tasks is DOWN: the tasks store did not answer within 5000 ms"
+nats_tool request tasks.updated '{"id":"s-1","status":"completed","correlationId":"cid-s2"}' >/dev/null
+nats_tool request tasks.created '{"id":"s-2","title":"Also while stopped","correlationId":"cid-s3"}' >/dev/null
+check "the next events defer at once" is "$(outbox)" "3"
 start_redis
-check "after the restart every event applies, in order" \
-  wait_until 60 bash -c "[[ \$(curl -s http://127.0.0.1:$PORT/api/tasks/s-2 | jq -r .version) == 1 ]]"
-check "s-1 is create + update" is "$(field s-1 '[.status,.version]|join(",")')" "completed,2"
-check "outbox still empty" is "$(outbox)" "0"
+if wait_until 60 outbox_empty; then
+  echo "       the retrier drained the outbox once Redis was back"
+else
+  # Spin 4.0.2's Redis client may never recover a connection whose server went
+  # away (docs/decisions.md); the outbox survives a restart of spin up.
+  echo "       the retrier's Redis calls did not recover within 60 s; restarting spin up"
+  stop_spin
+  start_spin "$WORK" "$PORT" "$OUT/logs-restart"
+  wait_http "http://127.0.0.1:$PORT/health" 60
+  check "after a restart the outbox drains" wait_until 60 outbox_empty
+fi
+check "s-1 is create + update, in order" is "$(field s-1 '[.title,.status,.version]|join(",")')" "Published while Redis is stopped,completed,2"
+check "s-2 created" is "$(field s-2 '.version')" "1"
 
 summary e2e-retry

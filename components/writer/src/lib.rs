@@ -30,6 +30,9 @@ const TASKS_STORE: &str = "tasks";
 const LOCAL_STORE: &str = "default";
 /// The message header that may carry a correlation id.
 const CORRELATION_HEADER: &str = "x-correlation-id";
+/// Added by trigger-nats to the second call for a message whose first call
+/// ran past `handler_timeout_ms` (its value: that timeout in milliseconds).
+const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
 
 struct WriterComponent;
 
@@ -51,11 +54,15 @@ impl bindings::Guest for WriterComponent {
         // A tasks store that cannot even be opened is a store failure like
         // any other: the event goes to the outbox through the same path.
         let tasks = SpinKv::open_lenient(TASKS_STORE);
-        let header = message
-            .headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(CORRELATION_HEADER))
-            .map(|(_, value)| value.as_str());
+        let header_value = |wanted: &str| {
+            message
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.as_str())
+        };
+        let header = header_value(CORRELATION_HEADER);
+        let timed_out = header_value(HANDLER_TIMEOUT_HEADER).and_then(|v| v.parse().ok());
         #[cfg(feature = "bench-no-order-check")]
         let local = unchecked::Unchecked(local);
         let writer = Writer {
@@ -70,6 +77,7 @@ impl bindings::Guest for WriterComponent {
                 subject: &message.subject,
                 payload: &message.payload,
                 header_correlation_id: header,
+                handler_timed_out_ms: timed_out,
             })
             .map(|_| ())
             .map_err(not_recorded)
@@ -91,7 +99,10 @@ mod unchecked {
             self.0.get(key)
         }
         fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-            if keys.first().is_some_and(|k| k.starts_with(keys::PENDING_PREFIX)) {
+            if keys
+                .first()
+                .is_some_and(|k| k.starts_with(keys::PENDING_PREFIX))
+            {
                 return Ok(vec![None; keys.len()]);
             }
             self.0.get_many(keys)

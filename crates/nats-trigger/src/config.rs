@@ -45,6 +45,12 @@ pub struct TriggerConfig {
     /// Messages handled at once (default 1: in order).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// Longest a handler may run, in milliseconds (default 30,000). Past it
+    /// the call is cancelled and the component is called once more with the
+    /// header [`crate::HANDLER_TIMEOUT_HEADER`], so it can park the message
+    /// without the dependency that hung.
+    #[serde(default)]
+    pub handler_timeout_ms: Option<u64>,
 }
 
 /// How to authenticate, at most one way.
@@ -117,7 +123,14 @@ pub struct Subscription {
     pub queue_group: Option<String>,
     /// Messages handled at once.
     pub max_in_flight: usize,
+    /// Longest a handler may run.
+    pub handler_timeout: std::time::Duration,
 }
+
+/// Default [`Subscription::handler_timeout`], in milliseconds.
+pub const DEFAULT_HANDLER_TIMEOUT_MS: u64 = 30_000;
+/// Allowed `handler_timeout_ms` values.
+const HANDLER_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 /// Checks a subscription subject: dot-separated non-empty tokens without
 /// whitespace; `*` only as a whole token; `>` only as the whole last token.
@@ -176,11 +189,20 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
                 "max_in_flight must be between 1 and {MAX_IN_FLIGHT} (got {max_in_flight})"
             )));
         }
+        let timeout_ms = e.handler_timeout_ms.unwrap_or(DEFAULT_HANDLER_TIMEOUT_MS);
+        if !HANDLER_TIMEOUT_MS.contains(&timeout_ms) {
+            return Err(at(format!(
+                "handler_timeout_ms must be between {} and {} (got {timeout_ms})",
+                HANDLER_TIMEOUT_MS.start(),
+                HANDLER_TIMEOUT_MS.end()
+            )));
+        }
         let sub = Subscription {
             component: e.component.clone(),
             subject: e.subject.clone(),
             queue_group,
             max_in_flight,
+            handler_timeout: std::time::Duration::from_millis(timeout_ms),
         };
         if subs.iter().any(|s| {
             s.component == sub.component
@@ -204,6 +226,7 @@ mod tests {
             subject: subject.into(),
             queue_group: None,
             max_in_flight: None,
+            handler_timeout_ms: None,
         }
     }
 

@@ -13,4 +13,10 @@ pub mod reply;
 
 pub use config::{Credentials, Subscription, TriggerConfig, TriggerMetadata};
 pub use inflight::InFlight;
+
+/// Header added to the second call of a component whose first call for a
+/// message ran past its `handler_timeout_ms` and was cancelled; its value is
+/// the timeout in milliseconds. The component should record the message
+/// without the dependency that hung (the writer parks it in its outbox).
+pub const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
 pub use listener::{Handler, HandlerFuture, Message, Stats};

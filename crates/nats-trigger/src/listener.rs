@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Credentials, Subscription};
-use crate::{InFlight, reply};
+use crate::{HANDLER_TIMEOUT_HEADER, InFlight, reply};
 
 /// Longest wait for buffered messages and running handlers at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -250,6 +250,36 @@ impl Serving {
         }
     }
 
+    /// Calls the handler; past the subscription's timeout the call is
+    /// cancelled (its future dropped, which discards the component instance)
+    /// and the handler is called once more with [`HANDLER_TIMEOUT_HEADER`].
+    async fn call_with_deadline(&self, message: Message) -> Result<(), String> {
+        let limit = self.sub.handler_timeout;
+        let component = &self.sub.component;
+        let first = self.handler.handle(component, message.clone());
+        match tokio::time::timeout(limit, first).await {
+            Ok(result) => result,
+            Err(_) => {
+                let ms = limit.as_millis();
+                log(&format!(
+                    "{component}: handler ran past {ms} ms on {}; cancelled, calling it again with {HANDLER_TIMEOUT_HEADER}",
+                    message.subject
+                ));
+                let mut again = message;
+                again
+                    .headers
+                    .push((HANDLER_TIMEOUT_HEADER.to_owned(), ms.to_string()));
+                tokio::time::timeout(limit, self.handler.handle(component, again))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "handler ran past {ms} ms twice; the message is not recorded"
+                        ))
+                    })
+            }
+        }
+    }
+
     async fn handle(&self, msg: async_nats::Message) {
         let message = Message {
             subject: msg.subject.to_string(),
@@ -268,7 +298,7 @@ impl Serving {
         };
         let subject = message.subject.clone();
         let reply_to = message.reply.clone();
-        let result = self.handler.handle(&self.sub.component, message).await;
+        let result = self.call_with_deadline(message).await;
         match &result {
             Ok(()) => self.handled.fetch_add(1, Ordering::SeqCst),
             Err(e) => {

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nats_trigger_core::HANDLER_TIMEOUT_HEADER;
 use nats_trigger_core::config::{Credentials, Subscription};
 use nats_trigger_core::listener::{self, HandlerFuture, Message, Stats};
 use tokio::sync::oneshot;
@@ -63,10 +64,12 @@ fn sub(subject: &str, queue: Option<&str>, max_in_flight: usize) -> Subscription
         subject: subject.into(),
         queue_group: queue.map(Into::into),
         max_in_flight,
+        handler_timeout: Duration::from_secs(30),
     }
 }
 
-/// Records what it saw; fails messages whose payload is `fail`; sleeps `delay`.
+/// Records what it saw; fails messages whose payload is `fail`; sleeps `delay`;
+/// never finishes a `hang` payload unless the handler-timeout header is set.
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Vec<Message>>>,
@@ -81,6 +84,10 @@ impl Recorder {
             Box::pin(async move {
                 if !me.delay.is_zero() {
                     tokio::time::sleep(me.delay).await;
+                }
+                let second_call = msg.headers.iter().any(|(n, _)| n == HANDLER_TIMEOUT_HEADER);
+                if msg.payload == b"hang" && !second_call {
+                    std::future::pending::<()>().await;
                 }
                 let fail = msg.payload == b"fail";
                 if let Ok(mut seen) = me.seen.lock() {
@@ -170,6 +177,43 @@ async fn requests_get_ok_or_error_acks_and_the_loop_goes_on() -> TestResult {
         }
     );
     assert_eq!(rec.payloads(), ["one", "fail", "two"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_is_cancelled_and_called_again_with_the_header() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder::default();
+    let mut s = sub("tasks.*", None, 1);
+    s.handler_timeout = Duration::from_millis(300);
+    let running = start_listener(&server.url, vec![s], &rec).await?;
+    let client = async_nats::connect(&server.url).await?;
+
+    let started = std::time::Instant::now();
+    let ack = client.request("tasks.created", "hang".into()).await?;
+    assert_eq!(&ack.payload[..], br#"{"ok":true}"#);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The subscription goes on: the next message is handled normally.
+    let next = client.request("tasks.created", "after".into()).await?;
+    assert_eq!(&next.payload[..], br#"{"ok":true}"#);
+
+    running.stop().await?;
+    let seen = rec.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let headers: Vec<Vec<(String, String)>> = seen.iter().map(|m| m.headers.clone()).collect();
+    assert_eq!(
+        rec.payloads(),
+        ["hang", "after"],
+        "the cancelled call recorded nothing"
+    );
+    assert_eq!(
+        headers[0],
+        [(HANDLER_TIMEOUT_HEADER.to_owned(), "300".to_owned())]
+    );
+    assert!(headers[1].is_empty());
     Ok(())
 }
 

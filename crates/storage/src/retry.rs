@@ -41,7 +41,13 @@ pub struct Queue {
 /// Groups `records` (any order) by task in outbox order and keeps the tasks
 /// whose first record is due at `now` and not claimed by a live tick. Tasks
 /// come oldest first (by their first record).
-pub fn due_queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp) -> Vec<Queue> {
+pub fn due_queues(records: Vec<(String, OutboxEntry)>, now: Timestamp) -> Vec<Queue> {
+    queues(records, now, true)
+}
+
+/// [`due_queues`], or with `due_only` false every task not claimed by a
+/// live tick, due or not.
+fn queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp, due_only: bool) -> Vec<Queue> {
     records.sort_by(|a, b| a.0.cmp(&b.0));
     let mut by_task: BTreeMap<String, Vec<(String, OutboxEntry)>> = BTreeMap::new();
     for (key, entry) in records {
@@ -53,13 +59,28 @@ pub fn due_queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp) -> Ve
     let mut queues: Vec<Queue> = by_task
         .into_iter()
         .filter(|(_, rs)| {
-            rs.first()
-                .is_some_and(|(_, head)| head.next_attempt_at <= now && !head.claimed_at(now))
+            rs.first().is_some_and(|(_, head)| {
+                (!due_only || head.next_attempt_at <= now) && !head.claimed_at(now)
+            })
         })
         .map(|(task_id, records)| Queue { task_id, records })
         .collect();
     queues.sort_by(|a, b| a.records[0].0.cmp(&b.records[0].0));
     queues
+}
+
+/// How a run treats a task's records.
+#[derive(Clone, Copy)]
+enum Mode<'e> {
+    /// Apply the records that are due.
+    Due,
+    /// Apply the records whether due or not (the store just came back). A
+    /// record that was not due and fails is put back as it was: its attempt
+    /// is not counted.
+    Force,
+    /// The store failed moments ago with this error: count the first due
+    /// record's attempt as failed without calling the store.
+    NotTried(&'e str),
 }
 
 /// What running one task's queue told about the `tasks` store.
@@ -120,53 +141,104 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         }
         outbox.sort_unstable();
         let records = self.read_records(&outbox, started)?;
-        let queues = due_queues(records, started);
-        if queues.is_empty() {
+        let waiting = queues(records, started, false);
+        if waiting.is_empty() {
             self.reconcile()?;
             return Ok(report);
         }
-        // While the tasks store is down, one tick at a time sends one probe
-        // (the oldest due record); the others wait instead of piling up
-        // calls on a store that may take seconds to fail each.
-        let health = self.health()?;
-        let mut probing = false;
-        if let Some((cas, h)) = health.filter(|(_, h)| h.is_down(started)) {
-            if h.probe.as_ref().is_some_and(|p| p.until > started)
-                || !self.claim_probe(cas, h, started)?
-            {
-                report.skipped += queues.len();
-                return Ok(report);
+        let health = self.health()?.filter(|(_, h)| h.is_down(started));
+        match health {
+            None => {
+                let due = waiting
+                    .into_iter()
+                    .filter(|q| q.records[0].1.next_attempt_at <= started);
+                self.run_due(due, started, &mut report)?;
             }
-            probing = true;
-        }
-        let mut down: Option<String> = None;
-        for queue in queues {
-            if (self.writer.clock)().millis() - started.millis() > self.budget_millis {
-                break;
-            }
-            match self.run_queue(queue, down.as_deref(), &mut report)? {
-                Outcome::Skipped => {}
-                Outcome::StoreDown(error) if down.is_none() => {
-                    let previous = self.health()?.map(|(_, h)| h);
-                    self.writer
-                        .mark_down("-", previous, &error, (self.writer.clock)());
-                    probing = false;
-                    down = Some(error);
+            // While the tasks store is down, one run at a time probes it,
+            // every run (each second), with its oldest record: one call per
+            // second, however many records wait.
+            Some((cas, h)) => {
+                if h.probe.as_ref().is_some_and(|p| p.until > started)
+                    || !self.claim_probe(cas, h, started)?
+                {
+                    report.skipped += waiting.len();
+                    return Ok(report);
                 }
-                Outcome::StoreDown(_) => {}
-                Outcome::Reached if probing => {
-                    self.store_is_up()?;
-                    probing = false;
-                }
-                Outcome::Reached => {}
+                self.probe(waiting, started, &mut report)?;
             }
-        }
-        if probing {
-            // Claimed the probe but sent nothing (all skipped): free it.
-            self.release_probe()?;
         }
         self.reconcile()?;
         Ok(report)
+    }
+
+    /// Runs the due queues; after the first store failure the rest are
+    /// counted against it without calling the store.
+    fn run_due(
+        &self,
+        due: impl Iterator<Item = Queue>,
+        started: Timestamp,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let mut down: Option<String> = None;
+        for queue in due {
+            if self.over_budget(started) {
+                break;
+            }
+            let mode = down.as_deref().map_or(Mode::Due, Mode::NotTried);
+            if let Outcome::StoreDown(error) = self.run_queue(queue, mode, report)?
+                && down.is_none()
+            {
+                let previous = self.health()?.map(|(_, h)| h);
+                self.writer
+                    .mark_down("-", previous, &error, (self.writer.clock)());
+                down = Some(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// The probe: the oldest task's records, due or not. If the store
+    /// answers, it is up again and every record is replayed now, whatever
+    /// its schedule said; if not, the due records' attempts are counted
+    /// against the probe's error.
+    fn probe(
+        &self,
+        waiting: Vec<Queue>,
+        started: Timestamp,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let mut waiting = waiting.into_iter();
+        for queue in waiting.by_ref() {
+            match self.run_queue(queue, Mode::Force, report)? {
+                Outcome::Skipped => continue,
+                Outcome::Reached => {
+                    self.store_is_up()?;
+                    for queue in waiting {
+                        if self.over_budget(started) {
+                            break;
+                        }
+                        self.run_queue(queue, Mode::Force, report)?;
+                    }
+                    return Ok(());
+                }
+                Outcome::StoreDown(error) => {
+                    let previous = self.health()?.map(|(_, h)| h);
+                    self.writer
+                        .mark_down("-", previous, &error, (self.writer.clock)());
+                    let due = waiting.filter(|q| q.records[0].1.next_attempt_at <= started);
+                    for queue in due {
+                        self.run_queue(queue, Mode::NotTried(&error), report)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        // Every task was held by another run: nothing probed.
+        self.release_probe()
+    }
+
+    fn over_budget(&self, started: Timestamp) -> bool {
+        (self.writer.clock)().millis() - started.millis() > self.budget_millis
     }
 
     /// The `tasks` store's health record, read for a compare-and-swap.
@@ -265,7 +337,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     fn run_queue(
         &self,
         queue: Queue,
-        store_down: Option<&str>,
+        mode: Mode<'_>,
         report: &mut TickReport,
     ) -> Result<Outcome, StoreError> {
         let w = self.writer;
@@ -284,7 +356,8 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             report.skipped += 1;
             return Ok(Outcome::Skipped);
         };
-        if head.claimed_at(now) || head.next_attempt_at > now {
+        let force = matches!(mode, Mode::Force);
+        if head.claimed_at(now) || (!force && head.next_attempt_at > now) {
             report.skipped += 1;
             return Ok(Outcome::Skipped);
         }
@@ -303,15 +376,16 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         while let Some((key, entry)) = next.take() {
             let attempt = entry.attempts + 1;
             let cid = entry.correlation_id.clone();
-            let result = match store_down {
-                Some(error) => Err(Failure::Unavailable(format!(
+            let result = match mode {
+                Mode::NotTried(error) => Err(Failure::Unavailable(format!(
                     "not tried: the tasks store failed moments ago ({error})"
                 ))),
-                None => self.try_once(&entry, &cid),
+                Mode::Due | Mode::Force => self.try_once(&entry, &cid),
             };
-            if let (Err(Failure::Unavailable(error)), None) = (&result, store_down) {
+            if let (Err(Failure::Unavailable(error)), Mode::Due | Mode::Force) = (&result, mode) {
                 outcome = Outcome::StoreDown(error.clone());
             }
+            let early = entry.next_attempt_at > now;
             match result {
                 Ok(()) => {
                     self.log(&format!(
@@ -328,6 +402,18 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     ));
                     report.dead += 1;
                     done.push(key);
+                }
+                Err(Failure::Unavailable(error) | Failure::Contended(error)) if early => {
+                    // A probe ahead of this record's schedule: not an attempt.
+                    self.log(&format!(
+                        "[{cid}] PROBE task={task_id} — still failing: {error}"
+                    ));
+                    let entry = OutboxEntry {
+                        claim: None,
+                        ..entry
+                    };
+                    local.set_many(vec![(key, encode("outbox", &entry)?)])?;
+                    break;
                 }
                 Err(Failure::Unavailable(error) | Failure::Contended(error)) => {
                     let mut entry = entry;
@@ -370,7 +456,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             }
             next = records
                 .next()
-                .filter(|(_, e)| e.next_attempt_at <= now && !e.claimed_at(now));
+                .filter(|(_, e)| (force || e.next_attempt_at <= now) && !e.claimed_at(now));
         }
         if !done.is_empty() {
             // Lowered before the records go: a writer that reads the count

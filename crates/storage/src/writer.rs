@@ -22,6 +22,10 @@ pub struct Incoming<'a> {
     pub payload: &'a [u8],
     /// The `X-Correlation-Id` message header, if any.
     pub header_correlation_id: Option<&'a str>,
+    /// Set when the trigger cancelled a first call for this message after
+    /// this many milliseconds (the `spin-nats-handler-timeout` header): the
+    /// store hung, so the event is parked in the outbox without calling it.
+    pub handler_timed_out_ms: Option<u64>,
 }
 
 /// What became of a message. Every variant means it is safely recorded.
@@ -110,6 +114,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 let (behind, health) = self.local_state(&cid, &ev.id);
                 if behind > 0 {
                     return self.queue(msg, &cid, ev.id, behind, now);
+                }
+                if let Some(ms) = msg.handler_timed_out_ms {
+                    let error = format!(
+                        "the tasks store did not answer within {ms} ms (the trigger cancelled the call)"
+                    );
+                    self.mark_down(&cid, health, &error, now);
+                    return self.defer(msg, &cid, ev.id, error, now);
                 }
                 if let Some(h) = health.as_ref().filter(|h| h.is_down(now)) {
                     let error = format!(

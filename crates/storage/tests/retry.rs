@@ -64,6 +64,7 @@ impl Harness {
                 subject,
                 payload: payload.as_bytes(),
                 header_correlation_id: None,
+                handler_timed_out_ms: None,
             })
         });
         match handled {
@@ -217,9 +218,8 @@ fn an_outage_defers_queues_and_then_replays_in_publish_order() {
     assert_eq!(h.task("t-1"), None);
     assert_eq!(h.pending("t-1"), Some(3));
 
-    // Not due before 1 s.
-    assert_eq!(h.tick().applied, 0);
-    h.advance(1_000);
+    // The store is back: the next run's probe (every run probes while the
+    // store counts as down) finds it and replays all three, in order.
     let report = h.tick();
     assert_eq!((report.applied, report.dead), (3, 0));
     let t = h.task("t-1").expect("applied");
@@ -546,4 +546,72 @@ fn a_store_that_is_down_gets_one_call_per_tick_not_one_per_event() {
         h.send("tasks.updated", r#"{"id":"a","status":"completed"}"#),
         Handled::Applied { .. }
     ));
+}
+
+#[test]
+fn while_down_every_run_probes_and_recovery_replays_at_once() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send(
+        "tasks.created",
+        r#"{"id":"a","title":"A","correlationId":"c-a"}"#,
+    );
+    h.send(
+        "tasks.created",
+        r#"{"id":"b","title":"B","correlationId":"c-b"}"#,
+    );
+    h.advance(1_000);
+    assert_eq!(h.tick().rescheduled, 2, "attempt 1: next in 3 s");
+
+    // A second later nothing is due, but the run still probes the store
+    // (one call), and the probe is not counted as an attempt.
+    h.tasks.reset_calls();
+    h.advance(1_000);
+    let r = h.tick();
+    assert_eq!((r.rescheduled, r.dead, h.tasks.calls().get), (0, 0, 1));
+    assert!(h.logged("[c-a] PROBE task=a — still failing: KV GET task:a failed"));
+    assert!(
+        h.outbox()
+            .iter()
+            .all(|e| e.attempts == 1 && e.claim.is_none())
+    );
+
+    // The store is back: the next run replays everything, although the
+    // schedule said wait two more seconds.
+    h.tasks.set_down(false);
+    h.advance(1_000);
+    let r = h.tick();
+    assert_eq!(r.applied, 2);
+    assert!(h.outbox().is_empty());
+    assert!(h.logged("[c-b] RETRY attempt=2/5 task=b — OK"));
+}
+
+#[test]
+fn a_message_whose_first_call_hung_is_parked_without_calling_the_store() {
+    let h = Harness::new();
+    let handled = h.with_writer(&h.tasks, |w| {
+        w.handle(&Incoming {
+            subject: "tasks.created",
+            payload: br#"{"id":"t-1","title":"A","correlationId":"c-1"}"#,
+            header_correlation_id: None,
+            handler_timed_out_ms: Some(5_000),
+        })
+    });
+    assert!(
+        matches!(handled, Ok(Handled::Deferred { .. })),
+        "{handled:?}"
+    );
+    assert_eq!(
+        h.tasks.calls().get,
+        0,
+        "the store that hung is not called again"
+    );
+    assert!(h.logged("[c-1] STORE tasks is DOWN: the tasks store did not answer within 5000 ms"));
+    assert!(h.local.peek(keys::TASKS_HEALTH).is_some());
+    h.advance(1_000);
+    assert_eq!(
+        h.tick().applied,
+        1,
+        "the retrier applies it once the store answers"
+    );
 }

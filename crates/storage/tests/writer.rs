@@ -52,6 +52,7 @@ impl Harness {
             subject,
             payload,
             header_correlation_id: header,
+            handler_timed_out_ms: None,
         })
     }
 
