@@ -85,7 +85,7 @@ done
 after=$(kv_count "$WORK" default 'dlq:%')
 check "all 20 malformed events were acknowledged (recorded, not redelivered)" is "$acks_ok" 20
 check "each has a dead-letter record" is "$((after - before))" 20
-sqlite3 "$WORK/local.db" "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store='default' AND key LIKE 'dlq:%' ORDER BY key" >"$OUT/dead-letters.jsonl"
+sqlite3 -cmd ".timeout 5000" "$WORK/local.db" "SELECT CAST(value AS TEXT) FROM spin_key_value WHERE store='default' AND key LIKE 'dlq:%' ORDER BY key" >"$OUT/dead-letters.jsonl"
 check "every dead letter has a reason, subject and correlation id" is "$(jq -s '[.[]|select((.reason|length)>0 and (.subject|length)>0 and (.correlationId|length)>0)]|length' "$OUT/dead-letters.jsonl")" 20
 check "binary payloads are kept (base64)" is "$(jq -s '[.[]|select(.payloadBase64)]|length' "$OUT/dead-letters.jsonl")" 2
 check "the 10 kB title reason names the limit" grep -q "title must be at most 200 characters (got 10000)" "$OUT/dead-letters.jsonl"
@@ -104,7 +104,7 @@ wait "$SPIN_PID" 2>/dev/null || true
 SPIN_PID=""
 wait "$burst_pid" || true
 acked=$(grep -c . "$WORK/acked.txt" || true)
-sqlite3 "$WORK/tasks.db" "SELECT substr(key, 6) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:sig-%'" | sort >"$WORK/stored.txt"
+sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" "SELECT substr(key, 6) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:sig-%'" | sort >"$WORK/stored.txt"
 missing=$(comm -23 <(sort "$WORK/acked.txt" | grep .) "$WORK/stored.txt" | wc -l)
 echo "       $acked of 3000 acknowledged before shutdown; $(wc -l <"$WORK/stored.txt") stored"
 check "some events were acknowledged before SIGTERM" test "$acked" -gt 0
@@ -127,7 +127,7 @@ echo "       instance A applied $a, instance B applied $b"
 check "both instances took a share" test "$a" -gt 0 -a "$b" -gt 0
 check "each event was applied once in total" is "$((a + b))" 1000
 check "1,000 tasks stored" is "$(kv_count "$WORK" tasks 'task:q-%')" 1000
-check "none was applied twice (all at version 1)" is "$(sqlite3 "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
+check "none was applied twice (all at version 1)" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
 check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/api/tasks?limit=200&cursor=$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=1" | jq -r .nextCursor)" | jq '.tasks|length')" 200
 
 echo "==> a misspelt [[trigger.nats]] field is refused by name"

@@ -134,7 +134,7 @@ check "r-1 is create + both updates, in order" is \
   "$(field r-1 '[.title,.status,.version]|join(",")')" "Renamed during outage,in_progress,3"
 check "r-2 created" is "$(field r-2 '[.title,.version]|join(",")')" "Second,1"
 check "base update applied" is "$(field base '[.status,.version]|join(",")')" "completed,2"
-check "pending counters cleaned up" wait_until 5 bash -c "[[ \$(sqlite3 '$WORK/local.db' \"SELECT count(*) FROM spin_key_value WHERE key LIKE 'pending:%'\") == 0 ]]"
+check "pending counters cleaned up" wait_until 5 bash -c "[[ \$(sqlite3 -cmd '.timeout 5000' '$WORK/local.db' \"SELECT count(*) FROM spin_key_value WHERE key LIKE 'pending:%'\") == 0 ]]"
 check "no dead letters" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
 check "RETRY OK logged for the queued update" logged retrier "[cid-r1-title] RETRY attempt=1/5 task=r-1 — OK"
 check "store logged UP again" logged retrier "STORE tasks is UP again"

@@ -87,7 +87,8 @@ on_exit() {
 # kv_count DIR STORE LIKE: rows of a store in DIR's SQLite files matching a key pattern.
 kv_count() {
   local db=$1/local.db; [[ $2 == tasks ]] && db=$1/tasks.db
-  sqlite3 "$db" "SELECT count(*) FROM spin_key_value WHERE store='$2' AND key LIKE '$3'"
+  # Spin holds the files open and locks them while writing: wait for the lock.
+  sqlite3 -cmd ".timeout 5000" "$db" "SELECT count(*) FROM spin_key_value WHERE store='$2' AND key LIKE '$3'"
 }
 
 # start_spin STORE_DIR PORT LOG_DIR [STATE_NAME]: runs `spin up` in its own

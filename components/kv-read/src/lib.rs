@@ -2,7 +2,7 @@
 //!
 //! A thin adapter: WIT types in, [`tasks_storage::TaskReader`] does the work
 //! over the `tasks` store (task documents) and the local `default` store
-//! (listing index), WIT types out. One log line per call.
+//! (listing index, first-page cache), WIT types out. One log line per call.
 
 mod convert;
 
@@ -83,9 +83,12 @@ impl Guest for KvRead {
             limit,
             status: status.map(convert::status_from_wit),
         };
+        let generation = || uuid::Uuid::new_v4().simple().to_string();
         let result = open(TASKS_STORE).and_then(|tasks| {
             let local = open(LOCAL_STORE)?;
-            TaskReader::new(&tasks, &local).list_tasks(&req)
+            TaskReader::new(&tasks, &local)
+                .with_page_cache(&generation)
+                .list_tasks(&req)
         });
         let shown_limit = req.limit.unwrap_or(tasks_domain::DEFAULT_LIMIT);
         let filter = req
@@ -96,6 +99,9 @@ impl Guest for KvRead {
             "[{correlation_id}] RPC listTasks(limit={shown_limit}{filter}) → {} ({} ms)",
             outcome(&result, |o| {
                 let mut s = format!("{} tasks", o.page.tasks.len());
+                if o.cached {
+                    s.push_str(" (cached page)");
+                }
                 if let Some(n) = o.index_rebuilt {
                     s.push_str(&format!(", index rebuilt ({n} ids)"));
                 }

@@ -36,6 +36,19 @@ pub const OUTBOX_SEQ: &str = "seq:outbox";
 /// a store that is down, and the retrier sends one probe at a time.
 pub const TASKS_HEALTH: &str = "health:tasks";
 
+/// Key in the `default` store of the page cache's generation: cached first
+/// pages are valid only while it holds the value they were built under.
+/// Every task write deletes it (when present), which invalidates them all.
+pub const PAGE_CACHE_GEN: &str = "cache:gen";
+
+/// Prefix of cached first pages of the listing in the `default` store.
+pub const PAGE_CACHE_PREFIX: &str = "cache:page:";
+
+/// `cache:page:<status|all>:<limit>`: the cached first page of a listing.
+pub fn page_cache(status: Option<&str>, limit: usize) -> String {
+    format!("{PAGE_CACHE_PREFIX}{}:{limit}", status.unwrap_or("all"))
+}
+
 /// Prefix of per-task pending counters in the `default` store: how many
 /// outbox records a task has. While it is above zero, newer events for the
 /// task queue behind them instead of applying directly.
@@ -119,6 +132,8 @@ mod tests {
             &outbox(1, "t"),
             OUTBOX_SEQ,
             TASKS_HEALTH,
+            PAGE_CACHE_GEN,
+            &page_cache(None, 50),
             &pending("x"),
         ];
         for (i, a) in keys.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Task lookups and paged listings.
 
+use serde::{Deserialize, Serialize};
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, cursor, keys, validate};
 
 use crate::index::{self, Index, WalkError, Walker};
@@ -17,12 +18,25 @@ pub struct ListOutcome {
     pub skipped: Vec<String>,
     /// When this call rebuilt the listing index, how many ids it holds.
     pub index_rebuilt: Option<usize>,
+    /// Whether the page came from the first-page cache.
+    pub cached: bool,
+}
+
+/// A first page as the cache keeps it, with the generation it was built under.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CachedPage {
+    generation: String,
+    tasks: Vec<Task>,
+    next_cursor: Option<String>,
 }
 
 /// Reads tasks from the `tasks` store, keeping derived data in the `local` store.
 pub struct TaskReader<'a> {
     tasks: &'a dyn KeyValue,
     local: &'a dyn KeyValue,
+    /// Makes page-cache generations; `None` leaves the cache off.
+    generation: Option<&'a dyn Fn() -> String>,
 }
 
 fn store_error(e: StoreError) -> ReadError {
@@ -35,7 +49,26 @@ fn store_error(e: StoreError) -> ReadError {
 impl<'a> TaskReader<'a> {
     /// A reader over the two stores.
     pub fn new(tasks: &'a dyn KeyValue, local: &'a dyn KeyValue) -> Self {
-        TaskReader { tasks, local }
+        TaskReader {
+            tasks,
+            local,
+            generation: None,
+        }
+    }
+
+    /// The same reader with the first-page cache on: first pages (no
+    /// cursor) are kept in the local store and served from there until a
+    /// task write deletes the generation key ([`keys::PAGE_CACHE_GEN`]).
+    /// `generation` makes a fresh unique value when there is none.
+    ///
+    /// Safe against a concurrent write because the order is fixed on both
+    /// sides: the reader reads (or creates) the generation *before* it reads
+    /// the documents, the writer deletes it *after* its write commits. A page
+    /// built from documents older than a write therefore always carries a
+    /// generation that write deleted.
+    pub fn with_page_cache(mut self, generation: &'a dyn Fn() -> String) -> Self {
+        self.generation = Some(generation);
+        self
     }
 
     /// One task by id.
@@ -61,6 +94,62 @@ impl<'a> TaskReader<'a> {
     /// One page of tasks ordered by id.
     pub fn list_tasks(&self, req: &ListRequest) -> Result<ListOutcome, ReadError> {
         let limit = req.resolved_limit()?;
+        let Some(make_generation) = self.generation.filter(|_| req.cursor.is_none()) else {
+            return self.list_uncached(req, limit);
+        };
+        let key = keys::page_cache(req.status.map(Status::as_str), limit);
+        let wanted = [keys::PAGE_CACHE_GEN.to_owned(), key.clone()];
+        let mut found = self
+            .local
+            .get_many(&wanted)
+            .map_err(store_error)?
+            .into_iter();
+        let generation = found
+            .next()
+            .flatten()
+            .map(|g| String::from_utf8_lossy(&g).into_owned());
+        if let (Some(generation), Some(Some(bytes))) = (&generation, found.next())
+            && let Ok(page) = serde_json::from_slice::<CachedPage>(&bytes)
+            && &page.generation == generation
+        {
+            return Ok(ListOutcome {
+                page: Page {
+                    tasks: page.tasks,
+                    next_cursor: page.next_cursor,
+                },
+                cached: true,
+                ..ListOutcome::default()
+            });
+        }
+        let generation = match generation {
+            Some(g) => g,
+            None => {
+                let g = make_generation();
+                self.local
+                    .set_many(vec![(
+                        keys::PAGE_CACHE_GEN.to_owned(),
+                        g.clone().into_bytes(),
+                    )])
+                    .map_err(store_error)?;
+                g
+            }
+        };
+        let outcome = self.list_uncached(req, limit)?;
+        if outcome.skipped.is_empty() {
+            let cached = CachedPage {
+                generation,
+                tasks: outcome.page.tasks.clone(),
+                next_cursor: outcome.page.next_cursor.clone(),
+            };
+            // A cache that cannot be written only costs the next reader.
+            if let Ok(bytes) = serde_json::to_vec(&cached) {
+                let _ = self.local.set_many(vec![(key, bytes)]);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn list_uncached(&self, req: &ListRequest, limit: usize) -> Result<ListOutcome, ReadError> {
         let after = req.cursor.as_deref().map(cursor::decode).transpose()?;
         let (index, mut rebuilt) = index::load(self.tasks, self.local).map_err(store_error)?;
         let mut outcome = match self.collect(index, after.clone(), limit, req.status) {
@@ -129,6 +218,7 @@ impl<'a> TaskReader<'a> {
             },
             skipped,
             index_rebuilt: None,
+            cached: false,
         })
     }
 }

@@ -217,6 +217,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 .map_err(|e| self.store_failed(cid, "DELETE", &key, start, e))?;
             self.log_ok(cid, "DELETE", &key, start);
             self.restamp(cid, &ev.id);
+            self.pages_changed(cid);
             return Ok(());
         }
         for attempt in 1..=CAS_ATTEMPTS {
@@ -263,11 +264,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     .set_many(pairs)
                     .map_err(|e| self.store_failed(cid, "PUT", &key, start, e))?;
                 self.log_ok(cid, "PUT", &key, start);
+                self.pages_changed(cid);
                 return Ok(());
             }
             match self.tasks.cas_write(cas, next.to_json()) {
                 Ok(true) => {
                     self.log_ok(cid, "PUT", &key, start);
+                    self.pages_changed(cid);
                     match existing {
                         None => {}
                         Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
@@ -287,6 +290,23 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         Err(Failure::Contended(format!(
             "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
         )))
+    }
+
+    /// Invalidates cached listing pages after a task write committed (see
+    /// [`crate::TaskReader::with_page_cache`]): one local read, and a delete
+    /// only when a cache exists.
+    fn pages_changed(&self, cid: &str) {
+        let gen_key = keys::PAGE_CACHE_GEN;
+        let result = match self.local.get(gen_key) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => self.local.delete_many(vec![gen_key.to_owned()]),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            (self.log)(&format!(
+                "[{cid}] KV DELETE {gen_key} — FAILED: {e}; cached listing pages may be stale until the next write"
+            ));
+        }
     }
 
     fn log_ok(&self, cid: &str, op: &str, key: &str, start: Instant) {

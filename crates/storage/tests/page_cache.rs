@@ -1,0 +1,159 @@
+//! The first-page cache: hits cost no task-store call, every task write
+//! invalidates, and a write racing a cache fill never leaves a stale page.
+
+use std::cell::{Cell, RefCell};
+
+use tasks_domain::{ListRequest, Status, Timestamp, keys};
+use tasks_storage::{Handled, Incoming, KeyValue, MemoryKv, StoreError, TaskReader, Writer};
+
+struct World {
+    tasks: MemoryKv,
+    local: MemoryKv,
+    n: Cell<u32>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            tasks: MemoryKv::new(),
+            local: MemoryKv::new(),
+            n: Cell::new(0),
+        }
+    }
+
+    fn unique(&self) -> String {
+        self.n.set(self.n.get() + 1);
+        format!("g{}", self.n.get())
+    }
+
+    fn send(&self, subject: &str, payload: &str) {
+        let unique = || self.unique();
+        let writer = Writer {
+            tasks: &self.tasks,
+            local: &self.local,
+            clock: &|| Timestamp(1_795_327_314_000),
+            unique: &unique,
+            log: &|_: &str| {},
+        };
+        let handled = writer.handle(&Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+        });
+        assert!(
+            matches!(handled, Ok(Handled::Applied { .. })),
+            "{handled:?}"
+        );
+    }
+
+    fn first_page(&self, tasks: &dyn KeyValue, status: Option<Status>) -> (Vec<String>, bool) {
+        let generation = || self.unique();
+        let reader = TaskReader::new(tasks, &self.local).with_page_cache(&generation);
+        let out = reader
+            .list_tasks(&ListRequest {
+                status,
+                ..ListRequest::default()
+            })
+            .expect("listing");
+        let titles = out
+            .page
+            .tasks
+            .iter()
+            .map(|t| format!("{}={}", t.id, t.title))
+            .collect();
+        (titles, out.cached)
+    }
+}
+
+#[test]
+fn a_repeated_first_page_costs_no_task_store_call_until_a_write() {
+    let w = World::new();
+    w.send("tasks.created", r#"{"id":"a","title":"A"}"#);
+    w.send("tasks.created", r#"{"id":"b","title":"B"}"#);
+    assert_eq!(
+        w.first_page(&w.tasks, None),
+        (vec!["a=A".into(), "b=B".into()], false)
+    );
+    w.tasks.reset_calls();
+    assert_eq!(
+        w.first_page(&w.tasks, None),
+        (vec!["a=A".into(), "b=B".into()], true)
+    );
+    assert_eq!(w.tasks.calls().get_many + w.tasks.calls().get, 0);
+
+    // Each kind of write invalidates: update, create, delete.
+    w.send("tasks.updated", r#"{"id":"a","title":"A2"}"#);
+    assert_eq!(
+        w.first_page(&w.tasks, None),
+        (vec!["a=A2".into(), "b=B".into()], false)
+    );
+    w.send("tasks.created", r#"{"id":"c","title":"C"}"#);
+    assert_eq!(w.first_page(&w.tasks, None).0.len(), 3);
+    w.send("tasks.deleted", r#"{"id":"b"}"#);
+    assert_eq!(
+        w.first_page(&w.tasks, None),
+        (vec!["a=A2".into(), "c=C".into()], false)
+    );
+    // Filters are cached apart.
+    w.send("tasks.updated", r#"{"id":"c","status":"completed"}"#);
+    assert_eq!(
+        w.first_page(&w.tasks, Some(Status::Completed)),
+        (vec!["c=C".into()], false)
+    );
+    assert_eq!(
+        w.first_page(&w.tasks, Some(Status::Completed)),
+        (vec!["c=C".into()], true)
+    );
+    assert!(
+        !w.first_page(&w.tasks, None).1,
+        "the unfiltered page is its own entry"
+    );
+}
+
+#[test]
+fn a_write_that_lands_while_a_page_is_being_built_is_never_hidden() {
+    let w = World::new();
+    w.send("tasks.created", r#"{"id":"a","title":"Old"}"#);
+    // The reader reads the documents; right after, before it stores the
+    // page, the writer updates the task.
+    let racing = RacingReads {
+        inner: &w.tasks,
+        race: RefCell::new(Some(Box::new(|| {
+            w.send("tasks.updated", r#"{"id":"a","title":"New"}"#);
+        }))),
+    };
+    assert_eq!(w.first_page(&racing, None), (vec!["a=Old".into()], false));
+    // The page cached by that fill must not be served.
+    assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], false));
+    assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], true));
+}
+
+/// Runs `race` once, right after the first `get_many` (the documents).
+struct RacingReads<'a> {
+    inner: &'a MemoryKv,
+    race: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl KeyValue for RacingReads<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let values = self.inner.get_many(keys);
+        let race = self.race.borrow_mut().take();
+        if let Some(race) = race.filter(|_| keys.iter().any(|k| k.starts_with(keys::TASK_PREFIX))) {
+            race();
+        }
+        values
+    }
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.inner.set_many(pairs)
+    }
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.inner.delete_many(keys)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_keys()
+    }
+}
