@@ -2,15 +2,17 @@
 //! atomics), shared by the components. spin-sdk 5.2 exposes these host
 //! interfaces only through its generated `wit` module.
 
+use std::cell::OnceCell;
+
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 use tasks_storage::{AtomicKv, KeyValue, StoreError};
 
-/// One opened Spin key-value store.
+/// One Spin key-value store, opened at once or on first use.
 pub struct SpinKv {
     label: &'static str,
     /// A store that failed to open answers every call with that failure, so
     /// callers handle it like any other store error (the writer defers).
-    bucket: Result<store::Bucket, StoreError>,
+    bucket: OnceCell<Result<store::Bucket, StoreError>>,
 }
 
 fn describe(label: &str, e: store::Error) -> StoreError {
@@ -26,25 +28,29 @@ fn describe(label: &str, e: store::Error) -> StoreError {
 }
 
 impl SpinKv {
-    /// Opens the store with this label.
+    /// Opens the store with this label now.
     pub fn open(label: &'static str) -> Result<Self, StoreError> {
         let kv = Self::open_lenient(label);
-        match kv.bucket {
-            Ok(_) => Ok(kv),
-            Err(e) => Err(e),
-        }
+        kv.bucket()?;
+        Ok(kv)
     }
 
-    /// Opens the store with this label; a failure surfaces on each call.
+    /// The store with this label, opened on its first call (never, if no
+    /// call comes); an opening failure surfaces on each call. Opening can
+    /// itself wait on the backend (Spin's Redis store pings it), so code
+    /// that may not need the store should not open it.
     pub fn open_lenient(label: &'static str) -> Self {
         SpinKv {
             label,
-            bucket: store::open(label).map_err(|e| describe(label, e)),
+            bucket: OnceCell::new(),
         }
     }
 
     fn bucket(&self) -> Result<&store::Bucket, StoreError> {
-        self.bucket.as_ref().map_err(Clone::clone)
+        self.bucket
+            .get_or_init(|| store::open(self.label).map_err(|e| describe(self.label, e)))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 

@@ -324,7 +324,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             &entry,
             reason.clone(),
             now,
-            &(self.writer.unique)(),
+            order_of(key),
         )?;
         self.log(&format!("[-] DEAD task={task_id}: {reason} → {dead}"));
         self.writer.local.delete_many(vec![key.to_owned()])
@@ -396,7 +396,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     done.push(key);
                 }
                 Err(Failure::Permanent(reason)) => {
-                    let dead = bury(local, &entry, reason.clone(), now, &(w.unique)())?;
+                    let dead = bury(local, &entry, reason.clone(), now, order_of(&key))?;
                     self.log(&format!(
                         "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
                     ));
@@ -430,7 +430,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     } else {
                         entry.errors.push(error.clone());
                         let reason = format!("gave up after {attempt} attempts: {error}");
-                        let dead = bury(local, &entry, reason, now, &(w.unique)())?;
+                        let dead = bury(local, &entry, reason, now, order_of(&key))?;
                         self.log(&format!(
                             "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
                         ));
@@ -442,7 +442,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                             let reason = format!(
                                 "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
                             );
-                            let held = bury(local, &entry, reason, now, &(w.unique)())?;
+                            let held = bury(local, &entry, reason, now, order_of(&key))?;
                             self.log(&format!(
                                 "[{}] DEAD task={task_id} — held behind {dead} → {held}",
                                 entry.correlation_id
@@ -515,6 +515,15 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         }
         Ok(())
     }
+}
+
+/// The outbox sequence number of `key`: dead letters made from outbox
+/// records in one run (a record and what was held behind it, all in the same
+/// millisecond) keep the outbox order in their keys.
+fn order_of(key: &str) -> &str {
+    key.strip_prefix(keys::OUTBOX_PREFIX)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or(key)
 }
 
 /// For every task with outbox records or a counter: (records, has counter).
