@@ -12,7 +12,9 @@ if ! command -v spin >/dev/null; then
   exit 1
 fi
 
-if spin plugins list --installed 2>/dev/null | grep -q '^trigger-cron '; then
+# Read the list once: `grep -q` closing a pipe early fails it under pipefail.
+installed() { spin plugins list --installed 2>/dev/null | cat; }
+if grep -q '^trigger-cron ' <<<"$(installed)"; then
   echo "==> trigger-cron plugin is installed"
 else
   echo "==> installing the trigger-cron plugin from Spin's plugin index"
@@ -45,7 +47,7 @@ mkdir -p "$out"
 bin="$target_dir/release/trigger-nats"
 sha_bin=$(sha256sum "$bin" | cut -d' ' -f1)
 if [[ -f "$out/installed.sha256" && "$(cat "$out/installed.sha256")" == "$sha_bin" ]] &&
-   spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then
+   grep -q '^trigger-nats ' <<<"$(installed)"; then
   echo "==> trigger-nats plugin is installed and up to date"
   exit 0
 fi
@@ -59,7 +61,7 @@ sed -e "s|@VERSION@|$version|" -e "s|@OS@|$os|" -e "s|@ARCH@|$arch|" \
     -e "s|@URL@|file://$out/trigger-nats.tar.gz|" -e "s|@SHA256@|$sha|" \
     "$dir/trigger-nats.json.in" >"$out/trigger-nats.json"
 
-if spin plugins list --installed 2>/dev/null | grep -q '^trigger-nats '; then
+if grep -q '^trigger-nats ' <<<"$(installed)"; then
   spin plugins uninstall trigger-nats >/dev/null
 fi
 echo "==> installing trigger-nats $version into Spin"

@@ -45,9 +45,11 @@ require_spin_and_plugin() {
     echo "SKIPPED: spin not installed (the e2e suites need the Spin CLI >= 4.0 on PATH)"
     exit 0
   fi
-  local plugin
+  local plugin installed
+  # Read the list first: `grep -q` closing the pipe early would fail it under pipefail.
+  installed=$(spin plugins list --installed 2>/dev/null || true)
   for plugin in trigger-nats trigger-cron; do
-    if ! spin plugins list --installed 2>/dev/null | grep -q "^$plugin "; then
+    if ! grep -q "^$plugin " <<<"$installed"; then
       echo "SKIPPED: the $plugin plugin is not installed (make plugin)"
       exit 0
     fi
