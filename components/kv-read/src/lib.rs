@@ -84,8 +84,9 @@ impl Guest for KvRead {
             status: status.map(convert::status_from_wit),
         };
         let generation = || uuid::Uuid::new_v4().simple().to_string();
-        let result = open(TASKS_STORE).and_then(|tasks| {
-            let local = open(LOCAL_STORE)?;
+        // The tasks store opens only if the page is not cached.
+        let tasks = SpinKv::open_lenient(TASKS_STORE);
+        let result = open(LOCAL_STORE).and_then(|local| {
             TaskReader::new(&tasks, &local)
                 .with_page_cache(&generation)
                 .list_tasks(&req)

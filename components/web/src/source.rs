@@ -1,7 +1,9 @@
 //! [`TaskSource`] over the `tasks:store/reader` import.
 
-use tasks_domain::{self as domain, ListRequest, Page, ReadError};
-use tasks_site::TaskSource;
+use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
+use tasks_site::{PageLookup, TaskSource};
+use tasks_spin_kv::SpinKv;
+use tasks_storage::KeyValue;
 
 use crate::bindings::tasks::store::reader;
 use crate::bindings::tasks::store::types::{Error, Status, Task};
@@ -72,4 +74,58 @@ impl TaskSource for Reader {
     fn probe(&self, correlation_id: &str) -> Result<(), ReadError> {
         reader::probe(correlation_id).map_err(error_from_wit)
     }
+
+    /// Rendered first pages live in the local store next to kv-read's page
+    /// cache and share its generation (`cache:gen`, deleted by every task
+    /// write): `<generation>\n<html>`. Any store trouble means "no cache".
+    fn cached_page(&self, key: &str) -> PageLookup {
+        let Ok(local) = SpinKv::open(LOCAL_STORE) else {
+            return PageLookup::Off;
+        };
+        let wanted = [keys::PAGE_CACHE_GEN.to_owned(), html_key(key)];
+        let Ok(found) = local.get_many(&wanted) else {
+            return PageLookup::Off;
+        };
+        let mut found = found.into_iter();
+        let generation = found.next().flatten();
+        if let (Some(generation), Some(Some(stored))) = (&generation, found.next())
+            && let Some(body) = stored
+                .strip_prefix(generation.as_slice())
+                .and_then(|rest| rest.strip_prefix(b"\n"))
+        {
+            return PageLookup::Hit(body.to_vec());
+        }
+        match generation {
+            Some(g) => PageLookup::Miss(String::from_utf8_lossy(&g).into_owned()),
+            None => {
+                let g = uuid::Uuid::new_v4().simple().to_string();
+                let made = local.set_many(vec![(
+                    keys::PAGE_CACHE_GEN.to_owned(),
+                    g.clone().into_bytes(),
+                )]);
+                match made {
+                    Ok(()) => PageLookup::Miss(g),
+                    Err(_) => PageLookup::Off,
+                }
+            }
+        }
+    }
+
+    fn store_page(&self, key: &str, generation: &str, body: &[u8]) {
+        if let Ok(local) = SpinKv::open(LOCAL_STORE) {
+            let mut value = Vec::with_capacity(generation.len() + 1 + body.len());
+            value.extend_from_slice(generation.as_bytes());
+            value.push(b'\n');
+            value.extend_from_slice(body);
+            // A cache that cannot be written only costs the next request.
+            let _ = local.set_many(vec![(html_key(key), value)]);
+        }
+    }
+}
+
+/// Store label of local derived data (always the embedded store).
+const LOCAL_STORE: &str = "default";
+
+fn html_key(key: &str) -> String {
+    format!("{}{key}", keys::HTML_CACHE_PREFIX)
 }

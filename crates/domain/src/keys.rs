@@ -49,6 +49,10 @@ pub fn page_cache(status: Option<&str>, limit: usize) -> String {
     format!("{PAGE_CACHE_PREFIX}{}:{limit}", status.unwrap_or("all"))
 }
 
+/// Prefix of cached renderings of first list pages in the `default` store
+/// (kept by web under the same generation as [`PAGE_CACHE_GEN`]).
+pub const HTML_CACHE_PREFIX: &str = "cache:html:";
+
 /// Prefix of per-task pending counters in the `default` store: how many
 /// outbox records a task has. While it is above zero, newer events for the
 /// task queue behind them instead of applying directly.
@@ -133,6 +137,7 @@ mod tests {
             OUTBOX_SEQ,
             TASKS_HEALTH,
             PAGE_CACHE_GEN,
+            &format!("{HTML_CACHE_PREFIX}all:50"),
             &page_cache(None, 50),
             &pending("x"),
         ];

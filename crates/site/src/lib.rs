@@ -27,7 +27,34 @@ pub trait TaskSource {
     fn list_tasks(&self, req: &ListRequest, correlation_id: &str) -> Result<Page, ReadError>;
     /// Whether the store answers.
     fn probe(&self, correlation_id: &str) -> Result<(), ReadError>;
+
+    /// The cached rendering of the first list page named `key`, if the
+    /// source keeps one (default: no cache). A `Miss` carries the cache
+    /// generation taken *before* the tasks are read, to store the rendering
+    /// under with [`TaskSource::store_page`].
+    fn cached_page(&self, _key: &str) -> PageLookup {
+        PageLookup::Off
+    }
+
+    /// Keeps a rendering (with [`CID_SLOT`] where the request's correlation
+    /// id goes) for the first list page `key`, built under `generation`.
+    fn store_page(&self, _key: &str, _generation: &str, _body: &[u8]) {}
 }
+
+/// What [`TaskSource::cached_page`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageLookup {
+    /// The source keeps no rendered pages.
+    Off,
+    /// The cached rendering.
+    Hit(Vec<u8>),
+    /// Not cached (or stale); render and store under this generation.
+    Miss(String),
+}
+
+/// Stands for the correlation id in a cached rendering; the last occurrence
+/// (the footer, after every task row) is replaced per request.
+pub const CID_SLOT: &str = "cid-slot-6e1f0c3a";
 
 /// Serves one request. Every response carries the correlation id and the
 /// security headers.

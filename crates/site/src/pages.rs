@@ -7,7 +7,7 @@ use tasks_domain::{ReadError, Status, Task};
 use crate::api::{public_message, status_of};
 use crate::http::{Request, cache, content_type};
 use crate::routes::{API_TASK, HOME, TASK_PAGE};
-use crate::{APP_VERSION, Response, TaskSource, query};
+use crate::{APP_VERSION, CID_SLOT, PageLookup, Response, TaskSource, query};
 
 struct FilterLink {
     label: &'static str,
@@ -127,6 +127,30 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
         Ok(lr) => lr,
         Err(e) => return read_error(&e, cid),
     };
+    // First pages (no cursor, a valid limit) are kept rendered when the
+    // source can: a hit costs no read of the tasks.
+    let cache_key = (lr.cursor.is_none() && lr.resolved_limit().is_ok()).then(|| {
+        format!(
+            "{}:{}",
+            lr.status.map_or("all", Status::as_str),
+            lr.resolved_limit().unwrap_or_default()
+        )
+    });
+    let mut generation = None;
+    if let Some(key) = &cache_key {
+        match source.cached_page(key) {
+            PageLookup::Hit(body) => {
+                return Response::new(
+                    200,
+                    content_type::HTML,
+                    cache::REVALIDATE,
+                    fill_cid(body, cid),
+                );
+            }
+            PageLookup::Miss(g) => generation = Some(g),
+            PageLookup::Off => {}
+        }
+    }
     let page = match source.list_tasks(&lr, cid) {
         Ok(p) => p,
         Err(e) => return read_error(&e, cid),
@@ -148,7 +172,7 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
         |s| format!("{} tasks", s.label()),
     );
     let out = ListPage {
-        cid: cid.to_owned(),
+        cid: CID_SLOT.to_owned(),
         version: APP_VERSION,
         heading,
         filters,
@@ -162,7 +186,29 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
             .as_deref()
             .map(|c| query::list_link(HOME, status, Some(c), lr.limit)),
     };
-    html(200, cache::REVALIDATE, out.render())
+    let body = match out.render() {
+        Ok(body) => body.into_bytes(),
+        Err(e) => return html(200, cache::REVALIDATE, Err(e)),
+    };
+    if let (Some(key), Some(generation)) = (&cache_key, &generation) {
+        source.store_page(key, generation, &body);
+    }
+    Response::new(
+        200,
+        content_type::HTML,
+        cache::REVALIDATE,
+        fill_cid(body, cid),
+    )
+}
+
+/// Puts `cid` in place of the last [`CID_SLOT`] (the footer's): a task
+/// title containing the slot text comes earlier and stays as it is.
+fn fill_cid(mut body: Vec<u8>, cid: &str) -> Vec<u8> {
+    let slot = CID_SLOT.as_bytes();
+    if let Some(at) = body.windows(slot.len()).rposition(|w| w == slot) {
+        body.splice(at..at + slot.len(), cid.bytes());
+    }
+    body
 }
 
 pub(crate) fn task(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
