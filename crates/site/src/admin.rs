@@ -24,6 +24,75 @@ pub trait Admin {
     fn signature_ttl_secs(&self) -> u64;
     /// The current Unix time in seconds.
     fn now_secs(&self) -> i64;
+    /// Drops cached copies: of these tasks, or of everything. Returns how
+    /// many entries were dropped.
+    fn purge(&self, scope: &PurgeScope, correlation_id: &str) -> Result<usize, ReadError>;
+}
+
+/// What `POST /api/cache/purge` drops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// The cached copies of these tasks (and every cached page).
+    Tasks(Vec<String>),
+    /// Every cached copy.
+    All,
+}
+
+/// The purge body: `{"taskIds":[…]}` or `{"all":true}`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PurgeBody {
+    #[serde(default)]
+    task_ids: Option<Vec<String>>,
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+/// Largest number of ids one purge may name.
+const MAX_PURGE_IDS: usize = 1_000;
+
+fn purge_scope(body: &[u8]) -> Result<PurgeScope, String> {
+    let parsed: PurgeBody = serde_json::from_slice(body)
+        .map_err(|e| format!("body must be {{\"taskIds\":[…]}} or {{\"all\":true}}: {e}"))?;
+    match (parsed.task_ids, parsed.all) {
+        (None, Some(true)) => Ok(PurgeScope::All),
+        (Some(ids), None | Some(false)) if !ids.is_empty() && ids.len() <= MAX_PURGE_IDS => {
+            for id in &ids {
+                tasks_domain::validate::validate_id(id).map_err(|e| format!("taskIds: {e}"))?;
+            }
+            Ok(PurgeScope::Tasks(ids))
+        }
+        (Some(ids), _) if ids.len() > MAX_PURGE_IDS => {
+            Err(format!("taskIds may name at most {MAX_PURGE_IDS} tasks"))
+        }
+        _ => Err("body must be {\"taskIds\":[…]} (1 or more ids) or {\"all\":true}".into()),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Purged {
+    purged: usize,
+}
+
+/// `POST /api/cache/purge`, signed.
+pub(crate) fn purge(req: &Request, cid: &str, admin: &dyn Admin) -> Response {
+    if let Err(resp) = check_signature(req, admin) {
+        return resp;
+    }
+    let scope = match purge_scope(&req.body) {
+        Ok(s) => s,
+        Err(m) => return error_body(400, "invalid_request", &m),
+    };
+    match admin.purge(&scope, cid) {
+        Ok(purged) => Response::new(
+            200,
+            content_type::JSON,
+            cache::NEVER,
+            to_json(&Purged { purged }),
+        ),
+        Err(e) => read_error(&e),
+    }
 }
 
 #[derive(Serialize)]

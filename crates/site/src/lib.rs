@@ -11,7 +11,7 @@ mod pages;
 mod query;
 pub mod routes;
 
-pub use admin::Admin;
+pub use admin::{Admin, PurgeScope};
 pub use http::{Request, Response};
 
 use tasks_domain::{ListRequest, Page, ReadError, Task};

@@ -20,6 +20,8 @@ pub const API_DEAD_LETTERS: &str = "/api/dead-letters";
 pub const API_DEAD_LETTER: &str = "/api/dead-letters/";
 /// See [`API_DEAD_LETTER`].
 pub const REPLAY_SUFFIX: &str = "/replay";
+/// Signed cache purge.
+pub const API_CACHE_PURGE: &str = "/api/cache/purge";
 /// Health and version.
 pub const HEALTH: &str = "/health";
 /// The stylesheet.
@@ -35,6 +37,7 @@ enum Route<'a> {
     Health,
     DeadLetters,
     Replay(&'a str),
+    Purge,
     Asset(&'static assets::Asset),
 }
 
@@ -42,7 +45,7 @@ impl Route<'_> {
     /// The methods the route answers.
     fn allow(&self) -> &'static str {
         match self {
-            Route::Replay(_) => "POST",
+            Route::Replay(_) | Route::Purge => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -54,6 +57,7 @@ fn route(path: &str) -> Option<Route<'_>> {
         API_TASKS => Some(Route::ApiList),
         HEALTH => Some(Route::Health),
         API_DEAD_LETTERS => Some(Route::DeadLetters),
+        API_CACHE_PURGE => Some(Route::Purge),
         p => {
             if let Some(id) = p
                 .strip_prefix(API_DEAD_LETTER)
@@ -132,6 +136,7 @@ pub(crate) fn dispatch(
             Ok(id) => admin::replay(req, &id, cid, admin),
             Err(e) => api::read_error(&e),
         },
+        Route::Purge => admin::purge(req, cid, admin),
         Route::Asset(asset) => assets::serve(asset),
     }
 }

@@ -1,9 +1,11 @@
 //! The operator routes over a real (in-memory) local store: dead-letter
 //! listing and the signed replay, with every way a signature can be wrong.
 
+use std::cell::RefCell;
 use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
 use tasks_signing::sign;
-use tasks_site::{Admin, Request, Response, TaskSource, handle};
+
+use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
 use tasks_storage::outbox::{DeadLetterPage, ReplayError, list_dead_letters, replay_dead_letter};
 use tasks_storage::records::{DeadLetter, RawPayload};
 use tasks_storage::{KeyValue, MemoryKv};
@@ -17,6 +19,7 @@ const NOW: i64 = 1_795_327_314;
 struct Local {
     kv: MemoryKv,
     key: Option<Vec<u8>>,
+    purged: RefCell<Vec<PurgeScope>>,
 }
 
 impl Admin for Local {
@@ -38,6 +41,13 @@ impl Admin for Local {
     }
     fn now_secs(&self) -> i64 {
         NOW
+    }
+    fn purge(&self, scope: &PurgeScope, _cid: &str) -> Result<usize, ReadError> {
+        self.purged.borrow_mut().push(scope.clone());
+        Ok(match scope {
+            PurgeScope::All => 7,
+            PurgeScope::Tasks(ids) => ids.len(),
+        })
     }
 }
 
@@ -103,6 +113,7 @@ fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: None,
+        purged: RefCell::default(),
     };
     for n in 0..3 {
         dead_letter(&admin.kv, n, &format!(r#"{{"id":"t-{n}","title":"x"}}"#));
@@ -157,6 +168,7 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: Some(KEY.to_vec()),
+        purged: RefCell::default(),
     };
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
@@ -224,6 +236,7 @@ fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: None,
+        purged: RefCell::default(),
     };
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
@@ -237,4 +250,98 @@ fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
     );
     assert_eq!(r.status, 503);
     assert!(String::from_utf8_lossy(&r.body).contains("SPIN_VARIABLE_HMAC_KEY"));
+}
+
+#[test]
+fn purge_needs_a_good_signature_and_a_readable_body() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: Some(KEY.to_vec()),
+        purged: RefCell::default(),
+    };
+    let path = "/api/cache/purge";
+    let post = |body: &[u8], ts: i64, key: &[u8], signed_path: &str| {
+        call(
+            &admin,
+            "POST",
+            path,
+            Some(ts.to_string()),
+            Some(sign(key, ts, "POST", signed_path, body)),
+            body,
+        )
+    };
+    let ok = post(br#"{"taskIds":["t-1","t-2"]}"#, NOW, KEY, path);
+    assert_eq!((ok.status, json(&ok)["purged"].as_u64()), (200, Some(2)));
+    let all = post(br#"{"all":true}"#, NOW, KEY, path);
+    assert_eq!((all.status, json(&all)["purged"].as_u64()), (200, Some(7)));
+    assert_eq!(
+        *admin.purged.borrow(),
+        vec![
+            PurgeScope::Tasks(vec!["t-1".into(), "t-2".into()]),
+            PurgeScope::All
+        ]
+    );
+
+    // The six ways a signature can be wrong, each a 401 with its code.
+    let body: &[u8] = br#"{"all":true}"#;
+    let tampered = {
+        let ts = NOW;
+        call(
+            &admin,
+            "POST",
+            path,
+            Some(ts.to_string()),
+            Some(sign(KEY, ts, "POST", path, body)),
+            br#"{"all":false}"#,
+        )
+    };
+    let cases = [
+        (
+            "missing",
+            call(&admin, "POST", path, None, None, body),
+            "missing_signature",
+        ),
+        ("expired", post(body, NOW - 6, KEY, path), "expired"),
+        ("future", post(body, NOW + 6, KEY, path), "expired"),
+        ("tampered body", tampered, "bad_signature"),
+        (
+            "wrong path",
+            post(body, NOW, KEY, "/api/cache/purgeall"),
+            "bad_signature",
+        ),
+        (
+            "wrong key",
+            post(body, NOW, b"not-the-key", path),
+            "bad_signature",
+        ),
+    ];
+    for (name, r, code) in cases {
+        assert_eq!(
+            (r.status, json(&r)["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{name}"
+        );
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains(&sign(KEY, NOW, "POST", path, body)),
+            "{name}: no expected signature in the answer"
+        );
+    }
+    assert_eq!(
+        admin.purged.borrow().len(),
+        2,
+        "no bad request purged anything"
+    );
+
+    // Signed but unreadable bodies are 400s with the reason.
+    for bad in [
+        &br#"{}"#[..],
+        br#"{"taskIds":[]}"#,
+        br#"{"taskIds":["a b"]}"#,
+        b"nope",
+        br#"{"all":true,"x":1}"#,
+    ] {
+        let r = post(bad, NOW, KEY, path);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+    }
 }

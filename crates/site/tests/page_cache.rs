@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
-use tasks_site::{Admin, CID_SLOT, PageLookup, Request, Response, TaskSource, handle};
+use tasks_site::{Admin, CID_SLOT, PageLookup, PurgeScope, Request, Response, TaskSource, handle};
 use tasks_storage::outbox::{DeadLetterPage, ReplayError};
 
 #[derive(Default)]
@@ -69,6 +69,9 @@ impl Admin for NoAdmin {
     }
     fn now_secs(&self) -> i64 {
         0
+    }
+    fn purge(&self, _: &PurgeScope, _: &str) -> Result<usize, ReadError> {
+        Ok(0)
     }
 }
 

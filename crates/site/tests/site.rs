@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
-use tasks_site::{Admin, Request, Response, TaskSource, handle};
+use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
 use tasks_storage::outbox::{DeadLetterPage, ReplayError};
 
 #[derive(Default)]
@@ -120,6 +120,9 @@ impl Admin for NoAdmin {
     }
     fn now_secs(&self) -> i64 {
         0
+    }
+    fn purge(&self, _: &PurgeScope, _: &str) -> Result<usize, ReadError> {
+        Ok(0)
     }
 }
 
