@@ -58,6 +58,23 @@ pub const HTML_CACHE_PREFIX: &str = "cache:html:";
 /// task queue behind them instead of applying directly.
 pub const PENDING_PREFIX: &str = "pending:";
 
+/// Prefix of flush records in the `default` store: writes to the `tasks`
+/// store made in Cloudflare mode that have yet to reach Cloudflare, one per
+/// write, flushed in bulk by the retrier.
+pub const FLUSH_PREFIX: &str = "flush:";
+
+/// Counter in the `default` store that numbers flush records, so they sort
+/// in the order the working copy took the writes, across processes.
+pub const FLUSH_SEQ: &str = "seq:flush";
+
+/// Key in the `default` store of the flush lease: held by the one run that
+/// is flushing, so overlapping cron runs never send the same records twice.
+pub const FLUSH_LOCK: &str = "flush:lock";
+
+/// Key in the `default` store of the flush backoff state: present while
+/// flushes to Cloudflare are failing.
+pub const FLUSH_STATE: &str = "flush:state";
+
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
@@ -95,6 +112,24 @@ pub fn outbox_task_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(OUTBOX_PREFIX)?;
     let (seq, id) = rest.split_once(':')?;
     (seq.len() == 12 && seq.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()).then_some(id)
+}
+
+/// `flush:<seq, 12 digits>:<key>`: one write of `key` (any key of the
+/// `tasks` store, colons included) waiting to reach Cloudflare, numbered by
+/// [`FLUSH_SEQ`].
+pub fn flush(seq: i64, key: &str) -> String {
+    format!("{FLUSH_PREFIX}{:012}:{key}", seq.max(0))
+}
+
+/// The sequence number and `tasks` key in a `flush:<seq>:<key>` key, or
+/// `None` for any other key (the lease and the backoff state included).
+pub fn flush_key(k: &str) -> Option<(i64, &str)> {
+    let rest = k.strip_prefix(FLUSH_PREFIX)?;
+    let (seq, key) = rest.split_once(':')?;
+    if seq.len() != 12 || !seq.bytes().all(|b| b.is_ascii_digit()) || key.is_empty() {
+        return None;
+    }
+    Some((seq.parse().ok()?, key))
 }
 
 /// `pending:<id>`: the pending counter of a task.
@@ -140,6 +175,10 @@ mod tests {
             &format!("{HTML_CACHE_PREFIX}all:50"),
             &page_cache(None, 50),
             &pending("x"),
+            &flush(1, "task:x"),
+            FLUSH_SEQ,
+            FLUSH_LOCK,
+            FLUSH_STATE,
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -159,5 +198,22 @@ mod tests {
         assert_eq!(pending_task_id(&pending("t-1")), Some("t-1"));
         assert_eq!(dead_letter_id("dlq:17-ab"), Some("17-ab"));
         assert_eq!(dead_letter_id("dlq:"), None);
+    }
+
+    #[test]
+    fn flush_keys_round_trip() {
+        assert_eq!(flush(42, "task:t-1"), "flush:000000000042:task:t-1");
+        assert!(flush(999, "z") < flush(1_000, "a"), "sequence orders first");
+        assert_eq!(flush_key(&flush(7, "task:a:b")), Some((7, "task:a:b")));
+        assert_eq!(flush_key(&flush(3, TASKS_STAMP)), Some((3, TASKS_STAMP)));
+        for other in [
+            FLUSH_LOCK,
+            FLUSH_STATE,
+            "flush:12:x",
+            "flush:000000000001:",
+            "flush:00000000000x:k",
+        ] {
+            assert_eq!(flush_key(other), None, "{other}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! runs the same over Spin's key-value API (inside components), over SQLite
 //! (native tools) and over the in-memory [`MemoryKv`] (unit tests).
 
+pub mod cloud;
+pub mod flush;
 mod index;
 mod kv;
 mod memory;
@@ -11,6 +13,8 @@ pub mod records;
 pub mod retry;
 mod writer;
 
+pub use cloud::{CloudKv, Remote};
+pub use flush::{FlushReport, Flusher};
 pub use index::CHUNK_IDS;
 pub use kv::{AtomicKv, KeyValue, StoreError, decode_counter};
 pub use memory::{Calls, MemoryKv};
