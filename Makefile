@@ -60,6 +60,7 @@ test-e2e: build
 	tests/e2e.sh
 	tests/e2e-nats.sh
 	tests/e2e-retry.sh
+	tests/e2e-cloudflare.sh
 
 test: lint test-native test-cloudflare test-e2e
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tasks_domain::{ListRequest, ReadError};
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::TasksStore;
 use tasks_storage::{StoreError, TaskReader};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -27,8 +28,6 @@ mod bindings {
 use bindings::exports::tasks::store::reader::Guest;
 use bindings::tasks::store::types::{Error, Page, Status, Task};
 
-/// Store label of task documents (the backend chosen by runtime config).
-const TASKS_STORE: &str = "tasks";
 /// Store label of local derived data (always the embedded store).
 const LOCAL_STORE: &str = "default";
 
@@ -56,11 +55,10 @@ fn outcome<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> String) -> String
 impl Guest for KvRead {
     fn get_task(id: String, correlation_id: String) -> Result<Task, Error> {
         let start = Instant::now();
-        let result = open(TASKS_STORE).and_then(|tasks| {
-            // Lookups never touch the local store; the reader needs one, so
-            // hand it the same bucket.
-            TaskReader::new(&tasks, &tasks).get_task(&id)
-        });
+        // Lookups never touch the local store; the reader needs one, so
+        // hand it the same store.
+        let tasks = TasksStore::from_config();
+        let result = TaskReader::new(&tasks, &tasks).get_task(&id);
         println!(
             "[{correlation_id}] RPC getTask({id}) → {} ({} ms)",
             outcome(&result, |_| "found".into()),
@@ -84,12 +82,16 @@ impl Guest for KvRead {
             status: status.map(convert::status_from_wit),
         };
         let generation = || uuid::Uuid::new_v4().simple().to_string();
-        // The tasks store opens only if the page is not cached.
-        let tasks = SpinKv::open_lenient(TASKS_STORE);
+        // The tasks store opens only if the page is not cached. On
+        // Cloudflare the working copy's TTL does the caching: a page cached
+        // here would not see other instances' writes.
+        let tasks = TasksStore::from_config();
         let result = open(LOCAL_STORE).and_then(|local| {
-            TaskReader::new(&tasks, &local)
-                .with_page_cache(&generation)
-                .list_tasks(&req)
+            let reader = TaskReader::new(&tasks, &local);
+            match tasks {
+                TasksStore::Spin(_) => reader.with_page_cache(&generation).list_tasks(&req),
+                _ => reader.list_tasks(&req),
+            }
         });
         let shown_limit = req.limit.unwrap_or(tasks_domain::DEFAULT_LIMIT);
         let filter = req
@@ -124,7 +126,8 @@ impl Guest for KvRead {
 
     fn probe(correlation_id: String) -> Result<(), Error> {
         let start = Instant::now();
-        let result = open(TASKS_STORE).and_then(|tasks| TaskReader::new(&tasks, &tasks).probe());
+        let tasks = TasksStore::from_config();
+        let result = TaskReader::new(&tasks, &tasks).probe();
         println!(
             "[{correlation_id}] RPC probe → {} ({} ms)",
             outcome(&result, |_| "ok".into()),

@@ -8,6 +8,8 @@
 
 use tasks_domain::Timestamp;
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::TasksStore;
+use tasks_storage::flush::Flusher;
 use tasks_storage::{Retrier, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -24,8 +26,6 @@ mod bindings {
 
 use bindings::spin::cron::cron_types::{Error, Metadata};
 
-/// Store label of task documents (the backend chosen by runtime config).
-const TASKS_STORE: &str = "tasks";
 /// Store label of the outbox and dead letters (always local).
 const LOCAL_STORE: &str = "default";
 /// A run stops starting new tasks after this long; the next run goes on.
@@ -48,7 +48,22 @@ fn failed(e: StoreError) -> Error {
 impl bindings::Guest for RetrierComponent {
     fn handle_cron_event(_metadata: Metadata) -> Result<(), Error> {
         let local = SpinKv::open(LOCAL_STORE).map_err(failed)?;
-        let tasks = SpinKv::open_lenient(TASKS_STORE);
+        let tasks = TasksStore::from_config();
+        if let Some(cloud) = tasks.cloud() {
+            // Cloudflare: first send the writes that landed in the working
+            // copy, in bulk, coalesced (their own backoff and dead letters).
+            let (cache, flush_local, remote) = cloud.parts();
+            Flusher {
+                cache,
+                local: flush_local,
+                remote,
+                clock: &Timestamp::now,
+                unique: &unique,
+                log: &log,
+            }
+            .flush()
+            .map_err(failed)?;
+        }
         let writer = Writer {
             tasks: &tasks,
             local: &local,

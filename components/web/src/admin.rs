@@ -1,10 +1,12 @@
 //! [`Admin`] over Spin: dead letters in the local `default` store, the
 //! signing key and window from Spin variables.
 
-use tasks_domain::{ReadError, Timestamp};
-use tasks_site::Admin;
+use tasks_domain::{ReadError, Timestamp, keys};
+use tasks_site::{Admin, PurgeScope};
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::TasksStore;
 use tasks_storage::outbox::{self, DeadLetterPage, ReplayError};
+use tasks_storage::{KeyValue, StoreError};
 
 /// Store label of the outbox and dead letters (always local).
 const LOCAL_STORE: &str = "default";
@@ -50,5 +52,44 @@ impl Admin for SpinAdmin {
 
     fn now_secs(&self) -> i64 {
         Timestamp::now().millis() / 1000
+    }
+
+    /// Every cached page goes (the generation is deleted); on Cloudflare the
+    /// working copies of the named tasks (or all) go too, so the next read
+    /// fetches them. Writes not yet flushed are never dropped.
+    fn purge(&self, scope: &PurgeScope, correlation_id: &str) -> Result<usize, ReadError> {
+        let unavailable = |e: StoreError| ReadError::Unavailable(e.to_string());
+        let local = local()?;
+        let had_pages = local
+            .get(keys::PAGE_CACHE_GEN)
+            .map_err(unavailable)?
+            .is_some();
+        if had_pages {
+            local
+                .delete_many(vec![keys::PAGE_CACHE_GEN.to_owned()])
+                .map_err(unavailable)?;
+        }
+        let tasks = TasksStore::from_config();
+        let copies = match tasks.cloud() {
+            Some(cloud) => {
+                let wanted = match scope {
+                    PurgeScope::All => None,
+                    PurgeScope::Tasks(ids) => {
+                        Some(ids.iter().map(|id| keys::task(id)).collect::<Vec<_>>())
+                    }
+                };
+                cloud.kv().purge(wanted.as_deref()).map_err(unavailable)?
+            }
+            None => 0,
+        };
+        let what = match scope {
+            PurgeScope::All => "all".to_owned(),
+            PurgeScope::Tasks(ids) => format!("tasks {}", ids.join(",")),
+        };
+        println!(
+            "[{correlation_id}] PURGE {what}: {} cached pages, {copies} working copies",
+            if had_pages { "all" } else { "no" }
+        );
+        Ok(usize::from(had_pages) + copies)
     }
 }

@@ -2,7 +2,7 @@
 
 use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
 use tasks_site::{PageLookup, TaskSource};
-use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::{SpinKv, tasks};
 use tasks_storage::KeyValue;
 
 use crate::bindings::tasks::store::reader;
@@ -79,6 +79,11 @@ impl TaskSource for Reader {
     /// cache and share its generation (`cache:gen`, deleted by every task
     /// write): `<generation>\n<html>`. Any store trouble means "no cache".
     fn cached_page(&self, key: &str) -> PageLookup {
+        // On Cloudflare other instances write too: the working copy's TTL
+        // is the cache there.
+        if tasks::backend() != Ok(tasks::Backend::Spin) {
+            return PageLookup::Off;
+        }
         let Ok(local) = SpinKv::open(LOCAL_STORE) else {
             return PageLookup::Off;
         };

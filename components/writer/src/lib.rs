@@ -8,6 +8,7 @@
 
 use tasks_domain::Timestamp;
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::TasksStore;
 use tasks_storage::{Incoming, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -24,8 +25,6 @@ mod bindings {
 
 use bindings::{Error, Message};
 
-/// Store label of task documents (the backend chosen by runtime config).
-const TASKS_STORE: &str = "tasks";
 /// Store label of dead letters and the outbox (always local).
 const LOCAL_STORE: &str = "default";
 /// The message header that may carry a correlation id.
@@ -51,9 +50,10 @@ fn not_recorded(e: StoreError) -> Error {
 impl bindings::Guest for WriterComponent {
     fn handle_message(message: Message) -> Result<(), Error> {
         let local = SpinKv::open(LOCAL_STORE).map_err(not_recorded)?;
-        // A tasks store that cannot even be opened is a store failure like
-        // any other: the event goes to the outbox through the same path.
-        let tasks = SpinKv::open_lenient(TASKS_STORE);
+        // The backend the runtime config chooses, opened on first use. A
+        // tasks store that cannot even be opened is a store failure like any
+        // other: the event goes to the outbox through the same path.
+        let tasks = TasksStore::from_config();
         let header_value = |wanted: &str| {
             message
                 .headers
@@ -90,6 +90,7 @@ impl bindings::Guest for WriterComponent {
 mod unchecked {
     use tasks_domain::keys;
     use tasks_spin_kv::SpinKv;
+    use tasks_spin_kv::tasks::TasksStore;
     use tasks_storage::{AtomicKv, KeyValue, StoreError};
 
     pub(crate) struct Unchecked(pub(crate) SpinKv);

@@ -2,6 +2,9 @@
 //! atomics), shared by the components. spin-sdk 5.2 exposes these host
 //! interfaces only through its generated `wit` module.
 
+pub mod cloudflare;
+pub mod tasks;
+
 use std::cell::OnceCell;
 
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};

@@ -50,7 +50,15 @@ pub(crate) enum Tag {
     Written,
     /// Deleted locally, not flushed yet.
     Deleted,
+    /// Seen in a Cloudflare key listing; its value is fetched when read.
+    Listed,
 }
+
+/// Key in the working copy of the time of the last full key listing (13
+/// digits). While it is fresher than the TTL, a key with no entry at all was
+/// not in that listing, so it reads as absent without asking Cloudflare:
+/// creating a new task costs no remote read.
+pub const LISTED_AT: &str = "meta:cf-listed-at";
 
 impl Tag {
     fn byte(self) -> u8 {
@@ -59,6 +67,7 @@ impl Tag {
             Tag::Absent => b'A',
             Tag::Written => b'W',
             Tag::Deleted => b'D',
+            Tag::Listed => b'K',
         }
     }
 
@@ -68,6 +77,7 @@ impl Tag {
             b'A' => Some(Tag::Absent),
             b'W' => Some(Tag::Written),
             b'D' => Some(Tag::Deleted),
+            b'K' => Some(Tag::Listed),
             _ => None,
         }
     }
@@ -92,6 +102,7 @@ impl Envelope<'_> {
         match self.tag {
             Tag::Written | Tag::Deleted => true,
             Tag::Fetched | Tag::Absent => now - self.at_millis < ttl_millis,
+            Tag::Listed => false,
         }
     }
 }
@@ -172,6 +183,70 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
         (self.clock)().millis()
     }
 
+    /// Lists every key at Cloudflare, marks those the working copy has no
+    /// entry for as `Listed`, and stamps [`LISTED_AT`].
+    fn refresh_listing(&self) -> Result<Vec<String>, StoreError> {
+        let now = self.now();
+        let listed = self.remote.list_keys("")?;
+        let mut marks = Vec::new();
+        for chunk in listed.chunks(CACHE_BATCH) {
+            for (key, bytes) in chunk.iter().zip(self.cache.get_many(chunk)?) {
+                if bytes.is_none() {
+                    marks.push((key.clone(), encode(Tag::Listed, now, b"")));
+                }
+            }
+        }
+        marks.push((LISTED_AT.to_owned(), format!("{now:013}").into_bytes()));
+        self.cache.set_many(marks)?;
+        Ok(listed)
+    }
+
+    /// The time of a listing fresher than the TTL, listing now if needed
+    /// (one call per 1,000 keys).
+    fn fresh_listing(&self) -> Result<i64, StoreError> {
+        let now = self.now();
+        let at = self
+            .cache
+            .get(LISTED_AT)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
+        match at {
+            Some(at) if now - at < self.ttl_millis => Ok(at),
+            _ => {
+                self.refresh_listing()?;
+                Ok(now)
+            }
+        }
+    }
+
+    /// Drops fetched entries (`V`/`A`) of `keys`, or of every key, so the
+    /// next read asks Cloudflare; writes not yet flushed (`W`/`D`) stay.
+    /// Returns how many entries went. A write landing between the read and
+    /// the delete here is lost from the working copy only (its flush record
+    /// still sends it), as in [`CloudKv::read`].
+    pub fn purge(&self, keys: Option<&[String]>) -> Result<usize, StoreError> {
+        let keys: Vec<String> = match keys {
+            Some(k) => k.to_vec(),
+            None => self.cache.list_keys()?,
+        };
+        let mut fetched = Vec::new();
+        for chunk in keys.chunks(256) {
+            for (key, value) in chunk.iter().zip(self.cache.get_many(chunk)?) {
+                let is_fetched = value
+                    .as_deref()
+                    .and_then(decode)
+                    .is_some_and(|e| matches!(e.tag, Tag::Fetched | Tag::Absent));
+                if is_fetched {
+                    fetched.push(key.clone());
+                }
+            }
+        }
+        let n = fetched.len();
+        if n > 0 {
+            self.cache.delete_many(fetched)?;
+        }
+        Ok(n)
+    }
+
     /// Reads `keys` through the working copy: fresh envelopes are served as
     /// they are, the rest is fetched in one remote call and kept as `V`/`A`.
     ///
@@ -198,6 +273,33 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
         if stale.is_empty() {
             return Ok(out);
         }
+        // Keys with no entry at all: absent if a fresh listing did not name them.
+        if stale.iter().any(|&i| seen[i].is_none()) {
+            let listed_at = self.fresh_listing()?;
+            let unnamed: Vec<usize> = stale
+                .iter()
+                .copied()
+                .filter(|&i| seen[i].is_none())
+                .collect();
+            let wanted: Vec<String> = unnamed.iter().map(|&i| keys[i].clone()).collect();
+            let mut absent = Vec::new();
+            for (&i, bytes) in unnamed.iter().zip(self.cache.get_many(&wanted)?) {
+                if bytes.is_none() {
+                    absent.push(i);
+                }
+            }
+            if !absent.is_empty() {
+                let marks = absent
+                    .iter()
+                    .map(|&i| (keys[i].clone(), encode(Tag::Absent, listed_at, b"")))
+                    .collect();
+                self.cache.set_many(marks)?;
+                stale.retain(|i| !absent.contains(i));
+                if stale.is_empty() {
+                    return Ok(out);
+                }
+            }
+        }
         let wanted: Vec<String> = stale.iter().map(|&i| keys[i].clone()).collect();
         let fetched = self.remote.get_many(&wanted)?;
         if fetched.len() != wanted.len() {
@@ -217,7 +319,11 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
         };
         let mut keep = Vec::new();
         for ((&i, value), now_bytes) in stale.iter().zip(fetched).zip(again) {
-            if now_bytes == seen[i] {
+            let listed = now_bytes
+                .as_deref()
+                .and_then(decode)
+                .is_some_and(|e| e.tag == Tag::Listed);
+            if now_bytes == seen[i] || listed {
                 let envelope = match &value {
                     Some(v) => encode(Tag::Fetched, now, v),
                     None => encode(Tag::Absent, now, b""),
@@ -289,7 +395,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> KeyValue for CloudKv<'_, C, L, R> {
     /// listing never misses a key that was just flushed.
     fn list_keys(&self) -> Result<Vec<String>, StoreError> {
         let mut listed: std::collections::BTreeSet<String> =
-            self.remote.list_keys("")?.into_iter().collect();
+            self.refresh_listing()?.into_iter().collect();
         let now = self.now();
         let cached = self.cache.list_keys()?;
         for chunk in cached.chunks(CACHE_BATCH) {
@@ -310,7 +416,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> KeyValue for CloudKv<'_, C, L, R> {
                     Tag::Absent if e.fresh(now, self.ttl_millis) => {
                         listed.remove(key);
                     }
-                    Tag::Fetched | Tag::Absent => {}
+                    Tag::Fetched | Tag::Absent | Tag::Listed => {}
                 }
             }
         }
@@ -331,6 +437,20 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> AtomicKv for CloudKv<'_, C, L, R> {
             && e.fresh(now, self.ttl_millis)
         {
             return Ok(((key.to_owned(), cas), e.value()));
+        }
+        if bytes.is_none() {
+            // No entry at all: absent if a fresh listing did not name it.
+            let listed_at = self.fresh_listing()?;
+            let (cas, bytes) = self.cache.cas_read(key)?;
+            if bytes.is_none() {
+                let _ = self
+                    .cache
+                    .cas_write(cas, encode(Tag::Absent, listed_at, b""))?;
+                let (cas, bytes) = self.cache.cas_read(key)?;
+                let value = bytes.as_deref().and_then(decode).and_then(|e| e.value());
+                return Ok(((key.to_owned(), cas), value));
+            }
+            return self.cas_read(key);
         }
         let fetched = self.remote.get_many(&[key.to_owned()])?.pop().flatten();
         let envelope = match &fetched {

@@ -231,21 +231,26 @@ fn reads_go_to_cloudflare_only_when_missing_or_stale() {
     remote.put("task:a", "1");
     assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("1"));
     assert_eq!(get(&s, &remote, "task:b"), None);
-    assert_eq!(remote.calls.get().get_many, 2);
+    // One listing names what exists: task:a is fetched, task:b (not
+    // listed) is known absent without a read.
+    assert_eq!(
+        (remote.calls.get().list_keys, remote.calls.get().get_many),
+        (1, 1)
+    );
 
     s.advance(TTL - 1);
     remote.put("task:a", "2");
     assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("1"), "fresh");
     assert_eq!(get(&s, &remote, "task:b"), None, "fresh absence");
     assert_eq!(
-        remote.calls.get().get_many,
-        2,
+        (remote.calls.get().list_keys, remote.calls.get().get_many),
+        (1, 1),
         "no remote call within the TTL"
     );
 
     s.advance(1);
     assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("2"), "expired");
-    assert_eq!(remote.calls.get().get_many, 3);
+    assert_eq!(remote.calls.get().get_many, 2);
 
     // Fresh, stale and missing keys at once: one remote call for the rest.
     remote.put("task:c", "3");
@@ -261,7 +266,12 @@ fn reads_go_to_cloudflare_only_when_missing_or_stale() {
         .map(|v| v.as_deref().and_then(|b| std::str::from_utf8(b).ok()))
         .collect();
     assert_eq!(values, [Some("2"), None, Some("3"), Some("local")]);
-    assert_eq!(remote.calls.get().get_many, 4);
+    // task:c has no entry and the listing expired: one new listing names
+    // it, then one read fetches the stale task:b and task:c together.
+    assert_eq!(
+        (remote.calls.get().list_keys, remote.calls.get().get_many),
+        (2, 3)
+    );
     assert_eq!(
         remote.asked.borrow().last().cloned(),
         Some(vec!["task:b".to_owned(), "task:c".to_owned()])
@@ -339,9 +349,12 @@ fn listings_add_local_writes_and_drop_local_deletes() {
 #[test]
 fn the_writer_creates_updates_and_deletes_over_cloudflare() {
     let (s, remote) = (Stores::new(), FakeRemote::default());
-    // A cold working copy: the create asks Cloudflare whether the id exists.
+    // A cold working copy: one key listing tells the id is new; no read.
     s.send(&remote, "tasks.created", r#"{"id":"t-1","title":"One"}"#);
-    assert_eq!(remote.calls.get().get_many, 1);
+    assert_eq!(
+        (remote.calls.get().list_keys, remote.calls.get().get_many),
+        (1, 0)
+    );
     // An id already known to be absent costs no remote call.
     assert_eq!(get(&s, &remote, "task:t-2"), None);
     let before = remote.calls.get();
@@ -380,7 +393,11 @@ fn a_hundred_creates_and_updates_flush_in_one_call() {
     wanted.push(keys::TASKS_STAMP.to_owned());
     s.with_kv(&remote, |kv| kv.get_many(&wanted))
         .expect("warm the working copy");
-    assert_eq!(remote.calls.get().get_many, 1);
+    assert_eq!(
+        (remote.calls.get().list_keys, remote.calls.get().get_many),
+        (1, 0),
+        "one listing: none of them exists"
+    );
     for n in 0..100 {
         let created = format!(r#"{{"id":"t-{n}","title":"Task {n}"}}"#);
         let updated = format!(r#"{{"id":"t-{n}","status":"in_progress"}}"#);
@@ -395,7 +412,7 @@ fn a_hundred_creates_and_updates_flush_in_one_call() {
     }
     assert_eq!(
         remote.calls.get().get_many,
-        1,
+        0,
         "no reads beyond the warm-up"
     );
 

@@ -306,8 +306,16 @@ fn five_failed_retries_dead_letter_the_event_and_what_waits_behind_it() {
     h.tasks.set_down(false);
     let page = list_dead_letters(&h.local, None, 2).expect("listing");
     assert_eq!(page.items.len(), 2);
-    let order: Vec<&str> = page.items.iter().map(|(_, d)| d.correlation_id.as_str()).collect();
-    assert_eq!(order, ["c-1", "c-2"], "buried in one run, listed in outbox order");
+    let order: Vec<&str> = page
+        .items
+        .iter()
+        .map(|(_, d)| d.correlation_id.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["c-1", "c-2"],
+        "buried in one run, listed in outbox order"
+    );
     let rest = list_dead_letters(&h.local, page.next_cursor.as_deref(), 2).expect("page 2");
     assert_eq!((rest.items.len(), rest.next_cursor), (1, None));
     for (id, _) in page.items.iter().chain(&rest.items) {

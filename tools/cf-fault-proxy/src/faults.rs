@@ -26,6 +26,8 @@ pub struct FaultSpec {
     pub count: Option<u64>,
     /// Only requests whose path contains this substring.
     pub path: Option<String>,
+    /// Only requests with this method (`PUT`, `POST`, …).
+    pub method: Option<String>,
     /// Remove every rule.
     pub clear: Option<bool>,
 }
@@ -49,14 +51,20 @@ pub enum Action {
 #[derive(Debug)]
 struct Rule {
     path: Option<String>,
+    method: Option<String>,
     remaining: Option<u64>,
     latency: Duration,
     action: Option<Action>,
 }
 
 impl Rule {
-    fn matches(&self, path: &str) -> bool {
-        self.remaining != Some(0) && self.path.as_deref().is_none_or(|p| path.contains(p))
+    fn matches(&self, method: Option<&str>, path: &str) -> bool {
+        self.remaining != Some(0)
+            && self.path.as_deref().is_none_or(|p| path.contains(p))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| method.is_some_and(|x| x.eq_ignore_ascii_case(m)))
     }
 }
 
@@ -130,6 +138,7 @@ impl Faults {
         }
         self.rules.push(Rule {
             path: spec.path,
+            method: spec.method,
             remaining: spec.count,
             latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
             action,
@@ -142,15 +151,21 @@ impl Faults {
     /// so a standing latency does not hide a later fault), and spends one
     /// use of each.
     pub fn plan(&mut self, path: &str) -> Plan {
+        self.plan_for(None, path)
+    }
+
+    /// [`Faults::plan`] for a request with `method`: rules with a method
+    /// filter apply only to requests with that method.
+    pub fn plan_for(&mut self, method: Option<&str>, path: &str) -> Plan {
         let mut plan = Plan::default();
         let fault = self
             .rules
             .iter()
-            .position(|r| r.action.is_some() && r.matches(path));
+            .position(|r| r.action.is_some() && r.matches(method, path));
         let slow = self
             .rules
             .iter()
-            .position(|r| r.action.is_none() && r.matches(path));
+            .position(|r| r.action.is_none() && r.matches(method, path));
         for i in [fault, slow].into_iter().flatten() {
             let rule = &mut self.rules[i];
             plan.delay += rule.latency;

@@ -137,7 +137,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             wire::write_response(&mut out, status, &headers, body.as_bytes(), req.close)?;
         } else {
             lock(&shared.stats).count(stats::classify(&req.method, req.path()));
-            let plan = lock(&shared.faults).plan(req.path());
+            let plan = lock(&shared.faults).plan_for(Some(&req.method), req.path());
             if !plan.delay.is_zero() {
                 thread::sleep(plan.delay);
             }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Cloudflare e2e suite: real `spin up` with runtime-config.cloudflare.toml,
+# the `tasks` store on Cloudflare's own emulator (miniflare's Local Explorer
+# KV REST API) behind our fault-injecting, counting proxy (tools/cf-fault-proxy).
+# Checks publish → visible, the bulk flush to Cloudflare, cached reads costing
+# no calls, 429s during a flush, the signed purge (one good, six bad), and a
+# missing variable named on the first request. Prints `SKIPPED: …` and exits 0
+# when spin, a plugin or Node.js is missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+require_spin_and_plugin
+require_tools curl jq python3 sqlite3
+command -v node >/dev/null || { echo "SKIPPED: node not installed (Cloudflare's emulator needs Node.js)"; exit 0; }
+
+OUT="$ROOT/tests/out/e2e-cloudflare"
+rm -rf "$OUT"; mkdir -p "$OUT/logs"
+WORK=$(mktemp -d)
+MF_PID="" PROXY_PID=""
+cleanup() {
+  stop_spin; stop_nats
+  [[ -n "$PROXY_PID" ]] && kill "$PROXY_PID" 2>/dev/null
+  [[ -n "$MF_PID" ]] && kill -- "-$MF_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+on_exit cleanup
+
+mf=$ROOT/tests/miniflare
+if [[ ! -f $mf/node_modules/miniflare/package.json ]]; then
+  (cd "$mf" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }) >"$OUT/npm.log" 2>&1
+fi
+build_tools
+cargo build --quiet --release -p tasks-sign -p tasks-cf-fault-proxy --manifest-path "$ROOT/Cargo.toml"
+
+# Cloudflare's emulator (stays up while its stdin is open), then our proxy.
+setsid bash -c "sleep 100000 | exec node '$mf/serve.mjs'" >"$OUT/miniflare.out" 2>"$OUT/miniflare.err" &
+MF_PID=$!
+wait_log "$OUT/miniflare.out" '"namespaceId"' 60
+MF_BASE=$(head -1 "$OUT/miniflare.out" | jq -r .base)
+NAMESPACE=$(head -1 "$OUT/miniflare.out" | jq -r .namespaceId)
+MF_ORIGIN=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(f'{p.scheme}://{p.netloc}')" "$MF_BASE")
+API_PATH=${MF_BASE#"$MF_ORIGIN"}
+"$ROOT/target/release/cf-fault-proxy" --listen 127.0.0.1:0 --upstream "$MF_ORIGIN" >"$OUT/proxy.out" 2>&1 &
+PROXY_PID=$!
+wait_log "$OUT/proxy.out" '^listening on ' 10
+PROXY=$(sed -n 's/^listening on //p' "$OUT/proxy.out" | head -1)
+echo "==> miniflare at $MF_ORIGIN (namespace $NAMESPACE), proxy at $PROXY"
+
+export SPIN_VARIABLE_CF_API_BASE="$PROXY$API_PATH"
+export SPIN_VARIABLE_CF_NAMESPACE_ID="$NAMESPACE"
+export SPIN_VARIABLE_CF_API_TOKEN="e2e-token"
+export SPIN_VARIABLE_CF_API_ORIGIN="$PROXY"
+export SPIN_VARIABLE_HMAC_KEY="e2e-cloudflare-$RANDOM$RANDOM"
+sed -e "s|^path = \".spin/cloudflare-copy.db\"|path = \"copy.db\"|" \
+    -e "s|^path = \".spin/cloudflare-local.db\"|path = \"local.db\"|" \
+    "$ROOT/runtime-config.cloudflare.toml" >"$WORK/runtime-config.toml"
+grep -q 'path = "copy.db"' "$WORK/runtime-config.toml"
+start_nats "$(free_port)" "$WORK/nats-server.log"
+PORT=$(free_port)
+start_spin "$WORK" "$PORT" "$OUT/logs"
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
+
+api() { curl -sS "http://127.0.0.1:$PORT$1"; }
+field() { api "/api/tasks/$1" | jq -r "$2"; }
+stats() { curl -sS "$PROXY/__proxy/stats"; }
+reset_stats() { curl -sS -X POST "$PROXY/__proxy/stats/reset" >/dev/null; }
+calls() { stats | jq '.total'; }
+remote_value() { curl -sS "$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/$1"; }
+fault() { curl -sS -X POST -H 'content-type: application/json' -d "$1" "$PROXY/__proxy/faults" >/dev/null; }
+flush_records() { kv_count "$WORK" default 'flush:0%'; }
+flushed() { [[ "$(flush_records)" == 0 ]]; }
+wait_until() { local s=$1; shift; for _ in $(seq $((s * 10))); do "$@" && return 0; sleep 0.1; done; return 1; }
+# purge BODY [TIME] [KEY] [SIGNED_PATH]: signed POST /api/cache/purge; prints the status.
+purge() {
+  local body=$1 t=${2:-} key=${3:-$SPIN_VARIABLE_HMAC_KEY} signed=${4:-/api/cache/purge}
+  curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST \
+    -H @<(SPIN_VARIABLE_HMAC_KEY=$key TASKS_SIGN_TIME=$t "$ROOT/target/release/tasks-sign" POST "$signed" "$body") \
+    --data-binary "$body" "http://127.0.0.1:$PORT/api/cache/purge"
+}
+
+echo "==> publish → visible, then flushed to Cloudflare in bulk"
+check "create acknowledged" is "$(nats_tool request tasks.created '{"id":"cf-1","title":"In Workers KV","correlationId":"cid-cf-1"}')" '{"ok":true}'
+check "visible at once (working copy)" is "$(field cf-1 '[.title,.version]|join(",")')" "In Workers KV,1"
+check "flushed to Cloudflare within seconds" wait_until 15 flushed
+check "the document is in Cloudflare" is "$(remote_value task:cf-1 | jq -r .title)" "In Workers KV"
+check "the flush is logged" grep -q "FLUSH" "$OUT/logs/retrier_stdout.txt"
+nats_tool request tasks.updated '{"id":"cf-1","status":"completed","correlationId":"cid-cf-2"}' >/dev/null
+check "update visible at once" is "$(field cf-1 '[.status,.version]|join(",")')" "completed,2"
+check "update flushed" wait_until 15 bash -c "[[ \$(curl -sS '$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/task:cf-1' | jq -r .version) == 2 ]]"
+
+echo "==> 100 events cost a handful of calls (coalesced bulk writes)"
+wait_until 15 flushed
+reset_stats
+nats_tool burst --count 100 --prefix cfb- --request >/dev/null
+check "all 100 flushed" wait_until 30 flushed
+check "all 100 in Cloudflare" is "$(remote_value task:cfb-000099 | jq -r .id)" "cfb-000099"
+s=$(stats); echo "$s" >"$OUT/calls-100-events.json"
+echo "       calls for 100 events: $(echo "$s" | jq -c .)"
+check "at most 5 calls for 100 events" test "$(echo "$s" | jq .total)" -le 5
+
+echo "==> reads: a cached GET / costs no Cloudflare call"
+api / >/dev/null
+reset_stats
+api / >/dev/null; api /api/tasks >/dev/null; api /api/tasks/cf-1 >/dev/null
+check "cached reads: 0 calls" is "$(calls)" "0"
+check "purge all (signed) is 200" is "$(purge '{"all":true}')" "200"
+reset_stats
+api / >"$OUT/home-uncached.html"
+uncached=$(calls); echo "       calls for an uncached GET /: $uncached ($(stats | jq -c .))"
+check "uncached GET /: at most 3 calls (stamp, list on a new stamp, bulk get)" test "$uncached" -le 3
+check "the page lists the tasks" grep -q "In Workers KV" "$OUT/home-uncached.html"
+
+echo "==> a 429 during a flush leaves the writes pending, then they go"
+fault '{"status":429,"retryAfter":1,"count":2,"path":"/bulk","method":"PUT"}'
+nats_tool request tasks.created '{"id":"cf-429","title":"Rate limited","correlationId":"cid-429"}' >/dev/null
+check "visible at once despite the 429" is "$(field cf-429 .title)" "Rate limited"
+check "the failed flush is logged with its attempt" wait_until 10 grep -q "FLUSH attempt=1/5" "$OUT/logs/retrier_stdout.txt"
+check "flushed once the 429s pass" wait_until 30 flushed
+check "in Cloudflare" is "$(remote_value task:cf-429 | jq -r .title)" "Rate limited"
+fault '{"clear":true}'
+
+echo "==> signed purge: one good request, six bad ones"
+check "good: 200" is "$(purge '{"taskIds":["cf-1"]}')" "200"
+check "  … says what it purged" is "$(jq 'has("purged")' "$OUT/purge.json")" "true"
+check "missing signature: 401" is "$(curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST --data-binary '{"all":true}' "http://127.0.0.1:$PORT/api/cache/purge")" "401"
+check "  … missing_signature" is "$(jq -r .error.code "$OUT/purge.json")" "missing_signature"
+check "expired: 401" is "$(purge '{"all":true}' $(( $(date +%s) - 60 )))" "401"
+check "  … expired" is "$(jq -r .error.code "$OUT/purge.json")" "expired"
+check "future: 401" is "$(purge '{"all":true}' $(( $(date +%s) + 60 )))" "401"
+check "  … expired" is "$(jq -r .error.code "$OUT/purge.json")" "expired"
+tampered=$(curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST \
+  -H @<("$ROOT/target/release/tasks-sign" POST /api/cache/purge '{"taskIds":["cf-1"]}') \
+  --data-binary '{"all":true}' "http://127.0.0.1:$PORT/api/cache/purge")
+check "tampered body: 401" is "$tampered" "401"
+check "  … bad_signature" is "$(jq -r .error.code "$OUT/purge.json")" "bad_signature"
+check "wrong path: 401" is "$(purge '{"all":true}' '' "$SPIN_VARIABLE_HMAC_KEY" /api/dead-letters)" "401"
+check "  … bad_signature" is "$(jq -r .error.code "$OUT/purge.json")" "bad_signature"
+check "wrong key: 401" is "$(purge '{"all":true}' '' not-the-key)" "401"
+check "  … bad_signature" is "$(jq -r .error.code "$OUT/purge.json")" "bad_signature"
+
+echo "==> a missing variable is named on the first request"
+stop_spin
+unset SPIN_VARIABLE_CF_NAMESPACE_ID
+start_spin "$WORK" "$PORT" "$OUT/logs-missing"
+wait_log "$OUT/logs-missing/spin-up.txt" "Serving http" 60
+check "the request fails" is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/tasks")" "500"
+check "the log names cf_namespace_id" grep -q "variable cf_namespace_id is not set (SPIN_VARIABLE_CF_NAMESPACE_ID)" "$OUT/logs-missing/web_stdout.txt"
+
+summary e2e-cloudflare
