@@ -71,6 +71,8 @@ bench: build
 	bench/ingest.sh
 	@echo "==> retry benchmark"
 	bench/retry.sh
+	@echo "==> Cloudflare benchmark"
+	bench/cloudflare.sh
 
 clean:
 	cargo clean

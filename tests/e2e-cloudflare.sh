@@ -16,57 +16,16 @@ command -v node >/dev/null || { echo "SKIPPED: node not installed (Cloudflare's 
 OUT="$ROOT/tests/out/e2e-cloudflare"
 rm -rf "$OUT"; mkdir -p "$OUT/logs"
 WORK=$(mktemp -d)
-MF_PID="" PROXY_PID=""
-cleanup() {
-  stop_spin; stop_nats
-  [[ -n "$PROXY_PID" ]] && kill "$PROXY_PID" 2>/dev/null
-  [[ -n "$MF_PID" ]] && kill -- "-$MF_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
+cleanup() { stop_spin; stop_nats; stop_cloudflare; rm -rf "$WORK"; }
 on_exit cleanup
 
-mf=$ROOT/tests/miniflare
-if [[ ! -f $mf/node_modules/miniflare/package.json ]]; then
-  (cd "$mf" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }) >"$OUT/npm.log" 2>&1
-fi
-build_tools
-cargo build --quiet --release -p tasks-sign -p tasks-cf-fault-proxy --manifest-path "$ROOT/Cargo.toml"
-
-# Cloudflare's emulator (stays up while its stdin is open), then our proxy.
-setsid bash -c "sleep 100000 | exec node '$mf/serve.mjs'" >"$OUT/miniflare.out" 2>"$OUT/miniflare.err" &
-MF_PID=$!
-wait_log "$OUT/miniflare.out" '"namespaceId"' 60
-MF_BASE=$(head -1 "$OUT/miniflare.out" | jq -r .base)
-NAMESPACE=$(head -1 "$OUT/miniflare.out" | jq -r .namespaceId)
-MF_ORIGIN=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(f'{p.scheme}://{p.netloc}')" "$MF_BASE")
-API_PATH=${MF_BASE#"$MF_ORIGIN"}
-"$ROOT/target/release/cf-fault-proxy" --listen 127.0.0.1:0 --upstream "$MF_ORIGIN" >"$OUT/proxy.out" 2>&1 &
-PROXY_PID=$!
-wait_log "$OUT/proxy.out" '^listening on ' 10
-PROXY=$(sed -n 's/^listening on //p' "$OUT/proxy.out" | head -1)
-echo "==> miniflare at $MF_ORIGIN (namespace $NAMESPACE), proxy at $PROXY"
-
-export SPIN_VARIABLE_CF_API_BASE="$PROXY$API_PATH"
-export SPIN_VARIABLE_CF_NAMESPACE_ID="$NAMESPACE"
-export SPIN_VARIABLE_CF_API_TOKEN="e2e-token"
-export SPIN_VARIABLE_CF_API_ORIGIN="$PROXY"
-export SPIN_VARIABLE_HMAC_KEY="e2e-cloudflare-$RANDOM$RANDOM"
-sed -e "s|^path = \".spin/cloudflare-copy.db\"|path = \"copy.db\"|" \
-    -e "s|^path = \".spin/cloudflare-local.db\"|path = \"local.db\"|" \
-    "$ROOT/runtime-config.cloudflare.toml" >"$WORK/runtime-config.toml"
-grep -q 'path = "copy.db"' "$WORK/runtime-config.toml"
-start_nats "$(free_port)" "$WORK/nats-server.log"
-PORT=$(free_port)
-start_spin "$WORK" "$PORT" "$OUT/logs"
-wait_http "http://127.0.0.1:$PORT/health" 60
-wait_log "$OUT/logs/spin-up.txt" "writer ← tasks" 30
+start_cloudflare_app "$WORK" "$OUT"
+echo "==> miniflare at $MF_ORIGIN (namespace $NAMESPACE), proxy at $PROXY, spin up on :$PORT"
+export SPIN_VARIABLE_HMAC_KEY  # set by start_cloudflare_app; tasks-sign reads it
 
 api() { curl -sS "http://127.0.0.1:$PORT$1"; }
 field() { api "/api/tasks/$1" | jq -r "$2"; }
-stats() { curl -sS "$PROXY/__proxy/stats"; }
-reset_stats() { curl -sS -X POST "$PROXY/__proxy/stats/reset" >/dev/null; }
-calls() { stats | jq '.total'; }
-remote_value() { curl -sS "$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/$1"; }
+calls() { cf_stats | jq '.total'; }
 fault() { curl -sS -X POST -H 'content-type: application/json' -d "$1" "$PROXY/__proxy/faults" >/dev/null; }
 flush_records() { kv_count "$WORK" default 'flush:0%'; }
 flushed() { [[ "$(flush_records)" == 0 ]]; }
@@ -91,23 +50,23 @@ check "update flushed" wait_until 15 bash -c "[[ \$(curl -sS '$MF_BASE/storage/k
 
 echo "==> 100 events cost a handful of calls (coalesced bulk writes)"
 wait_until 15 flushed
-reset_stats
+cf_reset_stats
 nats_tool burst --count 100 --prefix cfb- --request >/dev/null
 check "all 100 flushed" wait_until 30 flushed
 check "all 100 in Cloudflare" is "$(remote_value task:cfb-000099 | jq -r .id)" "cfb-000099"
-s=$(stats); echo "$s" >"$OUT/calls-100-events.json"
+s=$(cf_stats); echo "$s" >"$OUT/calls-100-events.json"
 echo "       calls for 100 events: $(echo "$s" | jq -c .)"
 check "at most 5 calls for 100 events" test "$(echo "$s" | jq .total)" -le 5
 
 echo "==> reads: a cached GET / costs no Cloudflare call"
 api / >/dev/null
-reset_stats
+cf_reset_stats
 api / >/dev/null; api /api/tasks >/dev/null; api /api/tasks/cf-1 >/dev/null
 check "cached reads: 0 calls" is "$(calls)" "0"
 check "purge all (signed) is 200" is "$(purge '{"all":true}')" "200"
-reset_stats
+cf_reset_stats
 api / >"$OUT/home-uncached.html"
-uncached=$(calls); echo "       calls for an uncached GET /: $uncached ($(stats | jq -c .))"
+uncached=$(calls); echo "       calls for an uncached GET /: $uncached ($(cf_stats | jq -c .))"
 check "uncached GET /: at most 3 calls (stamp, list on a new stamp, bulk get)" test "$uncached" -le 3
 check "the page lists the tasks" grep -q "In Workers KV" "$OUT/home-uncached.html"
 

@@ -173,3 +173,57 @@ require_tools() {
     command -v "$t" >/dev/null || { echo "e2e needs $t on PATH" >&2; exit 1; }
   done
 }
+
+# --- Cloudflare: Cloudflare's emulator (miniflare) behind tools/cf-fault-proxy ---
+MF_PID="" PROXY_PID=""
+
+# start_cloudflare_app DIR OUT: miniflare (installed into tests/miniflare from
+# its lockfile when missing), the fault proxy in front of it, nats-server and
+# `spin up` with runtime-config.cloudflare.toml (stores in DIR, logs in
+# OUT/logs). Sets MF_BASE, MF_ORIGIN, NAMESPACE, PROXY, PORT; exports the
+# SPIN_VARIABLE_CF_* and a fresh SPIN_VARIABLE_HMAC_KEY.
+start_cloudflare_app() {
+  local dir=$1 out=$2 mf=$ROOT/tests/miniflare
+  if [[ ! -f $mf/node_modules/miniflare/package.json ]]; then
+    (cd "$mf" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; }) >"$out/npm.log" 2>&1
+  fi
+  build_tools
+  cargo build --quiet --release -p tasks-sign -p tasks-cf-fault-proxy --manifest-path "$ROOT/Cargo.toml"
+  # serve.mjs stays up while its stdin is open.
+  setsid bash -c "sleep 100000 | exec node '$mf/serve.mjs'" >"$out/miniflare.out" 2>"$out/miniflare.err" &
+  MF_PID=$!
+  wait_log "$out/miniflare.out" '"namespaceId"' 60
+  MF_BASE=$(head -1 "$out/miniflare.out" | jq -r .base)
+  NAMESPACE=$(head -1 "$out/miniflare.out" | jq -r .namespaceId)
+  MF_ORIGIN=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(f'{p.scheme}://{p.netloc}')" "$MF_BASE")
+  "$ROOT/target/release/cf-fault-proxy" --listen 127.0.0.1:0 --upstream "$MF_ORIGIN" >"$out/proxy.out" 2>&1 &
+  PROXY_PID=$!
+  wait_log "$out/proxy.out" '^listening on ' 10
+  PROXY=$(sed -n 's/^listening on //p' "$out/proxy.out" | head -1)
+  export SPIN_VARIABLE_CF_API_BASE="$PROXY${MF_BASE#"$MF_ORIGIN"}"
+  export SPIN_VARIABLE_CF_NAMESPACE_ID="$NAMESPACE"
+  export SPIN_VARIABLE_CF_API_TOKEN="test-token"
+  export SPIN_VARIABLE_CF_API_ORIGIN="$PROXY"
+  export SPIN_VARIABLE_HMAC_KEY="test-$RANDOM$RANDOM"
+  sed -e 's|^path = ".spin/cloudflare-copy.db"|path = "copy.db"|' \
+      -e 's|^path = ".spin/cloudflare-local.db"|path = "local.db"|' \
+      "$ROOT/runtime-config.cloudflare.toml" >"$dir/runtime-config.toml"
+  grep -q 'path = "copy.db"' "$dir/runtime-config.toml"
+  start_nats "$(free_port)" "$dir/nats-server.log"
+  PORT=$(free_port)
+  start_spin "$dir" "$PORT" "$out/logs"
+  wait_http "http://127.0.0.1:$PORT/health" 60
+  wait_log "$out/logs/spin-up.txt" "writer ← tasks" 30
+}
+
+stop_cloudflare() {
+  [[ -n "$PROXY_PID" ]] && kill "$PROXY_PID" 2>/dev/null
+  [[ -n "$MF_PID" ]] && kill -- "-$MF_PID" 2>/dev/null
+  PROXY_PID="" MF_PID=""
+}
+
+# The proxy's request counters (JSON), and resetting them.
+cf_stats() { curl -sS "$PROXY/__proxy/stats"; }
+cf_reset_stats() { curl -sS -X POST "$PROXY/__proxy/stats/reset" >/dev/null; }
+# A value as Cloudflare's emulator holds it (behind no proxy: not counted).
+remote_value() { curl -sS "$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/$1"; }

@@ -57,9 +57,40 @@ impl SpinKv {
     }
 }
 
+/// Attempts of a call that found the SQLite file locked by another process.
+const BUSY_ATTEMPTS: u32 = 12;
+
+/// Whether Spin's SQLite store answered "database is locked": `spin up`
+/// runs each trigger in its own process on the same files, and Spin opens
+/// them without a busy timeout, so a writer in one process makes a call in
+/// another fail at once instead of waiting.
+fn is_busy(e: &store::Error) -> bool {
+    matches!(e, store::Error::Other(m) if m.contains("DatabaseBusy") || m.contains("database is locked"))
+}
+
+/// Runs `call`, retrying with a short growing pause (2 ms up to 50 ms,
+/// about half a second in all) while the file is locked.
+fn patiently<T>(
+    label: &str,
+    mut call: impl FnMut() -> Result<T, store::Error>,
+) -> Result<T, StoreError> {
+    let mut pause = std::time::Duration::from_millis(2);
+    for _ in 1..BUSY_ATTEMPTS {
+        match call() {
+            Err(e) if is_busy(&e) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(|e| describe(label, e)),
+        }
+    }
+    call().map_err(|e| describe(label, e))
+}
+
 impl KeyValue for SpinKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.bucket()?.get(key).map_err(|e| describe(self.label, e))
+        let bucket = self.bucket()?;
+        patiently(self.label, || bucket.get(key))
     }
 
     /// One `get-many`; if the host refuses it, one `get` per key. Spin
@@ -67,7 +98,8 @@ impl KeyValue for SpinKv {
     /// `MGET`, which fails for two keys or more (and for one that exists);
     /// a store that is really failing fails the first `get` too.
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let found = match batch::get_many(self.bucket()?, keys) {
+        let bucket = self.bucket()?;
+        let found = match patiently(self.label, || batch::get_many(bucket, keys)) {
             Ok(found) => found,
             Err(_) => return keys.iter().map(|k| self.get(k)).collect(),
         };
@@ -78,21 +110,21 @@ impl KeyValue for SpinKv {
     }
 
     fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        batch::set_many(self.bucket()?, &pairs).map_err(|e| describe(self.label, e))
+        let bucket = self.bucket()?;
+        patiently(self.label, || batch::set_many(bucket, &pairs))
     }
 
     fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        batch::delete_many(self.bucket()?, &keys).map_err(|e| describe(self.label, e))
+        let bucket = self.bucket()?;
+        patiently(self.label, || batch::delete_many(bucket, &keys))
     }
 
     fn list_keys(&self) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut cursor = None;
         loop {
-            let resp = self
-                .bucket()?
-                .list_keys(cursor.as_deref())
-                .map_err(|e| describe(self.label, e))?;
+            let bucket = self.bucket()?;
+            let resp = patiently(self.label, || bucket.list_keys(cursor.as_deref()))?;
             keys.extend(resp.keys);
             match resp.cursor {
                 Some(c) => cursor = Some(c),
@@ -106,8 +138,12 @@ impl AtomicKv for SpinKv {
     type Cas = (atomics::Cas, String);
 
     fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
-        let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| describe(self.label, e))?;
-        let current = cas.current().map_err(|e| describe(self.label, e))?;
+        let bucket = self.bucket()?;
+        let (cas, current) = patiently(self.label, || {
+            let cas = atomics::Cas::new(bucket, key)?;
+            let current = cas.current()?;
+            Ok((cas, current))
+        })?;
         Ok(((cas, key.to_owned()), current))
     }
 
@@ -116,10 +152,15 @@ impl AtomicKv for SpinKv {
     /// failed, written or not (its UNWATCH is sent with an argument, which
     /// Redis refuses), so its answer alone cannot be trusted; on SQLite a
     /// failed swap wrote nothing and the read finds the other writer's value.
+    /// A swap that found the file locked did not commit either: it is
+    /// checked the same way, and the caller re-reads as after a conflict.
     fn cas_write(&self, (cas, key): Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
         match atomics::swap(cas, &value) {
             Ok(()) => Ok(true),
             Err(atomics::CasError::CasFailed(_)) => {
+                Ok(self.get(&key)?.as_deref() == Some(&value[..]))
+            }
+            Err(atomics::CasError::StoreError(e)) if is_busy(&e) => {
                 Ok(self.get(&key)?.as_deref() == Some(&value[..]))
             }
             Err(atomics::CasError::StoreError(e)) => Err(describe(self.label, e)),
@@ -127,6 +168,7 @@ impl AtomicKv for SpinKv {
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        atomics::increment(self.bucket()?, key, delta).map_err(|e| describe(self.label, e))
+        let bucket = self.bucket()?;
+        patiently(self.label, || atomics::increment(bucket, key, delta))
     }
 }
