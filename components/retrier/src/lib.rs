@@ -8,6 +8,7 @@
 
 use tasks_domain::Timestamp;
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::notify;
 use tasks_spin_kv::tasks::TasksStore;
 use tasks_storage::flush::Flusher;
 use tasks_storage::{Retrier, StoreError, Writer};
@@ -62,6 +63,14 @@ impl bindings::Guest for RetrierComponent {
                 log: &log,
             }
             .flush()
+            .map(|report| {
+                let ids: Vec<String> = report
+                    .keys
+                    .iter()
+                    .filter_map(|k| tasks_domain::keys::task_id(k).map(str::to_owned))
+                    .collect();
+                notify::purge_remote_web(&ids, "-", &log);
+            })
             .map_err(failed)?;
         }
         let writer = Writer {
@@ -70,6 +79,7 @@ impl bindings::Guest for RetrierComponent {
             clock: &Timestamp::now,
             unique: &unique,
             log: &log,
+            verify_writes: notify::verify_writes(),
         };
         let report = Retrier {
             writer: &writer,

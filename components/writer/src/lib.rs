@@ -8,8 +8,9 @@
 
 use tasks_domain::Timestamp;
 use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::notify;
 use tasks_spin_kv::tasks::TasksStore;
-use tasks_storage::{Incoming, StoreError, Writer};
+use tasks_storage::{Handled, Incoming, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -71,6 +72,7 @@ impl bindings::Guest for WriterComponent {
             clock: &Timestamp::now,
             unique: &unique,
             log: &log,
+            verify_writes: notify::verify_writes(),
         };
         writer
             .handle(&Incoming {
@@ -79,7 +81,20 @@ impl bindings::Guest for WriterComponent {
                 header_correlation_id: header,
                 handler_timed_out_ms: timed_out,
             })
-            .map(|_| ())
+            .map(|handled| {
+                // With Spin's own store the write is in place now; on
+                // Cloudflare the retrier tells the web after the flush.
+                if let (
+                    Handled::Applied {
+                        correlation_id,
+                        task_id,
+                    },
+                    TasksStore::Spin(_),
+                ) = (&handled, &tasks)
+                {
+                    notify::purge_remote_web(std::slice::from_ref(task_id), correlation_id, &log);
+                }
+            })
             .map_err(not_recorded)
     }
 }
@@ -90,6 +105,7 @@ impl bindings::Guest for WriterComponent {
 mod unchecked {
     use tasks_domain::keys;
     use tasks_spin_kv::SpinKv;
+    use tasks_spin_kv::notify;
     use tasks_spin_kv::tasks::TasksStore;
     use tasks_storage::{AtomicKv, KeyValue, StoreError};
 

@@ -218,11 +218,11 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
         }
     }
 
-    /// Drops fetched entries (`V`/`A`) of `keys`, or of every key, so the
+    /// Forgets fetched entries (`V`/`A`) of `keys`, or of every key, so the
     /// next read asks Cloudflare; writes not yet flushed (`W`/`D`) stay.
-    /// Returns how many entries went. A write landing between the read and
-    /// the delete here is lost from the working copy only (its flush record
-    /// still sends it), as in [`CloudKv::read`].
+    /// Returns how many entries were forgotten. A write landing between the
+    /// read and the overwrite here is lost from the working copy only (its
+    /// flush record still sends it), as in [`CloudKv::read`].
     pub fn purge(&self, keys: Option<&[String]>) -> Result<usize, StoreError> {
         let keys: Vec<String> = match keys {
             Some(k) => k.to_vec(),
@@ -240,9 +240,16 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
                 }
             }
         }
+        // Marked "listed, value not fetched" rather than removed: with a
+        // fresh listing, a key with no entry would read as absent.
         let n = fetched.len();
         if n > 0 {
-            self.cache.delete_many(fetched)?;
+            let now = self.now();
+            let marks = fetched
+                .into_iter()
+                .map(|k| (k, encode(Tag::Listed, now, b"")))
+                .collect();
+            self.cache.set_many(marks)?;
         }
         Ok(n)
     }

@@ -53,6 +53,9 @@ pub struct FlushReport {
     pub held: bool,
     /// Backing off after failures until this time: nothing was done.
     pub waiting_until: Option<Timestamp>,
+    /// The keys Cloudflare now holds (put or deleted) after a successful
+    /// flush; empty otherwise.
+    pub keys: Vec<String>,
 }
 
 /// The backoff state under [`keys::FLUSH_STATE`], present while flushes fail.
@@ -146,7 +149,10 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
         report.deletes = deletes.len();
         report.calls = 1;
         match self.remote.write_many(puts, deletes) {
-            Ok(()) => self.flushed(&records, &latest, report),
+            Ok(()) => {
+                report.keys = latest.keys().map(|k| (*k).to_owned()).collect();
+                self.flushed(&records, &latest, report)
+            }
             Err(e) => {
                 report.calls_failed = true;
                 self.failed(&records, state, &e, now, report)

@@ -35,6 +35,8 @@ pub enum Handled {
     Applied {
         /// Correlation id used.
         correlation_id: String,
+        /// The task it changed.
+        task_id: String,
     },
     /// Refused for good; kept as a dead letter under `key`.
     Rejected {
@@ -88,6 +90,9 @@ pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
     pub unique: &'a dyn Fn() -> String,
     /// Where log lines go.
     pub log: &'a dyn Fn(&str),
+    /// Read every written document back and log whether it matches
+    /// (`[cid] KV verify task:t-1 → ok|mismatch`): the `verify_writes` variable.
+    pub verify_writes: bool,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
@@ -134,6 +139,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 match self.apply(&ev, &cid, now) {
                     Ok(()) => Ok(Handled::Applied {
                         correlation_id: cid,
+                        task_id: ev.id,
                     }),
                     Err(Failure::Permanent(reason)) => {
                         self.dead_letter(msg, &cid, Some(ev.id), reason, now)
@@ -218,6 +224,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             self.log_ok(cid, "DELETE", &key, start);
             self.restamp(cid, &ev.id);
             self.pages_changed(cid);
+            self.verify(cid, &key, None);
             return Ok(());
         }
         for attempt in 1..=CAS_ATTEMPTS {
@@ -265,12 +272,14 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     .map_err(|e| self.store_failed(cid, "PUT", &key, start, e))?;
                 self.log_ok(cid, "PUT", &key, start);
                 self.pages_changed(cid);
+                self.verify(cid, &key, Some(&next.to_json()));
                 return Ok(());
             }
             match self.tasks.cas_write(cas, next.to_json()) {
                 Ok(true) => {
                     self.log_ok(cid, "PUT", &key, start);
                     self.pages_changed(cid);
+                    self.verify(cid, &key, Some(&next.to_json()));
                     match existing {
                         None => {}
                         Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
@@ -290,6 +299,25 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         Err(Failure::Contended(format!(
             "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
         )))
+    }
+
+    /// With `verify_writes`, reads `key` back and logs whether it holds
+    /// `expected` (`None`: deleted). A read that fails is logged as such;
+    /// the write stands either way.
+    fn verify(&self, cid: &str, key: &str, expected: Option<&[u8]>) {
+        if !self.verify_writes {
+            return;
+        }
+        let verdict = match self.tasks.get(key) {
+            Ok(found) if found.as_deref() == expected => "ok".to_owned(),
+            Ok(None) => "mismatch (absent)".to_owned(),
+            Ok(Some(found)) => match Task::from_json(&found) {
+                Ok(t) => format!("mismatch (holds version {})", t.version),
+                Err(_) => "mismatch (unreadable)".to_owned(),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        (self.log)(&format!("[{cid}] KV verify {key} → {verdict}"));
     }
 
     /// Invalidates cached listing pages after a task write committed (see

@@ -189,6 +189,7 @@ impl Stores {
                 clock: &clock,
                 unique: &unique,
                 log: &log,
+                verify_writes: false,
             }
             .handle(&Incoming {
                 subject,
@@ -646,4 +647,16 @@ fn counters_are_refused() {
     let (s, remote) = (Stores::new(), FakeRemote::default());
     let refused = s.with_kv(&remote, |kv| kv.increment("seq:x", 1));
     assert!(matches!(refused, Err(StoreError::Other(m)) if m.contains("not supported")));
+}
+
+#[test]
+fn a_purged_task_is_fetched_again_not_taken_for_absent() {
+    let (s, remote) = (Stores::new(), FakeRemote::default());
+    remote.put("task:a", "1");
+    assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("1"));
+    remote.put("task:a", "2");
+    let purged = s.with_kv(&remote, |kv| kv.purge(None)).expect("purge");
+    assert!(purged >= 1);
+    // The listing is still fresh, yet the purged key is asked for again.
+    assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("2"));
 }

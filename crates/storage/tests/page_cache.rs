@@ -34,6 +34,7 @@ impl World {
             clock: &|| Timestamp(1_795_327_314_000),
             unique: &unique,
             log: &|_: &str| {},
+            verify_writes: false,
         };
         let handled = writer.handle(&Incoming {
             subject,

@@ -53,6 +53,7 @@ impl Harness {
             clock: &clock,
             unique: &unique,
             log: &log,
+            verify_writes: false,
         };
         f(&writer)
     }

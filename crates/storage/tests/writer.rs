@@ -14,6 +14,7 @@ struct Harness {
     now: Cell<i64>,
     counter: Cell<u32>,
     lines: RefCell<Vec<String>>,
+    verify: Cell<bool>,
 }
 
 impl Harness {
@@ -24,6 +25,7 @@ impl Harness {
             now: Cell::new(1_795_327_314_000),
             counter: Cell::new(0),
             lines: RefCell::new(Vec::new()),
+            verify: Cell::new(false),
         }
     }
 
@@ -47,6 +49,7 @@ impl Harness {
             clock: &clock,
             unique: &unique,
             log: &log,
+            verify_writes: self.verify.get(),
         };
         writer.handle(&Incoming {
             subject,
@@ -91,7 +94,7 @@ impl Harness {
 fn create_update_delete_in_both_shapes() {
     let h = Harness::new();
     assert!(
-        matches!(h.send("tasks.created", r#"{"id":"t-1","title":"Buy milk","correlationId":"c-1"}"#), Handled::Applied { correlation_id } if correlation_id == "c-1")
+        matches!(h.send("tasks.created", r#"{"id":"t-1","title":"Buy milk","correlationId":"c-1"}"#), Handled::Applied { correlation_id, .. } if correlation_id == "c-1")
     );
     let created = h.task("t-1").expect("created");
     assert_eq!(
@@ -203,7 +206,7 @@ fn correlation_id_precedence_payload_then_header_then_generated() {
         payload.as_bytes(),
         header,
     ) {
-        Ok(Handled::Applied { correlation_id }) => correlation_id,
+        Ok(Handled::Applied { correlation_id, .. }) => correlation_id,
         other => unreachable!("{other:?}"),
     };
     assert_eq!(
@@ -385,4 +388,78 @@ fn a_new_task_is_one_write_with_its_stamp_and_updates_use_cas() {
         (0, 1),
         "updates: compare-and-swap, no stamp"
     );
+}
+
+#[test]
+fn verify_writes_reads_each_write_back() {
+    let h = Harness::new();
+    h.verify.set(true);
+    h.send(
+        "tasks.created",
+        r#"{"id":"t-1","title":"A","correlationId":"c-1"}"#,
+    );
+    h.send(
+        "tasks.updated",
+        r#"{"id":"t-1","title":"B","correlationId":"c-2"}"#,
+    );
+    h.send("tasks.deleted", r#"{"id":"t-1","correlationId":"c-3"}"#);
+    assert!(h.logged("[c-1] KV verify task:t-1 → ok"));
+    assert!(h.logged("[c-2] KV verify task:t-1 → ok"));
+    assert!(h.logged("[c-3] KV verify task:t-1 → ok"));
+
+    // A store that loses the write is caught.
+    h.send("tasks.created", r#"{"id":"t-2","title":"A"}"#);
+    let lossy = Lossy(&h.tasks);
+    let handled = h.send_on(
+        &lossy,
+        "tasks.updated",
+        br#"{"id":"t-2","title":"Lost","correlationId":"c-4"}"#,
+        None,
+    );
+    assert!(
+        matches!(handled, Ok(Handled::Applied { .. })),
+        "{handled:?}"
+    );
+    assert!(h.logged("[c-4] KV verify task:t-2 → mismatch (holds version 1)"));
+
+    h.verify.set(false);
+    h.send(
+        "tasks.updated",
+        r#"{"id":"t-2","title":"C","correlationId":"c-5"}"#,
+    );
+    assert!(!h.logged("[c-5] KV verify"));
+}
+
+/// Reports every compare-and-swap as written but keeps the old value.
+struct Lossy<'a>(&'a MemoryKv);
+
+impl KeyValue for Lossy<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.0.get_many(keys)
+    }
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.0.set_many(pairs)
+    }
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.0.delete_many(keys)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.0.list_keys()
+    }
+}
+
+impl AtomicKv for Lossy<'_> {
+    type Cas = <MemoryKv as AtomicKv>::Cas;
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        self.0.cas_read(key)
+    }
+    fn cas_write(&self, _cas: Self::Cas, _value: Vec<u8>) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.0.increment(key, delta)
+    }
 }

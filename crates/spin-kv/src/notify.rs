@@ -1,0 +1,68 @@
+//! Telling a web deployed elsewhere that tasks changed: a signed
+//! `POST {"taskIds":[…]}` to the `web_purge_url` variable, so it drops its
+//! cached copies at once instead of after its TTL.
+
+use spin_sdk::http::{Method, Request, Response};
+use tasks_domain::Timestamp;
+
+fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `verify_writes` is on (`true`, `1`, `on`, `yes`).
+pub fn verify_writes() -> bool {
+    variable("verify_writes")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "on" | "yes"))
+}
+
+/// Sends the purge when `web_purge_url` and `hmac_key` are set; logs the
+/// outcome, never fails the caller (the web's TTL still bounds staleness).
+pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(&str)) {
+    if task_ids.is_empty() {
+        return;
+    }
+    let Some(url) = variable("web_purge_url") else {
+        return;
+    };
+    let Some(key) = variable("hmac_key") else {
+        log(&format!(
+            "[{correlation_id}] PURGE {url} skipped: web_purge_url is set but hmac_key is not"
+        ));
+        return;
+    };
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/")
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("/")
+        .to_owned();
+    let body = serde_json::json!({ "taskIds": task_ids }).to_string();
+    let now = Timestamp::now().millis() / 1000;
+    let signature = tasks_signing::sign(key.as_bytes(), now, "POST", &path, body.as_bytes());
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(url.clone())
+        .header("content-type", "application/json")
+        .header("x-correlation-id", correlation_id)
+        .header(tasks_signing::TIMESTAMP_HEADER, now.to_string())
+        .header(tasks_signing::SIGNATURE_HEADER, signature)
+        .body(body)
+        .build();
+    let outcome: Result<Response, _> = spin_sdk::http::run(spin_sdk::http::send(request));
+    match outcome {
+        Ok(r) if (200..300).contains(r.status()) => {
+            log(&format!("[{correlation_id}] PURGE {url} → {}", r.status()));
+        }
+        Ok(r) => log(&format!(
+            "[{correlation_id}] PURGE {url} → {}: {}",
+            r.status(),
+            String::from_utf8_lossy(r.body())
+        )),
+        Err(e) => log(&format!("[{correlation_id}] PURGE {url} failed: {e}")),
+    }
+}
