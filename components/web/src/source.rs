@@ -79,11 +79,6 @@ impl TaskSource for Reader {
     /// cache and share its generation (`cache:gen`, deleted by every task
     /// write): `<generation>\n<html>`. Any store trouble means "no cache".
     fn cached_page(&self, key: &str) -> PageLookup {
-        // On Cloudflare other instances write too: the working copy's TTL
-        // is the cache there.
-        if tasks::backend() != Ok(tasks::Backend::Spin) {
-            return PageLookup::Off;
-        }
         let Ok(local) = SpinKv::open(LOCAL_STORE) else {
             return PageLookup::Off;
         };
@@ -99,6 +94,12 @@ impl TaskSource for Reader {
                 .and_then(|rest| rest.strip_prefix(b"\n"))
         {
             return PageLookup::Hit(body.to_vec());
+        }
+        // On Cloudflare other instances write too: the working copy's TTL
+        // is the cache there, so nothing is stored (and so nothing is hit:
+        // the backend is checked on a miss only, off the hot path).
+        if tasks::backend() != Ok(tasks::Backend::Spin) {
+            return PageLookup::Off;
         }
         match generation {
             Some(g) => PageLookup::Miss(String::from_utf8_lossy(&g).into_owned()),
