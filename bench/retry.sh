@@ -83,15 +83,7 @@ start_redis() {
 }
 start_redis
 mkdir -p "$WORK/r"
-cat >"$WORK/r/runtime-config.toml" <<TOML
-[key_value_store.tasks]
-type = "redis"
-url = "redis://127.0.0.1:$REDIS_PORT"
-
-[key_value_store.default]
-type = "spin"
-path = "local.db"
-TOML
+write_redis_runtime_config "$WORK/r" "$REDIS_PORT"
 start_nats "$(free_port)" "$WORK/r/nats.log"
 PORT=$(free_port)
 start_spin "$WORK/r" "$PORT" "$WORK/r/logs"

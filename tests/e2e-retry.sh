@@ -75,15 +75,7 @@ replay() {
 build_tools
 cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
 start_redis
-cat >"$WORK/runtime-config.toml" <<TOML
-[key_value_store.tasks]
-type = "redis"
-url = "redis://127.0.0.1:$REDIS_PORT"
-
-[key_value_store.default]
-type = "spin"
-path = "local.db"
-TOML
+write_redis_runtime_config "$WORK" "$REDIS_PORT"
 start_nats "$(free_port)" "$WORK/nats-server.log"
 PORT=$(free_port)
 start_spin "$WORK" "$PORT" "$OUT/logs"

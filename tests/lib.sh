@@ -24,6 +24,19 @@ path = "local.db"
 TOML
 }
 
+# write_redis_runtime_config DIR REDIS_PORT: `tasks` on that Redis, `default` in DIR.
+write_redis_runtime_config() {
+  cat >"$1/runtime-config.toml" <<TOML
+[key_value_store.tasks]
+type = "redis"
+url = "redis://127.0.0.1:$2"
+
+[key_value_store.default]
+type = "spin"
+path = "local.db"
+TOML
+}
+
 # Seeds tasks into the tasks store of directory $1: tasks_seed DIR ARGS...
 tasks_seed() {
   local dir=$1; shift

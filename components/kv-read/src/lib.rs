@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tasks_domain::{ListRequest, ReadError};
 use tasks_spin_kv::SpinKv;
-use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::tasks::{LOCAL_STORE, TasksStore};
 use tasks_storage::{StoreError, TaskReader};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -27,9 +27,6 @@ mod bindings {
 
 use bindings::exports::tasks::store::reader::Guest;
 use bindings::tasks::store::types::{Error, Page, Status, Task};
-
-/// Store label of local derived data (always the embedded store).
-const LOCAL_STORE: &str = "default";
 
 fn open(label: &'static str) -> Result<SpinKv, ReadError> {
     SpinKv::open(label).map_err(|e| match e {
@@ -81,7 +78,6 @@ impl Guest for KvRead {
             limit,
             status: status.map(convert::status_from_wit),
         };
-        let generation = || uuid::Uuid::new_v4().simple().to_string();
         // The tasks store opens only if the page is not cached. On
         // Cloudflare the working copy's TTL does the caching: a page cached
         // here would not see other instances' writes.
@@ -89,7 +85,9 @@ impl Guest for KvRead {
         let result = open(LOCAL_STORE).and_then(|local| {
             let reader = TaskReader::new(&tasks, &local);
             match tasks {
-                TasksStore::Spin(_) => reader.with_page_cache(&generation).list_tasks(&req),
+                TasksStore::Spin(_) => reader
+                    .with_page_cache(&tasks_spin_kv::unique)
+                    .list_tasks(&req),
                 _ => reader.list_tasks(&req),
             }
         });

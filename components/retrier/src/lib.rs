@@ -7,9 +7,10 @@
 //! each task's records are claimed with compare-and-swap first.
 
 use tasks_domain::Timestamp;
-use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::notify;
+use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_storage::flush::Flusher;
 use tasks_storage::{Retrier, StoreError, Writer};
 
@@ -27,20 +28,10 @@ mod bindings {
 
 use bindings::spin::cron::cron_types::{Error, Metadata};
 
-/// Store label of the outbox and dead letters (always local).
-const LOCAL_STORE: &str = "default";
 /// A run stops starting new tasks after this long; the next run goes on.
 const BUDGET_MILLIS: i64 = 5_000;
 
 struct RetrierComponent;
-
-fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
-fn log(line: &str) {
-    println!("{line}");
-}
 
 fn failed(e: StoreError) -> Error {
     Error::Other(format!("retrier: local store failed: {e}"))

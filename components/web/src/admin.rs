@@ -4,12 +4,9 @@
 use tasks_domain::{ReadError, Timestamp, keys};
 use tasks_site::{Admin, PurgeScope};
 use tasks_spin_kv::SpinKv;
-use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::tasks::{LOCAL_STORE, TasksStore};
 use tasks_storage::outbox::{self, DeadLetterPage, ReplayError};
 use tasks_storage::{KeyValue, StoreError};
-
-/// Store label of the outbox and dead letters (always local).
-const LOCAL_STORE: &str = "default";
 
 pub(crate) struct SpinAdmin;
 

@@ -2,7 +2,8 @@
 
 use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
 use tasks_site::{PageLookup, TaskSource};
-use tasks_spin_kv::{SpinKv, tasks};
+use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::{self, LOCAL_STORE};
 use tasks_storage::KeyValue;
 
 use crate::bindings::tasks::store::reader;
@@ -104,7 +105,7 @@ impl TaskSource for Reader {
         match generation {
             Some(g) => PageLookup::Miss(String::from_utf8_lossy(&g).into_owned()),
             None => {
-                let g = uuid::Uuid::new_v4().simple().to_string();
+                let g = tasks_spin_kv::unique();
                 let made = local.set_many(vec![(
                     keys::PAGE_CACHE_GEN.to_owned(),
                     g.clone().into_bytes(),
@@ -128,9 +129,6 @@ impl TaskSource for Reader {
         }
     }
 }
-
-/// Store label of local derived data (always the embedded store).
-const LOCAL_STORE: &str = "default";
 
 fn html_key(key: &str) -> String {
     format!("{}{key}", keys::HTML_CACHE_PREFIX)

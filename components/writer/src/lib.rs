@@ -7,9 +7,10 @@
 //! error only when it could not be recorded at all.
 
 use tasks_domain::Timestamp;
-use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::notify;
+use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_storage::{Handled, Incoming, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -26,8 +27,6 @@ mod bindings {
 
 use bindings::{Error, Message};
 
-/// Store label of dead letters and the outbox (always local).
-const LOCAL_STORE: &str = "default";
 /// The message header that may carry a correlation id.
 const CORRELATION_HEADER: &str = "x-correlation-id";
 /// Added by trigger-nats to the second call for a message whose first call
@@ -35,14 +34,6 @@ const CORRELATION_HEADER: &str = "x-correlation-id";
 const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
 
 struct WriterComponent;
-
-fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
-fn log(line: &str) {
-    println!("{line}");
-}
 
 fn not_recorded(e: StoreError) -> Error {
     Error::Other(format!("event not recorded: {e}"))
@@ -104,9 +95,10 @@ impl bindings::Guest for WriterComponent {
 #[cfg(feature = "bench-no-order-check")]
 mod unchecked {
     use tasks_domain::keys;
-    use tasks_spin_kv::SpinKv;
     use tasks_spin_kv::notify;
+    use tasks_spin_kv::tasks::LOCAL_STORE;
     use tasks_spin_kv::tasks::TasksStore;
+    use tasks_spin_kv::{SpinKv, log, unique};
     use tasks_storage::{AtomicKv, KeyValue, StoreError};
 
     pub(crate) struct Unchecked(pub(crate) SpinKv);

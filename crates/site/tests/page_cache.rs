@@ -1,12 +1,14 @@
 //! Rendered first pages: stored with a slot for the correlation id, served
 //! from the cache with each request's own id, never for later pages.
 
+mod common;
+
+use common::NoAdmin;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
-use tasks_site::{Admin, CID_SLOT, PageLookup, PurgeScope, Request, Response, TaskSource, handle};
-use tasks_storage::outbox::{DeadLetterPage, ReplayError};
+use tasks_site::{CID_SLOT, PageLookup, Request, Response, TaskSource, handle};
 
 #[derive(Default)]
 struct Caching {
@@ -49,29 +51,6 @@ impl TaskSource for Caching {
         self.kept
             .borrow_mut()
             .insert(key.into(), (generation.into(), body.to_vec()));
-    }
-}
-
-struct NoAdmin;
-
-impl Admin for NoAdmin {
-    fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<DeadLetterPage, ReadError> {
-        Err(ReadError::Unavailable("none".into()))
-    }
-    fn replay(&self, id: &str, _: &str) -> Result<String, ReplayError> {
-        Err(ReplayError::NotFound(id.into()))
-    }
-    fn signing_key(&self) -> Option<Vec<u8>> {
-        None
-    }
-    fn signature_ttl_secs(&self) -> u64 {
-        5
-    }
-    fn now_secs(&self) -> i64 {
-        0
-    }
-    fn purge(&self, _: &PurgeScope, _: &str) -> Result<usize, ReadError> {
-        Ok(0)
     }
 }
 

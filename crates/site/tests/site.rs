@@ -1,10 +1,12 @@
 //! The whole site over a fake task source: routes, bodies, headers, caching.
 
+mod common;
+
+use common::NoAdmin;
 use std::cell::RefCell;
 
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
-use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
-use tasks_storage::outbox::{DeadLetterPage, ReplayError};
+use tasks_site::{Request, Response, TaskSource, handle};
 
 #[derive(Default)]
 struct Fake {
@@ -100,30 +102,6 @@ fn send(
         ..Request::default()
     };
     handle(&req, "cid-test", source, &NoAdmin)
-}
-
-/// Operator routes over nothing: the task-route tests never reach them.
-struct NoAdmin;
-
-impl Admin for NoAdmin {
-    fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<DeadLetterPage, ReadError> {
-        Err(ReadError::Unavailable("no admin here".into()))
-    }
-    fn replay(&self, id: &str, _: &str) -> Result<String, ReplayError> {
-        Err(ReplayError::NotFound(id.into()))
-    }
-    fn signing_key(&self) -> Option<Vec<u8>> {
-        None
-    }
-    fn signature_ttl_secs(&self) -> u64 {
-        5
-    }
-    fn now_secs(&self) -> i64 {
-        0
-    }
-    fn purge(&self, _: &PurgeScope, _: &str) -> Result<usize, ReadError> {
-        Ok(0)
-    }
 }
 
 fn body(r: &Response) -> String {

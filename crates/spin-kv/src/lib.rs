@@ -58,6 +58,17 @@ impl SpinKv {
     }
 }
 
+/// A fresh unique id (correlation ids, record keys, cache generations).
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// One log line on the component's stdout (Spin writes it to
+/// `<component>_stdout.txt` in the log directory).
+pub fn log(line: &str) {
+    println!("{line}");
+}
+
 /// Attempts of a call that found the SQLite file locked by another process.
 const BUSY_ATTEMPTS: u32 = 12;
 
