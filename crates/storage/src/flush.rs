@@ -324,21 +324,30 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
         now: Timestamp,
         report: &mut FlushReport,
     ) -> Result<(), StoreError> {
+        // The same rules as a deferred event: the first try's failure, then
+        // retries after 1 s, 3 s, 10 s, 20 s, 30 s; the fifth failed retry
+        // dead-letters. `attempts` counts failed tries, so retries = attempts − 1.
         let mut state = state.unwrap_or_default();
         state.attempts += 1;
         state.errors.push(error.to_string());
-        let attempt = state.attempts;
-        if let Some(delay) = delay_after(attempt) {
+        let retries = state.attempts - 1;
+        if let Some(delay) = delay_after(retries) {
             state.next_attempt_at = Timestamp(now.millis() + delay);
             let value = encode(keys::FLUSH_STATE, &state)?;
             self.local
                 .set_many(vec![(keys::FLUSH_STATE.to_owned(), value)])?;
+            let which = if retries == 0 {
+                "failed".to_owned()
+            } else {
+                format!("attempt={retries}/{MAX_ATTEMPTS}")
+            };
             (self.log)(&format!(
-                "[-] FLUSH attempt={attempt}/{MAX_ATTEMPTS} — {error}; next attempt in {} s",
+                "[-] FLUSH {which} — {error}; next attempt in {} s",
                 delay / 1000
             ));
             return Ok(());
         }
+        let attempt = retries;
         let unique = (self.unique)();
         let reason = format!("gave up flushing to Cloudflare after {attempt} attempts: {error}");
         let mut dead = Vec::with_capacity(records.len());

@@ -478,17 +478,22 @@ fn failing_flushes_back_off_then_dead_letter() {
     s.with_kv(&remote, |kv| kv.delete_many(vec![keys::TASKS_STAMP.into()]))
         .expect("delete");
     remote.down.set(true);
-    for (attempt, wait) in [(1, 3), (2, 10), (3, 20), (4, 30)] {
+    for (retry, wait) in [(0, 1), (1, 3), (2, 10), (3, 20), (4, 30)] {
         let report = s.flush(&remote).expect("flush");
-        assert!(report.calls_failed, "attempt {attempt}");
+        assert!(report.calls_failed, "retry {retry}");
         let st = state(&s).expect("backoff state");
-        assert_eq!(st["attempts"], attempt);
+        assert_eq!(st["attempts"], retry + 1);
         assert_eq!(
             Timestamp::parse_rfc3339(st["nextAttemptAt"].as_str().unwrap_or_default()),
             Ok(Timestamp(s.now.get() + wait * 1_000))
         );
+        let which = if retry == 0 {
+            "failed".to_owned()
+        } else {
+            format!("attempt={retry}/5")
+        };
         assert!(s.logged(&format!(
-            "[-] FLUSH attempt={attempt}/5 — store unavailable: cloudflare answered 503; next attempt in {wait} s"
+            "[-] FLUSH {which} — store unavailable: cloudflare answered 503; next attempt in {wait} s"
         )));
         // Not due yet: no remote call.
         s.advance(wait * 1_000 - 1);
@@ -498,7 +503,7 @@ fn failing_flushes_back_off_then_dead_letter() {
         assert_eq!(remote.calls.get().write_many, calls);
         s.advance(1);
     }
-    let report = s.flush(&remote).expect("fifth attempt");
+    let report = s.flush(&remote).expect("fifth retry");
     assert_eq!((report.calls_failed, report.dead), (true, 3));
     assert!(s.logged(
         "[-] DEAD flush of 3 records after 5 attempts: store unavailable: cloudflare answered 503"
@@ -527,7 +532,8 @@ fn failing_flushes_back_off_then_dead_letter() {
     for d in &dead {
         assert_eq!(
             (d.subject.as_str(), d.attempts, d.errors.len()),
-            ("flush", 5, 5)
+            ("flush", 5, 6),
+            "5 retries; the first try's error and theirs"
         );
         assert!(
             d.reason
