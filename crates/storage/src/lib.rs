@@ -17,7 +17,7 @@ pub use cloud::{CloudKv, Remote};
 pub use flush::{FlushReport, Flusher};
 pub use index::CHUNK_IDS;
 pub use kv::{AtomicKv, KeyValue, StoreError, decode_counter};
-pub use memory::{Calls, MemoryKv};
+pub use memory::{Calls, HookAt, Hooked, MemoryKv};
 pub use reader::{ListOutcome, TaskReader};
 pub use retry::{Retrier, TickReport};
 pub use writer::{CAS_ATTEMPTS, Handled, Incoming, Writer};

@@ -163,3 +163,82 @@ impl crate::AtomicKv for MemoryKv {
         Ok(now)
     }
 }
+
+/// When a [`Hooked`] store runs its hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookAt {
+    /// Just before the first write (`set_many` or `cas_write`).
+    Write,
+    /// Just after the first `get_many` that reads task documents.
+    TaskRead,
+}
+
+/// A [`MemoryKv`] that runs a closure once at a chosen point, for tests
+/// that need a concurrent writer (or a second retrier run) to act at the
+/// worst moment.
+pub struct Hooked<'a> {
+    inner: &'a MemoryKv,
+    at: HookAt,
+    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl<'a> Hooked<'a> {
+    /// `inner`, running `hook` once at `at`.
+    pub fn new(inner: &'a MemoryKv, at: HookAt, hook: impl FnOnce() + 'a) -> Self {
+        Hooked {
+            inner,
+            at,
+            hook: RefCell::new(Some(Box::new(hook))),
+        }
+    }
+
+    fn fire(&self, at: HookAt) {
+        if at != self.at {
+            return;
+        }
+        let hook = self.hook.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+impl KeyValue for Hooked<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let values = self.inner.get_many(keys);
+        if keys
+            .iter()
+            .any(|k| k.starts_with(tasks_domain::keys::TASK_PREFIX))
+        {
+            self.fire(HookAt::TaskRead);
+        }
+        values
+    }
+    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.fire(HookAt::Write);
+        self.inner.set_many(pairs)
+    }
+    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.inner.delete_many(keys)
+    }
+    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_keys()
+    }
+}
+
+impl crate::AtomicKv for Hooked<'_> {
+    type Cas = <MemoryKv as crate::AtomicKv>::Cas;
+    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
+        self.inner.cas_read(key)
+    }
+    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.fire(HookAt::Write);
+        self.inner.cas_write(cas, value)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.inner.increment(key, delta)
+    }
+}

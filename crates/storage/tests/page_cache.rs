@@ -1,10 +1,10 @@
 //! The first-page cache: hits cost no task-store call, every task write
 //! invalidates, and a write racing a cache fill never leaves a stale page.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
-use tasks_domain::{ListRequest, Status, Timestamp, keys};
-use tasks_storage::{Handled, Incoming, KeyValue, MemoryKv, StoreError, TaskReader, Writer};
+use tasks_domain::{ListRequest, Status, Timestamp};
+use tasks_storage::{Handled, HookAt, Hooked, Incoming, KeyValue, MemoryKv, TaskReader, Writer};
 
 struct World {
     tasks: MemoryKv,
@@ -118,43 +118,11 @@ fn a_write_that_lands_while_a_page_is_being_built_is_never_hidden() {
     w.send("tasks.created", r#"{"id":"a","title":"Old"}"#);
     // The reader reads the documents; right after, before it stores the
     // page, the writer updates the task.
-    let racing = RacingReads {
-        inner: &w.tasks,
-        race: RefCell::new(Some(Box::new(|| {
-            w.send("tasks.updated", r#"{"id":"a","title":"New"}"#);
-        }))),
-    };
+    let racing = Hooked::new(&w.tasks, HookAt::TaskRead, || {
+        w.send("tasks.updated", r#"{"id":"a","title":"New"}"#);
+    });
     assert_eq!(w.first_page(&racing, None), (vec!["a=Old".into()], false));
     // The page cached by that fill must not be served.
     assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], false));
     assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], true));
-}
-
-/// Runs `race` once, right after the first `get_many` (the documents).
-struct RacingReads<'a> {
-    inner: &'a MemoryKv,
-    race: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
-}
-
-impl KeyValue for RacingReads<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let values = self.inner.get_many(keys);
-        let race = self.race.borrow_mut().take();
-        if let Some(race) = race.filter(|_| keys.iter().any(|k| k.starts_with(keys::TASK_PREFIX))) {
-            race();
-        }
-        values
-    }
-    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.inner.set_many(pairs)
-    }
-    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.inner.delete_many(keys)
-    }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_keys()
-    }
 }

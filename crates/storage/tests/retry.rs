@@ -8,7 +8,7 @@ use tasks_storage::outbox::{ReplayError, list_dead_letters, replay_dead_letter};
 use tasks_storage::records::{Claim, DeadLetter, OutboxEntry};
 use tasks_storage::retry::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after, due_queues};
 use tasks_storage::{
-    AtomicKv, Handled, Incoming, KeyValue, MemoryKv, Retrier, StoreError, TickReport, Writer,
+    AtomicKv, Handled, HookAt, Hooked, Incoming, MemoryKv, Retrier, TickReport, Writer,
     decode_counter,
 };
 
@@ -359,12 +359,9 @@ fn a_claimed_task_is_left_to_the_tick_that_holds_it() {
     h.advance(1_000);
     // A second tick fires while the first one is applying the record.
     let nested: RefCell<Option<TickReport>> = RefCell::new(None);
-    let hook = Hooked {
-        inner: &h.tasks,
-        hook: RefCell::new(Some(Box::new(|| {
-            *nested.borrow_mut() = Some(h.tick());
-        }))),
-    };
+    let hook = Hooked::new(&h.tasks, HookAt::Write, || {
+        *nested.borrow_mut() = Some(h.tick());
+    });
     let first = h.tick_on(&hook);
     let second = nested.borrow().expect("the nested tick ran");
     assert_eq!((first.applied, second.applied, second.skipped), (1, 0, 0));
@@ -456,54 +453,6 @@ fn replay_refuses_what_cannot_apply_and_double_replays() {
     let outbox_key = replay_dead_letter(&h.local, &id, later).expect("replayed");
     assert!(outbox_key.ends_with(":t-1"));
     assert_eq!(h.pending("t-1"), Some(2));
-}
-
-/// Runs `hook` once, on the first task-store write.
-struct Hooked<'a> {
-    inner: &'a MemoryKv,
-    hook: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
-}
-
-impl Hooked<'_> {
-    fn fire(&self) {
-        let hook = self.hook.borrow_mut().take();
-        if let Some(hook) = hook {
-            hook();
-        }
-    }
-}
-
-impl KeyValue for Hooked<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.fire();
-        self.inner.set_many(pairs)
-    }
-    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.inner.delete_many(keys)
-    }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_keys()
-    }
-}
-
-impl AtomicKv for Hooked<'_> {
-    type Cas = <MemoryKv as AtomicKv>::Cas;
-    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
-        self.inner.cas_read(key)
-    }
-    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
-        self.fire();
-        self.inner.cas_write(cas, value)
-    }
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        self.inner.increment(key, delta)
-    }
 }
 
 #[test]

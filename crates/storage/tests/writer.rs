@@ -5,7 +5,8 @@ use std::cell::{Cell, RefCell};
 use tasks_domain::{Status, Task, Timestamp, keys};
 use tasks_storage::records::{DeadLetter, OutboxEntry};
 use tasks_storage::{
-    AtomicKv, CAS_ATTEMPTS, Handled, Incoming, KeyValue, MemoryKv, StoreError, Writer,
+    AtomicKv, CAS_ATTEMPTS, Handled, HookAt, Hooked, Incoming, KeyValue, MemoryKv, StoreError,
+    Writer,
 };
 
 struct Harness {
@@ -248,56 +249,14 @@ fn cas_conflicts_are_retried_then_deferred() {
     assert_eq!(outbox.len(), 1);
 }
 
-/// Runs a competing update between this writer's read and its swap, once.
-struct Racing<'a> {
-    inner: &'a MemoryKv,
-    race: RefCell<Option<Box<dyn FnOnce() + 'a>>>,
-}
-
-impl KeyValue for Racing<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.inner.get_many(keys)
-    }
-    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.inner.set_many(pairs)
-    }
-    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.inner.delete_many(keys)
-    }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_keys()
-    }
-}
-
-impl AtomicKv for Racing<'_> {
-    type Cas = <MemoryKv as AtomicKv>::Cas;
-    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
-        self.inner.cas_read(key)
-    }
-    fn cas_write(&self, cas: Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
-        if let Some(race) = self.race.borrow_mut().take() {
-            race();
-        }
-        self.inner.cas_write(cas, value)
-    }
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        self.inner.increment(key, delta)
-    }
-}
-
 #[test]
 fn two_concurrent_updates_never_lose_one() {
     let h = Harness::new();
     h.send("tasks.created", r#"{"id":"t-1","title":"Start"}"#);
-    let racing = Racing {
-        inner: &h.tasks,
-        race: RefCell::new(Some(Box::new(|| {
-            h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
-        }))),
-    };
+    // A competing update lands between this writer's read and its swap.
+    let racing = Hooked::new(&h.tasks, HookAt::Write, || {
+        h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
+    });
     let handled = h.send_on(
         &racing,
         "tasks.updated",
