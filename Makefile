@@ -9,13 +9,14 @@ COMPONENTS  := -p tasks-web -p tasks-kv-read -p tasks-writer -p tasks-retrier
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats up test test-native test-cloudflare test-e2e lint bench clean
+.PHONY: help prereqs build plugin nats up test test-native test-cloudflare test-e2e lint lint-fmt lint-clippy bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
-	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build, e2e suites on spin up"
+	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build,"
+	@echo "             this tree's trigger-nats plugin, e2e suites on spin up; one count line per stage"
 	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
-	@echo "make plugin  install the trigger-cron plugin and build + install trigger-nats"
+	@echo "make plugin  install the trigger-cron plugin and build + install this tree's trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make test-cloudflare  the Cloudflare KV client against Cloudflare's emulator (miniflare), direct and behind cf-fault-proxy"
 	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline) and retry (order-check cost, outbox drain) benchmarks"
@@ -39,9 +40,13 @@ up: build plugin nats
 	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
 	spin up --runtime-config-file runtime-config.toml --listen $(LISTEN)
 
-lint:
+lint: lint-fmt lint-clippy
+
+lint-fmt:
 	@echo "==> cargo fmt --check"
 	cargo fmt --all --check
+
+lint-clippy:
 	@echo "==> clippy (native)"
 	cargo clippy --workspace --all-targets -- -D warnings
 	@echo "==> clippy ($(WASM_TARGET) components)"
@@ -55,14 +60,16 @@ test-cloudflare:
 	@echo "==> Cloudflare KV client conformance (miniflare + cf-fault-proxy)"
 	tests/cloudflare-conformance.sh
 
-test-e2e: build
+test-e2e: build plugin
 	@echo "==> e2e suites against spin up"
 	tests/e2e.sh
 	tests/e2e-nats.sh
 	tests/e2e-retry.sh
 	tests/e2e-cloudflare.sh
 
-test: lint test-native test-cloudflare test-e2e
+# Every stage even when one fails, then one line per stage and a total (scripts/test.sh).
+test:
+	@scripts/test.sh
 
 bench: build
 	@echo "==> HTTP benchmark"

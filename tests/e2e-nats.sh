@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Event-side e2e suite: real nats-server, real `spin up` with the trigger-nats
-# plugin. Prints `SKIPPED: …` and exits 0 when spin or the plugin is missing.
+# plugin built from this tree (checked: see require_spin_and_plugin in lib.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -26,6 +26,8 @@ build_tools
 start_app "$WORK" "$OUT/logs"
 echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
 WLOG="$OUT/logs/writer_stdout.txt"
+check "spin runs this tree's trigger-nats build" \
+  grep -qF "trigger-nats: version $("$ROOT/scripts/install-plugin.sh" --version) " "$OUT/logs/spin-up.txt"
 
 echo "==> create, update, delete in both payload shapes"
 check "create (flat) is acknowledged" is "$(nats_tool request tasks.created '{"id":"n-1","title":"Flat shape","correlationId":"cid-flat"}')" '{"ok":true}'

@@ -11,7 +11,7 @@
 # - Redis is stopped: Spin's Redis client does not fail a call, it waits for
 #   the server. trigger-nats cancels the call after handler_timeout_ms and
 #   the writer parks the event; the check is that nothing is lost.
-# Prints `SKIPPED: …` and exits 0 when spin or a plugin is missing.
+# Cannot run without redis-server: see cannot_run in lib.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Read-side e2e suite against a real `spin up` on a free loopback port with a
-# fresh store, seeded through published events. Prints `SKIPPED: …` and exits
-# 0 when spin (or the trigger-nats plugin) is not installed.
+# fresh store, seeded through published events. Without Spin or this tree's
+# plugin it cannot run: see cannot_run in lib.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

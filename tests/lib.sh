@@ -52,22 +52,30 @@ nats_tool() {
   "$ROOT/target/release/tasks-nats" --server "$NATS_URL" "$@"
 }
 
-# Exits 0 with a SKIPPED line unless spin and the trigger-nats plugin are installed.
-require_spin_and_plugin() {
-  if ! command -v spin >/dev/null; then
-    echo "SKIPPED: spin not installed (the e2e suites need the Spin CLI >= 4.0 on PATH)"
-    exit 0
+# cannot_run REASON FIX: this suite cannot run here. Under CI=true that is a
+# failure naming the reason; in an interactive run a `SKIPPED:` line with the fix.
+cannot_run() {
+  if [[ ${CI:-} == true ]]; then
+    echo "FAILED: $1 (under CI=true a suite that cannot run fails; fix: $2)" >&2
+    exit 1
   fi
-  local plugin installed
+  echo "SKIPPED: $1 (fix: $2)"
+  exit 0
+}
+
+# The suite needs spin, nats-server, trigger-cron and, installed in Spin, the
+# trigger-nats plugin built from this tree (not whatever build was there).
+require_spin_and_plugin() {
+  command -v spin >/dev/null ||
+    cannot_run "spin not installed" "install the Spin CLI >= 4.0 (https://spinframework.dev/install), then make plugin"
+  require_tools nats-server
+  local installed why
   # Read the list first: `grep -q` closing the pipe early would fail it under pipefail.
   installed=$(spin plugins list --installed 2>/dev/null || true)
-  for plugin in trigger-nats trigger-cron; do
-    if ! grep -q "^$plugin " <<<"$installed"; then
-      echo "SKIPPED: the $plugin plugin is not installed (make plugin)"
-      exit 0
-    fi
-  done
-  command -v nats-server >/dev/null || { echo "e2e needs nats-server on PATH (apt-get install nats-server)" >&2; exit 1; }
+  grep -q "^trigger-cron " <<<"$installed" ||
+    cannot_run "the trigger-cron plugin is not installed" "make plugin"
+  why=$("$ROOT/scripts/install-plugin.sh" --check 2>&1) ||
+    cannot_run "$why" "make plugin"
 }
 
 # start_nats PORT LOG: a private nats-server on loopback; sets NATS_URL.
@@ -179,11 +187,18 @@ summary() {
   [[ $failed -eq 0 ]]
 }
 
-# require_tools TOOL...: fails naming the first missing one.
+# require_tools TOOL...: every tool on PATH, else cannot_run naming the first
+# missing one and its Debian package.
 require_tools() {
-  local t
+  local t pkg
   for t in "$@"; do
-    command -v "$t" >/dev/null || { echo "e2e needs $t on PATH" >&2; exit 1; }
+    command -v "$t" >/dev/null && continue
+    case $t in
+      redis-cli) pkg=redis-server ;;
+      node | npm) pkg="nodejs npm" ;;
+      *) pkg=$t ;;
+    esac
+    cannot_run "$t is not installed" "apt-get install $pkg"
   done
 }
 

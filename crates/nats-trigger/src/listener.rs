@@ -57,7 +57,8 @@ pub struct Stats {
     pub failed: u64,
 }
 
-fn log(line: &str) {
+/// One operator log line on stderr, prefixed `trigger-nats:`.
+pub fn log(line: &str) {
     eprintln!("trigger-nats: {line}");
 }
 

@@ -38,6 +38,15 @@ struct Running {
 
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 
+/// This build's version: `TRIGGER_NATS_VERSION` when the build sets it
+/// (`scripts/install-plugin.sh`: the crate version plus the commit it was
+/// built from), else the crate version. Logged at start-up, so a test can
+/// tell which build Spin runs.
+pub const VERSION: &str = match option_env!("TRIGGER_NATS_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// How long `finish` waits for the drain.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -82,6 +91,10 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
     }
 
     async fn run(self, trigger_app: TriggerApp<Self, F>) -> anyhow::Result<()> {
+        listener::log(&format!(
+            "version {VERSION} for app {:?}",
+            trigger_app.app().id()
+        ));
         let variables = trigger_app
             .configured_app()
             .app_state::<VariablesFactor>()

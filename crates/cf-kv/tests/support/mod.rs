@@ -35,12 +35,15 @@ fn dir() -> PathBuf {
 }
 
 /// The shared emulator, or `None` (after printing `SKIPPED: …`) when
-/// miniflare is not installed.
+/// miniflare is not installed. Under `CI=true` a missing emulator fails the
+/// test instead: CI must not pass on tests that did not run.
 pub fn miniflare() -> Option<&'static Miniflare> {
     static MF: OnceLock<Option<Miniflare>> = OnceLock::new();
     let mf = MF.get_or_init(start).as_ref();
     if mf.is_none() {
-        println!("SKIPPED: miniflare not installed (run npm ci in tests/miniflare)");
+        let why = "miniflare not installed (fix: tests/cloudflare-conformance.sh installs it with npm)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        println!("SKIPPED: {why}");
     }
     mf
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `make test`: every stage in order (lint, native tests, the Cloudflare client
+# against its emulator, the wasm build, this tree's trigger-nats plugin, the
+# e2e suites on `spin up`), then one line per stage with its counts and a
+# closing `total: N passed, M failed`. A failing stage does not stop the ones
+# after it, so one run shows everything; the exit code is 1 when any failed.
+# Under CI=true a stage that cannot run fails; otherwise it counts as skipped
+# and its SKIPPED line says how to fix it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+started=${RUN_STARTED:-$(date +%s)}
+logs=tests/out/make-test
+rm -rf "$logs"; mkdir -p "$logs"
+summary=()
+total_passed=0 total_failed=0 total_skipped=0
+
+# stage NAME KIND COMMAND...: runs COMMAND, its output shown and kept in
+# $logs/NAME.txt, and counts it by KIND:
+#   cargo  the sum of cargo test's `test result:` lines (ignored tests count as skipped)
+#   suite  the suite's own closing line `<suite>: N passed, M failed`
+#   step   one check: passed when COMMAND exits 0
+# A `SKIPPED:` line from a stage that exits 0 makes it skipped; a stage that
+# exits non-zero without counting a failure, or counts no test at all, fails.
+stage() {
+  local name=$1 kind=$2 log=$logs/$1.txt rc passed=0 failed=0 skipped=0 note=""
+  shift 2
+  echo "==> [$name] $*"
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  case $kind in
+    cargo)
+      read -r passed failed skipped < <(awk '/^test result:/ {p += $4; f += $6; s += $8}
+        END {print p + 0, f + 0, s + 0}' "$log") ;;
+    suite)
+      read -r passed failed < <(sed -nE 's/^[a-z0-9-]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$log" |
+        tail -1 | grep . || echo "0 0") ;;
+    step)
+      if [[ $rc -eq 0 ]]; then passed=1; else failed=1; fi ;;
+  esac
+  if [[ $rc -eq 0 ]] && grep -q '^SKIPPED: ' "$log"; then
+    if [[ $kind == step || $passed -eq 0 ]]; then passed=0; skipped=$((skipped + 1)); fi
+    note=" ($(grep -m1 '^SKIPPED: ' "$log"))"
+  elif [[ $rc -ne 0 && $failed -eq 0 ]]; then
+    failed=1; note=" (exit code $rc before counting a failure; see $log)"
+  elif [[ $rc -eq 0 && $kind != step && $passed -eq 0 ]]; then
+    failed=1; note=" (no test ran)"
+  fi
+  summary+=("$name: $passed passed, $failed failed, $skipped skipped$note")
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  total_skipped=$((total_skipped + skipped))
+}
+
+stage fmt step make -s lint-fmt
+stage clippy step make -s lint-clippy
+stage native cargo make -s test-native
+stage cloudflare-client cargo tests/cloudflare-conformance.sh
+stage wasm-build step make -s build
+if command -v spin >/dev/null || [[ ${CI:-} == true ]]; then
+  stage plugin step make -s plugin
+else
+  stage plugin step echo "SKIPPED: spin not installed (fix: install the Spin CLI >= 4.0 from https://spinframework.dev/install)"
+fi
+for suite in e2e e2e-nats e2e-retry e2e-cloudflare; do
+  stage "$suite" suite "tests/$suite.sh"
+done
+
+echo
+echo "==> make test: one line per stage (logs in $logs/)"
+printf '%s\n' "${summary[@]}"
+echo "==> finished in $(( $(date +%s) - started )) s"
+echo "total: $total_passed passed, $total_failed failed, $total_skipped skipped"
+[[ $total_failed -eq 0 ]]
