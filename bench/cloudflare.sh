@@ -23,13 +23,12 @@ cleanup() { stop_spin; stop_nats; stop_cloudflare; rm -rf "$WORK"; }
 on_exit cleanup
 
 start_cloudflare_app "$WORK" "$OUT/cloudflare"
-flushed() { [[ "$(kv_count "$WORK" default 'flush:0%' 2>/dev/null)" == 0 ]]; }
-until flushed; do sleep 0.1; done
+wait_until 60 flushed
 
 cf_reset_stats
 t0=$(date +%s.%N)
 nats_tool burst --count "$EVENTS" --prefix cfe- --request >/dev/null
-until flushed; do sleep 0.05; done
+wait_until --every 0.05 600 flushed
 t1=$(date +%s.%N)
 ingest=$(cf_stats)
 last=$(printf 'cfe-%06d' $((EVENTS - 1)))
@@ -41,18 +40,17 @@ purge_all() {
     --data-binary '{"all":true}' "http://127.0.0.1:$PORT/api/cache/purge"
 }
 timed_home() { curl -sS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/"; }
-calls() { cf_stats | jq .total; }
 : >"$WORK/rows"; : >"$WORK/purged"
 timed_home >/dev/null
 for _ in $(seq "$ROUNDS"); do
   sleep "$TTL.1"; cf_reset_stats
-  miss=$(timed_home); miss_calls=$(calls); cf_reset_stats
-  hit=$(timed_home); hit_calls=$(calls)
+  miss=$(timed_home); miss_calls=$(cf_calls); cf_reset_stats
+  hit=$(timed_home); hit_calls=$(cf_calls)
   echo "$miss $miss_calls $hit $hit_calls" >>"$WORK/rows"
 done
 for _ in $(seq "$ROUNDS"); do
   purge_all; cf_reset_stats
-  miss=$(timed_home); miss_calls=$(calls)
+  miss=$(timed_home); miss_calls=$(cf_calls)
   echo "$miss $miss_calls" >>"$WORK/purged"
 done
 

@@ -22,14 +22,13 @@ build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"
 start_app "$WORK" "$WORK/logs"
 
-now() { date +%s.%N; }
 results="$WORK/results"; : >"$results"
 for round in $(seq "$ROUNDS"); do
   # Spin: publish, then poll the API for the last id.
   last=$(printf 'r%d-%06d' "$round" $((EVENTS - 1)))
   t0=$(now)
   nats_tool burst --count "$EVENTS" --prefix "r$round-" >/dev/null
-  until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/tasks/$last") == 200 ]]; do sleep 0.02; done
+  wait_until --every 0.02 600 task_visible "$last"
   t1=$(now)
   spin_rate=$(python3 -c "print(round($EVENTS/($t1-$t0)))")
 

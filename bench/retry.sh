@@ -3,7 +3,7 @@
 #
 # 1. What the per-task order check costs the writer's normal path: the
 #    app as shipped next to the same app whose writer is built with
-#    `bench-no-order-check` (the one local read skipped), both on SQLite,
+#    writer is bench/writer-no-order-check (the one local read skipped), both on SQLite,
 #    alternating bursts of N creates; medians of events/s and publish→visible
 #    p50/p99. Target: < 10 % slower.
 # 2. Drain time: `tasks` on a real Redis, Redis stopped, N/2 creates + N/2
@@ -31,16 +31,15 @@ cleanup() {
   rm -rf "$WORK"
 }
 on_exit cleanup
-now() { date +%s.%N; }
 
 build_tools
-echo "==> building the writer variant without the order check"
-cargo build --quiet --target wasm32-wasip2 --release -p tasks-writer \
-  --features bench-no-order-check --target-dir "$ROOT/target/bench-variant"
+echo "==> building the writer variant without the order check (bench/writer-no-order-check)"
+cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-order-check
+variant=$ROOT/target/wasm32-wasip2/release/bench_writer_no_order_check.wasm
 sed -e "s|^source = \"target/|source = \"$ROOT/target/|" \
-    -e "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$ROOT/target/bench-variant/wasm32-wasip2/release/tasks_writer.wasm|" \
+    -e "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$variant|" \
     "$ROOT/spin.toml" >"$WORK/spin-variant.toml"
-grep -q "bench-variant" "$WORK/spin-variant.toml"
+grep -q "bench_writer_no_order_check" "$WORK/spin-variant.toml"
 
 # --- 1. writer overhead -------------------------------------------------------
 mkdir -p "$WORK/a" "$WORK/b"
@@ -54,7 +53,8 @@ burst_rate() { # NAME PORT NATS ROUND
   local last; last=$(printf '%s%d-%06d' "$1" "$4" $((EVENTS - 1)))
   local t0 t1; t0=$(now)
   NATS_URL=$3 nats_tool burst --count "$EVENTS" --prefix "$1$4-" >/dev/null
-  until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/api/tasks/$last") == 200 ]]; do sleep 0.02; done
+  # Runs in $(…), where set -e does not reach: fail the round explicitly.
+  wait_until --every 0.02 600 task_visible "$last" "$2" || return 1
   t1=$(now)
   python3 -c "print(round($EVENTS/($t1-$t0)))"
 }
@@ -79,7 +79,7 @@ start_redis() {
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --appendonly yes --save "" \
     >>"$WORK/redis.log" 2>&1 &
   REDIS_PID=$!
-  until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
+  wait_until --every 0.05 10 redis_up redis-cli -p "$REDIS_PORT"
 }
 start_redis
 mkdir -p "$WORK/r"
@@ -96,13 +96,13 @@ half=$((DRAIN / 2))
 echo "==> Redis down: publishing $half creates + $half updates"
 nats_tool burst --count "$half" --prefix d- >/dev/null
 nats_tool burst --count "$half" --prefix d- --subject tasks.updated >/dev/null
-outbox() { kv_count "$WORK/r" default 'outbox:%'; }
-for _ in $(seq 1200); do [[ $(outbox) -ge $DRAIN ]] && break; sleep 0.1; done
-deferred=$(outbox)
+all_deferred() { [[ $(outbox "$WORK/r") -ge $DRAIN ]]; }
+wait_until 120 all_deferred || true   # how many were deferred is checked just below
+deferred=$(outbox "$WORK/r")
 [[ "$deferred" -ge "$DRAIN" ]] || { echo "only $deferred events deferred" >&2; exit 1; }
 start_redis
 t0=$(now)
-until [[ $(outbox) == 0 ]]; do sleep 0.05; done
+wait_until --every 0.05 600 outbox_empty "$WORK/r"
 t1=$(now)
 drain=$(python3 -c "print(f'{$t1-$t0:.1f}')")
 last=$(printf 'd-%06d' $((half - 1)))

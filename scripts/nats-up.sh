@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a local nats-server on 127.0.0.1:4222 unless something already answers
-# there. Installs the Debian package when it can; otherwise says how.
+# Starts a local nats-server on 127.0.0.1:4222 (NATS_PORT) unless something already
+# answers there, its pid in .spin/nats-server.pid for scripts/nats-down.sh (`make stop`).
+# Installs the Debian package when it can; otherwise says how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${NATS_PORT:-4222}
@@ -26,7 +27,7 @@ nohup nats-server -a 127.0.0.1 -p "$port" >.spin/nats-server.log 2>&1 &
 echo $! >.spin/nats-server.pid
 for _ in $(seq 50); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "==> nats-server started on 127.0.0.1:$port (pid $(cat .spin/nats-server.pid), log .spin/nats-server.log)"
+    echo "==> nats-server started on 127.0.0.1:$port (pid $(cat .spin/nats-server.pid), log .spin/nats-server.log; make stop stops it)"
     exit 0
   fi
   sleep 0.1

@@ -12,7 +12,10 @@ if ! command -v cargo >/dev/null; then
   say "missing: Rust (cargo). Install rustup from https://rustup.rs, then re-run."
   missing=1
 elif command -v rustup >/dev/null; then
-  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  # Read the list first: `grep -q` closing the pipe early would fail it under pipefail.
+  # A failing `rustup target list` means "not installed", as the pipe did.
+  targets=$(rustup target list --installed || true)
+  if ! grep -qx wasm32-wasip2 <<<"$targets"; then
     echo "installing the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2 || {
       say "missing: Rust target wasm32-wasip2 and it could not be installed (offline?)."

@@ -22,13 +22,7 @@ start_cloudflare_app "$WORK" "$OUT"
 echo "==> miniflare at $MF_ORIGIN (namespace $NAMESPACE), proxy at $PROXY, spin up on :$PORT"
 export SPIN_VARIABLE_HMAC_KEY  # set by start_cloudflare_app; tasks-sign reads it
 
-api() { curl -sS "http://127.0.0.1:$PORT$1"; }
-field() { api "/api/tasks/$1" | jq -r "$2"; }
-calls() { cf_stats | jq '.total'; }
 fault() { curl -sS -X POST -H 'content-type: application/json' -d "$1" "$PROXY/__proxy/faults" >/dev/null; }
-flush_records() { kv_count "$WORK" default 'flush:0%'; }
-flushed() { [[ "$(flush_records)" == 0 ]]; }
-wait_until() { local s=$1; shift; for _ in $(seq $((s * 10))); do "$@" && return 0; sleep 0.1; done; return 1; }
 # purge BODY [TIME] [KEY] [SIGNED_PATH]: signed POST /api/cache/purge; prints the status.
 purge() {
   local body=$1 t=${2:-} key=${3:-$SPIN_VARIABLE_HMAC_KEY} signed=${4:-/api/cache/purge}
@@ -42,7 +36,7 @@ check "create acknowledged" is "$(nats_tool request tasks.created '{"id":"cf-1",
 check "visible at once (working copy)" is "$(field cf-1 '[.title,.version]|join(",")')" "In Workers KV,1"
 check "flushed to Cloudflare within seconds" wait_until 15 flushed
 check "the document is in Cloudflare" is "$(remote_value task:cf-1 | jq -r .title)" "In Workers KV"
-check "the flush is logged" grep -q "FLUSH" "$OUT/logs/retrier_stdout.txt"
+check "the flush is logged" logged retrier "FLUSH"
 nats_tool request tasks.updated '{"id":"cf-1","status":"completed","correlationId":"cid-cf-2"}' >/dev/null
 check "update visible at once" is "$(field cf-1 '[.status,.version]|join(",")')" "completed,2"
 check "update flushed" wait_until 15 bash -c "[[ \$(curl -sS '$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/task:cf-1' | jq -r .version) == 2 ]]"
@@ -62,11 +56,11 @@ echo "==> reads: a cached GET / costs no Cloudflare call"
 api / >/dev/null
 cf_reset_stats
 api / >/dev/null; api /api/tasks >/dev/null; api /api/tasks/cf-1 >/dev/null
-check "cached reads: 0 calls" is "$(calls)" "0"
+check "cached reads: 0 calls" is "$(cf_calls)" "0"
 check "purge all (signed) is 200" is "$(purge '{"all":true}')" "200"
 cf_reset_stats
 api / >"$OUT/home-uncached.html"
-uncached=$(calls); echo "       calls for an uncached GET /: $uncached ($(cf_stats | jq -c .))"
+uncached=$(cf_calls); echo "       calls for an uncached GET /: $uncached ($(cf_stats | jq -c .))"
 check "uncached GET /: at most 3 calls (stamp, list on a new stamp, bulk get)" test "$uncached" -le 3
 check "the page lists the tasks" grep -q "In Workers KV" "$OUT/home-uncached.html"
 
@@ -74,7 +68,7 @@ echo "==> a 429 during a flush leaves the writes pending, then they go"
 fault '{"status":429,"retryAfter":1,"count":2,"path":"/bulk","method":"PUT"}'
 nats_tool request tasks.created '{"id":"cf-429","title":"Rate limited","correlationId":"cid-429"}' >/dev/null
 check "visible at once despite the 429" is "$(field cf-429 .title)" "Rate limited"
-check "the failed flush is logged with its attempt" wait_until 10 grep -q "FLUSH attempt=1/5" "$OUT/logs/retrier_stdout.txt"
+check "the failed flush is logged with its attempt" wait_until 10 logged retrier "FLUSH attempt=1/5"
 check "flushed once the 429s pass" wait_until 30 flushed
 check "in Cloudflare" is "$(remote_value task:cf-429 | jq -r .title)" "Rate limited"
 fault '{"clear":true}'
@@ -118,7 +112,7 @@ stop_spin
 unset SPIN_VARIABLE_CF_NAMESPACE_ID
 start_spin "$WORK" "$PORT" "$OUT/logs-missing"
 wait_log "$OUT/logs-missing/spin-up.txt" "Serving http" 60
-check "the request fails" is "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/tasks")" "500"
+check "the request fails" is "$(status_of /api/tasks)" "500"
 check "the log names cf_namespace_id" grep -q "variable cf_namespace_id is not set (SPIN_VARIABLE_CF_NAMESPACE_ID)" "$OUT/logs-missing/web_stdout.txt"
 
 summary e2e-cloudflare

@@ -18,10 +18,6 @@ cleanup() {
 }
 on_exit cleanup
 
-api() { curl -sS "http://127.0.0.1:$PORT$1"; }
-field() { api "/api/tasks/$1" | jq -r "$2"; }
-status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1"; }
-
 build_tools
 start_app "$WORK" "$OUT/logs"
 echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
@@ -47,8 +43,8 @@ check "deletes are gone from /" bash -c '! grep -q "Renamed" <(curl -s "$1")' _ 
 check "a delete of a missing task is acknowledged" is "$(nats_tool request tasks.deleted '{"id":"n-1"}')" '{"ok":true}'
 nats_tool pub tasks.created '{"id":"n-3","title":"Header id"}' -H "X-Correlation-Id: cid-header"
 sleep 0.5
-check "correlation id from the payload is logged" grep -qF "[cid-flat] CREATE task=n-1" "$WLOG"
-check "correlation id from the header is logged" grep -qF "[cid-header] CREATE task=n-3" "$WLOG"
+check "correlation id from the payload is logged" logged writer "[cid-flat] CREATE task=n-1"
+check "correlation id from the header is logged" logged writer "[cid-header] CREATE task=n-3"
 check "KV writes are logged with timings" grep -qE '^\[cid-env\] KV PUT task:n-2 — OK \([0-9]+ ms\)$' "$WLOG"
 
 echo "==> 20 malformed events are dead-lettered"

@@ -33,10 +33,7 @@ start_redis() {
     --save "" --daemonize no --user admin on '>e2e-admin' '~*' '&*' '+@all' --user default on nopass '~*' '&*' '+@all' \
     >>"$OUT/redis.log" 2>&1 &
   REDIS_PID=$!
-  for _ in $(seq 100); do
-    "${ADMIN[@]}" ping 2>/dev/null | grep -q PONG && return 0
-    sleep 0.05
-  done
+  wait_until --every 0.05 5 redis_up "${ADMIN[@]}" && return 0
   echo "redis-server did not start on $REDIS_PORT" >&2; return 1
 }
 stop_redis() {
@@ -52,18 +49,7 @@ accept() { "${ADMIN[@]}" acl setuser default +@all >/dev/null; }
 cleanup() { stop_spin; stop_nats; stop_redis; rm -rf "$WORK"; }
 on_exit cleanup
 
-api() { curl -sS "http://127.0.0.1:$PORT$1"; }
-field() { api "/api/tasks/$1" | jq -r "$2"; }
-outbox() { kv_count "$WORK" default 'outbox:%'; }
 pending_markers() { kv_count "$WORK" default 'pending:%'; }
-# wait_until SECONDS COMMAND...: polls until COMMAND succeeds.
-wait_until() {
-  local secs=$1; shift
-  for _ in $(seq $((secs * 10))); do "$@" && return 0; sleep 0.1; done
-  return 1
-}
-outbox_empty() { [[ "$(outbox)" == 0 ]]; }
-logged() { grep -qF -- "$2" "$OUT/logs/$1_stdout.txt"; }
 # replay ID [TIME]: signed POST; prints the HTTP status.
 replay() {
   local path="/api/dead-letters/$1/replay"
@@ -114,7 +100,7 @@ check "retrier logs RETRY attempt=2/5" \
 check "queued updates are not tried on their own" \
   bash -c "! grep -q 'cid-r1-status\] RETRY' '$OUT/logs/retrier_stdout.txt'"
 check "reads say the store is unavailable (503)" is \
-  "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/tasks/base")" "503"
+  "$(status_of /api/tasks/base)" "503"
 
 echo "==> Redis accepts commands again: the outbox drains into the right final state"
 accept

@@ -111,7 +111,7 @@ check "correlation id is echoed" is "$(header x-correlation-id)" e2e-cid-42
 get /api/tasks/t-1
 check "a correlation id is generated (UUID v4)" grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' <<<"$(header x-correlation-id)"
 sleep 0.5
-check "web logs the request with the id" grep -qF "[e2e-cid-42] → GET /api/tasks/t-1" "$OUT/logs/web_stdout.txt"
+check "web logs the request with the id" logged web "[e2e-cid-42] → GET /api/tasks/t-1"
 check "web logs the status with the id" grep -qE '^\[e2e-cid-42\] ← 200 \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
 check "kv-read logs the RPC with the id" grep -qE '^\[e2e-cid-42\] RPC getTask\(t-1\) → found \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
 

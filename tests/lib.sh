@@ -85,13 +85,13 @@ start_nats() {
   NATS_PID=$!
   NATS_URL="nats://127.0.0.1:$port"
   export SPIN_VARIABLE_NATS_URL="$NATS_URL"
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
+  wait_until --every 0.05 5 port_open "$port" && return 0
   echo "nats-server did not start on $port" >&2
   return 1
 }
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 stop_nats() {
   if [[ -n "$NATS_PID" ]]; then
@@ -138,14 +138,27 @@ start_app() {
   wait_log "$2/spin-up.txt" "writer ← tasks" 30
 }
 
-# wait_log FILE PATTERN SECONDS: until FILE has a line matching PATTERN.
+# wait_log FILE PATTERN SECONDS: until FILE has a line matching PATTERN (grep -E), or fail after SECONDS s.
 wait_log() {
-  for _ in $(seq $(($3 * 10))); do
-    grep -qE -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1" >&2
+  # Quiet: grep complains until FILE exists; the message below says what was awaited.
+  wait_until "$3" grep -qE -- "$2" "$1" 2>/dev/null && return 0
+  echo "timed out after ${3}s waiting for /$2/ in $1" >&2
   return 1
+}
+
+# wait_until [--every S] SECONDS COMMAND...: reruns COMMAND every S (0.1) s until it succeeds; after SECONDS s names it and fails.
+wait_until() {
+  local every=0.1 secs deadline
+  if [[ $1 == --every ]]; then every=$2; shift 2; fi
+  # SECONDS counts whole seconds: one more makes the wait at least SECONDS s long.
+  secs=$1 deadline=$((SECONDS + $1 + 1)); shift
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after ${secs}s waiting for: $*" >&2
+      return 1
+    fi
+    sleep "$every"
+  done
 }
 
 stop_spin() {
@@ -157,19 +170,41 @@ stop_spin() {
   SPIN_PID=""
 }
 
-# wait_http URL SECONDS: until URL answers 200, or fail.
+# wait_http URL SECONDS: until URL answers 200, or fail (at once when spin up has exited, else after SECONDS s).
 wait_http() {
-  local url=$1 secs=$2
-  for _ in $(seq $((secs * 10))); do
-    if curl -fsS -o /dev/null "$url" 2>/dev/null; then return 0; fi
+  local url=$1 secs=$2 deadline=$((SECONDS + $2 + 1))
+  # --max-time (the time left, at least 1 s: 0 would mean none): a server that accepts
+  # the connection but never answers cannot outlast the wait.
+  until curl -fsS -o /dev/null --max-time $((deadline > SECONDS ? deadline - SECONDS : 1)) "$url" 2>/dev/null; do
     if [[ -n "$SPIN_PID" ]] && ! kill -0 "$SPIN_PID" 2>/dev/null; then
       echo "spin up exited before $url answered" >&2; return 1
     fi
+    if ((SECONDS >= deadline)); then
+      echo "timed out after ${secs}s waiting for $url" >&2; return 1
+    fi
     sleep 0.1
   done
-  echo "timed out after ${secs}s waiting for $url" >&2
-  return 1
 }
+
+# --- the app under test on 127.0.0.1:$PORT (stores in $WORK, logs in $OUT/logs) --------
+# api PATH: GET PATH from the app; prints the body.
+api() { curl -sS "http://127.0.0.1:$PORT$1"; }
+# field ID JQ: JQ (raw output) applied to GET /api/tasks/ID.
+field() { api "/api/tasks/$1" | jq -r "$2"; }
+# status_of PATH: the HTTP status code of GET PATH.
+status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1"; }
+# task_visible ID [PORT]: GET /api/tasks/ID answers 200 on 127.0.0.1:PORT (default $PORT); one try of at most 10 s.
+task_visible() { [[ $(curl -s -o /dev/null --max-time 10 -w '%{http_code}' "http://127.0.0.1:${2:-$PORT}/api/tasks/$1") == 200 ]]; }
+# logged COMPONENT TEXT: COMPONENT's log, $OUT/logs/COMPONENT_stdout.txt, has a line containing TEXT.
+logged() { grep -qF -- "$2" "$OUT/logs/$1_stdout.txt"; }
+# outbox [DIR]: how many outbox records (deferred events) the stores in DIR (default $WORK) hold.
+outbox() { kv_count "${1:-$WORK}" default 'outbox:%'; }
+# outbox_empty [DIR]: the stores in DIR (default $WORK) hold no outbox record.
+outbox_empty() { [[ "$(outbox "$@")" == 0 ]]; }
+# now: the time in seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+# redis_up REDIS_CLI...: that redis-cli command line (program and options) gets PONG to a PING.
+redis_up() { grep -q PONG <<<"$("$@" ping 2>/dev/null)"; }
 
 # --- assertions: check NAME COMMAND... counts a pass or a failure ---------------
 passed=0; failed=0
@@ -253,5 +288,9 @@ stop_cloudflare() {
 # The proxy's request counters (JSON), and resetting them.
 cf_stats() { curl -sS "$PROXY/__proxy/stats"; }
 cf_reset_stats() { curl -sS -X POST "$PROXY/__proxy/stats/reset" >/dev/null; }
+# cf_calls: how many calls reached Cloudflare's emulator since the last cf_reset_stats.
+cf_calls() { cf_stats | jq '.total'; }
+# flushed [DIR]: no write in DIR's stores (default $WORK) awaits its flush to Cloudflare (flush:0… keys); quiet while Spin creates the table.
+flushed() { [[ "$(kv_count "${1:-$WORK}" default 'flush:0%' 2>/dev/null)" == 0 ]]; }
 # A value as Cloudflare's emulator holds it (behind no proxy: not counted).
 remote_value() { curl -sS "$MF_BASE/storage/kv/namespaces/$NAMESPACE/values/$1"; }

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use tasks_domain::{ListRequest, ReadError};
 use tasks_spin_kv::SpinKv;
-use tasks_spin_kv::tasks::{LOCAL_STORE, TasksStore};
+use tasks_spin_kv::tasks::{self, LOCAL_STORE, TasksStore};
+use tasks_storage::read::page_cache::PageCache;
 use tasks_storage::{StoreError, TaskReader};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -78,18 +79,13 @@ impl Guest for KvRead {
             limit,
             status: status.map(convert::status_from_wit),
         };
-        // The tasks store opens only if the page is not cached. On
-        // Cloudflare the working copy's TTL does the caching: a page cached
-        // here would not see other instances' writes.
+        // The tasks store opens only if the page is not cached.
         let tasks = TasksStore::from_config();
         let result = open(LOCAL_STORE).and_then(|local| {
-            let reader = TaskReader::new(&tasks, &local);
-            match tasks {
-                TasksStore::Spin(_) => reader
-                    .with_page_cache(&tasks_spin_kv::unique)
-                    .list_tasks(&req),
-                _ => reader.list_tasks(&req),
-            }
+            let cache = PageCache::new(&local, &tasks_spin_kv::unique, &tasks::sees_every_write);
+            TaskReader::new(&tasks, &local)
+                .with_page_cache(cache)
+                .list_tasks(&req)
         });
         let shown_limit = req.limit.unwrap_or(tasks_domain::DEFAULT_LIMIT);
         let filter = req

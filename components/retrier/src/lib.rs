@@ -11,7 +11,7 @@ use tasks_spin_kv::notify;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
 use tasks_spin_kv::{SpinKv, log, unique};
-use tasks_storage::flush::Flusher;
+use tasks_storage::cloud::Flusher;
 use tasks_storage::{Retrier, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.

@@ -3,10 +3,12 @@
 
 use tasks_domain::{ReadError, Timestamp, keys};
 use tasks_site::{Admin, PurgeScope};
-use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::{LOCAL_STORE, TasksStore};
-use tasks_storage::outbox::{self, DeadLetterPage, ReplayError};
-use tasks_storage::{KeyValue, StoreError};
+use tasks_spin_kv::{SpinKv, variable};
+use tasks_storage::StoreError;
+use tasks_storage::events::dead_letters::{self, DeadLetterPage};
+use tasks_storage::events::outbox::{self, ReplayError};
+use tasks_storage::read::page_cache;
 
 pub(crate) struct SpinAdmin;
 
@@ -20,7 +22,7 @@ impl Admin for SpinAdmin {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<DeadLetterPage, ReadError> {
-        outbox::list_dead_letters(&local()?, cursor, limit)
+        dead_letters::list(&local()?, cursor, limit)
     }
 
     fn replay(&self, id: &str, correlation_id: &str) -> Result<String, ReplayError> {
@@ -34,16 +36,12 @@ impl Admin for SpinAdmin {
     }
 
     fn signing_key(&self) -> Option<Vec<u8>> {
-        spin_sdk::variables::get("hmac_key")
-            .ok()
-            .filter(|k| !k.is_empty())
-            .map(String::into_bytes)
+        variable("hmac_key").map(String::into_bytes)
     }
 
     fn signature_ttl_secs(&self) -> u64 {
-        spin_sdk::variables::get("signature_ttl_seconds")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
+        variable("signature_ttl_seconds")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(tasks_signing::DEFAULT_TTL_SECS)
     }
 
@@ -56,16 +54,7 @@ impl Admin for SpinAdmin {
     /// fetches them. Writes not yet flushed are never dropped.
     fn purge(&self, scope: &PurgeScope, correlation_id: &str) -> Result<usize, ReadError> {
         let unavailable = |e: StoreError| ReadError::Unavailable(e.to_string());
-        let local = local()?;
-        let had_pages = local
-            .get(keys::PAGE_CACHE_GEN)
-            .map_err(unavailable)?
-            .is_some();
-        if had_pages {
-            local
-                .delete_many(vec![keys::PAGE_CACHE_GEN.to_owned()])
-                .map_err(unavailable)?;
-        }
+        let had_pages = page_cache::invalidate(&local()?).map_err(unavailable)?;
         let tasks = TasksStore::from_config();
         let copies = match tasks.cloud() {
             Some(cloud) => {

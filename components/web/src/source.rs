@@ -4,7 +4,7 @@ use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
 use tasks_site::{PageLookup, TaskSource};
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::{self, LOCAL_STORE};
-use tasks_storage::KeyValue;
+use tasks_storage::read::page_cache::{Lookup, PageCache};
 
 use crate::bindings::tasks::store::reader;
 use crate::bindings::tasks::store::types::{Error, Status, Task};
@@ -76,60 +76,28 @@ impl TaskSource for Reader {
         reader::probe(correlation_id).map_err(error_from_wit)
     }
 
-    /// Rendered first pages live in the local store next to kv-read's page
-    /// cache and share its generation (`cache:gen`, deleted by every task
-    /// write): `<generation>\n<html>`. Any store trouble means "no cache".
+    /// Rendered first pages live in the local store next to kv-read's data
+    /// pages, under the same generation (see
+    /// `tasks_storage::read::page_cache`). Any store trouble means "no cache".
     fn cached_page(&self, key: &str) -> PageLookup {
         let Ok(local) = SpinKv::open(LOCAL_STORE) else {
             return PageLookup::Off;
         };
-        let wanted = [keys::PAGE_CACHE_GEN.to_owned(), html_key(key)];
-        let Ok(found) = local.get_many(&wanted) else {
-            return PageLookup::Off;
-        };
-        let mut found = found.into_iter();
-        let generation = found.next().flatten();
-        if let (Some(generation), Some(Some(stored))) = (&generation, found.next())
-            && let Some(body) = stored
-                .strip_prefix(generation.as_slice())
-                .and_then(|rest| rest.strip_prefix(b"\n"))
-        {
-            return PageLookup::Hit(body.to_vec());
-        }
-        // On Cloudflare other instances write too: the working copy's TTL
-        // is the cache there, so nothing is stored (and so nothing is hit:
-        // the backend is checked on a miss only, off the hot path).
-        if tasks::backend() != Ok(tasks::Backend::Spin) {
-            return PageLookup::Off;
-        }
-        match generation {
-            Some(g) => PageLookup::Miss(String::from_utf8_lossy(&g).into_owned()),
-            None => {
-                let g = tasks_spin_kv::unique();
-                let made = local.set_many(vec![(
-                    keys::PAGE_CACHE_GEN.to_owned(),
-                    g.clone().into_bytes(),
-                )]);
-                match made {
-                    Ok(()) => PageLookup::Miss(g),
-                    Err(_) => PageLookup::Off,
-                }
-            }
+        let cache = PageCache::new(&local, &tasks_spin_kv::unique, &tasks::sees_every_write);
+        match cache.lookup(&keys::html_cache(key)) {
+            Ok(Lookup::Hit(body)) => PageLookup::Hit(body),
+            Ok(Lookup::Miss(generation)) => PageLookup::Miss(generation),
+            Ok(Lookup::Off) | Err(_) => PageLookup::Off,
         }
     }
 
     fn store_page(&self, key: &str, generation: &str, body: &[u8]) {
         if let Ok(local) = SpinKv::open(LOCAL_STORE) {
-            let mut value = Vec::with_capacity(generation.len() + 1 + body.len());
-            value.extend_from_slice(generation.as_bytes());
-            value.push(b'\n');
-            value.extend_from_slice(body);
-            // A cache that cannot be written only costs the next request.
-            let _ = local.set_many(vec![(html_key(key), value)]);
+            PageCache::new(&local, &tasks_spin_kv::unique, &tasks::sees_every_write).store(
+                &keys::html_cache(key),
+                generation,
+                body,
+            );
         }
     }
-}
-
-fn html_key(key: &str) -> String {
-    format!("{}{key}", keys::HTML_CACHE_PREFIX)
 }

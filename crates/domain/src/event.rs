@@ -93,10 +93,7 @@ pub struct Rejection {
 
 /// A correlation id safe to log and echo: 1-128 characters of `A-Z a-z 0-9 . _ : -`.
 pub fn usable_correlation_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+    crate::validate::is_id(s)
 }
 
 const TASK_FIELDS: [&str; 8] = [

@@ -53,6 +53,17 @@ pub fn page_cache(status: Option<&str>, limit: usize) -> String {
 /// (kept by web under the same generation as [`PAGE_CACHE_GEN`]).
 pub const HTML_CACHE_PREFIX: &str = "cache:html:";
 
+/// `cache:html:<page>`: a cached rendering of the first list page `page`.
+pub fn html_cache(page: &str) -> String {
+    format!("{HTML_CACHE_PREFIX}{page}")
+}
+
+/// Key in the Cloudflare working copy (the `tasks` label in that mode) of
+/// the time of the last full key listing (13 digits). While it is fresher
+/// than the TTL, a key with no entry was not in that listing, so it reads as
+/// absent without asking Cloudflare.
+pub const CF_LISTED_AT: &str = "meta:cf-listed-at";
+
 /// Prefix of per-task pending counters in the `default` store: how many
 /// outbox records a task has. While it is above zero, newer events for the
 /// task queue behind them instead of applying directly.
@@ -100,6 +111,18 @@ pub fn dead_letter(at_millis: i64, unique: &str) -> String {
     timed(DLQ_PREFIX, at_millis, unique)
 }
 
+/// `dlq:<millis>-<seq, 12 digits>-<unique>`: the dead letter of flush record
+/// `seq`; the records of one flush run keep their order.
+pub fn flush_dead_letter(at_millis: i64, seq: i64, unique: &str) -> String {
+    dead_letter(at_millis, &format!("{:012}-{unique}", seq.max(0)))
+}
+
+/// `dlq:<id>`: the dead letter whose id (the key without `dlq:`, as the
+/// dead-letter API names it) is `id`.
+pub fn dead_letter_with_id(id: &str) -> String {
+    format!("{DLQ_PREFIX}{id}")
+}
+
 /// `outbox:<seq, 12 digits>:<task id>`: one deferred event, numbered by
 /// [`OUTBOX_SEQ`], so keys sort in the order events were deferred; the task
 /// id lets a key listing count each task's records without reading them.
@@ -107,11 +130,25 @@ pub fn outbox(seq: i64, task_id: &str) -> String {
     format!("{OUTBOX_PREFIX}{:012}:{task_id}", seq.max(0))
 }
 
-/// The task id in an `outbox:<seq>:<id>` key.
-pub fn outbox_task_id(key: &str) -> Option<&str> {
+/// The sequence number (12 digits, as text) and task id in an
+/// `outbox:<seq>:<id>` key.
+fn outbox_parts(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(OUTBOX_PREFIX)?;
     let (seq, id) = rest.split_once(':')?;
-    (seq.len() == 12 && seq.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()).then_some(id)
+    (seq.len() == 12 && seq.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
+        .then_some((seq, id))
+}
+
+/// The task id in an `outbox:<seq>:<id>` key.
+pub fn outbox_task_id(key: &str) -> Option<&str> {
+    outbox_parts(key).map(|(_, id)| id)
+}
+
+/// The sequence number of an `outbox:<seq>:<id>` key, as its 12 digits:
+/// dead letters made from outbox records in one run keep the outbox order
+/// by carrying it in their keys.
+pub fn outbox_seq(key: &str) -> Option<&str> {
+    outbox_parts(key).map(|(seq, _)| seq)
 }
 
 /// `flush:<seq, 12 digits>:<key>`: one write of `key` (any key of the
@@ -172,7 +209,8 @@ mod tests {
             OUTBOX_SEQ,
             TASKS_HEALTH,
             PAGE_CACHE_GEN,
-            &format!("{HTML_CACHE_PREFIX}all:50"),
+            &html_cache("all:50"),
+            CF_LISTED_AT,
             &page_cache(None, 50),
             &pending("x"),
             &flush(1, "task:x"),
@@ -196,7 +234,15 @@ mod tests {
         assert_eq!(outbox_task_id("outbox:12:x"), None);
         assert_eq!(outbox_task_id(&outbox(7, "")), None);
         assert_eq!(pending_task_id(&pending("t-1")), Some("t-1"));
+        assert_eq!(outbox_seq(&outbox(42, "t:1")), Some("000000000042"));
+        assert_eq!(outbox_seq("outbox:12:x"), None);
         assert_eq!(dead_letter_id("dlq:17-ab"), Some("17-ab"));
+        assert_eq!(dead_letter_with_id("17-ab"), "dlq:17-ab");
+        assert_eq!(
+            flush_dead_letter(5, 42, "u"),
+            "dlq:0000000000005-000000000042-u"
+        );
+        assert_eq!(html_cache("all:50"), "cache:html:all:50");
         assert_eq!(dead_letter_id("dlq:"), None);
     }
 

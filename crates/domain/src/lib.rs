@@ -19,3 +19,6 @@ pub use status::Status;
 pub use task::Task;
 pub use time::Timestamp;
 pub use validate::ValidationError;
+
+/// The header (HTTP and NATS) that carries a correlation id, lowercase.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";

@@ -23,8 +23,16 @@ impl ValidationError {
     }
 }
 
-fn is_id_char(c: char) -> bool {
+/// The characters of ids and correlation ids: `A-Z a-z 0-9 . _ : -`, safe
+/// in keys, URLs, headers and log lines.
+pub fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+}
+
+/// Whether `s` is 1-128 characters of [`is_id_char`]: the rule for task
+/// ids and for correlation ids taken from callers (payloads, headers).
+pub fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(is_id_char)
 }
 
 /// Checks a task id: 1-128 characters of `A-Z a-z 0-9 . _ : -`.

@@ -7,11 +7,14 @@
 //! a real `nats-server`.
 
 pub mod config;
+#[cfg(feature = "runtime")]
 mod inflight;
+#[cfg(feature = "runtime")]
 pub mod listener;
 pub mod reply;
 
 pub use config::{Credentials, Subscription, TriggerConfig, TriggerMetadata};
+#[cfg(feature = "runtime")]
 pub use inflight::InFlight;
 
 /// Header added to the second call of a component whose first call for a
@@ -19,4 +22,5 @@ pub use inflight::InFlight;
 /// the timeout in milliseconds. The component should record the message
 /// without the dependency that hung (the writer parks it in its outbox).
 pub const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
+#[cfg(feature = "runtime")]
 pub use listener::{Handler, HandlerFuture, Message, Stats};

@@ -4,8 +4,8 @@
 use serde::Serialize;
 use tasks_domain::ReadError;
 use tasks_signing::{Rejection, Signed, verify};
-use tasks_storage::outbox::{DeadLetterPage, ReplayError};
-use tasks_storage::records::DeadLetter;
+use tasks_storage::events::dead_letters::{DeadLetter, DeadLetterPage};
+use tasks_storage::events::outbox::ReplayError;
 
 use crate::api::{error_body, read_error, to_json};
 use crate::http::{Request, cache, content_type};

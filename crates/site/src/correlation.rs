@@ -1,24 +1,14 @@
 //! Correlation ids: taken from `X-Correlation-Id` when sane, else generated.
 
 /// The header that carries the id, in and out.
-pub const HEADER: &str = "x-correlation-id";
-
-/// Longest id accepted from a caller.
-const MAX_LEN: usize = 128;
+pub use tasks_domain::CORRELATION_HEADER as HEADER;
 
 /// The caller's id when it is 1-128 characters of `A-Z a-z 0-9 . _ : -`
-/// (safe to echo and to log), otherwise a fresh UUID v4.
+/// (safe to echo and to log: [`tasks_domain::validate::is_id`]), otherwise a
+/// fresh UUID v4.
 pub fn resolve(header: Option<&str>) -> String {
     match header.map(str::trim) {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= MAX_LEN
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) =>
-        {
-            id.to_owned()
-        }
+        Some(id) if tasks_domain::validate::is_id(id) => id.to_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     }
 }

@@ -6,9 +6,10 @@ use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
 use tasks_signing::sign;
 
 use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
-use tasks_storage::outbox::{DeadLetterPage, ReplayError, list_dead_letters, replay_dead_letter};
-use tasks_storage::records::{DeadLetter, RawPayload};
-use tasks_storage::{KeyValue, MemoryKv};
+use tasks_storage::KeyValue;
+use tasks_storage::events::dead_letters::{self, DeadLetter, DeadLetterPage, RawPayload};
+use tasks_storage::events::outbox::{ReplayError, replay_dead_letter};
+use tasks_storage::testing::MemoryKv;
 
 const KEY: &[u8] = b"operator-key";
 
@@ -28,7 +29,7 @@ impl Admin for Local {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<DeadLetterPage, ReadError> {
-        list_dead_letters(&self.kv, cursor, limit)
+        dead_letters::list(&self.kv, cursor, limit)
     }
     fn replay(&self, id: &str, _cid: &str) -> Result<String, ReplayError> {
         replay_dead_letter(&self.kv, id, Timestamp(NOW * 1000))
@@ -68,18 +69,18 @@ impl TaskSource for NoTasks {
 fn dead_letter(kv: &MemoryKv, n: i64, payload: &str) -> String {
     let key = keys::dead_letter(NOW * 1000 + n, &format!("u{n}"));
     let record = DeadLetter {
-        subject: "tasks.created".into(),
-        raw: RawPayload::keep(payload.as_bytes()),
-        correlation_id: format!("c-{n}"),
         task_id: Some(format!("t-{n}")),
-        reason: "gave up after 5 attempts: KV PUT failed".into(),
         errors: vec!["KV PUT failed".into()],
         attempts: 5,
-        received_at: None,
-        at: Timestamp(NOW * 1000 + n),
-        replaying: None,
+        ..DeadLetter::new(
+            "tasks.created",
+            RawPayload::keep(payload.as_bytes()),
+            &format!("c-{n}"),
+            "gave up after 5 attempts: KV PUT failed".into(),
+            Timestamp(NOW * 1000 + n),
+        )
     };
-    kv.put(&key, serde_json::to_vec(&record).unwrap_or_default());
+    record.store(kv, &key).expect("stored");
     keys::dead_letter_id(&key).unwrap_or_default().to_owned()
 }
 

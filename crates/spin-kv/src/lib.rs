@@ -5,6 +5,7 @@
 pub mod cloudflare;
 pub mod notify;
 pub mod tasks;
+pub mod writer;
 
 use std::cell::OnceCell;
 
@@ -56,6 +57,15 @@ impl SpinKv {
             .as_ref()
             .map_err(Clone::clone)
     }
+}
+
+/// The application variable `name`, trimmed; unset, unreadable and empty
+/// all read as `None`. The one way our components read Spin variables.
+pub fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// A fresh unique id (correlation ids, record keys, cache generations).

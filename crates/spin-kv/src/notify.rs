@@ -3,14 +3,9 @@
 //! cached copies at once instead of after its TTL.
 
 use spin_sdk::http::{Method, Request, Response};
-use tasks_domain::Timestamp;
+use tasks_domain::{CORRELATION_HEADER, Timestamp};
 
-fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
+use crate::variable;
 
 /// Whether `verify_writes` is on (`true`, `1`, `on`, `yes`).
 pub fn verify_writes() -> bool {
@@ -48,7 +43,7 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
         .method(Method::Post)
         .uri(url.clone())
         .header("content-type", "application/json")
-        .header("x-correlation-id", correlation_id)
+        .header(CORRELATION_HEADER, correlation_id)
         .header(tasks_signing::TIMESTAMP_HEADER, now.to_string())
         .header(tasks_signing::SIGNATURE_HEADER, signature)
         .body(body)

@@ -16,8 +16,8 @@ use tasks_domain::Timestamp;
 use tasks_storage::cloud::CloudKv;
 use tasks_storage::{AtomicKv, KeyValue, StoreError};
 
-use crate::SpinKv;
 use crate::cloudflare::CfRemote;
+use crate::{SpinKv, variable};
 
 /// Store label of task documents (or, on Cloudflare, of their working copy).
 pub const TASKS_STORE: &str = "tasks";
@@ -39,7 +39,7 @@ pub enum Backend {
 /// The `kv_backend` variable; unset or empty means `spin`.
 pub fn backend() -> Result<Backend, StoreError> {
     match variable("kv_backend").as_deref() {
-        None | Some("") | Some("spin") => Ok(Backend::Spin),
+        None | Some("spin") => Ok(Backend::Spin),
         Some("cloudflare") => Ok(Backend::Cloudflare),
         Some(other) => Err(StoreError::Other(format!(
             "variable kv_backend is {other:?}; use \"spin\" or \"cloudflare\" (SPIN_VARIABLE_KV_BACKEND)"
@@ -47,14 +47,16 @@ pub fn backend() -> Result<Backend, StoreError> {
     }
 }
 
-fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
+/// Whether every write to the `tasks` store goes through this app (our
+/// writer and retrier): true on Spin's own store, false on Cloudflare, where
+/// other instances write too. The page cache's policy asks this (see
+/// `tasks_storage::read::page_cache`).
+pub fn sees_every_write() -> bool {
+    backend() == Ok(Backend::Spin)
 }
 
 fn required(name: &str) -> Result<String, StoreError> {
-    variable(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+    variable(name).ok_or_else(|| {
         StoreError::Other(format!(
             "kv_backend is \"cloudflare\" but variable {name} is not set (SPIN_VARIABLE_{})",
             name.to_ascii_uppercase()
@@ -74,7 +76,7 @@ impl Cloud {
     fn from_variables() -> Result<Self, StoreError> {
         let namespace = required("cf_namespace_id")?;
         let token = required("cf_api_token")?;
-        let config = match variable("cf_api_base").filter(|b| !b.is_empty()) {
+        let config = match variable("cf_api_base") {
             Some(base) => Config::new(base, namespace, token),
             None => Config::cloudflare(&required("cf_account_id")?, namespace, token)
                 .map_err(|e| StoreError::Other(format!("variable cf_account_id: {e}")))?,

@@ -46,6 +46,12 @@ pub trait AtomicKv: KeyValue {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 }
 
+/// `value` as the JSON stored under `key` (the one encoding of every record
+/// the storage logic keeps).
+pub fn encode<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
+}
+
 /// Reads a counter written by [`AtomicKv::increment`]: Spin's SQLite store
 /// keeps it as 8 little-endian bytes, Redis as decimal text.
 pub fn decode_counter(bytes: &[u8]) -> Option<i64> {

@@ -1,23 +1,26 @@
-//! Storage logic for spin-tasks, written against the [`KeyValue`] trait so it
-//! runs the same over Spin's key-value API (inside components), over SQLite
-//! (native tools) and over the in-memory [`MemoryKv`] (unit tests).
+//! Storage logic for spin-tasks, written against the [`KeyValue`] and
+//! [`AtomicKv`] traits so it runs the same over Spin's key-value API (inside
+//! components), over SQLite (native tools) and in memory (tests).
+//!
+//! - [`kv`]: the traits; [`backoff`] (the retry schedule) and [`lease`]
+//!   (compare-and-swap claims) build on them.
+//! - [`read`]: task lookups, listings, the listing index, the page cache.
+//! - [`events`]: applying events, the outbox, the retrier, dead letters.
+//! - [`cloud`]: Cloudflare Workers KV as the `tasks` store.
+//! - `testing` (feature `testing`): test doubles.
 
+pub mod backoff;
 pub mod cloud;
-pub mod flush;
-mod index;
-mod kv;
-mod memory;
-pub mod outbox;
-mod reader;
-pub mod records;
-pub mod retry;
-mod writer;
+pub mod events;
+pub mod kv;
+pub mod lease;
+pub mod read;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-pub use cloud::{CloudKv, Remote};
-pub use flush::{FlushReport, Flusher};
-pub use index::CHUNK_IDS;
-pub use kv::{AtomicKv, KeyValue, StoreError, decode_counter};
-pub use memory::{Calls, HookAt, Hooked, MemoryKv};
-pub use reader::{ListOutcome, TaskReader};
-pub use retry::{Retrier, TickReport};
-pub use writer::{CAS_ATTEMPTS, Handled, Incoming, Writer};
+pub use events::apply::{CAS_ATTEMPTS, Writer};
+pub use events::retrier::{Retrier, TickReport};
+pub use events::writer::{Handled, Incoming};
+pub use kv::{AtomicKv, KeyValue, StoreError};
+pub use read::index::CHUNK_IDS;
+pub use read::reader::{ListOutcome, TaskReader};

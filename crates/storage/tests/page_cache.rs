@@ -1,56 +1,29 @@
 //! The first-page cache: hits cost no task-store call, every task write
 //! invalidates, and a write racing a cache fill never leaves a stale page.
 
-use std::cell::Cell;
-
-use tasks_domain::{ListRequest, Status, Timestamp};
-use tasks_storage::{Handled, HookAt, Hooked, Incoming, KeyValue, MemoryKv, TaskReader, Writer};
+use tasks_domain::{ListRequest, Status};
+use tasks_storage::read::page_cache::PageCache;
+use tasks_storage::testing::{Harness, HookAt, Hooked};
+use tasks_storage::{Handled, KeyValue, TaskReader};
 
 struct World {
-    tasks: MemoryKv,
-    local: MemoryKv,
-    n: Cell<u32>,
+    h: Harness,
 }
 
 impl World {
     fn new() -> Self {
-        World {
-            tasks: MemoryKv::new(),
-            local: MemoryKv::new(),
-            n: Cell::new(0),
-        }
-    }
-
-    fn unique(&self) -> String {
-        self.n.set(self.n.get() + 1);
-        format!("g{}", self.n.get())
+        World { h: Harness::new() }
     }
 
     fn send(&self, subject: &str, payload: &str) {
-        let unique = || self.unique();
-        let writer = Writer {
-            tasks: &self.tasks,
-            local: &self.local,
-            clock: &|| Timestamp(1_795_327_314_000),
-            unique: &unique,
-            log: &|_: &str| {},
-            verify_writes: false,
-        };
-        let handled = writer.handle(&Incoming {
-            subject,
-            payload: payload.as_bytes(),
-            header_correlation_id: None,
-            handler_timed_out_ms: None,
-        });
-        assert!(
-            matches!(handled, Ok(Handled::Applied { .. })),
-            "{handled:?}"
-        );
+        let handled = self.h.send(subject, payload);
+        assert!(matches!(handled, Handled::Applied { .. }), "{handled:?}");
     }
 
     fn first_page(&self, tasks: &dyn KeyValue, status: Option<Status>) -> (Vec<String>, bool) {
-        let generation = || self.unique();
-        let reader = TaskReader::new(tasks, &self.local).with_page_cache(&generation);
+        let generation = || self.h.unique();
+        let cache = PageCache::new(&self.h.local, &generation, &|| true);
+        let reader = TaskReader::new(tasks, &self.h.local).with_page_cache(cache);
         let out = reader
             .list_tasks(&ListRequest {
                 status,
@@ -73,41 +46,41 @@ fn a_repeated_first_page_costs_no_task_store_call_until_a_write() {
     w.send("tasks.created", r#"{"id":"a","title":"A"}"#);
     w.send("tasks.created", r#"{"id":"b","title":"B"}"#);
     assert_eq!(
-        w.first_page(&w.tasks, None),
+        w.first_page(&w.h.tasks, None),
         (vec!["a=A".into(), "b=B".into()], false)
     );
-    w.tasks.reset_calls();
+    w.h.tasks.reset_calls();
     assert_eq!(
-        w.first_page(&w.tasks, None),
+        w.first_page(&w.h.tasks, None),
         (vec!["a=A".into(), "b=B".into()], true)
     );
-    assert_eq!(w.tasks.calls().get_many + w.tasks.calls().get, 0);
+    assert_eq!(w.h.tasks.calls().get_many + w.h.tasks.calls().get, 0);
 
     // Each kind of write invalidates: update, create, delete.
     w.send("tasks.updated", r#"{"id":"a","title":"A2"}"#);
     assert_eq!(
-        w.first_page(&w.tasks, None),
+        w.first_page(&w.h.tasks, None),
         (vec!["a=A2".into(), "b=B".into()], false)
     );
     w.send("tasks.created", r#"{"id":"c","title":"C"}"#);
-    assert_eq!(w.first_page(&w.tasks, None).0.len(), 3);
+    assert_eq!(w.first_page(&w.h.tasks, None).0.len(), 3);
     w.send("tasks.deleted", r#"{"id":"b"}"#);
     assert_eq!(
-        w.first_page(&w.tasks, None),
+        w.first_page(&w.h.tasks, None),
         (vec!["a=A2".into(), "c=C".into()], false)
     );
     // Filters are cached apart.
     w.send("tasks.updated", r#"{"id":"c","status":"completed"}"#);
     assert_eq!(
-        w.first_page(&w.tasks, Some(Status::Completed)),
+        w.first_page(&w.h.tasks, Some(Status::Completed)),
         (vec!["c=C".into()], false)
     );
     assert_eq!(
-        w.first_page(&w.tasks, Some(Status::Completed)),
+        w.first_page(&w.h.tasks, Some(Status::Completed)),
         (vec!["c=C".into()], true)
     );
     assert!(
-        !w.first_page(&w.tasks, None).1,
+        !w.first_page(&w.h.tasks, None).1,
         "the unfiltered page is its own entry"
     );
 }
@@ -118,11 +91,14 @@ fn a_write_that_lands_while_a_page_is_being_built_is_never_hidden() {
     w.send("tasks.created", r#"{"id":"a","title":"Old"}"#);
     // The reader reads the documents; right after, before it stores the
     // page, the writer updates the task.
-    let racing = Hooked::new(&w.tasks, HookAt::TaskRead, || {
+    let racing = Hooked::new(&w.h.tasks, HookAt::TaskRead, || {
         w.send("tasks.updated", r#"{"id":"a","title":"New"}"#);
     });
     assert_eq!(w.first_page(&racing, None), (vec!["a=Old".into()], false));
     // The page cached by that fill must not be served.
-    assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], false));
-    assert_eq!(w.first_page(&w.tasks, None), (vec!["a=New".into()], true));
+    assert_eq!(
+        w.first_page(&w.h.tasks, None),
+        (vec!["a=New".into()], false)
+    );
+    assert_eq!(w.first_page(&w.h.tasks, None), (vec!["a=New".into()], true));
 }

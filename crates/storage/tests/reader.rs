@@ -1,7 +1,8 @@
 //! The reader over an in-memory store: lookups, paging, filters, the index.
 
 use tasks_domain::{ListRequest, ReadError, Status, Task, Timestamp, keys};
-use tasks_storage::{CHUNK_IDS, KeyValue, MemoryKv, TaskReader};
+use tasks_storage::testing::MemoryKv;
+use tasks_storage::{CHUNK_IDS, KeyValue, TaskReader};
 
 fn task(id: &str, status: Status) -> Task {
     Task {

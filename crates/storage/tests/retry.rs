@@ -1,133 +1,18 @@
 //! The outbox replay over in-memory stores: schedule, order, claims, dead
 //! letters and their replay, counter reconciliation.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
-use tasks_domain::{Status, Task, Timestamp, keys};
-use tasks_storage::outbox::{ReplayError, list_dead_letters, replay_dead_letter};
-use tasks_storage::records::{Claim, DeadLetter, OutboxEntry};
-use tasks_storage::retry::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after, due_queues};
-use tasks_storage::{
-    AtomicKv, Handled, HookAt, Hooked, Incoming, MemoryKv, Retrier, TickReport, Writer,
-    decode_counter,
-};
+use tasks_domain::{Status, Timestamp, keys};
+use tasks_storage::backoff::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after};
+use tasks_storage::events::dead_letters::{self, DeadLetter};
+use tasks_storage::events::outbox::{OutboxEntry, ReplayError, replay_dead_letter};
+use tasks_storage::events::retrier::due_queues;
+use tasks_storage::lease::Claim;
+use tasks_storage::testing::{Harness, HookAt, Hooked};
+use tasks_storage::{Handled, Incoming, TickReport};
 
-const START: i64 = 1_795_327_314_000;
-
-struct Harness {
-    tasks: MemoryKv,
-    local: MemoryKv,
-    now: Cell<i64>,
-    /// Milliseconds each event advances the clock by.
-    step: Cell<i64>,
-    counter: Cell<u32>,
-    lines: RefCell<Vec<String>>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Harness {
-            tasks: MemoryKv::new(),
-            local: MemoryKv::new(),
-            now: Cell::new(START),
-            step: Cell::new(1),
-            counter: Cell::new(0),
-            lines: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn with_writer<T: AtomicKv, R>(
-        &self,
-        tasks: &T,
-        f: impl FnOnce(&Writer<'_, T, MemoryKv>) -> R,
-    ) -> R {
-        let clock = || Timestamp(self.now.get());
-        let unique = || {
-            self.counter.set(self.counter.get() + 1);
-            format!("u{}", self.counter.get())
-        };
-        let log = |line: &str| self.lines.borrow_mut().push(line.to_owned());
-        let writer = Writer {
-            tasks,
-            local: &self.local,
-            clock: &clock,
-            unique: &unique,
-            log: &log,
-            verify_writes: false,
-        };
-        f(&writer)
-    }
-
-    fn send(&self, subject: &str, payload: &str) -> Handled {
-        self.now.set(self.now.get() + self.step.get());
-        let handled = self.with_writer(&self.tasks, |w| {
-            w.handle(&Incoming {
-                subject,
-                payload: payload.as_bytes(),
-                header_correlation_id: None,
-                handler_timed_out_ms: None,
-            })
-        });
-        match handled {
-            Ok(h) => h,
-            Err(e) => unreachable!("{payload}: {e}"),
-        }
-    }
-
-    fn tick_on<T: AtomicKv>(&self, tasks: &T) -> TickReport {
-        let report = self.with_writer(tasks, |w| {
-            Retrier {
-                writer: w,
-                budget_millis: 10_000,
-            }
-            .tick()
-        });
-        match report {
-            Ok(r) => r,
-            Err(e) => unreachable!("tick: {e}"),
-        }
-    }
-
-    fn tick(&self) -> TickReport {
-        self.tick_on(&self.tasks)
-    }
-
-    fn advance(&self, millis: i64) {
-        self.now.set(self.now.get() + millis);
-    }
-
-    fn task(&self, id: &str) -> Option<Task> {
-        self.tasks
-            .peek(&keys::task(id))
-            .and_then(|b| Task::from_json(&b).ok())
-    }
-
-    fn outbox(&self) -> Vec<OutboxEntry> {
-        self.local
-            .keys_with_prefix(keys::OUTBOX_PREFIX)
-            .iter()
-            .filter_map(|k| serde_json::from_slice(&self.local.peek(k)?).ok())
-            .collect()
-    }
-
-    fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.local
-            .keys_with_prefix(keys::DLQ_PREFIX)
-            .iter()
-            .filter_map(|k| serde_json::from_slice(&self.local.peek(k)?).ok())
-            .collect()
-    }
-
-    fn pending(&self, id: &str) -> Option<i64> {
-        self.local
-            .peek(&keys::pending(id))
-            .and_then(|v| decode_counter(&v))
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.lines.borrow().iter().any(|l| l.contains(needle))
-    }
-}
+const START: i64 = Harness::START;
 
 #[test]
 fn the_schedule_is_1_3_10_20_30_seconds_then_dead() {
@@ -148,7 +33,7 @@ fn the_schedule_is_1_3_10_20_30_seconds_then_dead() {
 
 fn entry(task: &str, next: i64, claim_until: Option<i64>) -> OutboxEntry {
     let mut e = OutboxEntry::new("tasks.updated", b"{}", "c", task, Timestamp(0));
-    e.next_attempt_at = Timestamp(next);
+    e.backoff.next_attempt_at = Timestamp(next);
     e.claim = claim_until.map(|u| Claim {
         token: "x".into(),
         until: Timestamp(u),
@@ -305,7 +190,7 @@ fn five_failed_retries_dead_letter_the_event_and_what_waits_behind_it() {
     // The store is back: replay the dead letters, oldest first, and they
     // apply in their original order.
     h.tasks.set_down(false);
-    let page = list_dead_letters(&h.local, None, 2).expect("listing");
+    let page = dead_letters::list(&h.local, None, 2).expect("listing");
     assert_eq!(page.items.len(), 2);
     let order: Vec<&str> = page
         .items
@@ -317,7 +202,7 @@ fn five_failed_retries_dead_letter_the_event_and_what_waits_behind_it() {
         ["c-1", "c-2"],
         "buried in one run, listed in outbox order"
     );
-    let rest = list_dead_letters(&h.local, page.next_cursor.as_deref(), 2).expect("page 2");
+    let rest = dead_letters::list(&h.local, page.next_cursor.as_deref(), 2).expect("page 2");
     assert_eq!((rest.items.len(), rest.next_cursor), (1, None));
     for (id, _) in page.items.iter().chain(&rest.items) {
         replay_dead_letter(&h.local, id, Timestamp(h.now.get())).expect("replayed");
@@ -409,7 +294,7 @@ fn counters_are_reconciled_with_the_records() {
 fn replay_refuses_what_cannot_apply_and_double_replays() {
     let h = Harness::new();
     h.send("tasks.created", r#"{"title":"no id"}"#);
-    let id = list_dead_letters(&h.local, None, 10).expect("list").items[0]
+    let id = dead_letters::list(&h.local, None, 10).expect("list").items[0]
         .0
         .clone();
     let now = Timestamp(h.now.get());
@@ -481,7 +366,7 @@ fn a_store_that_is_down_gets_one_call_per_tick_not_one_per_event() {
         h.outbox()
             .iter()
             .filter(|e| e.task_id == "b")
-            .all(|e| e.errors[0].starts_with("not tried: the tasks store is down")),
+            .all(|e| e.backoff.errors[0].starts_with("not tried: the tasks store is down")),
     );
 
     h.advance(1_000);
@@ -533,7 +418,7 @@ fn while_down_every_run_probes_and_recovery_replays_at_once() {
     assert!(
         h.outbox()
             .iter()
-            .all(|e| e.attempts == 1 && e.claim.is_none())
+            .all(|e| e.backoff.retries == 1 && e.claim.is_none())
     );
 
     // The store is back: the next run replays everything, although the

@@ -1,99 +1,39 @@
 //! The writer over in-memory stores: apply, dead letters, outbox, CAS.
 
-use std::cell::{Cell, RefCell};
+use tasks_domain::{Status, keys};
+use tasks_storage::events::outbox::OutboxEntry;
+use tasks_storage::testing::{Harness, HookAt, Hooked};
+use tasks_storage::{AtomicKv, CAS_ATTEMPTS, Handled, Incoming, StoreError};
 
-use tasks_domain::{Status, Task, Timestamp, keys};
-use tasks_storage::records::{DeadLetter, OutboxEntry};
-use tasks_storage::{
-    AtomicKv, CAS_ATTEMPTS, Handled, HookAt, Hooked, Incoming, KeyValue, MemoryKv, StoreError,
-    Writer,
-};
-
-struct Harness {
-    tasks: MemoryKv,
-    local: MemoryKv,
-    now: Cell<i64>,
-    counter: Cell<u32>,
-    lines: RefCell<Vec<String>>,
-    verify: Cell<bool>,
+/// The harness at one second per message, so each write has its own time.
+fn harness() -> Harness {
+    let h = Harness::new();
+    h.step.set(1_000);
+    h
 }
 
-impl Harness {
-    fn new() -> Self {
-        Harness {
-            tasks: MemoryKv::new(),
-            local: MemoryKv::new(),
-            now: Cell::new(1_795_327_314_000),
-            counter: Cell::new(0),
-            lines: RefCell::new(Vec::new()),
-            verify: Cell::new(false),
-        }
-    }
-
-    fn send_on<T: AtomicKv>(
-        &self,
-        tasks: &T,
-        subject: &str,
-        payload: &[u8],
-        header: Option<&str>,
-    ) -> Result<Handled, StoreError> {
-        self.now.set(self.now.get() + 1_000);
-        let clock = || Timestamp(self.now.get());
-        let unique = || {
-            self.counter.set(self.counter.get() + 1);
-            format!("u{}", self.counter.get())
-        };
-        let log = |line: &str| self.lines.borrow_mut().push(line.to_owned());
-        let writer = Writer {
-            tasks,
-            local: &self.local,
-            clock: &clock,
-            unique: &unique,
-            log: &log,
-            verify_writes: self.verify.get(),
-        };
-        writer.handle(&Incoming {
+/// Delivers `payload` on `subject` over `tasks` with an optional correlation header.
+fn send_on<T: AtomicKv>(
+    h: &Harness,
+    tasks: &T,
+    subject: &str,
+    payload: &[u8],
+    header: Option<&str>,
+) -> Result<Handled, StoreError> {
+    h.deliver_on(
+        tasks,
+        &Incoming {
             subject,
             payload,
             header_correlation_id: header,
             handler_timed_out_ms: None,
-        })
-    }
-
-    fn send(&self, subject: &str, payload: &str) -> Handled {
-        match self.send_on(&self.tasks, subject, payload.as_bytes(), None) {
-            Ok(h) => h,
-            Err(e) => unreachable!("{payload}: {e}"),
-        }
-    }
-
-    fn task(&self, id: &str) -> Option<Task> {
-        self.tasks
-            .peek(&keys::task(id))
-            .and_then(|b| Task::from_json(&b).ok())
-    }
-
-    fn stamp(&self) -> Option<Vec<u8>> {
-        self.tasks.peek(keys::TASKS_STAMP)
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.lines.borrow().iter().any(|l| l.contains(needle))
-    }
-
-    fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.local
-            .keys_with_prefix(keys::DLQ_PREFIX)
-            .iter()
-            .filter_map(|k| self.local.peek(k))
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
-    }
+        },
+    )
 }
 
 #[test]
 fn create_update_delete_in_both_shapes() {
-    let h = Harness::new();
+    let h = harness();
     assert!(
         matches!(h.send("tasks.created", r#"{"id":"t-1","title":"Buy milk","correlationId":"c-1"}"#), Handled::Applied { correlation_id, .. } if correlation_id == "c-1")
     );
@@ -142,7 +82,7 @@ fn create_update_delete_in_both_shapes() {
 
 #[test]
 fn create_of_an_existing_id_overwrites_and_says_so() {
-    let h = Harness::new();
+    let h = harness();
     h.send(
         "tasks.created",
         r#"{"id":"t-1","title":"One","status":"in_progress"}"#,
@@ -160,7 +100,7 @@ fn create_of_an_existing_id_overwrites_and_says_so() {
 
 #[test]
 fn malformed_events_are_dead_lettered_with_reason_and_payload() {
-    let h = Harness::new();
+    let h = harness();
     let garbage = b"\x00\xffbinary";
     let cases: [(&str, &[u8]); 4] = [
         ("tasks.created", br#"{"id":"t-1","title":""}"#),
@@ -169,9 +109,7 @@ fn malformed_events_are_dead_lettered_with_reason_and_payload() {
         ("tasks.renamed", br#"{"id":"t-1"}"#),
     ];
     for (subject, payload) in cases {
-        let handled = h
-            .send_on(&h.tasks, subject, payload, Some("hdr-cid"))
-            .expect("recorded");
+        let handled = send_on(&h, &h.tasks, subject, payload, Some("hdr-cid")).expect("recorded");
         assert!(matches!(handled, Handled::Rejected { .. }), "{handled:?}");
     }
     let dlq = h.dead_letters();
@@ -200,8 +138,9 @@ fn malformed_events_are_dead_lettered_with_reason_and_payload() {
 
 #[test]
 fn correlation_id_precedence_payload_then_header_then_generated() {
-    let h = Harness::new();
-    let got = |payload: &str, header: Option<&str>| match h.send_on(
+    let h = harness();
+    let got = |payload: &str, header: Option<&str>| match send_on(
+        &h,
         &h.tasks,
         "tasks.deleted",
         payload.as_bytes(),
@@ -227,7 +166,7 @@ fn correlation_id_precedence_payload_then_header_then_generated() {
 
 #[test]
 fn cas_conflicts_are_retried_then_deferred() {
-    let h = Harness::new();
+    let h = harness();
     h.send("tasks.created", r#"{"id":"t-1","title":"x"}"#);
     h.tasks.inject_conflicts(2);
     assert!(matches!(
@@ -251,13 +190,14 @@ fn cas_conflicts_are_retried_then_deferred() {
 
 #[test]
 fn two_concurrent_updates_never_lose_one() {
-    let h = Harness::new();
+    let h = harness();
     h.send("tasks.created", r#"{"id":"t-1","title":"Start"}"#);
     // A competing update lands between this writer's read and its swap.
     let racing = Hooked::new(&h.tasks, HookAt::Write, || {
         h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
     });
-    let handled = h.send_on(
+    let handled = send_on(
+        &h,
         &racing,
         "tasks.updated",
         br#"{"id":"t-1","title":"Renamed"}"#,
@@ -277,9 +217,10 @@ fn two_concurrent_updates_never_lose_one() {
 
 #[test]
 fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::Error> {
-    let h = Harness::new();
+    let h = harness();
     h.tasks.set_down(true);
-    let handled = h.send_on(
+    let handled = send_on(
+        &h,
         &h.tasks,
         "tasks.created",
         br#"{"id":"t-7","title":"Later","correlationId":"c-7"}"#,
@@ -292,19 +233,19 @@ fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::
     assert_eq!(
         (
             entry.task_id.as_str(),
-            entry.attempts,
+            entry.backoff.retries,
             entry.correlation_id.as_str()
         ),
         ("t-7", 0, "c-7")
     );
     assert_eq!(
-        entry.next_attempt_at.millis() - entry.received_at.millis(),
+        entry.backoff.next_attempt_at.millis() - entry.received_at.millis(),
         1_000
     );
     assert!(
-        entry.errors[0].contains("KV GET task:t-7 failed: store unavailable"),
+        entry.backoff.errors[0].contains("KV GET task:t-7 failed: store unavailable"),
         "{:?}",
-        entry.errors
+        entry.backoff.errors
     );
     assert_eq!(
         entry.raw.bytes(),
@@ -314,7 +255,8 @@ fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::
     assert!(h.logged("[c-7] KV GET task:t-7 — FAILED ("));
 
     h.local.set_down(true);
-    let lost = h.send_on(
+    let lost = send_on(
+        &h,
         &h.tasks,
         "tasks.created",
         br#"{"id":"t-8","title":"x"}"#,
@@ -330,7 +272,7 @@ fn store_outage_defers_to_the_outbox_with_the_error() -> Result<(), serde_json::
 
 #[test]
 fn a_new_task_is_one_write_with_its_stamp_and_updates_use_cas() {
-    let h = Harness::new();
+    let h = harness();
     h.send("tasks.created", r#"{"id":"t-1","title":"x"}"#);
     let c = h.tasks.calls();
     assert_eq!(
@@ -351,7 +293,7 @@ fn a_new_task_is_one_write_with_its_stamp_and_updates_use_cas() {
 
 #[test]
 fn verify_writes_reads_each_write_back() {
-    let h = Harness::new();
+    let h = harness();
     h.verify.set(true);
     h.send(
         "tasks.created",
@@ -368,8 +310,9 @@ fn verify_writes_reads_each_write_back() {
 
     // A store that loses the write is caught.
     h.send("tasks.created", r#"{"id":"t-2","title":"A"}"#);
-    let lossy = Lossy(&h.tasks);
-    let handled = h.send_on(
+    let lossy = Hooked::over(&h.tasks).lossy();
+    let handled = send_on(
+        &h,
         &lossy,
         "tasks.updated",
         br#"{"id":"t-2","title":"Lost","correlationId":"c-4"}"#,
@@ -387,38 +330,4 @@ fn verify_writes_reads_each_write_back() {
         r#"{"id":"t-2","title":"C","correlationId":"c-5"}"#,
     );
     assert!(!h.logged("[c-5] KV verify"));
-}
-
-/// Reports every compare-and-swap as written but keeps the old value.
-struct Lossy<'a>(&'a MemoryKv);
-
-impl KeyValue for Lossy<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.0.get_many(keys)
-    }
-    fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.0.set_many(pairs)
-    }
-    fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.0.delete_many(keys)
-    }
-    fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.0.list_keys()
-    }
-}
-
-impl AtomicKv for Lossy<'_> {
-    type Cas = <MemoryKv as AtomicKv>::Cas;
-    fn cas_read(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError> {
-        self.0.cas_read(key)
-    }
-    fn cas_write(&self, _cas: Self::Cas, _value: Vec<u8>) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        self.0.increment(key, delta)
-    }
 }

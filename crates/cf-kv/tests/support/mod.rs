@@ -41,7 +41,8 @@ pub fn miniflare() -> Option<&'static Miniflare> {
     static MF: OnceLock<Option<Miniflare>> = OnceLock::new();
     let mf = MF.get_or_init(start).as_ref();
     if mf.is_none() {
-        let why = "miniflare not installed (fix: tests/cloudflare-conformance.sh installs it with npm)";
+        let why =
+            "miniflare not installed (fix: tests/cloudflare-conformance.sh installs it with npm)";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
         println!("SKIPPED: {why}");
     }

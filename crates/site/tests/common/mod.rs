@@ -2,7 +2,8 @@
 
 use tasks_domain::ReadError;
 use tasks_site::{Admin, PurgeScope};
-use tasks_storage::outbox::{DeadLetterPage, ReplayError};
+use tasks_storage::events::dead_letters::DeadLetterPage;
+use tasks_storage::events::outbox::ReplayError;
 
 /// Operator routes over nothing: tests of the task routes never reach them.
 pub struct NoAdmin;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tasks_domain::keys;
 
-use crate::{KeyValue, StoreError};
+use crate::kv::{KeyValue, StoreError};
 
 /// Ids per index chunk: a 50-task page reads one chunk, rarely two.
 pub const CHUNK_IDS: usize = 1_000;

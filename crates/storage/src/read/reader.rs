@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, cursor, keys, validate};
 
-use crate::index::{self, Index, WalkError, Walker};
-use crate::{KeyValue, StoreError};
+use crate::kv::{KeyValue, StoreError};
+use crate::read::index::{self, Index, WalkError, Walker};
+use crate::read::page_cache::{Lookup, PageCache};
 
 /// Ids fetched per batch while filtering by status: most pages fill in one.
 const FILTER_BATCH: usize = 200;
@@ -22,11 +23,10 @@ pub struct ListOutcome {
     pub cached: bool,
 }
 
-/// A first page as the cache keeps it, with the generation it was built under.
+/// A first page as the page cache keeps it.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CachedPage {
-    generation: String,
     tasks: Vec<Task>,
     next_cursor: Option<String>,
 }
@@ -35,8 +35,8 @@ struct CachedPage {
 pub struct TaskReader<'a> {
     tasks: &'a dyn KeyValue,
     local: &'a dyn KeyValue,
-    /// Makes page-cache generations; `None` leaves the cache off.
-    generation: Option<&'a dyn Fn() -> String>,
+    /// The first-page cache, if on.
+    page_cache: Option<PageCache<'a>>,
 }
 
 fn store_error(e: StoreError) -> ReadError {
@@ -52,22 +52,15 @@ impl<'a> TaskReader<'a> {
         TaskReader {
             tasks,
             local,
-            generation: None,
+            page_cache: None,
         }
     }
 
     /// The same reader with the first-page cache on: first pages (no
-    /// cursor) are kept in the local store and served from there until a
-    /// task write deletes the generation key ([`keys::PAGE_CACHE_GEN`]).
-    /// `generation` makes a fresh unique value when there is none.
-    ///
-    /// Safe against a concurrent write because the order is fixed on both
-    /// sides: the reader reads (or creates) the generation *before* it reads
-    /// the documents, the writer deletes it *after* its write commits. A page
-    /// built from documents older than a write therefore always carries a
-    /// generation that write deleted.
-    pub fn with_page_cache(mut self, generation: &'a dyn Fn() -> String) -> Self {
-        self.generation = Some(generation);
+    /// cursor) are served from `cache` until a task write invalidates it
+    /// (see [`crate::read::page_cache`]).
+    pub fn with_page_cache(mut self, cache: PageCache<'a>) -> Self {
+        self.page_cache = Some(cache);
         self
     }
 
@@ -94,56 +87,36 @@ impl<'a> TaskReader<'a> {
     /// One page of tasks ordered by id.
     pub fn list_tasks(&self, req: &ListRequest) -> Result<ListOutcome, ReadError> {
         let limit = req.resolved_limit()?;
-        let Some(make_generation) = self.generation.filter(|_| req.cursor.is_none()) else {
+        let Some(cache) = self.page_cache.as_ref().filter(|_| req.cursor.is_none()) else {
             return self.list_uncached(req, limit);
         };
         let key = keys::page_cache(req.status.map(Status::as_str), limit);
-        let wanted = [keys::PAGE_CACHE_GEN.to_owned(), key.clone()];
-        let mut found = self
-            .local
-            .get_many(&wanted)
-            .map_err(store_error)?
-            .into_iter();
-        let generation = found
-            .next()
-            .flatten()
-            .map(|g| String::from_utf8_lossy(&g).into_owned());
-        if let (Some(generation), Some(Some(bytes))) = (&generation, found.next())
-            && let Ok(page) = serde_json::from_slice::<CachedPage>(&bytes)
-            && &page.generation == generation
-        {
-            return Ok(ListOutcome {
-                page: Page {
-                    tasks: page.tasks,
-                    next_cursor: page.next_cursor,
-                },
-                cached: true,
-                ..ListOutcome::default()
-            });
-        }
-        let generation = match generation {
-            Some(g) => g,
-            None => {
-                let g = make_generation();
-                self.local
-                    .set_many(vec![(
-                        keys::PAGE_CACHE_GEN.to_owned(),
-                        g.clone().into_bytes(),
-                    )])
-                    .map_err(store_error)?;
-                g
-            }
+        let generation = match cache.lookup(&key).map_err(store_error)? {
+            Lookup::Hit(bytes) => match serde_json::from_slice::<CachedPage>(&bytes) {
+                Ok(page) => {
+                    return Ok(ListOutcome {
+                        page: Page {
+                            tasks: page.tasks,
+                            next_cursor: page.next_cursor,
+                        },
+                        cached: true,
+                        ..ListOutcome::default()
+                    });
+                }
+                // Unreadable (never written so): served uncached until a write.
+                Err(_) => return self.list_uncached(req, limit),
+            },
+            Lookup::Miss(generation) => generation,
+            Lookup::Off => return self.list_uncached(req, limit),
         };
         let outcome = self.list_uncached(req, limit)?;
         if outcome.skipped.is_empty() {
             let cached = CachedPage {
-                generation,
                 tasks: outcome.page.tasks.clone(),
                 next_cursor: outcome.page.next_cursor.clone(),
             };
-            // A cache that cannot be written only costs the next reader.
             if let Ok(bytes) = serde_json::to_vec(&cached) {
-                let _ = self.local.set_many(vec![(key, bytes)]);
+                cache.store(&key, &generation, &bytes);
             }
         }
         Ok(outcome)

@@ -1,6 +1,5 @@
-//! The outbox and the dead letters in the local store: adding deferred
-//! events, burying the ones that will never apply, listing dead letters and
-//! putting one back.
+//! The outbox in the local store: adding deferred events, burying the ones
+//! that will never apply, and putting a dead letter back.
 //!
 //! Each outbox record is its own key, `outbox:<seq>:<task id>`, numbered by one
 //! counter, so the outbox sorts in the order events were deferred. A record
@@ -15,13 +14,90 @@
 //! (an event waits one tick longer) rather than too low. The retrier
 //! reconciles counters with the records each tick.
 
-use tasks_domain::{Timestamp, cursor, event, keys};
+use serde::{Deserialize, Serialize};
+use tasks_domain::{Timestamp, event, keys};
 
-use crate::records::{DeadLetter, OutboxEntry};
-use crate::{AtomicKv, KeyValue, StoreError};
+use crate::backoff::Backoff;
+use crate::events::dead_letters::{DeadLetter, RawPayload};
+use crate::kv::{AtomicKv, KeyValue, StoreError, encode};
+use crate::lease::Claim;
 
-fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
+/// How long a retrier run's claim on a task's records lasts.
+pub const CLAIM_MILLIS: i64 = 30_000;
+
+/// An event whose write failed for a reason that may pass, or that waits
+/// behind such an event; replayed by the retrier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    /// NATS subject it arrived on.
+    pub subject: String,
+    /// The payload as received.
+    #[serde(flatten)]
+    pub raw: RawPayload,
+    /// Correlation id it is handled under.
+    pub correlation_id: String,
+    /// The task it changes.
+    pub task_id: String,
+    /// Its place on the retry schedule. Retries count from 0 when the
+    /// writer defers it (its own failed write is the first try, not a retry).
+    #[serde(flatten)]
+    pub backoff: Backoff,
+    /// When the event first arrived.
+    pub received_at: Timestamp,
+    /// The retrier run working on this record (and the task's records
+    /// behind it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+}
+
+impl OutboxEntry {
+    /// A record for an event received at `received_at`, due at once, with
+    /// no retries and no errors (an event queued behind others).
+    pub fn new(
+        subject: &str,
+        payload: &[u8],
+        correlation_id: &str,
+        task_id: &str,
+        received_at: Timestamp,
+    ) -> Self {
+        OutboxEntry {
+            subject: subject.to_owned(),
+            raw: RawPayload::keep(payload),
+            correlation_id: correlation_id.to_owned(),
+            task_id: task_id.to_owned(),
+            backoff: Backoff::due(received_at),
+            received_at,
+            claim: None,
+        }
+    }
+
+    /// Whether it is due at `now`.
+    pub fn due_at(&self, now: Timestamp) -> bool {
+        self.backoff.next_attempt_at <= now
+    }
+
+    /// Whether a retrier run holds it at `now`.
+    pub fn claimed_at(&self, now: Timestamp) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.live_at(now))
+    }
+
+    /// Its dead letter at `now` for `reason`, with every error and retry so far.
+    pub fn dead_letter(&self, reason: String, now: Timestamp) -> DeadLetter {
+        DeadLetter {
+            task_id: Some(self.task_id.clone()),
+            errors: self.backoff.errors.clone(),
+            attempts: self.backoff.retries,
+            received_at: Some(self.received_at),
+            ..DeadLetter::new(
+                &self.subject,
+                self.raw.clone(),
+                &self.correlation_id,
+                reason,
+                now,
+            )
+        }
+    }
 }
 
 /// Adds `entry` to the outbox under a fresh `outbox:<seq>` key and counts
@@ -35,94 +111,19 @@ pub fn enqueue<L: AtomicKv>(local: &L, entry: &OutboxEntry) -> Result<String, St
     Ok(key)
 }
 
-/// Writes a dead letter for an outbox record; returns its key.
+/// Writes the dead letter of outbox record `key`; returns its key, which
+/// carries the record's outbox sequence number so the records buried in one
+/// run keep their order.
 pub fn bury(
     local: &dyn KeyValue,
+    key: &str,
     entry: &OutboxEntry,
     reason: String,
     now: Timestamp,
-    unique: &str,
 ) -> Result<String, StoreError> {
-    let key = keys::dead_letter(now.millis(), unique);
-    let record = DeadLetter {
-        subject: entry.subject.clone(),
-        raw: entry.raw.clone(),
-        correlation_id: entry.correlation_id.clone(),
-        task_id: Some(entry.task_id.clone()),
-        reason,
-        errors: entry.errors.clone(),
-        attempts: entry.attempts,
-        received_at: Some(entry.received_at),
-        at: now,
-        replaying: None,
-    };
-    local.set_many(vec![(key.clone(), encode(&key, &record)?)])?;
-    Ok(key)
-}
-
-/// One page of dead letters, oldest first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetterPage {
-    /// `(id, record)`; the id is the key without `dlq:`.
-    pub items: Vec<(String, DeadLetter)>,
-    /// Opaque cursor of the next page, if any.
-    pub next_cursor: Option<String>,
-}
-
-/// Lists dead letters after `cursor` (from a previous page), `limit` at a
-/// time. A record that no longer parses is listed with its problem as the
-/// reason rather than hidden.
-pub fn list_dead_letters(
-    local: &dyn KeyValue,
-    cursor: Option<&str>,
-    limit: usize,
-) -> Result<DeadLetterPage, tasks_domain::ReadError> {
-    let after = cursor.map(cursor::decode).transpose()?;
-    let unavailable = |e: StoreError| tasks_domain::ReadError::Unavailable(e.to_string());
-    let mut ids: Vec<String> = local
-        .list_keys()
-        .map_err(unavailable)?
-        .into_iter()
-        .filter_map(|k| keys::dead_letter_id(&k).map(str::to_owned))
-        .filter(|id| after.as_ref().is_none_or(|a| id > a))
-        .collect();
-    ids.sort_unstable();
-    let more = ids.len() > limit;
-    ids.truncate(limit);
-    let wanted: Vec<String> = ids
-        .iter()
-        .map(|id| keys::DLQ_PREFIX.to_owned() + id)
-        .collect();
-    let values = local.get_many(&wanted).map_err(unavailable)?;
-    let items = ids
-        .into_iter()
-        .zip(values)
-        .filter_map(|(id, v)| {
-            let v = v?; // deleted since the listing
-            let record = serde_json::from_slice(&v).unwrap_or_else(|e| unreadable(&id, &e));
-            Some((id, record))
-        })
-        .collect::<Vec<_>>();
-    let next_cursor = match (more, items.last()) {
-        (true, Some((id, _))) => Some(cursor::encode(id)),
-        _ => None,
-    };
-    Ok(DeadLetterPage { items, next_cursor })
-}
-
-fn unreadable(id: &str, e: &serde_json::Error) -> DeadLetter {
-    DeadLetter {
-        subject: String::new(),
-        raw: crate::records::RawPayload::keep(b""),
-        correlation_id: String::new(),
-        task_id: None,
-        reason: format!("dead-letter record {id} is unreadable: {e}"),
-        errors: Vec::new(),
-        attempts: 0,
-        received_at: None,
-        at: Timestamp(0),
-        replaying: None,
-    }
+    let dead = keys::dead_letter(now.millis(), keys::outbox_seq(key).unwrap_or(key));
+    entry.dead_letter(reason, now).store(local, &dead)?;
+    Ok(dead)
 }
 
 /// How long a replay in progress holds a dead letter; a replay that died
@@ -152,7 +153,7 @@ pub fn replay_dead_letter<L: AtomicKv>(
     id: &str,
     now: Timestamp,
 ) -> Result<String, ReplayError> {
-    let key = keys::DLQ_PREFIX.to_owned() + id;
+    let key = keys::dead_letter_with_id(id);
     if keys::dead_letter_id(&key) != Some(id) || id.contains('/') {
         return Err(ReplayError::NotFound(id.to_owned()));
     }
@@ -190,7 +191,7 @@ pub fn replay_dead_letter<L: AtomicKv>(
         &ev.id,
         record.received_at.unwrap_or(record.at),
     );
-    entry.next_attempt_at = now;
+    entry.backoff.next_attempt_at = now;
     let outbox_key = enqueue(local, &entry)?;
     local.delete_many(vec![key])?;
     Ok(outbox_key)

@@ -17,13 +17,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use tasks_domain::{Timestamp, keys};
 
-use crate::cloud::{self, Remote, Tag};
-use crate::records::{Claim, DeadLetter, RawPayload};
-use crate::retry::{MAX_ATTEMPTS, delay_after};
-use crate::{AtomicKv, StoreError};
+use crate::backoff::{Backoff, MAX_ATTEMPTS, Next};
+use crate::cloud::working_copy::{self as cloud, Remote, Tag};
+use crate::events::dead_letters::{DeadLetter, RawPayload};
+use crate::kv::{AtomicKv, StoreError, encode};
+use crate::lease::{self, Claim};
 
 /// How long a run holds the flush lease. A flush takes a few seconds; a
 /// run that died frees the lease after this.
@@ -58,18 +58,6 @@ pub struct FlushReport {
     pub keys: Vec<String>,
 }
 
-/// The backoff state under [`keys::FLUSH_STATE`], present while flushes fail.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FlushState {
-    /// Failed attempts so far.
-    attempts: u32,
-    /// No attempt before this time.
-    next_attempt_at: Timestamp,
-    /// Every error so far, oldest first.
-    errors: Vec<String>,
-}
-
 /// One flush record as read.
 struct Record {
     /// Its key in the local store.
@@ -98,10 +86,6 @@ pub struct Flusher<'a, C: AtomicKv, L: AtomicKv, R: Remote> {
     pub log: &'a dyn Fn(&str),
 }
 
-fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
-}
-
 impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
     /// One run: takes the lease, sends every pending record in one remote
     /// call unless backing off, releases the lease. `Err` only when the
@@ -122,7 +106,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
         let state = self
             .local
             .get(keys::FLUSH_STATE)?
-            .and_then(|v| serde_json::from_slice::<FlushState>(&v).ok());
+            .and_then(|v| serde_json::from_slice::<Backoff>(&v).ok());
         if let Some(s) = state.as_ref().filter(|s| s.next_attempt_at > now) {
             report.waiting_until = Some(s.next_attempt_at);
             return Ok(());
@@ -164,43 +148,21 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
     /// holds it.
     fn claim(&self) -> Result<Option<String>, StoreError> {
         let now = (self.clock)();
-        let (cas, current) = self.local.cas_read(keys::FLUSH_LOCK)?;
-        let held = current
-            .and_then(|v| serde_json::from_slice::<Claim>(&v).ok())
-            .is_some_and(|c| c.until > now);
-        if held {
-            return Ok(None);
-        }
         let token = (self.unique)();
-        let lease = Claim {
-            token: token.clone(),
-            until: Timestamp(now.millis() + LEASE_MILLIS),
-        };
-        let won = self
-            .local
-            .cas_write(cas, encode(keys::FLUSH_LOCK, &lease)?)?;
-        Ok(won.then_some(token))
+        let lease = lease::claim(self.local, keys::FLUSH_LOCK, |held: Option<Claim>| {
+            (!held.is_some_and(|c| c.live_at(now))).then(|| Claim::new(token, now, LEASE_MILLIS))
+        })?;
+        Ok(lease.map(|c| c.token))
     }
 
     /// Gives the lease back by writing it lapsed, if it is still ours. A
     /// failure only delays the next run until the lease lapses.
     fn release(&self, token: &str) {
-        let result = (|| {
-            let (cas, current) = self.local.cas_read(keys::FLUSH_LOCK)?;
-            let ours = current
-                .and_then(|v| serde_json::from_slice::<Claim>(&v).ok())
-                .is_some_and(|c| c.token == token);
-            if ours {
-                let lapsed = Claim {
-                    token: token.to_owned(),
-                    until: (self.clock)(),
-                };
-                self.local
-                    .cas_write(cas, encode(keys::FLUSH_LOCK, &lapsed)?)?;
-            }
-            Ok::<(), StoreError>(())
-        })();
-        if let Err(e) = result {
+        let now = (self.clock)();
+        let released = lease::release(self.local, keys::FLUSH_LOCK, |c: Claim| {
+            (c.token == token).then_some(Claim { until: now, ..c })
+        });
+        if let Err(e) = released {
             (self.log)(&format!(
                 "[-] KV PUT {} — FAILED: {e}; the lease lapses within {} s",
                 keys::FLUSH_LOCK,
@@ -319,27 +281,29 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
     fn failed(
         &self,
         records: &[Record],
-        state: Option<FlushState>,
+        state: Option<Backoff>,
         error: &StoreError,
         now: Timestamp,
         report: &mut FlushReport,
     ) -> Result<(), StoreError> {
-        // The same rules as a deferred event: the first try's failure, then
-        // retries after 1 s, 3 s, 10 s, 20 s, 30 s; the fifth failed retry
-        // dead-letters. `attempts` counts failed tries, so retries = attempts − 1.
+        // The same schedule as a deferred event: the first try's failure,
+        // then retries after 1 s, 3 s, 10 s, 20 s, 30 s; the fifth failed
+        // retry dead-letters.
+        let first = state.is_none();
         let mut state = state.unwrap_or_default();
-        state.attempts += 1;
-        state.errors.push(error.to_string());
-        let retries = state.attempts - 1;
-        if let Some(delay) = delay_after(retries) {
-            state.next_attempt_at = Timestamp(now.millis() + delay);
+        let next = if first {
+            Next::RetryIn(state.first_failed(now, error.to_string()))
+        } else {
+            state.retry_failed(now, error.to_string())
+        };
+        if let Next::RetryIn(delay) = next {
             let value = encode(keys::FLUSH_STATE, &state)?;
             self.local
                 .set_many(vec![(keys::FLUSH_STATE.to_owned(), value)])?;
-            let which = if retries == 0 {
+            let which = if first {
                 "failed".to_owned()
             } else {
-                format!("attempt={retries}/{MAX_ATTEMPTS}")
+                format!("attempt={}/{MAX_ATTEMPTS}", state.retries)
             };
             (self.log)(&format!(
                 "[-] FLUSH {which} — {error}; next attempt in {} s",
@@ -347,7 +311,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> Flusher<'_, C, L, R> {
             ));
             return Ok(());
         }
-        let attempt = retries;
+        let attempt = state.retries;
         let unique = (self.unique)();
         let reason = format!("gave up flushing to Cloudflare after {attempt} attempts: {error}");
         let mut dead = Vec::with_capacity(records.len());
@@ -390,23 +354,21 @@ fn dead_letter(
     now: Timestamp,
 ) -> DeadLetter {
     DeadLetter {
-        subject: "flush".to_owned(),
-        raw: RawPayload::keep(payload),
-        correlation_id: format!("flush-{seq}"),
         task_id: keys::task_id(target).map(str::to_owned),
-        reason,
-        errors: Vec::new(),
-        attempts: 0,
-        received_at: None,
-        at: now,
-        replaying: None,
+        ..DeadLetter::new(
+            "flush",
+            RawPayload::keep(payload),
+            &format!("flush-{seq}"),
+            reason,
+            now,
+        )
     }
 }
 
 /// The dead letter's key and value; the sequence number in the key keeps
 /// the records of one run in order.
 fn keyed(seq: i64, unique: &str, record: &DeadLetter) -> Result<(String, Vec<u8>), StoreError> {
-    let key = keys::dead_letter(record.at.millis(), &format!("{seq:012}-{unique}"));
+    let key = keys::flush_dead_letter(record.at.millis(), seq, unique);
     let value = encode(&key, record)?;
     Ok((key, value))
 }

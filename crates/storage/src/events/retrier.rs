@@ -1,33 +1,19 @@
-//! Replaying the outbox: the backoff schedule, which records are due, and
-//! one retrier tick (claim, apply in order, reschedule or bury, reconcile).
+//! Replaying the outbox: which records are due, and one retrier tick
+//! (claim, apply in order, reschedule or bury, reconcile).
 
 use std::collections::BTreeMap;
 
 use tasks_domain::{Timestamp, event, keys};
 
-use crate::outbox::bury;
-use crate::records::{Claim, OutboxEntry, RawPayload, StoreHealth};
-use crate::writer::{Failure, Writer};
-use crate::{AtomicKv, StoreError, decode_counter};
-
-/// Retries of one event before it is dead-lettered.
-pub const MAX_ATTEMPTS: u32 = 5;
-
-/// Wait before each retry: after the writer's own failure 1 s, then after
-/// retries 1–4: 3 s, 10 s, 20 s, 30 s.
-pub const SCHEDULE_MILLIS: [i64; MAX_ATTEMPTS as usize] = [1_000, 3_000, 10_000, 20_000, 30_000];
-
-/// How long a tick's claim on a task's records lasts.
-pub const CLAIM_MILLIS: i64 = 30_000;
+use crate::backoff::{MAX_ATTEMPTS, Next};
+use crate::events::apply::{Failure, Writer};
+use crate::events::health;
+use crate::events::outbox::{self, CLAIM_MILLIS, OutboxEntry};
+use crate::kv::{AtomicKv, StoreError, decode_counter, encode};
+use crate::lease::{self, Claim};
 
 /// Records read per `get_many`.
 const READ_BATCH: usize = 256;
-
-/// The wait after `attempts` failed retries (0: the writer's own failure),
-/// or `None` when the event has had all its retries.
-pub fn delay_after(attempts: u32) -> Option<i64> {
-    SCHEDULE_MILLIS.get(attempts as usize).copied()
-}
 
 /// One task's outbox records, oldest first, due now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,9 +45,8 @@ fn queues(mut records: Vec<(String, OutboxEntry)>, now: Timestamp, due_only: boo
     let mut queues: Vec<Queue> = by_task
         .into_iter()
         .filter(|(_, rs)| {
-            rs.first().is_some_and(|(_, head)| {
-                (!due_only || head.next_attempt_at <= now) && !head.claimed_at(now)
-            })
+            rs.first()
+                .is_some_and(|(_, head)| (!due_only || head.due_at(now)) && !head.claimed_at(now))
         })
         .map(|(task_id, records)| Queue { task_id, records })
         .collect();
@@ -146,21 +131,19 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             self.reconcile()?;
             return Ok(report);
         }
-        let health = self.health()?.filter(|(_, h)| h.is_down(started));
-        match health {
+        let (cas, health) = lease::read(local, keys::TASKS_HEALTH)?;
+        match health.filter(|h: &health::StoreHealth| h.is_down(started)) {
             None => {
                 let due = waiting
                     .into_iter()
-                    .filter(|q| q.records[0].1.next_attempt_at <= started);
+                    .filter(|q| q.records[0].1.due_at(started));
                 self.run_due(due, started, &mut report)?;
             }
             // While the tasks store is down, one run at a time probes it,
             // every run (each second), with its oldest record: one call per
             // second, however many records wait.
-            Some((cas, h)) => {
-                if h.probe.as_ref().is_some_and(|p| p.until > started)
-                    || !self.claim_probe(cas, h, started)?
-                {
+            Some(h) => {
+                if !health::claim_probe(local, (cas, Some(h)), (self.writer.unique)(), started)? {
                     report.skipped += waiting.len();
                     return Ok(report);
                 }
@@ -188,9 +171,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             if let Outcome::StoreDown(error) = self.run_queue(queue, mode, report)?
                 && down.is_none()
             {
-                let previous = self.health()?.map(|(_, h)| h);
-                self.writer
-                    .mark_down("-", previous, &error, (self.writer.clock)());
+                self.mark_down(&error)?;
                 down = Some(error);
             }
         }
@@ -212,7 +193,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             match self.run_queue(queue, Mode::Force, report)? {
                 Outcome::Skipped => continue,
                 Outcome::Reached => {
-                    self.store_is_up()?;
+                    health::mark_up(self.writer.local, self.writer.log)?;
                     for queue in waiting {
                         if self.over_budget(started) {
                             break;
@@ -222,10 +203,8 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     return Ok(());
                 }
                 Outcome::StoreDown(error) => {
-                    let previous = self.health()?.map(|(_, h)| h);
-                    self.writer
-                        .mark_down("-", previous, &error, (self.writer.clock)());
-                    let due = waiting.filter(|q| q.records[0].1.next_attempt_at <= started);
+                    self.mark_down(&error)?;
+                    let due = waiting.filter(|q| q.records[0].1.due_at(started));
                     for queue in due {
                         self.run_queue(queue, Mode::NotTried(&error), report)?;
                     }
@@ -234,55 +213,26 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             }
         }
         // Every task was held by another run: nothing probed.
-        self.release_probe()
+        health::release_probe(self.writer.local)
     }
 
     fn over_budget(&self, started: Timestamp) -> bool {
         (self.writer.clock)().millis() - started.millis() > self.budget_millis
     }
 
-    /// The `tasks` store's health record, read for a compare-and-swap.
-    fn health(&self) -> Result<Option<(L::Cas, StoreHealth)>, StoreError> {
-        let (cas, value) = self.writer.local.cas_read(keys::TASKS_HEALTH)?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<StoreHealth>(&v).ok())
-            .map(|h| (cas, h)))
-    }
-
-    fn claim_probe(
-        &self,
-        cas: L::Cas,
-        mut h: StoreHealth,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        h.probe = Some(Claim {
-            token: (self.writer.unique)(),
-            until: Timestamp(now.millis() + CLAIM_MILLIS),
-        });
-        let value = serde_json::to_vec(&h).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.writer.local.cas_write(cas, value)
-    }
-
-    fn release_probe(&self) -> Result<(), StoreError> {
-        if let Some((cas, mut h)) = self.health()? {
-            h.probe = None;
-            let value = serde_json::to_vec(&h).map_err(|e| StoreError::Other(e.to_string()))?;
-            // Lost to a concurrent update: that one released it as well.
-            let _ = self.writer.local.cas_write(cas, value)?;
-        }
+    /// The store failed moments ago with `error`: the health record says so.
+    fn mark_down(&self, error: &str) -> Result<(), StoreError> {
+        let local = self.writer.local;
+        let previous = health::read(local.get(keys::TASKS_HEALTH)?.as_deref());
+        health::mark_down(
+            local,
+            self.writer.log,
+            "-",
+            previous,
+            error,
+            (self.writer.clock)(),
+        );
         Ok(())
-    }
-
-    fn store_is_up(&self) -> Result<(), StoreError> {
-        if let Some((_, h)) = self.health()? {
-            self.log(&format!(
-                "[-] STORE tasks is UP again (down since {}, last error: {})",
-                h.down_since, h.last_error
-            ));
-        }
-        self.writer
-            .local
-            .delete_many(vec![keys::TASKS_HEALTH.to_owned()])
     }
 
     /// Reads outbox records; one that no longer parses is dead-lettered
@@ -314,18 +264,9 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let task_id = keys::outbox_task_id(key).unwrap_or_default();
-        let entry = OutboxEntry {
-            raw: RawPayload::keep(value),
-            ..OutboxEntry::new("", b"", "", task_id, now)
-        };
+        let entry = OutboxEntry::new("", value, "", task_id, now);
         let reason = format!("outbox record {key} is unreadable: {error}");
-        let dead = bury(
-            self.writer.local,
-            &entry,
-            reason.clone(),
-            now,
-            order_of(key),
-        )?;
+        let dead = outbox::bury(self.writer.local, key, &entry, reason.clone(), now)?;
         self.log(&format!("[-] DEAD task={task_id}: {reason} → {dead}"));
         self.writer.local.delete_many(vec![key.to_owned()])
     }
@@ -350,31 +291,25 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         };
         // The claim: only the tick that wins this compare-and-swap works on
         // the task, so overlapping ticks never apply a record twice.
-        let (cas, current) = local.cas_read(&head_key)?;
-        let Some(mut head) = current.and_then(|v| serde_json::from_slice::<OutboxEntry>(&v).ok())
-        else {
+        let force = matches!(mode, Mode::Force);
+        let claimed = lease::claim(local, &head_key, |head: Option<OutboxEntry>| {
+            let mut head = head?;
+            if head.claimed_at(now) || (!force && !head.due_at(now)) {
+                return None;
+            }
+            head.claim = Some(Claim::new((w.unique)(), now, CLAIM_MILLIS));
+            Some(head)
+        })?;
+        let Some(head) = claimed else {
             report.skipped += 1;
             return Ok(Outcome::Skipped);
         };
-        let force = matches!(mode, Mode::Force);
-        if head.claimed_at(now) || (!force && head.next_attempt_at > now) {
-            report.skipped += 1;
-            return Ok(Outcome::Skipped);
-        }
-        head.claim = Some(Claim {
-            token: (w.unique)(),
-            until: Timestamp(now.millis() + CLAIM_MILLIS),
-        });
-        if !local.cas_write(cas, encode(&head_key, &head)?)? {
-            report.skipped += 1;
-            return Ok(Outcome::Skipped);
-        }
 
         let mut outcome = Outcome::Reached;
         let mut done: Vec<String> = Vec::new();
         let mut next = Some((head_key, head));
         while let Some((key, entry)) = next.take() {
-            let attempt = entry.attempts + 1;
+            let attempt = entry.backoff.retries + 1;
             let cid = entry.correlation_id.clone();
             let result = match mode {
                 Mode::NotTried(error) => Err(Failure::Unavailable(format!(
@@ -385,7 +320,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             if let (Err(Failure::Unavailable(error)), Mode::Due | Mode::Force) = (&result, mode) {
                 outcome = Outcome::StoreDown(error.clone());
             }
-            let early = entry.next_attempt_at > now;
+            let early = !entry.due_at(now);
             match result {
                 Ok(()) => {
                     self.log(&format!(
@@ -396,7 +331,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     done.push(key);
                 }
                 Err(Failure::Permanent(reason)) => {
-                    let dead = bury(local, &entry, reason.clone(), now, order_of(&key))?;
+                    let dead = outbox::bury(local, &key, &entry, reason.clone(), now)?;
                     self.log(&format!(
                         "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
                     ));
@@ -412,25 +347,24 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                         claim: None,
                         ..entry
                     };
-                    local.set_many(vec![(key, encode("outbox", &entry)?)])?;
+                    local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
                     break;
                 }
                 Err(Failure::Unavailable(error) | Failure::Contended(error)) => {
-                    let mut entry = entry;
-                    entry.attempts = attempt;
-                    if delay_after(attempt).is_some() {
-                        let delay = delay_after(attempt).unwrap_or_default();
+                    let mut entry = OutboxEntry {
+                        claim: None,
+                        ..entry
+                    };
+                    if let Next::RetryIn(delay) = entry.backoff.retry_failed(now, error.clone()) {
                         self.log(&format!(
                             "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — {error}; next attempt in {} s",
                             delay / 1000
                         ));
-                        let entry = entry.failed(error, now);
-                        local.set_many(vec![(key, encode("outbox", &entry)?)])?;
+                        local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
                         report.rescheduled += 1;
                     } else {
-                        entry.errors.push(error.clone());
                         let reason = format!("gave up after {attempt} attempts: {error}");
-                        let dead = bury(local, &entry, reason, now, order_of(&key))?;
+                        let dead = outbox::bury(local, &key, &entry, reason, now)?;
                         self.log(&format!(
                             "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
                         ));
@@ -442,7 +376,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                             let reason = format!(
                                 "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
                             );
-                            let held = bury(local, &entry, reason, now, order_of(&key))?;
+                            let held = outbox::bury(local, &key, &entry, reason, now)?;
                             self.log(&format!(
                                 "[{}] DEAD task={task_id} — held behind {dead} → {held}",
                                 entry.correlation_id
@@ -456,7 +390,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             }
             next = records
                 .next()
-                .filter(|(_, e)| (force || e.next_attempt_at <= now) && !e.claimed_at(now));
+                .filter(|(_, e)| (force || e.due_at(now)) && !e.claimed_at(now));
         }
         if !done.is_empty() {
             // Lowered before the records go: a writer that reads the count
@@ -517,15 +451,6 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     }
 }
 
-/// The outbox sequence number of `key`: dead letters made from outbox
-/// records in one run (a record and what was held behind it, all in the same
-/// millisecond) keep the outbox order in their keys.
-fn order_of(key: &str) -> &str {
-    key.strip_prefix(keys::OUTBOX_PREFIX)
-        .and_then(|rest| rest.split(':').next())
-        .unwrap_or(key)
-}
-
 /// For every task with outbox records or a counter: (records, has counter).
 fn count_by_task(listing: &[String]) -> BTreeMap<String, (i64, bool)> {
     let mut counts: BTreeMap<String, (i64, bool)> = BTreeMap::new();
@@ -537,8 +462,4 @@ fn count_by_task(listing: &[String]) -> BTreeMap<String, (i64, bool)> {
         }
     }
     counts
-}
-
-fn encode(key: &str, entry: &OutboxEntry) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(entry).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
 }

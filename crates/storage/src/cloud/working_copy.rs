@@ -6,7 +6,7 @@
 //! `tasks` store, a local SQLite file in this mode) and fetches from
 //! Cloudflare only what is missing there or older than the TTL. Writes land
 //! in the working copy at once and leave a flush record in the `default`
-//! store; [`crate::flush::Flusher`] sends those to Cloudflare in bulk.
+//! store; [`crate::cloud::flush::Flusher`] sends those to Cloudflare in bulk.
 //!
 //! Each working-copy entry is an envelope under the task store's own key: a
 //! tag byte, the time in 13-digit milliseconds, the payload. `V` and `A` are
@@ -16,7 +16,7 @@
 
 use tasks_domain::{Timestamp, keys};
 
-use crate::{AtomicKv, KeyValue, StoreError};
+use crate::kv::{AtomicKv, KeyValue, StoreError};
 
 /// Working-copy envelopes read per `get_many` when listing.
 const CACHE_BATCH: usize = 500;
@@ -53,12 +53,6 @@ pub(crate) enum Tag {
     /// Seen in a Cloudflare key listing; its value is fetched when read.
     Listed,
 }
-
-/// Key in the working copy of the time of the last full key listing (13
-/// digits). While it is fresher than the TTL, a key with no entry at all was
-/// not in that listing, so it reads as absent without asking Cloudflare:
-/// creating a new task costs no remote read.
-pub const LISTED_AT: &str = "meta:cf-listed-at";
 
 impl Tag {
     fn byte(self) -> u8 {
@@ -184,7 +178,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
     }
 
     /// Lists every key at Cloudflare, marks those the working copy has no
-    /// entry for as `Listed`, and stamps [`LISTED_AT`].
+    /// entry for as `Listed`, and stamps [`keys::CF_LISTED_AT`].
     fn refresh_listing(&self) -> Result<Vec<String>, StoreError> {
         let now = self.now();
         let listed = self.remote.list_keys("")?;
@@ -196,7 +190,10 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
                 }
             }
         }
-        marks.push((LISTED_AT.to_owned(), format!("{now:013}").into_bytes()));
+        marks.push((
+            keys::CF_LISTED_AT.to_owned(),
+            format!("{now:013}").into_bytes(),
+        ));
         self.cache.set_many(marks)?;
         Ok(listed)
     }
@@ -207,7 +204,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
         let now = self.now();
         let at = self
             .cache
-            .get(LISTED_AT)?
+            .get(keys::CF_LISTED_AT)?
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
         match at {
             Some(at) if now - at < self.ttl_millis => Ok(at),

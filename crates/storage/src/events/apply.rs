@@ -1,0 +1,204 @@
+//! Applying one task event to the `tasks` store: read-merge-write with
+//! compare-and-swap, the membership stamp, cache invalidation, optional
+//! read-back. The one path for direct writes ([`crate::Writer::handle`]) and
+//! retries ([`crate::Retrier`]).
+
+use std::time::Instant;
+
+use tasks_domain::event::{Event, EventKind};
+use tasks_domain::{Task, Timestamp, keys, merge};
+
+use crate::kv::{AtomicKv, StoreError};
+use crate::read::page_cache;
+
+/// Compare-and-swap attempts before an update is deferred to the outbox.
+pub const CAS_ATTEMPTS: usize = 8;
+
+/// Why applying an event failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The event can never apply as it is.
+    Permanent(String),
+    /// A `tasks` store call failed; trying again later may work.
+    Unavailable(String),
+    /// Compare-and-swap kept losing to other writers; the store works.
+    Contended(String),
+}
+
+/// Applies events to the `tasks` store, keeping dead letters and the outbox
+/// in the `local` store: the stores and the environment (clock, ids, log)
+/// that message handling (`events/writer.rs`) and the retrier share.
+pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
+    /// Task documents.
+    pub tasks: &'a T,
+    /// Dead letters, the outbox and pending counters: always the local store.
+    pub local: &'a L,
+    /// The current time.
+    pub clock: &'a dyn Fn() -> Timestamp,
+    /// A fresh unique string (correlation ids, record keys, stamps).
+    pub unique: &'a dyn Fn() -> String,
+    /// Where log lines go.
+    pub log: &'a dyn Fn(&str),
+    /// Read every written document back and log whether it matches
+    /// (`[cid] KV verify task:t-1 → ok|mismatch`): the `verify_writes` variable.
+    pub verify_writes: bool,
+}
+
+impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
+    /// Applies a parsed event as of `now` (the event's own time on replay).
+    /// The one code path for direct writes and retries.
+    pub fn apply(&self, ev: &Event, cid: &str, now: Timestamp) -> Result<(), Failure> {
+        let key = keys::task(&ev.id);
+        if ev.kind == EventKind::Deleted {
+            let start = Instant::now();
+            self.tasks
+                .delete_many(vec![key.clone()])
+                .map_err(|e| self.store_failed(cid, "DELETE", &key, start, e))?;
+            self.log_ok(cid, "DELETE", &key, start);
+            self.restamp(cid, &ev.id);
+            self.pages_changed(cid);
+            self.verify(cid, &key, None);
+            return Ok(());
+        }
+        for attempt in 1..=CAS_ATTEMPTS {
+            let start = Instant::now();
+            let (cas, current) = self
+                .tasks
+                .cas_read(&key)
+                .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
+            let existing = match current.map(|b| Task::from_json(&b)) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) if ev.kind == EventKind::Updated => {
+                    return Err(Failure::Permanent(format!(
+                        "stored task {:?} is unreadable: {e}",
+                        ev.id
+                    )));
+                }
+                Some(Err(e)) => {
+                    (self.log)(&format!(
+                        "[{cid}] CREATE task={} replaces an unreadable document: {e}",
+                        ev.id
+                    ));
+                    None
+                }
+            };
+            let next = match (ev.kind, &existing) {
+                (EventKind::Updated, None) => {
+                    return Err(Failure::Permanent(format!(
+                        "update of unknown task {:?}",
+                        ev.id
+                    )));
+                }
+                (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
+                _ => merge::created(existing.as_ref(), &ev.id, &ev.fields, now),
+            };
+            let start = Instant::now();
+            if existing.is_none() {
+                // A new id: the document and the new membership stamp go in one
+                // set-many, one transaction (one commit instead of two). Two
+                // concurrent creates of the same new id are last-writer-wins;
+                // updates below keep full compare-and-swap.
+                let pairs = vec![(key.clone(), next.to_json()), self.new_stamp()];
+                self.tasks
+                    .set_many(pairs)
+                    .map_err(|e| self.store_failed(cid, "PUT", &key, start, e))?;
+                self.log_ok(cid, "PUT", &key, start);
+                self.pages_changed(cid);
+                self.verify(cid, &key, Some(&next.to_json()));
+                return Ok(());
+            }
+            match self.tasks.cas_write(cas, next.to_json()) {
+                Ok(true) => {
+                    self.log_ok(cid, "PUT", &key, start);
+                    self.pages_changed(cid);
+                    self.verify(cid, &key, Some(&next.to_json()));
+                    match existing {
+                        None => {}
+                        Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
+                            "[{cid}] CREATE task={} existed: overwrote the given fields, kept createdAt (version {})",
+                            ev.id, next.version
+                        )),
+                        Some(_) => {}
+                    }
+                    return Ok(());
+                }
+                Ok(false) => (self.log)(&format!(
+                    "[{cid}] KV CAS {key} — conflict, attempt {attempt}/{CAS_ATTEMPTS}; re-reading"
+                )),
+                Err(e) => return Err(self.store_failed(cid, "PUT", &key, start, e)),
+            }
+        }
+        Err(Failure::Contended(format!(
+            "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
+        )))
+    }
+
+    /// With `verify_writes`, reads `key` back and logs whether it holds
+    /// `expected` (`None`: deleted). A read that fails is logged as such;
+    /// the write stands either way.
+    fn verify(&self, cid: &str, key: &str, expected: Option<&[u8]>) {
+        if !self.verify_writes {
+            return;
+        }
+        let verdict = match self.tasks.get(key) {
+            Ok(found) if found.as_deref() == expected => "ok".to_owned(),
+            Ok(None) => "mismatch (absent)".to_owned(),
+            Ok(Some(found)) => match Task::from_json(&found) {
+                Ok(t) => format!("mismatch (holds version {})", t.version),
+                Err(_) => "mismatch (unreadable)".to_owned(),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        (self.log)(&format!("[{cid}] KV verify {key} → {verdict}"));
+    }
+
+    /// Invalidates cached listing pages after a task write committed (see
+    /// [`crate::read::page_cache`]).
+    fn pages_changed(&self, cid: &str) {
+        if let Err(e) = page_cache::invalidate(self.local) {
+            (self.log)(&format!(
+                "[{cid}] KV DELETE {} — FAILED: {e}; cached listing pages may be stale until the next write",
+                keys::PAGE_CACHE_GEN
+            ));
+        }
+    }
+
+    fn log_ok(&self, cid: &str, op: &str, key: &str, start: Instant) {
+        (self.log)(&format!(
+            "[{cid}] KV {op} {key} — OK ({} ms)",
+            start.elapsed().as_millis()
+        ));
+    }
+
+    fn store_failed(
+        &self,
+        cid: &str,
+        op: &str,
+        key: &str,
+        start: Instant,
+        e: StoreError,
+    ) -> Failure {
+        (self.log)(&format!(
+            "[{cid}] KV {op} {key} — FAILED ({} ms): {e}",
+            start.elapsed().as_millis()
+        ));
+        Failure::Unavailable(format!("KV {op} {key} failed: {e}"))
+    }
+
+    /// A fresh membership stamp pair (see docs/listing-index.md).
+    fn new_stamp(&self) -> (String, Vec<u8>) {
+        let stamp = format!("{}-{}", (self.clock)().millis(), (self.unique)());
+        (keys::TASKS_STAMP.to_owned(), stamp.into_bytes())
+    }
+
+    /// Tells listing indexes the set of ids changed (after a delete).
+    fn restamp(&self, cid: &str, id: &str) {
+        if let Err(e) = self.tasks.set_many(vec![self.new_stamp()]) {
+            (self.log)(&format!(
+                "[{cid}] KV PUT {} — FAILED: {e}; listings may miss the change to task={id} until the next create or delete",
+                keys::TASKS_STAMP
+            ));
+        }
+    }
+}

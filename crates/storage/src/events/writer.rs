@@ -1,0 +1,235 @@
+//! Handling one message: validate, apply (through [`Writer::apply`]),
+//! dead-letter what can never apply, defer what failed for now, and queue
+//! behind a task's deferred events so they apply in order.
+
+use tasks_domain::event;
+use tasks_domain::{Timestamp, keys};
+
+use crate::events::apply::{Failure, Writer};
+use crate::events::dead_letters::{DeadLetter, RawPayload};
+use crate::events::health::{self, StoreHealth};
+use crate::events::outbox::{self, OutboxEntry};
+use crate::kv::{AtomicKv, StoreError, decode_counter};
+
+/// One message as the trigger delivered it.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    /// NATS subject.
+    pub subject: &'a str,
+    /// Raw payload.
+    pub payload: &'a [u8],
+    /// The `X-Correlation-Id` message header, if any.
+    pub header_correlation_id: Option<&'a str>,
+    /// Set when the trigger cancelled a first call for this message after
+    /// this many milliseconds (the `spin-nats-handler-timeout` header): the
+    /// store hung, so the event is parked in the outbox without calling it.
+    pub handler_timed_out_ms: Option<u64>,
+}
+
+/// What became of a message. Every variant means it is safely recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The task store now reflects the event.
+    Applied {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The task it changed.
+        task_id: String,
+    },
+    /// Refused for good; kept as a dead letter under `key`.
+    Rejected {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The dead-letter record.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed; kept in the outbox under `key` for the retrier.
+    Deferred {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The outbox record.
+        key: String,
+    },
+    /// Earlier events for the task wait in the outbox; this one waits
+    /// behind them under `key`, to be applied in order by the retrier.
+    Queued {
+        /// Correlation id used.
+        correlation_id: String,
+        /// The outbox record.
+        key: String,
+        /// How many outbox records the task had before this one.
+        behind: i64,
+    },
+}
+
+impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
+    fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
+        from_payload
+            .or(msg
+                .header_correlation_id
+                .filter(|h| event::usable_correlation_id(h)))
+            .map_or_else(|| (self.unique)(), str::to_owned)
+    }
+
+    /// Handles one message. `Err` only when the local store fails too, so
+    /// the event could not even be recorded: the caller must report it.
+    pub fn handle(&self, msg: &Incoming) -> Result<Handled, StoreError> {
+        let now = (self.clock)();
+        match event::parse(msg.subject, msg.payload) {
+            Err(rejection) => {
+                let cid = self.correlation_id(rejection.correlation_id.as_deref(), msg);
+                self.dead_letter(msg, &cid, rejection.task_id, rejection.reason, now)
+            }
+            Ok(ev) => {
+                let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
+                (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                let (behind, health) = self.local_state(&cid, &ev.id);
+                if behind > 0 {
+                    return self.queue(msg, &cid, ev.id, behind, now);
+                }
+                if let Some(ms) = msg.handler_timed_out_ms {
+                    let error = format!(
+                        "the tasks store did not answer within {ms} ms (the trigger cancelled the call)"
+                    );
+                    health::mark_down(self.local, self.log, &cid, health, &error, now);
+                    return self.defer(msg, &cid, ev.id, error, now);
+                }
+                if let Some(h) = health.as_ref().filter(|h| h.is_down(now)) {
+                    let error = format!(
+                        "not tried: the tasks store is down (since {}, last error {} ms ago: {})",
+                        h.down_since,
+                        now.millis() - h.last_failure_at.millis(),
+                        h.last_error
+                    );
+                    return self.defer(msg, &cid, ev.id, error, now);
+                }
+                match self.apply(&ev, &cid, now) {
+                    Ok(()) => Ok(Handled::Applied {
+                        correlation_id: cid,
+                        task_id: ev.id,
+                    }),
+                    Err(Failure::Permanent(reason)) => {
+                        self.dead_letter(msg, &cid, Some(ev.id), reason, now)
+                    }
+                    Err(Failure::Unavailable(error)) => {
+                        health::mark_down(self.local, self.log, &cid, health, &error, now);
+                        self.defer(msg, &cid, ev.id, error, now)
+                    }
+                    Err(Failure::Contended(error)) => self.defer(msg, &cid, ev.id, error, now),
+                }
+            }
+        }
+    }
+
+    /// How many outbox records `id` has, and the `tasks` store's health
+    /// record if any: one local round trip. When the local store cannot
+    /// tell, the event applies directly, and the log says so.
+    fn local_state(&self, cid: &str, id: &str) -> (i64, Option<StoreHealth>) {
+        let wanted = [keys::pending(id), keys::TASKS_HEALTH.to_owned()];
+        match self.local.get_many(&wanted) {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                let behind = values
+                    .next()
+                    .flatten()
+                    .and_then(|v| decode_counter(&v))
+                    .unwrap_or(0);
+                let health = health::read(values.next().flatten().as_deref());
+                (behind, health)
+            }
+            Err(e) => {
+                (self.log)(&format!(
+                    "[{cid}] KV GET {} — FAILED: {e}; applying without the per-task order check",
+                    wanted[0]
+                ));
+                (0, None)
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: Option<String>,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let key = keys::dead_letter(now.millis(), &(self.unique)());
+        let record = DeadLetter {
+            task_id,
+            ..DeadLetter::new(
+                msg.subject,
+                RawPayload::keep(msg.payload),
+                cid,
+                reason.clone(),
+                now,
+            )
+        };
+        (self.log)(&format!("[{cid}] REJECT {}: {reason}", msg.subject));
+        record.store(self.local, &key).inspect_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
+            ));
+        })?;
+        Ok(Handled::Rejected {
+            correlation_id: cid.to_owned(),
+            key,
+            reason,
+        })
+    }
+
+    fn defer(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: String,
+        error: String,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let mut entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        let delay = entry.backoff.first_failed(now, error.clone());
+        let key = self.enqueue(cid, &entry)?;
+        (self.log)(&format!(
+            "[{cid}] DEFER {} task={task_id} — {error} → {key} (retry in {} s)",
+            msg.subject,
+            delay / 1000
+        ));
+        Ok(Handled::Deferred {
+            correlation_id: cid.to_owned(),
+            key,
+        })
+    }
+
+    fn queue(
+        &self,
+        msg: &Incoming,
+        cid: &str,
+        task_id: String,
+        behind: i64,
+        now: Timestamp,
+    ) -> Result<Handled, StoreError> {
+        let entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        let key = self.enqueue(cid, &entry)?;
+        (self.log)(&format!(
+            "[{cid}] QUEUE {} task={task_id} behind {behind} deferred event(s) → {key}",
+            msg.subject
+        ));
+        Ok(Handled::Queued {
+            correlation_id: cid.to_owned(),
+            key,
+            behind,
+        })
+    }
+
+    /// Adds `entry` to the outbox; see [`outbox::enqueue`].
+    fn enqueue(&self, cid: &str, entry: &OutboxEntry) -> Result<String, StoreError> {
+        outbox::enqueue(self.local, entry).inspect_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV PUT outbox — FAILED: {e}; the event is NOT recorded"
+            ));
+        })
+    }
+}
