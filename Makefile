@@ -11,13 +11,13 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e lint lint-fmt lint-clippy bench clean
+.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
 	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build,"
 	@echo "             this tree's trigger-nats plugin, e2e suites on spin up; one count line per stage"
-	@echo "make lint    cargo fmt --check and clippy -D warnings (native and $(WASM_TARGET))"
+	@echo "make lint    cargo fmt --check, clippy -D warnings (native and $(WASM_TARGET)), no import cycles"
 	@echo "make plugin  install the trigger-cron plugin and build + install this tree's trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make stop    stop the nats-server make nats started (.spin/nats-server.pid), nothing else"
@@ -46,11 +46,15 @@ up: build plugin nats
 	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
 	spin up --runtime-config-file runtime-config.toml --listen $(LISTEN)
 
-lint: lint-fmt lint-clippy
+lint: lint-fmt lint-clippy lint-imports
 
 lint-fmt:
 	@echo "==> cargo fmt --check"
 	cargo fmt --all --check
+
+lint-imports:
+	@echo "==> no import cycle between the files of a crate"
+	scripts/check-imports.py
 
 lint-clippy:
 	@echo "==> clippy (native)"

@@ -53,6 +53,7 @@ stage() {
 
 stage fmt step make -s lint-fmt
 stage clippy step make -s lint-clippy
+stage imports step make -s lint-imports
 stage native cargo make -s test-native
 stage cloudflare-client cargo tests/cloudflare-conformance.sh
 stage wasm-build step make -s build

@@ -3,7 +3,7 @@
 
 use crate::Response;
 use crate::http::{cache, content_type};
-use crate::routes::{FAVICON, STYLESHEET};
+use crate::paths::{FAVICON, STYLESHEET};
 
 /// One static file.
 pub(crate) struct Asset {

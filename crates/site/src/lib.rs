@@ -8,6 +8,7 @@ mod assets;
 pub mod correlation;
 mod http;
 mod pages;
+pub mod paths;
 mod query;
 pub mod routes;
 

@@ -6,7 +6,7 @@ use tasks_domain::{ReadError, Status, Task};
 
 use crate::api::{public_message, status_of};
 use crate::http::{Request, cache, content_type};
-use crate::routes::{API_TASK, HOME, TASK_PAGE};
+use crate::paths::{API_TASK, HOME, TASK_PAGE};
 use crate::{APP_VERSION, CID_SLOT, PageLookup, Response, TaskSource, query};
 
 struct FilterLink {
