@@ -219,7 +219,7 @@ impl<C: AtomicKv, L: AtomicKv, R: Remote> CloudKv<'_, C, L, R> {
     /// next read asks Cloudflare; writes not yet flushed (`W`/`D`) stay.
     /// Returns how many entries were forgotten. A write landing between the
     /// read and the overwrite here is lost from the working copy only (its
-    /// flush record still sends it), as in [`CloudKv::read`].
+    /// flush record still sends it), as in the read path.
     pub fn purge(&self, keys: Option<&[String]>) -> Result<usize, StoreError> {
         let keys: Vec<String> = match keys {
             Some(k) => k.to_vec(),

@@ -272,9 +272,9 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     }
 
     /// Claims the task's first record, then applies its records in order
-    /// until one fails. With `store_down` (the store failed moments ago in
-    /// this tick) the first record's attempt is counted as failed with that
-    /// error instead of calling the store again.
+    /// until one fails. With [`Mode::NotTried`] (the store failed moments ago
+    /// in this tick) the first record's attempt is counted as failed with
+    /// that error instead of calling the store again.
     fn run_queue(
         &self,
         queue: Queue,
