@@ -17,10 +17,8 @@ TTL=${BENCH_TTL:-2}
 export SPIN_VARIABLE_CF_CACHE_TTL_SECONDS=$TTL
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 node
-OUT="$ROOT/bench/out"; mkdir -p "$OUT/cloudflare"
-WORK=$(mktemp -d)
-cleanup() { stop_spin; stop_nats; stop_cloudflare; rm -rf "$WORK"; }
-on_exit cleanup
+bench_dirs; mkdir -p "$OUT/cloudflare"
+on_exit stop_all
 
 start_cloudflare_app "$WORK" "$OUT/cloudflare"
 wait_until 60 flushed

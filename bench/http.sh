@@ -10,14 +10,10 @@ TASKS=${BENCH_TASKS:-10000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 require_spin_and_plugin
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool on PATH" >&2; exit 1; }
-done
+require_tools wrk curl python3
 
-OUT="$ROOT/bench/out"; mkdir -p "$OUT"
-WORK=$(mktemp -d)
-cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
-on_exit cleanup
+bench_dirs
+on_exit stop_all
 
 build_tools
 write_runtime_config "$WORK"

@@ -13,10 +13,8 @@ EVENTS=${BENCH_EVENTS:-10000}
 ROUNDS=${BENCH_ROUNDS:-3}
 LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
 require_spin_and_plugin
-OUT="$ROOT/bench/out"; mkdir -p "$OUT"
-WORK=$(mktemp -d)
-cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
-on_exit cleanup
+bench_dirs
+on_exit stop_all
 
 build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"

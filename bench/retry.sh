@@ -19,16 +19,14 @@ LAT_EVENTS=${BENCH_LATENCY_EVENTS:-200}
 DRAIN=${BENCH_DRAIN_EVENTS:-1000}
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 redis-server redis-cli
-OUT="$ROOT/bench/out"; mkdir -p "$OUT"
-WORK=$(mktemp -d)
+bench_dirs
 PIDS=()
 REDIS_PID=""
 cleanup() {
   for p in "${PIDS[@]}"; do SPIN_PID=$p; stop_spin; done
-  stop_spin; stop_nats
   [[ -n "$REDIS_PID" ]] && kill "$REDIS_PID" 2>/dev/null
-  pkill -f "nats-server -a 127.0.0.1 -p ${NATS_A_PORT:-0}\$" 2>/dev/null || true
-  rm -rf "$WORK"
+  [[ -n "${A_NATS_PID:-}" ]] && kill "$A_NATS_PID" 2>/dev/null
+  stop_all
 }
 on_exit cleanup
 
@@ -71,7 +69,7 @@ done
 lat_a=$(NATS_URL=$A_NATS nats_tool latency --http "127.0.0.1:$A_PORT" --count "$LAT_EVENTS" --prefix la-)
 lat_b=$(NATS_URL=$B_NATS nats_tool latency --http "127.0.0.1:$B_PORT" --count "$LAT_EVENTS" --prefix lb-)
 for p in "${PIDS[@]}"; do SPIN_PID=$p; stop_spin; done; PIDS=()
-stop_nats; NATS_PID=$A_NATS_PID; stop_nats
+stop_nats; NATS_PID=$A_NATS_PID; stop_nats; A_NATS_PID=""
 
 # --- 2. drain time on Redis ---------------------------------------------------
 REDIS_PORT=$(free_port)
@@ -83,7 +81,7 @@ start_redis() {
 }
 start_redis
 mkdir -p "$WORK/r"
-write_redis_runtime_config "$WORK/r" "$REDIS_PORT"
+write_runtime_config "$WORK/r" "$REDIS_PORT"
 start_nats "$(free_port)" "$WORK/r/nats.log"
 PORT=$(free_port)
 start_spin "$WORK/r" "$PORT" "$WORK/r/logs"

@@ -12,11 +12,8 @@ source "$(dirname "$0")/lib.sh"
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 node npm
 
-OUT="$ROOT/tests/out/e2e-cloudflare"
-rm -rf "$OUT"; mkdir -p "$OUT/logs"
-WORK=$(mktemp -d)
-cleanup() { stop_spin; stop_nats; stop_cloudflare; rm -rf "$WORK"; }
-on_exit cleanup
+suite_dirs e2e-cloudflare; mkdir -p "$OUT/logs"
+on_exit stop_all
 
 start_cloudflare_app "$WORK" "$OUT"
 echo "==> miniflare at $MF_ORIGIN (namespace $NAMESPACE), proxy at $PROXY, spin up on :$PORT"

@@ -7,14 +7,11 @@ source "$(dirname "$0")/lib.sh"
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3
 
-OUT="$ROOT/tests/out/e2e-nats"
-rm -rf "$OUT"; mkdir -p "$OUT"
-WORK=$(mktemp -d)
+suite_dirs e2e-nats
 SECOND_PID=""
 cleanup() {
-  stop_spin
-  [[ -n "$SECOND_PID" ]] && { SPIN_PID=$SECOND_PID; stop_spin; }
-  stop_nats; rm -rf "$WORK"
+  [[ -n "$SECOND_PID" ]] && { stop_spin; SPIN_PID=$SECOND_PID; }
+  stop_all
 }
 on_exit cleanup
 

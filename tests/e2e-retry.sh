@@ -18,9 +18,7 @@ source "$(dirname "$0")/lib.sh"
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 redis-server redis-cli
 
-OUT="$ROOT/tests/out/e2e-retry"
-rm -rf "$OUT"; mkdir -p "$OUT/logs"
-WORK=$(mktemp -d)
+suite_dirs e2e-retry; mkdir -p "$OUT/logs"
 REDIS_PORT=$(free_port)
 REDIS_PID=""
 export SPIN_VARIABLE_HMAC_KEY="e2e-retry-key-$RANDOM$RANDOM"
@@ -46,10 +44,9 @@ stop_redis() {
 # refuse / accept: every command of the default user fails (NOPERM) / works again.
 refuse() { "${ADMIN[@]}" acl setuser default -@all >/dev/null; }
 accept() { "${ADMIN[@]}" acl setuser default +@all >/dev/null; }
-cleanup() { stop_spin; stop_nats; stop_redis; rm -rf "$WORK"; }
+cleanup() { stop_redis; stop_all; }
 on_exit cleanup
 
-pending_markers() { kv_count "$WORK" default 'pending:%'; }
 # replay ID [TIME]: signed POST; prints the HTTP status.
 replay() {
   local path="/api/dead-letters/$1/replay"
@@ -61,7 +58,7 @@ replay() {
 build_tools
 cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
 start_redis
-write_redis_runtime_config "$WORK" "$REDIS_PORT"
+write_runtime_config "$WORK" "$REDIS_PORT"
 start_nats "$(free_port)" "$WORK/nats-server.log"
 PORT=$(free_port)
 start_spin "$WORK" "$PORT" "$OUT/logs"

@@ -8,11 +8,8 @@ source "$(dirname "$0")/lib.sh"
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3
 
-OUT="$ROOT/tests/out/e2e"
-rm -rf "$OUT"; mkdir -p "$OUT"
-WORK=$(mktemp -d)
-cleanup() { stop_spin; stop_nats; rm -rf "$WORK"; }
-on_exit cleanup
+suite_dirs e2e
+on_exit stop_all
 
 
 # GET with headers saved; sets BODY, STATUS, HDRS (file).

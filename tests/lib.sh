@@ -10,26 +10,16 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Writes a runtime config whose stores live in directory $1.
+# write_runtime_config DIR [REDIS_PORT]: a runtime config in DIR with `default` in DIR's
+# local.db and `tasks` in DIR's tasks.db, or on the Redis at REDIS_PORT.
 write_runtime_config() {
-  local dir=$1
-  cat >"$dir/runtime-config.toml" <<TOML
-[key_value_store.tasks]
-type = "spin"
-path = "tasks.db"
-
-[key_value_store.default]
-type = "spin"
-path = "local.db"
-TOML
-}
-
-# write_redis_runtime_config DIR REDIS_PORT: `tasks` on that Redis, `default` in DIR.
-write_redis_runtime_config() {
+  local tasks='type = "spin"
+path = "tasks.db"'
+  [[ -n ${2:-} ]] && tasks="type = \"redis\"
+url = \"redis://127.0.0.1:$2\""
   cat >"$1/runtime-config.toml" <<TOML
 [key_value_store.tasks]
-type = "redis"
-url = "redis://127.0.0.1:$2"
+$tasks
 
 [key_value_store.default]
 type = "spin"
@@ -100,6 +90,14 @@ stop_nats() {
   fi
   NATS_PID=""
 }
+
+# suite_dirs NAME: OUT=tests/out/NAME (emptied) for what the suite keeps; WORK, a fresh temp dir.
+suite_dirs() { OUT="$ROOT/tests/out/$1"; rm -rf "$OUT"; mkdir -p "$OUT"; WORK=$(mktemp -d); }
+# bench_dirs: OUT=bench/out (kept across runs) for the results; WORK, a fresh temp dir.
+bench_dirs() { OUT="$ROOT/bench/out"; mkdir -p "$OUT"; WORK=$(mktemp -d); }
+# stop_all: stops what lib.sh started (spin up, nats-server, Cloudflare's emulator and proxy)
+# and removes WORK: the usual cleanup, `on_exit stop_all`.
+stop_all() { stop_spin; stop_nats; stop_cloudflare; rm -rf "$WORK"; }
 
 # on_exit FUNC: runs FUNC when the script ends, keeping the script's own exit code.
 on_exit() {

@@ -1,6 +1,7 @@
 //! The client: configuration, the request loop, and the single-key and list
 //! operations. Bulk operations are in `bulk.rs`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -297,11 +298,13 @@ impl<H: Http> Client<H> {
             keys.extend(page.keys);
             match page.cursor {
                 Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    // The cursor is the server's text, which may echo the token.
                     return Err(Error::Api {
                         status: 200,
                         code: None,
                         message: format!("list cursor {next:?} did not advance"),
-                    });
+                    }
+                    .redact(&self.config.api_token));
                 }
                 Some(next) => cursor = Some(next),
                 None => return Ok(keys),
@@ -357,7 +360,7 @@ impl<H: Http> Client<H> {
                     let err = classify(
                         resp.status,
                         resp.header("retry-after"),
-                        &resp.body,
+                        &self.scrub(&resp.body),
                         SystemTime::now(),
                     );
                     if !err.is_transient() {
@@ -390,10 +393,30 @@ impl<H: Http> Client<H> {
         classify(
             resp.status,
             resp.header("retry-after"),
-            &resp.body,
+            &self.scrub(&resp.body),
             SystemTime::now(),
         )
         .redact(&self.config.api_token)
+    }
+
+    /// `body` with the token replaced, for error messages: they quote only
+    /// the body's start, and redacting after the cut would miss a token that
+    /// straddles it.
+    fn scrub<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
+        let token = self.config.api_token.as_bytes();
+        let find = |rest: &[u8]| rest.windows(token.len()).position(|w| w == token);
+        if token.is_empty() || find(body).is_none() {
+            return Cow::Borrowed(body);
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = body;
+        while let Some(at) = find(rest) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"[redacted]");
+            rest = &rest[at + token.len()..];
+        }
+        out.extend_from_slice(rest);
+        Cow::Owned(out)
     }
 
     /// Parses a successful envelope; a 2xx saying `success: false` is an error too.
@@ -406,13 +429,16 @@ impl<H: Http> Client<H> {
         if generic.as_ref().is_some_and(|e| !e.success) {
             return Err(self.failure(&resp));
         }
-        Envelope::<T>::parse(&resp.body).ok_or_else(|| Error::Api {
-            status: resp.status,
-            code: None,
-            message: format!(
-                "unexpected response body: {:?}",
-                String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
-            ),
+        Envelope::<T>::parse(&resp.body).ok_or_else(|| {
+            let body = self.scrub(&resp.body);
+            Error::Api {
+                status: resp.status,
+                code: None,
+                message: format!(
+                    "unexpected response body: {:?}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+            }
         })
     }
 }

@@ -30,6 +30,32 @@ impl UreqHttp {
     }
 }
 
+/// A `ureq` response as status, headers (values as text) and the whole
+/// body: what this client returns, and what `cf-fault-proxy` passes on.
+pub fn parts(mut resp: ureq::http::Response<ureq::Body>) -> Result<HttpResponse, ureq::Error> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()?;
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
 fn transport(e: impl std::fmt::Display) -> TransportError {
     TransportError(e.to_string())
 }
@@ -50,28 +76,6 @@ impl Http for UreqHttp {
             }
             _ => self.agent.run(builder.body(req.body).map_err(transport)?),
         };
-        let mut resp = result.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(transport)?;
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
+        parts(result.map_err(transport)?).map_err(transport)
     }
 }

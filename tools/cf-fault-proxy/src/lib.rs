@@ -231,26 +231,11 @@ fn try_forward(req: &Request, shared: &Shared) -> Result<Answer, ureq::Error> {
         }
     }
     let bodiless = matches!(req.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
-    let mut resp = if bodiless && req.body.is_empty() {
+    let resp = if bodiless && req.body.is_empty() {
         shared.agent.run(builder.body(())?)?
     } else {
         shared.agent.run(builder.body(req.body.as_slice())?)?
     };
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()?;
-    Ok((status, headers, body))
+    let r = tasks_cf_kv::native::parts(resp)?;
+    Ok((r.status, r.headers, r.body))
 }
