@@ -181,6 +181,13 @@ pub fn parse(subject: &str, payload: &[u8]) -> Result<Event, Rejection> {
             id_hint,
         ));
     };
+    // An envelope's own correlation id must be a string too (a flat
+    // payload's is checked with the task's fields).
+    if top.contains_key("data")
+        && let Err(reason) = string_field(&top, "correlationId")
+    {
+        return Err(reject(reason, cid, id_hint));
+    }
     task_event(kind, task, cid.clone()).map_err(|reason| reject(reason, cid, id_hint))
 }
 
@@ -193,6 +200,19 @@ fn task_event(
         return Err(format!(
             "unknown field {unknown:?}: expected id, title, description, status or correlationId"
         ));
+    }
+    // Known fields the writer ignores must still have their JSON type.
+    for name in ["correlationId", "createdAt", "updatedAt"] {
+        string_field(task, name)?;
+    }
+    match task.get("version") {
+        None | Some(Value::Number(_)) => {}
+        Some(other) => {
+            return Err(format!(
+                "version must be a number, not {}",
+                type_name(other)
+            ));
+        }
     }
     let id = string_field(task, "id")?.ok_or("id is required")?;
     validate::validate_id(id).map_err(|e| e.to_string())?;

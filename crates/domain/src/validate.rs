@@ -59,7 +59,17 @@ pub fn validate_id(id: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Trims a title and checks it is 1-200 characters; returns the trimmed title.
+/// The first control character of `text` that `allowed` does not let
+/// through, as "(found U+0000 at position 3)" for a message.
+fn control_char(text: &str, allowed: &[char]) -> Option<String> {
+    text.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed.contains(c))
+        .map(|(pos, c)| format!("(found U+{:04X} at position {})", u32::from(c), pos + 1))
+}
+
+/// Trims a title and checks it is 1-200 characters, none of them a control
+/// character; returns the trimmed title.
 pub fn normalize_title(title: &str) -> Result<String, ValidationError> {
     let trimmed = title.trim();
     if trimmed.is_empty() {
@@ -75,16 +85,31 @@ pub fn normalize_title(title: &str) -> Result<String, ValidationError> {
             format!("title must be at most {MAX_TITLE_CHARS} characters (got {len})"),
         ));
     }
+    if let Some(found) = control_char(trimmed, &[]) {
+        return Err(ValidationError::new(
+            "title",
+            format!("title must not contain control characters {found}"),
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
-/// Checks a description is at most 4,000 characters.
+/// Checks a description is at most 4,000 characters, with no control
+/// character but tab and line breaks (`\t`, `\n`, `\r`).
 pub fn validate_description(description: &str) -> Result<(), ValidationError> {
     let len = description.chars().count();
     if len > MAX_DESCRIPTION_CHARS {
         return Err(ValidationError::new(
             "description",
             format!("description must be at most {MAX_DESCRIPTION_CHARS} characters (got {len})"),
+        ));
+    }
+    if let Some(found) = control_char(description, &['\t', '\n', '\r']) {
+        return Err(ValidationError::new(
+            "description",
+            format!(
+                "description must not contain control characters other than tab and line breaks {found}"
+            ),
         ));
     }
     Ok(())

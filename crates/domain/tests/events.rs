@@ -62,6 +62,8 @@ fn descriptions_can_be_cleared_and_read_only_fields_are_ignored() {
     assert_eq!(e.fields.description, Some(None));
     let blank = ok("tasks.updated", r#"{"id":"t-1","description":"  "}"#);
     assert_eq!(blank.fields.description, Some(None));
+    let lines = ok("tasks.updated", r#"{"id":"t-1","description":"a\tb\r\nc"}"#);
+    assert_eq!(lines.fields.description, Some(Some("a\tb\r\nc".into())));
 }
 
 #[test]
@@ -81,6 +83,43 @@ fn every_rejection_has_a_readable_reason() {
     let long_id = format!(r#"{{"id":"{}","title":"a"}}"#, "i".repeat(129));
     let huge = vec![b' '; 1024 * 1024 + 1];
     let table: Vec<(&str, &[u8], &str)> = vec![
+        // Control characters (JSON escapes them, the parsed text holds them).
+        (
+            "tasks.created",
+            br#"{"id":"t-1","title":"a\u0000b"}"#,
+            "title must not contain control characters (found U+0000 at position 2)",
+        ),
+        (
+            "tasks.created",
+            br#"{"id":"t-1","title":"tab\tin title"}"#,
+            "title must not contain control characters (found U+0009 at position 4)",
+        ),
+        (
+            "tasks.updated",
+            br#"{"id":"t-1","description":"bell \u0007"}"#,
+            "description must not contain control characters other than tab and line breaks (found U+0007 at position 6)",
+        ),
+        // Known fields of the wrong JSON type.
+        (
+            "tasks.created",
+            br#"{"correlationId":{"x":1},"data":{"id":"t-1","title":"a"}}"#,
+            "correlationId must be a string, not an object",
+        ),
+        (
+            "tasks.created",
+            br#"{"id":"t-1","title":"a","correlationId":7}"#,
+            "correlationId must be a string, not a number",
+        ),
+        (
+            "tasks.deleted",
+            br#"{"id":"t-1","createdAt":[]}"#,
+            "createdAt must be a string, not an array",
+        ),
+        (
+            "tasks.updated",
+            br#"{"id":"t-1","title":"a","version":"3"}"#,
+            "version must be a number, not a string",
+        ),
         ("tasks.created", b"{not json", "payload is not valid JSON"),
         (
             "tasks.created",

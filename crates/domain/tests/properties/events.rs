@@ -74,10 +74,20 @@ pub fn padding() -> impl Strategy<Value = String> {
 
 /// A title as sent (padded) and as it must come out (trimmed, 1-200 chars).
 fn title() -> impl Strategy<Value = (String, String)> {
-    let solid = || any::<char>().prop_map(|c| if c.is_whitespace() { 'x' } else { c });
+    let solid = || {
+        any::<char>().prop_map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                'x'
+            } else {
+                c
+            }
+        })
+    };
+    // Any character but a control character (those are refused).
+    let char = || any::<char>().prop_map(|c| if c.is_control() { 'c' } else { c });
     let middle = prop_oneof![
-        4 => prop::collection::vec(any::<char>(), 0..24),
-        1 => prop::collection::vec(any::<char>(), 190..=198),
+        4 => prop::collection::vec(char(), 0..24),
+        1 => prop::collection::vec(char(), 190..=198),
     ];
     (
         padding(),
@@ -99,10 +109,24 @@ fn title() -> impl Strategy<Value = (String, String)> {
 
 /// A description as sent, and what it must set (`Some(None)` clears).
 fn description() -> impl Strategy<Value = (Value, Option<Option<String>>)> {
+    // Any character but a control character other than tab and line breaks.
+    let char = || {
+        any::<char>().prop_map(|c| {
+            if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+                'c'
+            } else {
+                c
+            }
+        })
+    };
     let text = prop_oneof![
-        6 => prop::collection::vec(any::<char>(), 0..40),
-        2 => padding().prop_map(|s| s.chars().collect()),
-        1 => prop::collection::vec(any::<char>(), 3_990..=4_000),
+        6 => prop::collection::vec(char(), 0..40),
+        // Blank: cleared; the control characters among the spaces become plain ones.
+        2 => padding().prop_map(|s| s
+            .chars()
+            .map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { ' ' } else { c })
+            .collect()),
+        1 => prop::collection::vec(char(), 3_990..=4_000),
     ]
     .prop_map(String::from_iter);
     prop_oneof![
@@ -125,21 +149,29 @@ fn correlation_id() -> impl Strategy<Value = (Value, Option<String>)> {
             "[a-z]{0,4}[é/<{]",
         ]
         .prop_map(|c| (Value::String(c), None)),
-        1 => any_json()
-            .prop_map(|v| if v.is_string() { Value::Null } else { v })
-            .prop_map(|v| (v, None)),
     ]
 }
 
-/// `createdAt`, `updatedAt`, `version`: accepted and ignored, whatever they hold.
+/// `createdAt`, `updatedAt` (strings), `version` (a number): accepted and
+/// ignored, whatever string or number they hold.
 fn read_only() -> impl Strategy<Value = Vec<(&'static str, Value)>> {
-    prop::collection::vec(
+    let field = prop_oneof![
         (
-            prop::sample::select(&["createdAt", "updatedAt", "version"][..]),
-            any_json(),
+            prop::sample::select(&["createdAt", "updatedAt"][..]),
+            any::<String>().prop_map(Value::String),
         ),
-        0..3,
-    )
+        (
+            Just("version"),
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+            ],
+        ),
+    ];
+    prop::collection::vec(field, 0..3)
 }
 
 /// Top-level keys of an envelope other than `data` and `correlationId`.

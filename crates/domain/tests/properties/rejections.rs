@@ -25,7 +25,18 @@ enum Break {
     Data(Value),
     Subject(String),
     NotAnObject(Value),
+    /// A control character inside a title.
+    TitleControl(char),
+    /// A control character other than tab and line breaks inside a description.
+    DescriptionControl(char),
+    /// A known field of the wrong JSON type.
+    WrongType(&'static str, Value),
 }
+
+/// Control characters: C0, DEL and C1, tab and line breaks among them.
+const CONTROLS: [char; 10] = [
+    '\0', '\u{1}', '\t', '\n', '\r', '\u{b}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}',
+];
 
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -59,6 +70,21 @@ fn broken_rule() -> impl Strategy<Value = Break> {
         (padding(), "[^\\s]{201,260}").prop_map(|(p, t)| Break::Title(json!(format!("{p}{t}{p}")))),
         non_string().prop_map(Break::Title),
         Just(Break::NoTitleOnCreate),
+        prop::sample::select(&CONTROLS[..]).prop_map(Break::TitleControl),
+        prop::sample::select(&CONTROLS[..])
+            .prop_filter("tab and line breaks are allowed", |c| !matches!(
+                c,
+                '\t' | '\n' | '\r'
+            ))
+            .prop_map(Break::DescriptionControl),
+        (
+            prop::sample::select(&["correlationId", "createdAt", "updatedAt"][..]),
+            non_string(),
+        )
+            .prop_map(|(field, v)| Break::WrongType(field, v)),
+        any_json()
+            .prop_map(|v| if v.is_number() { json!("7") } else { v })
+            .prop_map(|v| Break::WrongType("version", v)),
         "\\PC{4001,4040}".prop_map(|d| Break::Description(json!(d))),
         non_string()
             .prop_map(|v| if v.is_null() { json!([]) } else { v })
@@ -218,6 +244,43 @@ fn each_broken_rule_is_refused_with_its_reason() {
                         .map(str::to_owned);
                     task_id = None;
                     format!("data must be a JSON object, not {}", json_type(v))
+                }
+                Break::TitleControl(c) => {
+                    on_fields(&mut draft);
+                    draft.task.insert("title".into(), json!(format!("a{c}b")));
+                    format!(
+                        "title must not contain control characters (found U+{:04X} at position 2)",
+                        u32::from(*c)
+                    )
+                }
+                Break::DescriptionControl(c) => {
+                    on_fields(&mut draft);
+                    draft
+                        .task
+                        .insert("description".into(), json!(format!("x{c}")));
+                    format!(
+                        "description must not contain control characters other than tab and line breaks (found U+{:04X} at position 2)",
+                        u32::from(*c)
+                    )
+                }
+                Break::WrongType(field, v) => {
+                    draft.task.insert((*field).into(), v.clone());
+                    if *field == "correlationId" {
+                        // Only an envelope's own correlation id is left to use.
+                        cid = draft
+                            .envelope
+                            .as_ref()
+                            .and_then(|m| m.get("correlationId"))
+                            .and_then(Value::as_str)
+                            .filter(|c| is_valid_id(c))
+                            .map(str::to_owned);
+                    }
+                    let want = if *field == "version" {
+                        "a number"
+                    } else {
+                        "a string"
+                    };
+                    format!("{field} must be {want}, not {}", json_type(v))
                 }
                 Break::Subject(s) => {
                     subject = Some(s.clone());

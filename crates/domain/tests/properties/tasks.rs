@@ -25,8 +25,14 @@ fn millis() -> impl Strategy<Value = i64> {
 fn valid_task() -> impl Strategy<Value = Task> {
     (
         id(),
-        "[^\\s](\\PC{0,40}[^\\s])?",
-        prop::option::of(any::<String>()),
+        "[^\\s\\pC](\\PC{0,40}[^\\s\\pC])?",
+        // Control characters other than tab and line breaks are refused.
+        prop::option::of(any::<String>().prop_map(|d| {
+            d.replace(
+                |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r'),
+                "c",
+            )
+        })),
         prop::sample::select(&Status::ALL[..]),
         millis(),
         millis(),
