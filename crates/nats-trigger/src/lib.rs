@@ -9,6 +9,8 @@
 pub mod config;
 #[cfg(feature = "runtime")]
 mod inflight;
+#[cfg(all(feature = "runtime", unix))]
+pub mod lifecycle;
 #[cfg(feature = "runtime")]
 pub mod listener;
 pub mod reply;

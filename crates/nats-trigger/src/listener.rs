@@ -15,7 +15,16 @@ use crate::config::{Credentials, Subscription};
 use crate::{HANDLER_TIMEOUT_HEADER, InFlight, reply};
 
 /// Longest wait for buffered messages and running handlers at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// While draining without a server: how long no message may come before
+/// reading stops.
+const IDLE_WITHOUT_SERVER: Duration = Duration::from_millis(200);
+
+/// Longest wait for one exchange with the server at shutdown (unsubscribe,
+/// flush): while it is unreachable they would wait for a reconnection, and a
+/// stop must not.
+const PROTOCOL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One message, as the handler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +191,13 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    client.flush().await?;
+    // Replies go out before exit, unless the server is gone (then they cannot).
+    if tokio::time::timeout(PROTOCOL_TIMEOUT, client.flush())
+        .await
+        .is_err()
+    {
+        log("the server did not answer the final flush; exiting without it");
+    }
     let stats = Stats {
         handled: handled.load(Ordering::SeqCst),
         failed: failed.load(Ordering::SeqCst),
@@ -217,7 +232,10 @@ impl Serving {
                 _ = stop.changed(), if !draining => {
                     draining = true;
                     // Unsubscribes; messages already delivered still come out of the stream.
-                    let _ = subscriber.drain().await;
+                    // A server that is gone cannot be told: stop reading anyway.
+                    if tokio::time::timeout(PROTOCOL_TIMEOUT, subscriber.drain()).await.is_err() {
+                        break;
+                    }
                     deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                     continue;
                 }
@@ -225,6 +243,10 @@ impl Serving {
                     log(&format!("{}: drain timed out; stopping", this.sub.subject));
                     break;
                 }
+                // While draining without a server, the end of the subscription
+                // never comes: what was delivered is read, then reading stops.
+                _ = tokio::time::sleep(IDLE_WITHOUT_SERVER), if draining
+                    && this.client.connection_state() != async_nats::connection::State::Connected => break,
                 m = subscriber.next() => m,
             };
             let Some(msg) = next else { break };

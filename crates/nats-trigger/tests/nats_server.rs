@@ -458,3 +458,18 @@ async fn user_password_and_token_credentials_work_and_wrong_ones_fail_fast() -> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stop_while_the_server_is_gone_ends_within_seconds() -> TestResult {
+    let server = start_server(free_port());
+    let rec = Recorder::default();
+    let running = start_listener(&server.url, vec![sub("tasks.*", None, 1)], &rec).await?;
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running.stop()).await;
+    let took = started.elapsed();
+    assert!(stopped.is_ok(), "the listener never stopped");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    Ok(())
+}
