@@ -51,6 +51,56 @@ pub struct TriggerConfig {
     /// without the dependency that hung.
     #[serde(default)]
     pub handler_timeout_ms: Option<u64>,
+
+    /// JetStream mode: the stream to consume (setting it switches the entry
+    /// from core NATS to a durable pull consumer; see [`crate::jetstream`]).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// JetStream: the durable pull consumer's name; instances with the same
+    /// name share its messages.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// JetStream: how long a delivered message may stay unacknowledged
+    /// before the server redelivers it (default 60,000; more than
+    /// `handler_timeout_ms`).
+    #[serde(default)]
+    pub ack_wait_ms: Option<u64>,
+    /// JetStream: deliveries of one message before the server gives up on
+    /// it (default -1: never).
+    #[serde(default)]
+    pub max_deliver: Option<i64>,
+    /// JetStream: most messages handed to one guest call (default 100).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// JetStream: longest one pull waits for messages, in milliseconds
+    /// (default 1,000); a stop waits for the current pull at most this long.
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// JetStream: unacknowledged messages the consumer allows across all
+    /// instances (default `batch`: one batch in flight, which keeps each
+    /// task's events in order across instances).
+    #[serde(default)]
+    pub max_ack_pending: Option<i64>,
+    /// JetStream: subjects of the stream, to create it when it is missing
+    /// (unset: a missing stream is an error).
+    #[serde(default)]
+    pub stream_subjects: Option<Vec<String>>,
+    /// JetStream, creating the stream: `file` (default) or `memory`.
+    #[serde(default)]
+    pub stream_storage: Option<String>,
+    /// JetStream, creating the stream: oldest message kept, in milliseconds (default: no limit).
+    #[serde(default)]
+    pub stream_max_age_ms: Option<u64>,
+    /// JetStream, creating the stream: most messages kept (default: no limit).
+    #[serde(default)]
+    pub stream_max_msgs: Option<i64>,
+    /// JetStream, creating the stream: most bytes kept (default: no limit).
+    #[serde(default)]
+    pub stream_max_bytes: Option<i64>,
+    /// JetStream, creating the stream: how long a `Nats-Msg-Id` is
+    /// remembered to drop a duplicate publish, in milliseconds (default 120,000).
+    #[serde(default)]
+    pub stream_duplicate_window_ms: Option<u64>,
 }
 
 /// How to authenticate, at most one way.
@@ -112,26 +162,6 @@ impl TriggerMetadata {
     }
 }
 
-/// One subscription the listener will open.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Subscription {
-    /// Component to call.
-    pub component: String,
-    /// Subject (possibly with wildcards).
-    pub subject: String,
-    /// Queue group, if any.
-    pub queue_group: Option<String>,
-    /// Messages handled at once.
-    pub max_in_flight: usize,
-    /// Longest a handler may run.
-    pub handler_timeout: std::time::Duration,
-}
-
-/// Default [`Subscription::handler_timeout`], in milliseconds.
-pub const DEFAULT_HANDLER_TIMEOUT_MS: u64 = 30_000;
-/// Allowed `handler_timeout_ms` values.
-const HANDLER_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
-
 /// Checks a subscription subject: dot-separated non-empty tokens without
 /// whitespace; `*` only as a whole token; `>` only as the whole last token.
 pub fn validate_subject(subject: &str) -> Result<(), String> {
@@ -158,76 +188,13 @@ pub fn validate_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Turns the manifest's entries into subscriptions, checking each.
-pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError> {
-    let mut subs: Vec<Subscription> = Vec::with_capacity(entries.len());
-    for e in entries {
-        let at = |msg: String| {
-            ConfigError(format!(
-                "[[trigger.nats]] for component {:?}: {msg}",
-                e.component
-            ))
-        };
-        if e.component.trim().is_empty() {
-            return Err(ConfigError(
-                "[[trigger.nats]] entry without a component".into(),
-            ));
-        }
-        validate_subject(&e.subject).map_err(at)?;
-        let queue_group = match e.queue_group.as_deref() {
-            None => None,
-            Some(q) if q.is_empty() || q.chars().any(char::is_whitespace) => {
-                return Err(at(format!(
-                    "queue_group {q:?} must be non-empty and without whitespace"
-                )));
-            }
-            Some(q) => Some(q.to_owned()),
-        };
-        let max_in_flight = e.max_in_flight.unwrap_or(1);
-        if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
-            return Err(at(format!(
-                "max_in_flight must be between 1 and {MAX_IN_FLIGHT} (got {max_in_flight})"
-            )));
-        }
-        let timeout_ms = e.handler_timeout_ms.unwrap_or(DEFAULT_HANDLER_TIMEOUT_MS);
-        if !HANDLER_TIMEOUT_MS.contains(&timeout_ms) {
-            return Err(at(format!(
-                "handler_timeout_ms must be between {} and {} (got {timeout_ms})",
-                HANDLER_TIMEOUT_MS.start(),
-                HANDLER_TIMEOUT_MS.end()
-            )));
-        }
-        let sub = Subscription {
-            component: e.component.clone(),
-            subject: e.subject.clone(),
-            queue_group,
-            max_in_flight,
-            handler_timeout: std::time::Duration::from_millis(timeout_ms),
-        };
-        if subs.iter().any(|s| {
-            s.component == sub.component
-                && s.subject == sub.subject
-                && s.queue_group == sub.queue_group
-        }) {
-            return Err(at(format!("subject {:?} is listed twice", sub.subject)));
-        }
-        subs.push(sub);
-    }
-    Ok(subs)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(subject: &str) -> TriggerConfig {
-        TriggerConfig {
-            component: "writer".into(),
-            subject: subject.into(),
-            queue_group: None,
-            max_in_flight: None,
-            handler_timeout_ms: None,
-        }
+    pub(crate) fn entry(subject: &str) -> TriggerConfig {
+        serde_json::from_value(serde_json::json!({"component": "writer", "subject": subject}))
+            .expect("a minimal entry")
     }
 
     #[test]
@@ -247,36 +214,6 @@ mod tests {
             let err = validate_subject(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn plan_defaults_and_checks() -> Result<(), ConfigError> {
-        let subs = plan(&[entry("tasks.*")])?;
-        assert_eq!(subs[0].max_in_flight, 1);
-        assert_eq!(subs[0].queue_group, None);
-        let bad = |e: TriggerConfig| plan(&[e]).expect_err("invalid").0;
-        assert!(
-            bad(TriggerConfig {
-                max_in_flight: Some(0),
-                ..entry("a")
-            })
-            .contains("max_in_flight must be between 1 and 1024 (got 0)")
-        );
-        assert!(
-            bad(TriggerConfig {
-                queue_group: Some("a b".into()),
-                ..entry("a")
-            })
-            .contains("queue_group")
-        );
-        assert!(bad(entry("a..b")).contains("component \"writer\""));
-        assert!(
-            plan(&[entry("a"), entry("a")])
-                .expect_err("dup")
-                .0
-                .contains("listed twice")
-        );
-        Ok(())
     }
 
     #[test]

@@ -3,26 +3,42 @@
 //! The plugin binary (in `plugins/trigger-nats`, its own workspace because it
 //! links Spin's crates) parses the manifest into [`config`] types, builds a
 //! [`config::plan`], resolves variables, then hands a [`Handler`] that calls
-//! the Spin component to [`listener::run`]. Everything here is tested against
-//! a real `nats-server`.
+//! the Spin component to [`listener::run`]: core NATS subscriptions, or
+//! JetStream durable pull consumers ([`jetstream`], `consumer`). Everything
+//! here is tested against a real `nats-server`.
 
 pub mod config;
 #[cfg(feature = "runtime")]
+pub mod consumer;
+#[cfg(feature = "runtime")]
+mod handler;
+#[cfg(feature = "runtime")]
 mod inflight;
+pub mod jetstream;
 #[cfg(all(feature = "runtime", unix))]
 pub mod lifecycle;
 #[cfg(feature = "runtime")]
 pub mod listener;
+pub mod plan;
 pub mod reply;
 
-pub use config::{Credentials, Subscription, TriggerConfig, TriggerMetadata};
+pub use config::{Credentials, TriggerConfig, TriggerMetadata};
 #[cfg(feature = "runtime")]
 pub use inflight::InFlight;
+pub use plan::Subscription;
 
 /// Header added to the second call of a component whose first call for a
 /// message ran past its `handler_timeout_ms` and was cancelled; its value is
 /// the timeout in milliseconds. The component should record the message
 /// without the dependency that hung (the writer parks it in its outbox).
 pub const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
+
+/// Header added to a message taken from a JetStream stream: its sequence
+/// number in the stream (a redelivered message carries the same one).
+pub const STREAM_SEQUENCE_HEADER: &str = "spin-nats-stream-sequence";
+
+/// Header added to a message taken from a JetStream stream: how many times
+/// it has been delivered (1 the first time).
+pub const DELIVERED_HEADER: &str = "spin-nats-delivered";
 #[cfg(feature = "runtime")]
 pub use listener::{Handler, HandlerFuture, Message, Stats};

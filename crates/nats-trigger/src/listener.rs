@@ -2,7 +2,6 @@
 //! draining on shutdown.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,8 +10,11 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Credentials, Subscription};
-use crate::{HANDLER_TIMEOUT_HEADER, InFlight, reply};
+use crate::config::Credentials;
+use crate::handler::{Counters, call_with_deadline};
+pub use crate::handler::{Handler, HandlerFuture, Message, log};
+use crate::plan::Subscription;
+use crate::{InFlight, reply};
 
 /// Longest wait for buffered messages and running handlers at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -26,37 +28,6 @@ const IDLE_WITHOUT_SERVER: Duration = Duration::from_millis(200);
 /// stop must not.
 const PROTOCOL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One message, as the handler sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// Subject it was published on.
-    pub subject: String,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// Headers, in order; a repeated header appears once per value.
-    pub headers: Vec<(String, String)>,
-    /// Where the publisher waits for an answer (`nats request`).
-    pub reply: Option<String>,
-}
-
-/// What a handler returns: `Err` carries the reason, sent back to requesters.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-/// Handles one message for one component.
-pub trait Handler: Send + Sync + 'static {
-    /// Runs the component for `msg`.
-    fn handle(&self, component: &str, msg: Message) -> HandlerFuture;
-}
-
-impl<F> Handler for F
-where
-    F: Fn(&str, Message) -> HandlerFuture + Send + Sync + 'static,
-{
-    fn handle(&self, component: &str, msg: Message) -> HandlerFuture {
-        self(component, msg)
-    }
-}
-
 /// Counts over the listener's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -64,11 +35,6 @@ pub struct Stats {
     pub handled: u64,
     /// Messages whose handler returned an error.
     pub failed: u64,
-}
-
-/// One operator log line on stderr, prefixed `trigger-nats:`.
-pub fn log(line: &str) {
-    eprintln!("trigger-nats: {line}");
 }
 
 /// Connects, retrying every 2 s with a log line until the server answers or
@@ -154,6 +120,26 @@ pub async fn run(
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for sub in subscriptions {
+        let counters = Counters {
+            handled: handled.clone(),
+            failed: failed.clone(),
+        };
+        if let Some(plan) = sub.jetstream.clone() {
+            let consumer = crate::consumer::provision(&client, &plan).await?;
+            log(&format!(
+                "{} ← {} (JetStream: stream {}, durable consumer {}, batch {})",
+                sub.component, sub.subject, plan.stream, plan.consumer.durable, plan.batch
+            ));
+            let pulling = crate::consumer::Pulling {
+                consumer,
+                plan,
+                sub,
+                handler: handler.clone(),
+                counters,
+            };
+            tasks.spawn(pulling.serve(stop_rx.clone()));
+            continue;
+        }
         let subscriber = match &sub.queue_group {
             Some(q) => {
                 client
@@ -176,8 +162,7 @@ pub async fn run(
             client: client.clone(),
             sub,
             handler: handler.clone(),
-            handled: handled.clone(),
-            failed: failed.clone(),
+            counters,
         };
         tasks.spawn(serving.serve(subscriber, stop_rx.clone()));
     }
@@ -213,8 +198,7 @@ struct Serving {
     client: async_nats::Client,
     sub: Subscription,
     handler: Arc<dyn Handler>,
-    handled: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
+    counters: Counters,
 }
 
 impl Serving {
@@ -273,36 +257,6 @@ impl Serving {
         }
     }
 
-    /// Calls the handler; past the subscription's timeout the call is
-    /// cancelled (its future dropped, which discards the component instance)
-    /// and the handler is called once more with [`HANDLER_TIMEOUT_HEADER`].
-    async fn call_with_deadline(&self, message: Message) -> Result<(), String> {
-        let limit = self.sub.handler_timeout;
-        let component = &self.sub.component;
-        let first = self.handler.handle(component, message.clone());
-        match tokio::time::timeout(limit, first).await {
-            Ok(result) => result,
-            Err(_) => {
-                let ms = limit.as_millis();
-                log(&format!(
-                    "{component}: handler ran past {ms} ms on {}; cancelled, calling it again with {HANDLER_TIMEOUT_HEADER}",
-                    message.subject
-                ));
-                let mut again = message;
-                again
-                    .headers
-                    .push((HANDLER_TIMEOUT_HEADER.to_owned(), ms.to_string()));
-                tokio::time::timeout(limit, self.handler.handle(component, again))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "handler ran past {ms} ms twice; the message is not recorded"
-                        ))
-                    })
-            }
-        }
-    }
-
     async fn handle(&self, msg: async_nats::Message) {
         let message = Message {
             subject: msg.subject.to_string(),
@@ -321,17 +275,14 @@ impl Serving {
         };
         let subject = message.subject.clone();
         let reply_to = message.reply.clone();
-        let result = self.call_with_deadline(message).await;
-        match &result {
-            Ok(()) => self.handled.fetch_add(1, Ordering::SeqCst),
-            Err(e) => {
-                log(&format!(
-                    "component {} failed on {subject}: {e}",
-                    self.sub.component
-                ));
-                self.failed.fetch_add(1, Ordering::SeqCst)
-            }
-        };
+        let result = call_with_deadline(self.handler.as_ref(), &self.sub, message).await;
+        self.counters.count(&result);
+        if let Err(e) = &result {
+            log(&format!(
+                "component {} failed on {subject}: {e}",
+                self.sub.component
+            ));
+        }
         if let Some(reply) = reply_to
             && let Err(e) = self
                 .client

@@ -1,0 +1,302 @@
+//! JetStream mode at run time: the stream and durable pull consumer made
+//! ready (created when missing and the manifest says how, checked against
+//! the manifest when they exist), and the pull loop: messages come in
+//! pulls of up to `batch`, each is acknowledged only after the handler
+//! returned Ok for it, and an error has it (and the rest of its pull, to
+//! keep order) delivered again, first, after a short pause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::handler::{Counters, Handler, Message, call_with_deadline, log};
+use crate::jetstream::{ConsumerSpec, Plan, Storage, consumer_differences};
+use crate::plan::Subscription;
+use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
+
+/// Pause before pulling again after the handler failed on a message (which
+/// is handed back at once, so the next pull starts with it).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Wait before pulling again after the pull itself failed.
+const PULL_RETRY: Duration = Duration::from_secs(1);
+
+fn describe(plan: &Plan) -> String {
+    format!(
+        "durable consumer {:?} on stream {:?}",
+        plan.consumer.durable, plan.stream
+    )
+}
+
+/// The stream and consumer of `plan`, created when missing (the stream only
+/// when the manifest says how), or an error naming what is missing or
+/// differs.
+pub async fn provision(
+    client: &async_nats::Client,
+    plan: &Plan,
+) -> Result<PullConsumer, async_nats::Error> {
+    let js = jetstream::new(client.clone());
+    let stream = match js.get_stream(&plan.stream).await {
+        Ok(s) => s,
+        Err(e) if stream_missing(&e) => {
+            let Some(spec) = &plan.create_stream else {
+                return Err(format!(
+                    "stream {:?} does not exist: create it (nats stream add {} --subjects …) or set stream_subjects to have the trigger create it",
+                    plan.stream, plan.stream
+                )
+                .into());
+            };
+            let config = stream::Config {
+                name: plan.stream.clone(),
+                subjects: spec.subjects.clone(),
+                storage: match spec.storage {
+                    Storage::File => StorageType::File,
+                    Storage::Memory => StorageType::Memory,
+                },
+                max_age: spec.max_age.unwrap_or_default(),
+                max_messages: spec.max_msgs,
+                max_bytes: spec.max_bytes,
+                duplicate_window: spec.duplicate_window,
+                ..Default::default()
+            };
+            let created = js
+                .create_stream(config)
+                .await
+                .map_err(|e| format!("creating stream {:?}: {e}", plan.stream))?;
+            log(&format!(
+                "created stream {:?} (subjects {}, {:?} storage)",
+                plan.stream,
+                spec.subjects.join(" "),
+                spec.storage
+            ));
+            created
+        }
+        Err(e) => return Err(format!("looking up stream {:?}: {e}", plan.stream).into()),
+    };
+    let want = &plan.consumer;
+    match stream.consumer_info(&want.durable).await {
+        Ok(info) => {
+            let c = &info.config;
+            let have = ConsumerSpec {
+                durable: want.durable.clone(),
+                filter_subject: c.filter_subject.clone(),
+                ack_wait: c.ack_wait,
+                max_deliver: c.max_deliver,
+                max_ack_pending: c.max_ack_pending,
+            };
+            let mut differences = consumer_differences(want, &have);
+            if c.deliver_subject.is_some() {
+                differences.push("it is a push consumer; the trigger pulls".into());
+            }
+            if c.ack_policy != AckPolicy::Explicit {
+                differences.push(format!(
+                    "its ack policy is {:?}; the trigger acknowledges each message",
+                    c.ack_policy
+                ));
+            }
+            if !differences.is_empty() {
+                return Err(format!(
+                    "{} differs from the manifest: {}. Change the manifest to match, or remove the consumer (nats consumer rm {} {}) to have it created anew",
+                    describe(plan),
+                    differences.join("; "),
+                    plan.stream,
+                    want.durable
+                )
+                .into());
+            }
+        }
+        Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            let config = pull::Config {
+                durable_name: Some(want.durable.clone()),
+                filter_subject: want.filter_subject.clone(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: want.ack_wait,
+                max_deliver: want.max_deliver,
+                max_ack_pending: want.max_ack_pending,
+                ..Default::default()
+            };
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| format!("creating {}: {e}", describe(plan)))?;
+            log(&format!(
+                "created {} (filter {}, ack_wait {} ms, max_deliver {}, max_ack_pending {})",
+                describe(plan),
+                want.filter_subject,
+                want.ack_wait.as_millis(),
+                want.max_deliver,
+                want.max_ack_pending
+            ));
+        }
+        Err(e) => return Err(format!("looking up {}: {e}", describe(plan)).into()),
+    }
+    Ok(stream
+        .get_consumer::<pull::Config>(&want.durable)
+        .await
+        .map_err(|e| format!("opening {}: {e}", describe(plan)))?)
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// One JetStream entry being served.
+pub(crate) struct Pulling {
+    pub(crate) consumer: PullConsumer,
+    pub(crate) plan: Plan,
+    pub(crate) sub: Subscription,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) counters: Counters,
+}
+
+impl Pulling {
+    /// Pulls and handles batches until `stop`. Each pull asks for at most
+    /// `batch` messages and lasts at most `max_wait`; messages are handled as
+    /// they come, a few at a time. After `stop` no new pull is made and the
+    /// current one is finished (so nothing is left delivered but unhandled).
+    /// A failed pull is retried every second: the client reconnects on its
+    /// own, and the durable consumer keeps the place.
+    pub(crate) async fn serve(self, mut stop: watch::Receiver<bool>) {
+        let mut stopping = false;
+        let mut handled = 0usize;
+        while !stopping {
+            let pull = self
+                .consumer
+                .batch()
+                .max_messages(self.plan.batch)
+                .expires(self.plan.max_wait)
+                .messages()
+                .await;
+            let mut messages = match pull {
+                Ok(m) => m,
+                Err(e) => {
+                    log(&format!("{}: pull failed: {e}; retrying", self.sub.subject));
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(PULL_RETRY) => continue,
+                    }
+                }
+            };
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        continue;
+                    }
+                    m = messages.next() => m,
+                };
+                let mut batch = match first {
+                    Some(Ok(m)) => vec![m],
+                    Some(Err(e)) => {
+                        log(&format!("{}: {e}", self.sub.subject));
+                        break;
+                    }
+                    // This pull is done (full or expired).
+                    None => break,
+                };
+                // The rest of what has arrived already.
+                while batch.len() < self.plan.batch {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
+                    }
+                }
+                handled += batch.len();
+                let back = self.handle(batch).await;
+                if !back.is_empty() {
+                    // The failed message, what followed it, and what this pull
+                    // still brings go back together once the pull is over (handed
+                    // back sooner, they would come straight back into it), and the
+                    // next pull waits, so it starts with the failed message.
+                    let mut back = back;
+                    while let Some(Ok(m)) = messages.next().await {
+                        back.push(m);
+                    }
+                    for m in &back {
+                        self.settle(m, false).await;
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => stopping = true,
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                    }
+                    break;
+                }
+            }
+        }
+        log(&format!(
+            "{}: stopped pulling ({handled} messages handled)",
+            self.sub.subject
+        ));
+    }
+
+    /// Hands the batch to the handler in order and acknowledges each message
+    /// it returned Ok for. At the first failure, that message and the rest
+    /// (unhandled, to keep their order) are returned, for redelivery.
+    async fn handle(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
+        let mut batch = batch.into_iter();
+        for msg in batch.by_ref() {
+            let result =
+                call_with_deadline(self.handler.as_ref(), &self.sub, to_message(&msg)).await;
+            self.counters.count(&result);
+            if let Err(e) = &result {
+                log(&format!(
+                    "component {} failed on {}: {e}; it is delivered again in about {} s, before anything after it",
+                    self.sub.component,
+                    msg.subject,
+                    RETRY_PAUSE.as_secs()
+                ));
+                return std::iter::once(msg).chain(batch).collect();
+            }
+            self.settle(&msg, true).await;
+        }
+        Vec::new()
+    }
+
+    /// Acknowledges the message, or hands it back for redelivery at once.
+    async fn settle(&self, msg: &jetstream::Message, ok: bool) {
+        let kind = if ok { AckKind::Ack } else { AckKind::Nak(None) };
+        if let Err(e) = msg.ack_with(kind).await {
+            log(&format!(
+                "{}: could not settle a message ({e}); it is delivered again after ack_wait",
+                self.sub.subject
+            ));
+        }
+    }
+}
+
+/// The message as the handler sees it: subject, payload, headers, plus the
+/// stream sequence and delivery count as headers.
+fn to_message(msg: &jetstream::Message) -> Message {
+    let mut headers: Vec<(String, String)> = msg
+        .headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.to_string()))
+        })
+        .collect();
+    if let Ok(info) = msg.info() {
+        headers.push((
+            STREAM_SEQUENCE_HEADER.to_owned(),
+            info.stream_sequence.to_string(),
+        ));
+        headers.push((DELIVERED_HEADER.to_owned(), info.delivered.to_string()));
+    }
+    Message {
+        subject: msg.subject.to_string(),
+        payload: msg.payload.to_vec(),
+        headers,
+        reply: None,
+    }
+}

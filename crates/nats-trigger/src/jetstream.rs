@@ -1,0 +1,384 @@
+//! JetStream mode of a `[[trigger.nats]]` entry: what the manifest asks for
+//! (checked here, without a server), and how it compares with a stream or
+//! consumer that already exists. `consumer.rs` does the talking.
+//!
+//! An entry with `stream = "…"` consumes through a durable pull consumer:
+//! messages survive restarts of the app, each is acknowledged only after the
+//! component returned Ok for it, and an error or a timeout has it delivered
+//! again.
+
+use std::time::Duration;
+
+use crate::config::{TriggerConfig, validate_subject};
+
+/// Default [`Plan::batch`].
+pub const DEFAULT_BATCH: usize = 100;
+/// Largest [`Plan::batch`].
+pub const MAX_BATCH: usize = 1_000;
+/// Default `ack_wait_ms`.
+pub const DEFAULT_ACK_WAIT_MS: u64 = 60_000;
+/// Default `max_wait_ms`.
+pub const DEFAULT_MAX_WAIT_MS: u64 = 1_000;
+/// Allowed `max_wait_ms` values.
+const MAX_WAIT_MS: std::ops::RangeInclusive<u64> = 10..=30_000;
+/// Default `stream_duplicate_window_ms` (the server's own default).
+pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
+
+/// Where a created stream keeps its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// On disk: survives a server restart.
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// A stream to create when it is missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Subjects it captures.
+    pub subjects: Vec<String>,
+    /// File or memory.
+    pub storage: Storage,
+    /// Oldest message kept (`None`: no limit).
+    pub max_age: Option<Duration>,
+    /// Most messages kept (-1: no limit).
+    pub max_msgs: i64,
+    /// Most bytes kept (-1: no limit).
+    pub max_bytes: i64,
+    /// How long a `Nats-Msg-Id` is remembered.
+    pub duplicate_window: Duration,
+}
+
+/// The durable pull consumer an entry uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// Its name.
+    pub durable: String,
+    /// The entry's subject.
+    pub filter_subject: String,
+    /// Redelivery after this long without an acknowledgement.
+    pub ack_wait: Duration,
+    /// Deliveries before the server gives up (-1: never).
+    pub max_deliver: i64,
+    /// Unacknowledged messages allowed across all instances.
+    pub max_ack_pending: i64,
+}
+
+/// JetStream settings of one entry, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The stream.
+    pub stream: String,
+    /// How to create the stream when it is missing.
+    pub create_stream: Option<StreamSpec>,
+    /// The consumer, created when missing.
+    pub consumer: ConsumerSpec,
+    /// Most messages handed to one guest call.
+    pub batch: usize,
+    /// Longest one pull waits for messages.
+    pub max_wait: Duration,
+}
+
+/// Stream and consumer names: what the server accepts in a subject token.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {name:?} must be 1-255 characters of A-Z a-z 0-9 - _"
+        ))
+    }
+}
+
+/// The JetStream plan of `e`, or `None` for a core NATS entry. Settings
+/// that only one mode knows are refused in the other, by name.
+pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, String> {
+    let js_only = [
+        ("consumer", e.consumer.is_some()),
+        ("ack_wait_ms", e.ack_wait_ms.is_some()),
+        ("max_deliver", e.max_deliver.is_some()),
+        ("batch", e.batch.is_some()),
+        ("max_wait_ms", e.max_wait_ms.is_some()),
+        ("max_ack_pending", e.max_ack_pending.is_some()),
+        ("stream_subjects", e.stream_subjects.is_some()),
+        ("stream_storage", e.stream_storage.is_some()),
+        ("stream_max_age_ms", e.stream_max_age_ms.is_some()),
+        ("stream_max_msgs", e.stream_max_msgs.is_some()),
+        ("stream_max_bytes", e.stream_max_bytes.is_some()),
+        (
+            "stream_duplicate_window_ms",
+            e.stream_duplicate_window_ms.is_some(),
+        ),
+    ];
+    let Some(stream) = e.stream.as_deref() else {
+        if let Some((name, _)) = js_only.iter().find(|(_, set)| *set) {
+            return Err(format!("{name} needs stream = \"…\" (JetStream mode)"));
+        }
+        return Ok(None);
+    };
+    check_name("stream", stream)?;
+    if e.queue_group.is_some() {
+        return Err(
+            "queue_group has no meaning with stream: instances share the durable consumer instead"
+                .into(),
+        );
+    }
+    if e.max_in_flight.is_some() {
+        return Err("max_in_flight has no meaning with stream: use batch".into());
+    }
+    let durable = e
+        .consumer
+        .as_deref()
+        .ok_or("stream needs consumer = \"…\" (the durable consumer's name)")?;
+    check_name("consumer", durable)?;
+    let batch = e.batch.unwrap_or(DEFAULT_BATCH);
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(format!(
+            "batch must be between 1 and {MAX_BATCH} (got {batch})"
+        ));
+    }
+    let max_wait_ms = e.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS);
+    if !MAX_WAIT_MS.contains(&max_wait_ms) {
+        return Err(format!(
+            "max_wait_ms must be between {} and {} (got {max_wait_ms})",
+            MAX_WAIT_MS.start(),
+            MAX_WAIT_MS.end()
+        ));
+    }
+    let ack_wait_ms = e.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS);
+    if ack_wait_ms <= handler_timeout_ms {
+        return Err(format!(
+            "ack_wait_ms ({ack_wait_ms}) must be more than handler_timeout_ms ({handler_timeout_ms}): \
+             a message still being handled would be delivered again"
+        ));
+    }
+    let max_deliver = e.max_deliver.unwrap_or(-1);
+    if max_deliver == 0 || max_deliver < -1 {
+        return Err(format!(
+            "max_deliver must be -1 (never give up) or at least 1 (got {max_deliver})"
+        ));
+    }
+    let batch_i64 = i64::try_from(batch).unwrap_or(i64::MAX);
+    let max_ack_pending = e.max_ack_pending.unwrap_or(batch_i64);
+    if max_ack_pending < batch_i64 {
+        return Err(format!(
+            "max_ack_pending ({max_ack_pending}) must be at least batch ({batch})"
+        ));
+    }
+    let create_stream = match &e.stream_subjects {
+        None => {
+            let creating = js_only[7..].iter().find(|(_, set)| *set);
+            if let Some((name, _)) = creating {
+                return Err(format!(
+                    "{name} only applies when creating the stream: set stream_subjects too"
+                ));
+            }
+            None
+        }
+        Some(subjects) => {
+            if subjects.is_empty() {
+                return Err("stream_subjects must name at least one subject".into());
+            }
+            for s in subjects {
+                validate_subject(s)?;
+            }
+            let storage = match e.stream_storage.as_deref() {
+                None | Some("file") => Storage::File,
+                Some("memory") => Storage::Memory,
+                Some(other) => {
+                    return Err(format!(
+                        "stream_storage must be \"file\" or \"memory\" (got {other:?})"
+                    ));
+                }
+            };
+            Some(StreamSpec {
+                subjects: subjects.clone(),
+                storage,
+                max_age: e.stream_max_age_ms.map(Duration::from_millis),
+                max_msgs: e.stream_max_msgs.unwrap_or(-1),
+                max_bytes: e.stream_max_bytes.unwrap_or(-1),
+                duplicate_window: Duration::from_millis(
+                    e.stream_duplicate_window_ms
+                        .unwrap_or(DEFAULT_DUPLICATE_WINDOW_MS),
+                ),
+            })
+        }
+    };
+    Ok(Some(Plan {
+        stream: stream.to_owned(),
+        create_stream,
+        consumer: ConsumerSpec {
+            durable: durable.to_owned(),
+            filter_subject: e.subject.clone(),
+            ack_wait: Duration::from_millis(ack_wait_ms),
+            max_deliver,
+            max_ack_pending,
+        },
+        batch,
+        max_wait: Duration::from_millis(max_wait_ms),
+    }))
+}
+
+/// What differs between the consumer the manifest asks for and the one the
+/// server has, one phrase each (empty: they agree). Checked instead of
+/// changed: another instance, or an operator, may rely on the existing one.
+pub fn consumer_differences(want: &ConsumerSpec, have: &ConsumerSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |field: &str, want: String, have: String| {
+        if want != have {
+            out.push(format!(
+                "{field} is {have} on the server, {want} in the manifest"
+            ));
+        }
+    };
+    differ(
+        "filter subject",
+        format!("{:?}", want.filter_subject),
+        format!("{:?}", have.filter_subject),
+    );
+    differ(
+        "ack_wait_ms",
+        want.ack_wait.as_millis().to_string(),
+        have.ack_wait.as_millis().to_string(),
+    );
+    differ(
+        "max_deliver",
+        want.max_deliver.to_string(),
+        have.max_deliver.to_string(),
+    );
+    differ(
+        "max_ack_pending",
+        want.max_ack_pending.to_string(),
+        have.max_ack_pending.to_string(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::entry;
+
+    fn js(extra: serde_json::Value) -> TriggerConfig {
+        let mut v = serde_json::json!({"component": "writer", "subject": "tasks.*",
+            "stream": "TASKS", "consumer": "spin-tasks-writer"});
+        if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+            m.extend(x.clone());
+        }
+        serde_json::from_value(v).expect("an entry")
+    }
+
+    #[test]
+    fn defaults() -> Result<(), String> {
+        assert_eq!(plan(&entry("tasks.*"), 30_000)?, None);
+        let p = plan(&js(serde_json::json!({})), 30_000)?.ok_or("a plan")?;
+        assert_eq!(p.batch, 100);
+        assert_eq!(p.create_stream, None);
+        assert_eq!(
+            p.consumer,
+            ConsumerSpec {
+                durable: "spin-tasks-writer".into(),
+                filter_subject: "tasks.*".into(),
+                ack_wait: Duration::from_secs(60),
+                max_deliver: -1,
+                max_ack_pending: 100,
+            }
+        );
+        let created = plan(
+            &js(
+                serde_json::json!({"stream_subjects": ["tasks.>"], "stream_max_age_ms": 3_600_000}),
+            ),
+            30_000,
+        )?
+        .and_then(|p| p.create_stream)
+        .ok_or("a stream to create")?;
+        assert_eq!(created.storage, Storage::File);
+        assert_eq!(created.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!((created.max_msgs, created.max_bytes), (-1, -1));
+        Ok(())
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: [(TriggerConfig, &str); 11] = [
+            (
+                serde_json::from_value(
+                    serde_json::json!({"component":"w","subject":"a","batch":5}),
+                )
+                .expect("entry"),
+                "batch needs stream",
+            ),
+            (
+                js(serde_json::json!({"consumer": null})),
+                "stream needs consumer",
+            ),
+            (
+                js(serde_json::json!({"stream": "TA SKS"})),
+                "stream \"TA SKS\" must be",
+            ),
+            (
+                js(serde_json::json!({"queue_group": "g"})),
+                "queue_group has no meaning",
+            ),
+            (js(serde_json::json!({"max_in_flight": 4})), "use batch"),
+            (
+                js(serde_json::json!({"batch": 0})),
+                "batch must be between 1 and 1000 (got 0)",
+            ),
+            (
+                js(serde_json::json!({"ack_wait_ms": 30_000})),
+                "must be more than handler_timeout_ms",
+            ),
+            (
+                js(serde_json::json!({"max_deliver": 0})),
+                "max_deliver must be -1",
+            ),
+            (
+                js(serde_json::json!({"max_ack_pending": 10})),
+                "must be at least batch (100)",
+            ),
+            (
+                js(serde_json::json!({"stream_storage": "file"})),
+                "set stream_subjects too",
+            ),
+            (
+                js(serde_json::json!({"stream_subjects": ["tasks.>"], "stream_storage": "disk"})),
+                "stream_storage must be \"file\" or \"memory\"",
+            ),
+        ];
+        for (e, want) in cases {
+            let got = plan(&e, 30_000).expect_err(want);
+            assert!(got.contains(want), "{got} / {want}");
+        }
+    }
+
+    #[test]
+    fn differences_name_each_field() {
+        let want = ConsumerSpec {
+            durable: "c".into(),
+            filter_subject: "tasks.*".into(),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: -1,
+            max_ack_pending: 100,
+        };
+        assert!(consumer_differences(&want, &want).is_empty());
+        let have = ConsumerSpec {
+            filter_subject: "tasks.>".into(),
+            ack_wait: Duration::from_secs(30),
+            ..want.clone()
+        };
+        assert_eq!(
+            consumer_differences(&want, &have),
+            [
+                "filter subject is \"tasks.>\" on the server, \"tasks.*\" in the manifest",
+                "ack_wait_ms is 30000 on the server, 60000 in the manifest"
+            ]
+        );
+    }
+}

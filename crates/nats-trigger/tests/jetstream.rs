@@ -1,0 +1,392 @@
+//! JetStream mode against a real `nats-server -js` on loopback: the stream
+//! and durable consumer made ready (or the difference named), acknowledgement
+//! only after success, redelivery after an error or a hung handler, batches
+//! and `max_ack_pending`, drain, restart of the server, and messages
+//! published while no listener ran.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use nats_trigger_core::config::{self, TriggerConfig};
+use nats_trigger_core::consumer::provision;
+use nats_trigger_core::listener::{self, HandlerFuture, Message};
+use nats_trigger_core::plan::{self, Subscription};
+use nats_trigger_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
+use serde_json::json;
+use support::*;
+
+/// A `nats-server -js` whose store is a fresh directory, removed at drop.
+struct JsServer {
+    server: Option<Server>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl JsServer {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("nats-js-{}-{port}", std::process::id()));
+        let mut s = JsServer {
+            server: None,
+            port,
+            dir,
+        };
+        s.restart();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        self.server = None;
+    }
+
+    /// (Re)starts the server on the same port and store.
+    fn restart(&mut self) {
+        self.server = None;
+        let dir = self.dir.to_string_lossy().into_owned();
+        self.server = Some(start_server_with(self.port, &["-js", "-sd", &dir]));
+    }
+}
+
+impl Drop for JsServer {
+    fn drop(&mut self) {
+        self.server = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The subscription a `[[trigger.nats]]` entry with these fields plans.
+fn js_sub(fields: serde_json::Value) -> Subscription {
+    let mut entry = json!({"component": "writer", "subject": "tasks.*",
+        "stream": "TASKS", "consumer": "spin-tasks-writer",
+        "stream_subjects": ["tasks.>"], "handler_timeout_ms": 1000, "ack_wait_ms": 5000});
+    if let (Some(e), Some(f)) = (entry.as_object_mut(), fields.as_object()) {
+        e.extend(f.clone());
+    }
+    let entry: TriggerConfig = serde_json::from_value(entry).expect("an entry");
+    plan::plan(&[entry]).expect("a valid entry").remove(0)
+}
+
+async fn publish(url: &str, n: usize, prefix: &str) -> TestResult {
+    let js = jetstream::new(async_nats::connect(url).await?);
+    for i in 0..n {
+        js.publish("tasks.created", format!("{prefix}{i}").into())
+            .await?
+            .await?;
+    }
+    Ok(())
+}
+
+/// The consumer's (pending, acknowledgements outstanding) counts.
+async fn consumer_counts(url: &str) -> Result<(u64, usize), async_nats::Error> {
+    let js = jetstream::new(async_nats::connect(url).await?);
+    let mut stream = js.get_stream("TASKS").await?;
+    let _ = stream.info().await?;
+    let info = stream.consumer_info("spin-tasks-writer").await?;
+    Ok((info.num_pending, info.num_ack_pending))
+}
+
+async fn until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// Fails a payload starting with `flaky` on its first delivery; hangs on
+/// `hang` unless called again with the handler-timeout header.
+#[derive(Clone, Default)]
+struct Flaky {
+    seen: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Flaky {
+    fn handler(&self) -> Arc<dyn listener::Handler> {
+        let seen = self.seen.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let header = |name: &str| {
+                    msg.headers
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                };
+                if msg.payload == b"hang" && header(HANDLER_TIMEOUT_HEADER).is_none() {
+                    std::future::pending::<()>().await;
+                }
+                let first = header(DELIVERED_HEADER).as_deref() == Some("1");
+                let flaky = msg.payload.starts_with(b"flaky");
+                if let Ok(mut s) = seen.lock() {
+                    s.push(msg);
+                }
+                if flaky && first {
+                    Err("flaky on its first delivery".into())
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    }
+
+    /// `payload#delivery` for each call, in order.
+    fn calls(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|m| {
+                        let delivered = m
+                            .headers
+                            .iter()
+                            .find(|(n, _)| n == DELIVERED_HEADER)
+                            .map(|(_, v)| v.as_str())
+                            .unwrap_or("?");
+                        format!("{}#{delivered}", String::from_utf8_lossy(&m.payload))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+async fn run_listener(
+    url: &str,
+    sub: Subscription,
+    handler: Arc<dyn listener::Handler>,
+) -> Result<Running, async_nats::Error> {
+    let client = listener::connect(
+        url,
+        &config::Credentials::None,
+        "test",
+        std::future::pending(),
+    )
+    .await?
+    .ok_or("no client")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        listener::run(client, vec![sub], handler, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(Running { stop, task })
+}
+
+#[tokio::test]
+async fn a_missing_stream_and_consumer_are_created_and_a_different_one_is_named() -> TestResult {
+    let server = JsServer::start();
+    let client = async_nats::connect(server.url()).await?;
+    let plan = |fields| js_sub(fields).jetstream.expect("JetStream mode");
+    // Without stream_subjects, a missing stream is an error that says what to do.
+    let no_create = plan(json!({"stream_subjects": null}));
+    let err = provision(&client, &no_create)
+        .await
+        .expect_err("no stream")
+        .to_string();
+    assert!(err.contains("stream \"TASKS\" does not exist"), "{err}");
+    // With them, both are created; a second provision finds them as they are.
+    provision(&client, &plan(json!({}))).await?;
+    provision(&client, &plan(json!({}))).await?;
+    provision(&client, &no_create).await?;
+    // A consumer that differs is named field by field, not changed.
+    let err = provision(
+        &client,
+        &plan(json!({"ack_wait_ms": 9000, "batch": 50, "max_ack_pending": 100})),
+    )
+    .await
+    .expect_err("differs")
+    .to_string();
+    assert!(
+        err.contains("ack_wait_ms is 5000 on the server, 9000 in the manifest"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nats consumer rm TASKS spin-tasks-writer"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn acks_follow_success_and_a_failure_is_delivered_again_in_order() -> TestResult {
+    let server = JsServer::start();
+    let flaky = Flaky::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), flaky.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for p in ["a", "flaky-b", "c"] {
+        js.publish("tasks.created", p.into()).await?.await?;
+    }
+    assert!(
+        until(10, || flaky.calls().len() >= 4).await,
+        "{:?}",
+        flaky.calls()
+    );
+    // b failed once and came back; c waited for it (never handled before b succeeded).
+    let calls = flaky.calls();
+    let b_ok = calls.iter().position(|c| c == "flaky-b#2");
+    let c_first = calls.iter().position(|c| c.starts_with("c#"));
+    assert_eq!(calls[..2], ["a#1", "flaky-b#1"], "{calls:?}");
+    assert!(b_ok.is_some() && c_first > b_ok, "{calls:?}");
+    assert!(until(5, || true).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if consumer_counts(&server.url()).await? == (0, 0) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        consumer_counts(&server.url()).await?,
+        (0, 0),
+        "all acknowledged"
+    );
+    // Every message carries its stream sequence.
+    let seqs: Vec<String> = flaky
+        .seen
+        .lock()
+        .map(|s| {
+            s.iter()
+                .filter_map(|m| {
+                    m.headers
+                        .iter()
+                        .find(|(n, _)| n == STREAM_SEQUENCE_HEADER)
+                        .map(|(_, v)| v.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(seqs[..2], ["1", "2"]);
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hung_handler_is_cancelled_and_the_message_recorded_by_the_second_call() -> TestResult {
+    let server = JsServer::start();
+    let flaky = Flaky::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), flaky.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.publish("tasks.created", "hang".into()).await?.await?;
+    js.publish("tasks.created", "after".into()).await?.await?;
+    assert!(
+        until(10, || flaky.calls().len() >= 2).await,
+        "{:?}",
+        flaky.calls()
+    );
+    assert_eq!(flaky.calls(), ["hang#1", "after#1"]);
+    let again = flaky
+        .seen
+        .lock()
+        .map(|s| s[0].headers.clone())
+        .unwrap_or_default();
+    assert!(
+        again
+            .iter()
+            .any(|(n, v)| n == HANDLER_TIMEOUT_HEADER && v == "1000")
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_published_before_the_listener_starts_are_all_handled_in_order() -> TestResult {
+    let server = JsServer::start();
+    let client = async_nats::connect(server.url()).await?;
+    let sub = js_sub(json!({"batch": 100}));
+    provision(&client, sub.jetstream.as_ref().expect("plan")).await?;
+    publish(&server.url(), 250, "m").await?;
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    assert!(
+        until(20, || rec.payloads().len() >= 250).await,
+        "{}",
+        rec.payloads().len()
+    );
+    let want: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+    assert_eq!(rec.payloads(), want, "each once, in publish order");
+    let js = jetstream::new(client);
+    let info = js
+        .get_stream("TASKS")
+        .await?
+        .consumer_info("spin-tasks-writer")
+        .await?;
+    assert_eq!(info.config.max_ack_pending, 100, "one batch in flight");
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stop_handles_what_was_delivered_and_the_rest_waits_in_the_stream() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let sub = js_sub(json!({"batch": 10}));
+    let running = run_listener(&server.url(), sub.clone(), rec.handler()).await?;
+    publish(&server.url(), 60, "d").await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    running.stop().await?;
+    let first = rec.payloads().len();
+    assert!(first > 0 && first < 60, "stopped mid-way ({first})");
+    let (pending, unacked) = consumer_counts(&server.url()).await?;
+    assert_eq!(unacked, 0, "nothing delivered was left unacknowledged");
+    assert_eq!(pending as usize, 60 - first);
+    // Started again, the same durable consumer goes on where it stopped.
+    let rec2 = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec2.handler()).await?;
+    assert!(until(10, || rec2.payloads().len() >= 60 - first).await);
+    let mut all = rec.payloads();
+    all.extend(rec2.payloads());
+    let want: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
+    assert_eq!(all, want, "every message once, in order");
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_consumer_resumes_after_a_server_restart() -> TestResult {
+    let mut server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    publish(&server.url(), 5, "before").await?;
+    assert!(until(10, || rec.payloads().len() >= 5).await);
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while publish(&server.url(), 5, "after").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server took no publish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        until(30, || rec
+            .payloads()
+            .iter()
+            .filter(|p| p.starts_with("after"))
+            .count()
+            >= 5)
+        .await,
+        "{:?}",
+        rec.payloads()
+    );
+    running.stop().await?;
+    Ok(())
+}
