@@ -48,6 +48,7 @@ fn task_from_wit(t: Task) -> domain::Task {
         created_at: domain::Timestamp(t.created_at),
         updated_at: domain::Timestamp(t.updated_at),
         version: t.version,
+        stream_seq: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub fn created(existing: Option<&Task>, id: &str, fields: &Fields, now: Timestam
             created_at: now,
             updated_at: now,
             version: 1,
+            stream_seq: None,
         },
     }
 }
@@ -38,5 +39,6 @@ pub fn updated(old: &Task, fields: &Fields, now: Timestamp) -> Task {
         created_at: old.created_at,
         updated_at: now.max(old.updated_at),
         version: old.version + 1,
+        stream_seq: old.stream_seq,
     }
 }

@@ -26,6 +26,12 @@ pub struct Task {
     pub updated_at: Timestamp,
     /// 1 on creation, +1 on every change.
     pub version: u64,
+    /// The stream sequence of the last event applied to it, when events come
+    /// from a JetStream stream: a redelivered event at or below it is not
+    /// applied again. Only in the stored document: the reader interface, and
+    /// so the API, leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
 }
 
 impl Task {
@@ -69,6 +75,7 @@ mod tests {
             created_at: Timestamp(1_795_327_314_123),
             updated_at: Timestamp(1_795_327_315_000),
             version: 3,
+            stream_seq: None,
         }
     }
 

@@ -254,6 +254,7 @@ fn stored() -> Task {
         created_at: Timestamp(1_000),
         updated_at: Timestamp(2_000),
         version: 4,
+        stream_seq: None,
     }
 }
 

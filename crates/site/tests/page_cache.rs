@@ -33,6 +33,7 @@ impl TaskSource for Caching {
                 created_at: Timestamp(0),
                 updated_at: Timestamp(0),
                 version: 1,
+                stream_seq: None,
             }],
             next_cursor: None,
         })

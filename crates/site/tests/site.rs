@@ -70,6 +70,7 @@ fn task(id: &str, title: &str, status: Status) -> Task {
         created_at: Timestamp(1_795_327_314_123),
         updated_at: Timestamp(1_795_327_374_123),
         version: 2,
+        stream_seq: None,
     }
 }
 

@@ -6,7 +6,7 @@
 //! The local store is a parameter so a benchmark can build a variant of the
 //! component around the same code (bench/writer-no-order-check).
 
-use nats_trigger_core::HANDLER_TIMEOUT_HEADER;
+use nats_trigger_core::{HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
 use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
 
@@ -45,6 +45,7 @@ pub fn handle_message<L: AtomicKv>(
         payload,
         header_correlation_id: header(CORRELATION_HEADER),
         handler_timed_out_ms: header(HANDLER_TIMEOUT_HEADER).and_then(|v| v.parse().ok()),
+        stream_sequence: header(STREAM_SEQUENCE_HEADER).and_then(|v| v.parse().ok()),
     })?;
     // With Spin's own store the write is in place now; on Cloudflare the
     // retrier tells the web after the flush.

@@ -378,6 +378,7 @@ impl Harness {
             payload: payload.as_bytes(),
             header_correlation_id: None,
             handler_timed_out_ms: None,
+            stream_sequence: None,
         };
         self.deliver_on(&self.tasks, &msg)
             .expect("the local store works, so every message is recorded")

@@ -196,6 +196,7 @@ impl Stores {
                 payload: payload.as_bytes(),
                 header_correlation_id: None,
                 handler_timed_out_ms: None,
+                stream_sequence: None,
             })
         })
         .expect("recorded")

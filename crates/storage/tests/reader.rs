@@ -13,6 +13,7 @@ fn task(id: &str, status: Status) -> Task {
         created_at: Timestamp(1_000),
         updated_at: Timestamp(2_000),
         version: 1,
+        stream_seq: None,
     }
 }
 

@@ -440,6 +440,7 @@ fn a_message_whose_first_call_hung_is_parked_without_calling_the_store() {
             payload: br#"{"id":"t-1","title":"A","correlationId":"c-1"}"#,
             header_correlation_id: None,
             handler_timed_out_ms: Some(5_000),
+            stream_sequence: None,
         })
     });
     assert!(
@@ -459,4 +460,34 @@ fn a_message_whose_first_call_hung_is_parked_without_calling_the_store() {
         1,
         "the retrier applies it once the store answers"
     );
+}
+
+#[test]
+fn a_deferred_stream_message_keeps_its_sequence_through_the_outbox() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    let msg = |payload: &'static str| Incoming {
+        subject: "tasks.created",
+        payload: payload.as_bytes(),
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(9),
+    };
+    let deferred = h.deliver_on(&h.tasks, &msg(r#"{"id":"t-1","title":"A"}"#));
+    assert!(
+        matches!(deferred, Ok(Handled::Deferred { .. })),
+        "{deferred:?}"
+    );
+    assert_eq!(h.outbox()[0].stream_seq, Some(9));
+    h.tasks.set_down(false);
+    h.advance(2_000);
+    assert_eq!(h.tick().applied, 1);
+    assert_eq!(
+        h.task("t-1").map(|t| (t.version, t.stream_seq)),
+        Some((1, Some(9)))
+    );
+    // Delivered again after the retrier applied it: skipped.
+    let again = h.deliver_on(&h.tasks, &msg(r#"{"id":"t-1","title":"A"}"#));
+    assert!(matches!(again, Ok(Handled::Applied { .. })), "{again:?}");
+    assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
 }

@@ -27,6 +27,7 @@ fn send_on<T: AtomicKv>(
             payload,
             header_correlation_id: header,
             handler_timed_out_ms: None,
+            stream_sequence: None,
         },
     )
 }
@@ -330,4 +331,47 @@ fn verify_writes_reads_each_write_back() {
         r#"{"id":"t-2","title":"C","correlationId":"c-5"}"#,
     );
     assert!(!h.logged("[c-5] KV verify"));
+}
+
+/// Delivers `payload` on `subject` as stream message `seq`.
+fn deliver_seq(h: &Harness, subject: &str, payload: &str, seq: u64) -> Handled {
+    h.deliver_on(
+        &h.tasks,
+        &Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: Some(seq),
+        },
+    )
+    .expect("recorded")
+}
+
+#[test]
+fn a_redelivered_stream_message_applies_once() {
+    let h = harness();
+    deliver_seq(&h, "tasks.created", r#"{"id":"t-1","title":"A"}"#, 5);
+    // The crash came after the commit, before the acknowledgement: delivered again.
+    deliver_seq(&h, "tasks.created", r#"{"id":"t-1","title":"A"}"#, 5);
+    let t = h.task("t-1").expect("stored");
+    assert_eq!((t.version, t.stream_seq), (1, Some(5)));
+    assert!(h.logged("SKIP CREATE task=t-1 — stream sequence 5 is applied already (last 5)"));
+    deliver_seq(&h, "tasks.updated", r#"{"id":"t-1","title":"B"}"#, 7);
+    // Older than the last applied: also a redelivery.
+    deliver_seq(&h, "tasks.updated", r#"{"id":"t-1","title":"stale"}"#, 6);
+    deliver_seq(&h, "tasks.updated", r#"{"id":"t-1","title":"B"}"#, 7);
+    let t = h.task("t-1").expect("stored");
+    assert_eq!(
+        (t.title.as_str(), t.version, t.stream_seq),
+        ("B", 2, Some(7))
+    );
+    // Core NATS events (no sequence) apply as before and keep the last sequence.
+    h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
+    let t = h.task("t-1").expect("stored");
+    assert_eq!((t.version, t.stream_seq), (3, Some(7)));
+    // The sequence stays out of what the API shows: only the stored document has it.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&h.tasks.peek("task:t-1").expect("doc")).expect("json");
+    assert_eq!(doc["streamSeq"], 7);
 }

@@ -39,6 +39,7 @@ fn build(p: Partial, at: Timestamp) -> anyhow::Result<Task> {
         created_at: at,
         updated_at: at,
         version: 1,
+        stream_seq: None,
     })
 }
 

@@ -47,6 +47,7 @@ fn valid_task() -> impl Strategy<Value = Task> {
                 created_at: Timestamp(created),
                 updated_at: Timestamp(updated),
                 version,
+                stream_seq: None,
             },
         )
 }

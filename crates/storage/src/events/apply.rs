@@ -46,8 +46,16 @@ pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
 
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// Applies a parsed event as of `now` (the event's own time on replay).
-    /// The one code path for direct writes and retries.
-    pub fn apply(&self, ev: &Event, cid: &str, now: Timestamp) -> Result<(), Failure> {
+    /// The one code path for direct writes and retries. `seq` is the event's
+    /// stream sequence when it came from a JetStream stream: an event at or
+    /// below the one last applied to the task is a redelivery, skipped.
+    pub fn apply(
+        &self,
+        ev: &Event,
+        cid: &str,
+        now: Timestamp,
+        seq: Option<u64>,
+    ) -> Result<(), Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
             let start = Instant::now();
@@ -83,7 +91,17 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     None
                 }
             };
-            let next = match (ev.kind, &existing) {
+            if let (Some(seq), Some(last)) = (seq, existing.as_ref().and_then(|t| t.stream_seq))
+                && seq <= last
+            {
+                (self.log)(&format!(
+                    "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
+                    ev.kind.verb(),
+                    ev.id
+                ));
+                return Ok(());
+            }
+            let mut next = match (ev.kind, &existing) {
                 (EventKind::Updated, None) => {
                     return Err(Failure::Permanent(format!(
                         "update of unknown task {:?}",
@@ -93,6 +111,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
                 _ => merge::created(existing.as_ref(), &ev.id, &ev.fields, now),
             };
+            next.stream_seq = seq.or(next.stream_seq);
             let start = Instant::now();
             if existing.is_none() {
                 // A new id: the document and the new membership stamp go in one

@@ -45,6 +45,9 @@ pub struct OutboxEntry {
     pub backoff: Backoff,
     /// When the event first arrived.
     pub received_at: Timestamp,
+    /// Its sequence in a JetStream stream, if it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
     /// The retrier run working on this record (and the task's records
     /// behind it), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +71,7 @@ impl OutboxEntry {
             task_id: task_id.to_owned(),
             backoff: Backoff::due(received_at),
             received_at,
+            stream_seq: None,
             claim: None,
         }
     }

@@ -411,7 +411,8 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let payload = entry.raw.bytes();
         let ev =
             event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
-        self.writer.apply(&ev, cid, entry.received_at)
+        self.writer
+            .apply(&ev, cid, entry.received_at, entry.stream_seq)
     }
 
     /// Brings each task's pending counter back to its number of outbox

@@ -24,6 +24,9 @@ pub struct Incoming<'a> {
     /// this many milliseconds (the `spin-nats-handler-timeout` header): the
     /// store hung, so the event is parked in the outbox without calling it.
     pub handler_timed_out_ms: Option<u64>,
+    /// Its sequence in a JetStream stream (the `spin-nats-stream-sequence`
+    /// header), so a redelivery applies at most once.
+    pub stream_sequence: Option<u64>,
 }
 
 /// What became of a message. Every variant means it is safely recorded.
@@ -105,7 +108,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     );
                     return self.defer(msg, &cid, ev.id, error, now);
                 }
-                match self.apply(&ev, &cid, now) {
+                match self.apply(&ev, &cid, now, msg.stream_sequence) {
                     Ok(()) => Ok(Handled::Applied {
                         correlation_id: cid,
                         task_id: ev.id,
@@ -190,6 +193,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
         let mut entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        entry.stream_seq = msg.stream_sequence;
         let delay = entry.backoff.first_failed(now, error.clone());
         let key = self.enqueue(cid, &entry)?;
         (self.log)(&format!(
@@ -211,7 +215,8 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         behind: i64,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
-        let entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        let mut entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
+        entry.stream_seq = msg.stream_sequence;
         let key = self.enqueue(cid, &entry)?;
         (self.log)(&format!(
             "[{cid}] QUEUE {} task={task_id} behind {behind} deferred event(s) → {key}",
