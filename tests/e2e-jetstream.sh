@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# JetStream e2e suite: the writer on a durable pull consumer (the app's
+# manifest with its [[trigger.nats]] entry switched to JetStream mode), a real
+# `nats-server -js`, and an independent publisher (PyPI nats-py,
+# tests/js_publish.py) that awaits each stream acknowledgement.
+#   (a) events published while the app is stopped are all applied once it starts;
+#   (b) `kill -9` of the app in the middle of a burst of creates + 2 updates per
+#       task, then a restart: every task ends at version 3 with its last title;
+#   (d) hostile events are dead-lettered once each, never redelivered in a loop.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+require_spin_and_plugin
+require_tools curl jq python3 sqlite3
+python3 -c 'import nats' 2>/dev/null ||
+  cannot_run "the Python NATS client is not installed" "pip install nats-py"
+
+suite_dirs e2e-jetstream
+on_exit stop_all
+
+# The app's manifest, its NATS entry in JetStream mode (the stream is created
+# on first start), component paths made absolute.
+python3 - "$ROOT/spin.toml" "$WORK/spin.toml" "$ROOT" <<'PY'
+import re, sys
+src, dst, root = sys.argv[1:]
+text = open(src).read().replace('source = "target/', f'source = "{root}/target/')
+entry = re.search(r'\[\[trigger\.nats\]\][^\[]*', text).group(0)
+jetstream = '''[[trigger.nats]]
+component = "writer"
+subject = "tasks.*"
+stream = "TASKS"
+consumer = "spin-tasks-writer"
+stream_subjects = ["tasks.>"]
+handler_timeout_ms = 5000
+ack_wait_ms = 15000
+batch = 100
+
+'''
+open(dst, "w").write(text.replace(entry, jetstream))
+PY
+export SPIN_MANIFEST="$WORK/spin.toml"
+write_runtime_config "$WORK"
+
+# start_js_nats: nats-server with JetStream, its store in WORK (kept across restarts).
+NATS_PORT=$(free_port)
+start_js_nats() {
+  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" >>"$WORK/nats-server.log" 2>&1 &
+  NATS_PID=$!
+  NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  export SPIN_VARIABLE_NATS_URL="$NATS_URL"
+  wait_until --every 0.05 10 port_open "$NATS_PORT"
+}
+# up LOG_DIR: spin up on a free port, ready when the writer pulls.
+up() {
+  PORT=$(free_port)
+  start_spin "$WORK" "$PORT" "$1"
+  wait_http "http://127.0.0.1:$PORT/health" 60
+  wait_log "$1/spin-up.txt" "writer ← tasks" 30
+}
+publish() { python3 "$ROOT/tests/js_publish.py" --server "$NATS_URL" "$@"; }
+# at_version PREFIX N V: N tasks PREFIX* in the store, every one at version V with title "<id> vV".
+at_version() {
+  [[ "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value
+    WHERE store='tasks' AND key LIKE 'task:$1%'
+      AND json_extract(CAST(value AS TEXT), '\$.version') = $3
+      AND json_extract(CAST(value AS TEXT), '\$.title') = substr(key, 6) || ' v$3'" 2>/dev/null)" == "$2" ]]
+}
+tasks_like() { kv_count "$WORK" tasks "task:$1%"; }
+
+build_tools
+start_js_nats
+echo "==> first start creates the stream and the durable consumer"
+up "$OUT/logs-1"
+check "the stream was created" grep -q 'created stream "TASKS"' "$OUT/logs-1/spin-up.txt"
+check "the durable consumer was created" grep -q 'created durable consumer "spin-tasks-writer"' "$OUT/logs-1/spin-up.txt"
+check "the plugin says it pulls from the stream" grep -q "writer ← tasks.\* (JetStream: stream TASKS" "$OUT/logs-1/spin-up.txt"
+stop_spin
+
+echo "==> (a) 5,000 events published while the app is stopped"
+check "5,000 events acknowledged by the stream" publish --tasks 5000 --prefix off-
+up "$OUT/logs-2"
+check "all 5,000 applied after the start" wait_until 120 at_version off- 5000 1
+echo "       $(grep -c '\] CREATE task=off-' "$OUT/logs-2/writer_stdout.txt" || true) CREATE lines, $(grep -c 'SKIP' "$OUT/logs-2/writer_stdout.txt" || true) SKIP lines"
+
+echo "==> (b) kill -9 in the middle of a burst (3,334 tasks: create + 2 updates each = 10,002 events)"
+publish --tasks 3334 --updates 2 --prefix k- --acked "$WORK/acked.txt" >"$WORK/burst.txt" 2>&1 &
+burst=$!
+wait_until 60 test -s "$WORK/acked.txt"
+sleep 2
+kill -KILL -- "-$SPIN_PID"
+SPIN_PID=""
+applied_before=$(tasks_like k-)
+wait "$burst"
+check "the whole burst was acknowledged by the stream" grep -q "published 10002 of 10002" "$WORK/burst.txt"
+echo "       $applied_before tasks stored when the app was killed"
+check "the app was killed mid-burst" test "$applied_before" -lt 3334
+up "$OUT/logs-3"
+check "every task ends at version 3 with its last title" wait_until 180 at_version k- 3334 3
+check "no task went past version 3 (none applied twice)" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" \
+  "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:k-%' AND json_extract(CAST(value AS TEXT), '\$.version') > 3")" 0
+echo "       redeliveries skipped after the restart: $(grep -c '\] SKIP ' "$OUT/logs-3/writer_stdout.txt" || true)"
+
+echo "==> (d) hostile events are dead-lettered once each"
+before=$(kv_count "$WORK" default 'dlq:%')
+python3 - "$NATS_URL" <<'PY'
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1]); js = nc.jetstream()
+    for subject, payload in [
+        ("tasks.created", b"{not json"),
+        ("tasks.created", b'{"id":"h-1","title":"a\\u0000b"}'),
+        ("tasks.created", b'{"correlationId":{"x":1},"data":{"id":"h-2","title":"x"}}'),
+        ("tasks.updated", b'{"id":"ghost","title":"x"}'),
+        ("tasks.renamed", b'{"id":"h-3"}'),
+    ]:
+        await js.publish(subject, payload)
+    await nc.drain()
+asyncio.run(main())
+PY
+dead() { [[ "$(kv_count "$WORK" default 'dlq:%')" == "$((before + 5))" ]]; }
+check "5 hostile events → 5 dead letters" wait_until 30 dead
+sleep 3
+check "  … and no more after a while (none redelivered in a loop)" dead
+check "none became a task" is "$(tasks_like h-)" 0
+check "the app keeps serving" is "$(status_of /api/tasks/off-000001)" 200
+
+summary e2e-jetstream
