@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::handler::{Counters, Handler, Message, call_with_deadline, log};
+use crate::handler::{Counters, Handler, Message, call_with_deadline, header_pairs, log};
 use crate::jetstream::{ConsumerSpec, Plan, Storage, consumer_differences};
 use crate::plan::Subscription;
 use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
@@ -276,16 +276,7 @@ impl Pulling {
 /// The message as the handler sees it: subject, payload, headers, plus the
 /// stream sequence and delivery count as headers.
 fn to_message(msg: &jetstream::Message) -> Message {
-    let mut headers: Vec<(String, String)> = msg
-        .headers
-        .iter()
-        .flat_map(|h| h.iter())
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |v| (name.to_string(), v.to_string()))
-        })
-        .collect();
+    let mut headers = header_pairs(msg.headers.as_ref());
     if let Ok(info) = msg.info() {
         headers.push((
             STREAM_SEQUENCE_HEADER.to_owned(),

@@ -22,6 +22,19 @@ pub struct Message {
     pub reply: Option<String>,
 }
 
+/// A message's headers as (name, value) pairs, a repeated name once per value.
+pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// What a handler returns: `Err` carries the reason, sent back to requesters.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Credentials;
-use crate::handler::{Counters, call_with_deadline};
+use crate::handler::{Counters, call_with_deadline, header_pairs};
 pub use crate::handler::{Handler, HandlerFuture, Message, log};
 use crate::plan::Subscription;
 use crate::{InFlight, reply};
@@ -261,16 +261,7 @@ impl Serving {
         let message = Message {
             subject: msg.subject.to_string(),
             payload: msg.payload.to_vec(),
-            headers: msg
-                .headers
-                .iter()
-                .flat_map(|h| h.iter())
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(move |v| (name.to_string(), v.to_string()))
-                })
-                .collect(),
+            headers: header_pairs(msg.headers.as_ref()),
             reply: msg.reply.as_ref().map(|r| r.to_string()),
         };
         let subject = message.subject.clone();

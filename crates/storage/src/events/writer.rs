@@ -192,8 +192,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         error: String,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
-        let mut entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
-        entry.stream_seq = msg.stream_sequence;
+        let mut entry = outbox_entry(msg, cid, &task_id, now);
         let delay = entry.backoff.first_failed(now, error.clone());
         let key = self.enqueue(cid, &entry)?;
         (self.log)(&format!(
@@ -215,8 +214,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         behind: i64,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
-        let mut entry = OutboxEntry::new(msg.subject, msg.payload, cid, &task_id, now);
-        entry.stream_seq = msg.stream_sequence;
+        let entry = outbox_entry(msg, cid, &task_id, now);
         let key = self.enqueue(cid, &entry)?;
         (self.log)(&format!(
             "[{cid}] QUEUE {} task={task_id} behind {behind} deferred event(s) → {key}",
@@ -236,5 +234,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 "[{cid}] KV PUT outbox — FAILED: {e}; the event is NOT recorded"
             ));
         })
+    }
+}
+
+/// The outbox record of `msg`, received at `now`, due at once.
+fn outbox_entry(msg: &Incoming, cid: &str, task_id: &str, now: Timestamp) -> OutboxEntry {
+    OutboxEntry {
+        stream_seq: msg.stream_sequence,
+        ..OutboxEntry::new(msg.subject, msg.payload, cid, task_id, now)
     }
 }
