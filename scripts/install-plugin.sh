@@ -95,7 +95,7 @@ fi
 
 version=$(version)
 echo "==> building trigger-nats $version (the first build on a machine compiles Spin's runtime crates: slow)"
-if ! (cd "$dir" && TRIGGER_NATS_VERSION=$version cargo build --release); then
+if ! (cd "$dir" && TRIGGER_NATS_VERSION=$version cargo build --release --locked); then
   cat >&2 <<MSG
 could not build plugins/trigger-nats. It depends on Spin's crates, which are fetched
 with git from https://github.com/spinframework/spin (tag v4.0.2): check network access

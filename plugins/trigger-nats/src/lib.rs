@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use nats_trigger_core::config::{self, Subscription, TriggerConfig, TriggerMetadata};
+use futures::FutureExt;
+use nats_trigger_core::Subscription;
+use nats_trigger_core::config::{self, TriggerConfig, TriggerMetadata};
+use nats_trigger_core::lifecycle::Ancestry;
 use nats_trigger_core::listener::{self, Handler, HandlerFuture, Message};
 use spin_factor_variables::VariablesFactor;
 use spin_factors::RuntimeFactors;
@@ -83,7 +86,7 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let subscriptions = config::plan(&entries)?;
+        let subscriptions = nats_trigger_core::plan::plan(&entries)?;
         Ok(NatsTrigger {
             metadata,
             subscriptions,
@@ -132,10 +135,19 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
 
         let url = resolved.url().to_owned();
         let name = format!("spin-trigger-nats ({})", trigger_app.app().id());
-        let Some(client) =
-            listener::connect(&url, &credentials, &name, listener::shutdown_signal())
-                .await
-                .map_err(|e| anyhow!("{e}"))?
+        // Stop on SIGINT/SIGTERM, and when `spin up` is gone (even killed
+        // with SIGKILL), so no orphaned listener runs beside a restarted app.
+        let ancestry = Ancestry::now();
+        let ended = async move {
+            tokio::select! {
+                _ = listener::shutdown_signal() => {}
+                gone = ancestry.watch() => listener::log(&format!("{gone}; stopping")),
+            }
+        };
+        let ended = ended.boxed().shared();
+        let Some(client) = listener::connect(&url, &credentials, &name, ended.clone())
+            .await
+            .map_err(|e| anyhow!("{e}"))?
         else {
             return Ok(());
         };
@@ -148,7 +160,7 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             let stop = stop.clone();
             async move {
                 tokio::select! {
-                    _ = listener::shutdown_signal() => {}
+                    _ = ended => {}
                     _ = stop.notified() => {}
                 }
             }
