@@ -164,7 +164,10 @@ impl Pulling {
     /// current one is finished (so nothing is left delivered but unhandled).
     /// A failed pull is retried every second: the client reconnects on its
     /// own, and the durable consumer keeps the place.
-    pub(crate) async fn serve(self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn serve(mut self, mut stop: watch::Receiver<bool>) {
+        if self.wait_for_earlier_deliveries(&mut stop).await {
+            return;
+        }
         let mut stopping = false;
         let mut handled = 0usize;
         while !stopping {
@@ -238,11 +241,47 @@ impl Pulling {
         ));
     }
 
+    /// Deliveries left unacknowledged by an instance that died come back
+    /// only after `ack_wait`; pulled before then, newer messages would be
+    /// handled first. So when the consumer has unacknowledged deliveries at
+    /// start-up, the first pull waits `ack_wait`: by then they are due again,
+    /// and JetStream hands out due redeliveries before new messages. Returns
+    /// true when `stop` came first.
+    async fn wait_for_earlier_deliveries(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let pending = match self.consumer.info().await {
+            Ok(info) => info.num_ack_pending,
+            Err(e) => {
+                log(&format!("{}: consumer info: {e}", self.sub.subject));
+                return false;
+            }
+        };
+        if pending == 0 {
+            return false;
+        }
+        let wait = self.plan.consumer.ack_wait;
+        log(&format!(
+            "{}: {pending} earlier deliveries are unacknowledged (an instance stopped or died with them); \
+             first pull in {} s, when they are due again, so they come before newer messages",
+            self.sub.subject,
+            wait.as_secs()
+        ));
+        tokio::select! {
+            _ = stop.changed() => true,
+            _ = tokio::time::sleep(wait) => false,
+        }
+    }
+
     /// Hands the batch to the handler in order and acknowledges each message
     /// it returned Ok for. At the first failure, that message and the rest
     /// (unhandled, to keep their order) are returned, for redelivery.
+    ///
+    /// The acknowledgements go out after the whole batch was handled: until
+    /// then the batch fills `max_ack_pending`, so no other instance is handed
+    /// newer messages (of the same tasks, maybe) while this one still works.
     async fn handle(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
+        let mut done = Vec::with_capacity(batch.len());
         let mut batch = batch.into_iter();
+        let mut back = Vec::new();
         for msg in batch.by_ref() {
             let result =
                 call_with_deadline(self.handler.as_ref(), &self.sub, to_message(&msg)).await;
@@ -254,11 +293,15 @@ impl Pulling {
                     msg.subject,
                     RETRY_PAUSE.as_secs()
                 ));
-                return std::iter::once(msg).chain(batch).collect();
+                back = std::iter::once(msg).chain(batch).collect();
+                break;
             }
-            self.settle(&msg, true).await;
+            done.push(msg);
         }
-        Vec::new()
+        for msg in &done {
+            self.settle(msg, true).await;
+        }
+        back
     }
 
     /// Acknowledges the message, or hands it back for redelivery at once.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use nats_trigger_core::config::{self, TriggerConfig};
 use nats_trigger_core::consumer::provision;
 use nats_trigger_core::listener::{self, HandlerFuture, Message};
@@ -386,6 +387,43 @@ async fn the_consumer_resumes_after_a_server_restart() -> TestResult {
         .await,
         "{:?}",
         rec.payloads()
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deliveries_a_dead_instance_left_come_back_before_newer_messages() -> TestResult {
+    let server = JsServer::start();
+    let client = async_nats::connect(server.url()).await?;
+    let sub = js_sub(json!({"ack_wait_ms": 2000}));
+    let plan = sub.jetstream.clone().expect("plan");
+    provision(&client, &plan).await?;
+    publish(&server.url(), 10, "e").await?;
+    // An instance takes the first three and dies before acknowledging them.
+    {
+        let dead = provision(&client, &plan).await?;
+        let mut taken = dead.fetch().max_messages(3).messages().await?;
+        let mut n = 0;
+        while let Some(m) = taken.next().await {
+            m?;
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+    let rec = Recorder::default();
+    let started = Instant::now();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    assert!(
+        until(20, || rec.payloads().len() >= 10).await,
+        "{:?}",
+        rec.payloads()
+    );
+    let want: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    assert_eq!(rec.payloads(), want, "the three came back first");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for them"
     );
     running.stop().await?;
     Ok(())
