@@ -11,7 +11,7 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
@@ -74,8 +74,13 @@ test-e2e: build plugin
 	@echo "==> e2e suites against spin up"
 	tests/e2e.sh
 	tests/e2e-nats.sh
+	tests/e2e-jetstream.sh
 	tests/e2e-retry.sh
 	tests/e2e-cloudflare.sh
+
+# The long property run (about 10 minutes on 2 cores); not part of make test.
+test-properties-long:
+	tests/properties-long.sh
 
 # Every stage even when one fails, then one line per stage and a total (scripts/test.sh).
 test:

@@ -125,6 +125,44 @@ check "1,000 tasks stored" is "$(kv_count "$WORK" tasks 'task:q-%')" 1000
 check "none was applied twice (all at version 1)" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:q-%' AND json_extract(CAST(value AS TEXT), '\$.version') = 1")" 1000
 check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/api/tasks?limit=200&cursor=$(curl -s "http://127.0.0.1:$PORT/api/tasks?limit=1" | jq -r .nextCursor)" | jq '.tasks|length')" 200
 
+echo "==> an orphaned trigger-nats stops: kill -9 of spin up alone; SIGTERM with NATS gone"
+stop_spin; SPIN_PID=$SECOND_PID; stop_spin; SECOND_PID=""
+# descendants PID: every process below PID, one pid a line.
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done
+}
+# named NAME PID...: those of the PIDs still running whose command is NAME.
+named() {
+  local name=$1 pid; shift
+  for pid in "$@"; do [[ "$(ps -o comm= -p "$pid" 2>/dev/null)" == "$name" ]] && echo "$pid"; done
+  return 0
+}
+start_app_on() { # LOG_DIR: spin up on a free port with the stores in WORK (sets PORT, SPIN_PID)
+  PORT=$(free_port)
+  start_spin "$WORK" "$PORT" "$1" "state-$(basename "$1")"
+  wait_http "http://127.0.0.1:$PORT/health" 60
+  wait_log "$1/spin-up.txt" "writer ← tasks" 30
+}
+start_app_on "$OUT/logs-orphan"
+mapfile -t below < <(descendants "$SPIN_PID")
+mapfile -t plugin < <(named trigger-nats "${below[@]}")
+check "spin up runs one trigger-nats" is "${#plugin[@]}" 1
+kill -KILL "$SPIN_PID"
+gone() { [[ -z "$(named trigger-nats "${plugin[@]}")" ]]; }
+check "trigger-nats stops within 5 s of spin up's SIGKILL" wait_until 5 gone
+check "  … and says why" wait_log "$OUT/logs-orphan/spin-up.txt" "spin up \\(process $SPIN_PID\\) is gone; stopping" 5
+echo "       trigger-cron (not ours) left running: $(named trigger-cron "${below[@]}" | wc -l)"
+for pid in "${below[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+SPIN_PID=""
+start_app_on "$OUT/logs-no-nats"
+mapfile -t plugin < <(named trigger-nats $(descendants "$SPIN_PID"))
+stop_nats
+sleep 1
+kill -TERM "${plugin[0]}"
+check "with NATS gone, trigger-nats exits within 10 s of SIGTERM" wait_until 10 gone
+start_nats "$(free_port)" "$WORK/nats-server-2.log"
+
 echo "==> a misspelt [[trigger.nats]] field is refused by name"
 mkdir -p "$WORK/bad-manifest"
 sed -e "s|source = \"target/|source = \"$ROOT/target/|" -e 's|^queue_group = |queue = |' \
