@@ -64,7 +64,7 @@ lint-clippy:
 
 test-native:
 	@echo "==> native tests"
-	cargo test $(NATIVE)
+	cargo test --no-fail-fast $(NATIVE)
 
 test-cloudflare:
 	@echo "==> Cloudflare KV client conformance (miniflare + cf-fault-proxy)"

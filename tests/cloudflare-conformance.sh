@@ -20,4 +20,4 @@ fi
 require_tools node
 
 echo "==> cargo test -p tasks-cf-kv --features native"
-exec cargo test -p tasks-cf-kv --features native "$@"
+exec cargo test --no-fail-fast -p tasks-cf-kv --features native "$@"

@@ -28,11 +28,20 @@ impl Drop for Server {
     }
 }
 
+/// A free loopback port, never the same twice in this process: the tests
+/// run in parallel, and a port the OS hands out, released, can be handed to
+/// the next test before the first one's server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + std::process::id() % 20_000;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(base + offset % 20_000).unwrap_or(20_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn start_server(port: u16) -> Server {
