@@ -491,3 +491,22 @@ fn a_deferred_stream_message_keeps_its_sequence_through_the_outbox() {
     assert!(matches!(again, Ok(Handled::Applied { .. })), "{again:?}");
     assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
 }
+
+#[test]
+fn a_probe_that_waited_out_the_outage_still_replays_everything_at_once() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    for id in ["a", "b", "c"] {
+        h.send("tasks.created", &format!(r#"{{"id":"{id}","title":"T"}}"#));
+    }
+    h.advance(1_000);
+    h.tick();
+    // The store comes back while a probe is in flight: the probe's call
+    // returns only after a minute (a stopped Redis makes calls wait).
+    h.tasks.set_down(false);
+    h.advance(1_000);
+    let waited = Hooked::new(&h.tasks, HookAt::Write, || h.advance(60_000));
+    let r = h.tick_on(&waited);
+    assert_eq!(r.applied, 3, "{r:?}");
+    assert!(h.outbox().is_empty());
+}

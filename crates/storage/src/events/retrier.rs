@@ -194,8 +194,12 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 Outcome::Skipped => continue,
                 Outcome::Reached => {
                     health::mark_up(self.writer.local, self.writer.log)?;
+                    // The budget counts from now: the probe itself may have
+                    // waited all through the outage (a stopped Redis makes a
+                    // call wait), and what waits is best replayed at once.
+                    let up_since = (self.writer.clock)();
                     for queue in waiting {
-                        if self.over_budget(started) {
+                        if self.over_budget(up_since) {
                             break;
                         }
                         self.run_queue(queue, Mode::Force, report)?;
