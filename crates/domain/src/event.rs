@@ -96,7 +96,8 @@ pub fn usable_correlation_id(s: &str) -> bool {
     crate::validate::is_id(s)
 }
 
-const TASK_FIELDS: [&str; 8] = [
+/// The fields a task object may carry; any other is refused by name.
+pub const TASK_FIELDS: [&str; 8] = [
     "id",
     "title",
     "description",

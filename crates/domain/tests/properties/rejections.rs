@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
-use tasks_domain::event::EventKind;
+use tasks_domain::event::{EventKind, TASK_FIELDS};
 
 use crate::events::{Draft, KINDS, STATUSES, padding, parse, valid_event};
 use crate::json::{any_json, id, is_valid_id};
@@ -98,22 +98,8 @@ fn broken_rule() -> impl Strategy<Value = Break> {
             .prop_map(|s| Break::Status(json!(s))),
         non_string().prop_map(Break::Status),
         "[a-zA-Z_]{1,12}".prop_map(|k| {
-            let known = [
-                "id",
-                "title",
-                "description",
-                "status",
-                "correlationId",
-                "createdAt",
-                "updatedAt",
-                "version",
-                "data",
-            ];
-            Break::Unknown(if known.contains(&k.as_str()) {
-                format!("{k}_")
-            } else {
-                k
-            })
+            let known = TASK_FIELDS.contains(&k.as_str()) || k == "data";
+            Break::Unknown(if known { format!("{k}_") } else { k })
         }),
         Just(Break::EmptyUpdate),
         non_string()
