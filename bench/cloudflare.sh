@@ -18,6 +18,7 @@ export SPIN_VARIABLE_CF_CACHE_TTL_SECONDS=$TTL
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 node
 bench_dirs; mkdir -p "$OUT/cloudflare"
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 on_exit stop_all
 
 start_cloudflare_app "$WORK" "$OUT/cloudflare"

@@ -13,6 +13,7 @@ require_spin_and_plugin
 require_tools wrk curl python3
 
 bench_dirs
+use_core_mode   # measures the read side; the seeding path does not matter
 on_exit stop_all
 
 build_tools

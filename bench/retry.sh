@@ -20,6 +20,7 @@ DRAIN=${BENCH_DRAIN_EVENTS:-1000}
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 redis-server redis-cli
 bench_dirs
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 PIDS=()
 REDIS_PID=""
 cleanup() {
@@ -36,7 +37,7 @@ cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-order-ch
 variant=$ROOT/target/wasm32-wasip2/release/bench_writer_no_order_check.wasm
 sed -e "s|^source = \"target/|source = \"$ROOT/target/|" \
     -e "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$variant|" \
-    "$ROOT/spin.toml" >"$WORK/spin-variant.toml"
+    "$SPIN_MANIFEST" >"$WORK/spin-variant.toml"
 grep -q "bench_writer_no_order_check" "$WORK/spin-variant.toml"
 
 # --- 1. writer overhead -------------------------------------------------------

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Starts a local nats-server on 127.0.0.1:4222 (NATS_PORT) unless something already
-# answers there, its pid in .spin/nats-server.pid for scripts/nats-down.sh (`make stop`).
+# Starts a local nats-server with JetStream on 127.0.0.1:4222 (NATS_PORT) unless something
+# already answers there: its stream store in .spin/jetstream (kept across restarts, so
+# events published while the app is stopped wait there), its pid in .spin/nats-server.pid
+# for scripts/nats-down.sh (`make stop`).
 # Installs the Debian package when it can; otherwise says how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${NATS_PORT:-4222}
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  echo "==> a NATS server already answers on 127.0.0.1:$port"
+  echo "==> a NATS server already answers on 127.0.0.1:$port (the writer needs JetStream on it: nats-server -js)"
   exit 0
 fi
 if ! command -v nats-server >/dev/null; then
@@ -23,11 +25,11 @@ if ! command -v nats-server >/dev/null; then
   fi
 fi
 mkdir -p .spin
-nohup nats-server -a 127.0.0.1 -p "$port" >.spin/nats-server.log 2>&1 &
+nohup nats-server -a 127.0.0.1 -p "$port" -js -sd .spin/jetstream >.spin/nats-server.log 2>&1 &
 echo $! >.spin/nats-server.pid
 for _ in $(seq 50); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "==> nats-server started on 127.0.0.1:$port (pid $(cat .spin/nats-server.pid), log .spin/nats-server.log; make stop stops it)"
+    echo "==> nats-server with JetStream started on 127.0.0.1:$port (stream store .spin/jetstream; pid $(cat .spin/nats-server.pid), log .spin/nats-server.log; make stop stops it)"
     exit 0
   fi
   sleep 0.1

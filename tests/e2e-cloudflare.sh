@@ -13,6 +13,7 @@ require_spin_and_plugin
 require_tools curl jq python3 sqlite3 node npm
 
 suite_dirs e2e-cloudflare; mkdir -p "$OUT/logs"
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 on_exit stop_all
 
 start_cloudflare_app "$WORK" "$OUT"

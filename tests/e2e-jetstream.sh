@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # JetStream e2e suite: the writer on a durable pull consumer (the app's
-# manifest with its [[trigger.nats]] entry switched to JetStream mode), a real
+# manifest as shipped), a real
 # `nats-server -js`, and an independent publisher (PyPI nats-py,
 # tests/js_publish.py) that awaits each stream acknowledgement.
 #   (a) events published while the app is stopped are all applied once it starts;
@@ -18,38 +18,15 @@ python3 -c 'import nats' 2>/dev/null ||
 suite_dirs e2e-jetstream
 on_exit stop_all
 
-# The app's manifest, its NATS entry in JetStream mode (the stream is created
-# on first start), component paths made absolute.
-python3 - "$ROOT/spin.toml" "$WORK/spin.toml" "$ROOT" <<'PY'
-import re, sys
-src, dst, root = sys.argv[1:]
-text = open(src).read().replace('source = "target/', f'source = "{root}/target/')
-entry = re.search(r'\[\[trigger\.nats\]\][^\[]*', text).group(0)
-jetstream = '''[[trigger.nats]]
-component = "writer"
-subject = "tasks.*"
-stream = "TASKS"
-consumer = "spin-tasks-writer"
-stream_subjects = ["tasks.>"]
-handler_timeout_ms = 5000
-ack_wait_ms = 15000
-batch = 100
-
-'''
-open(dst, "w").write(text.replace(entry, jetstream))
-PY
+# The app's manifest as shipped: the writer on the JetStream stream TASKS,
+# created on first start.
+app_manifest jetstream "$WORK/spin.toml"
 export SPIN_MANIFEST="$WORK/spin.toml"
 write_runtime_config "$WORK"
 
-# start_js_nats: nats-server with JetStream, its store in WORK (kept across restarts).
+# start_js_nats: the suite's nats-server (JetStream, its store kept across restarts).
 NATS_PORT=$(free_port)
-start_js_nats() {
-  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" >>"$WORK/nats-server.log" 2>&1 &
-  NATS_PID=$!
-  NATS_URL="nats://127.0.0.1:$NATS_PORT"
-  export SPIN_VARIABLE_NATS_URL="$NATS_URL"
-  wait_until --every 0.05 10 port_open "$NATS_PORT"
-}
+start_js_nats() { start_nats "$NATS_PORT" "$WORK/nats-server.log"; }
 # up LOG_DIR: spin up on a free port, ready when the writer pulls.
 up() {
   PORT=$(free_port)

@@ -8,6 +8,7 @@ require_spin_and_plugin
 require_tools curl jq python3 sqlite3
 
 suite_dirs e2e-nats
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 SECOND_PID=""
 cleanup() {
   [[ -n "$SECOND_PID" ]] && { stop_spin; SPIN_PID=$SECOND_PID; }
@@ -166,7 +167,7 @@ start_nats "$(free_port)" "$WORK/nats-server-2.log"
 echo "==> a misspelt [[trigger.nats]] field is refused by name"
 mkdir -p "$WORK/bad-manifest"
 sed -e "s|source = \"target/|source = \"$ROOT/target/|" -e 's|^queue_group = |queue = |' \
-  "$ROOT/spin.toml" >"$WORK/bad-manifest/spin.toml"
+  "$SPIN_MANIFEST" >"$WORK/bad-manifest/spin.toml"
 set +e
 timeout 60 spin up --from "$WORK/bad-manifest/spin.toml" --runtime-config-file "$WORK/runtime-config.toml" \
   --state-dir "$WORK/bad-state" --listen "127.0.0.1:$(free_port)" >"$OUT/bad-manifest.txt" 2>&1

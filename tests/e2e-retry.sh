@@ -19,6 +19,7 @@ require_spin_and_plugin
 require_tools curl jq python3 sqlite3 redis-server redis-cli
 
 suite_dirs e2e-retry; mkdir -p "$OUT/logs"
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 REDIS_PORT=$(free_port)
 REDIS_PID=""
 export SPIN_VARIABLE_HMAC_KEY="e2e-retry-key-$RANDOM$RANDOM"

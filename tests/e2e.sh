@@ -9,6 +9,7 @@ require_spin_and_plugin
 require_tools curl jq python3 sqlite3
 
 suite_dirs e2e
+use_core_mode   # its checks read the writer's replies to requests (core NATS)
 on_exit stop_all
 
 

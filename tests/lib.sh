@@ -68,10 +68,11 @@ require_spin_and_plugin() {
     cannot_run "$why" "make plugin"
 }
 
-# start_nats PORT LOG: a private nats-server on loopback; sets NATS_URL.
+# start_nats PORT LOG: a private nats-server on loopback with JetStream (its store next to
+# LOG, kept across restarts on the same PORT); sets NATS_URL.
 start_nats() {
   local port=$1 log=$2
-  nats-server -a 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$(dirname "$log")/jetstream-$port" >>"$log" 2>&1 &
   NATS_PID=$!
   NATS_URL="nats://127.0.0.1:$port"
   export SPIN_VARIABLE_NATS_URL="$NATS_URL"
@@ -111,6 +112,33 @@ kv_count() {
   # Spin holds the files open and locks them while writing: wait for the lock.
   sqlite3 -cmd ".timeout 5000" "$db" "SELECT count(*) FROM spin_key_value WHERE store='$2' AND key LIKE '$3'"
 }
+
+# app_manifest MODE DST: the app's spin.toml at DST with component paths made absolute.
+# MODE jetstream: as shipped (the writer on the JetStream stream TASKS). MODE core: its
+# [[trigger.nats]] entry swapped for core NATS (a queue group; each message handled once
+# by one instance, requesters get {"ok":true} or {"ok":false,"error":…}).
+app_manifest() {
+  python3 - "$ROOT/spin.toml" "$2" "$ROOT" "$1" <<'PY'
+import re, sys
+src, dst, root, mode = sys.argv[1:]
+text = open(src).read().replace('source = "target/', f'source = "{root}/target/')
+if mode == "core":
+    entry = re.search(r'^\[\[trigger\.nats\]\]\n(?:(?!\[).*\n)*', text, re.M).group(0)
+    text = text.replace(entry, """[[trigger.nats]]
+component = "writer"
+subject = "tasks.*"
+queue_group = "spin-tasks-writer"
+handler_timeout_ms = 5000
+
+""")
+elif mode != "jetstream":
+    sys.exit(f"app_manifest: unknown mode {mode}")
+open(dst, "w").write(text)
+PY
+}
+
+# use_core_mode: the suite runs the writer on core NATS (app_manifest core into WORK).
+use_core_mode() { app_manifest core "$WORK/spin.toml"; export SPIN_MANIFEST="$WORK/spin.toml"; }
 
 # start_spin STORE_DIR PORT LOG_DIR [STATE_NAME]: runs `spin up` in its own
 # process group. Instances started with the same STORE_DIR share the stores.

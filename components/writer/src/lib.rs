@@ -1,11 +1,13 @@
-//! `writer`: the NATS-triggered component. Hands each message to
-//! [`tasks_spin_kv::writer::handle_message`] ([`tasks_storage::Writer`] over
-//! Spin key-value): task documents in the `tasks` store; dead letters and the
-//! outbox in the local `default` store.
+//! `writer`: the NATS-triggered component. Exports `handle-batch`
+//! (`wit/spin-nats`, world `nats-batch-trigger`): each batch goes to
+//! [`tasks_spin_kv::writer::handle_messages`] ([`tasks_storage::Writer`] over
+//! Spin key-value, a whole JetStream pull in few store calls): task documents
+//! in the `tasks` store; dead letters and the outbox in the local `default`
+//! store.
 //!
-//! Returns Ok whenever the event is safely recorded — applied, dead-lettered
-//! or deferred — so a malformed event is not redelivered forever. Returns an
-//! error only when it could not be recorded at all.
+//! A message's outcome is Ok whenever its event is safely recorded —
+//! applied, dead-lettered or deferred — so a malformed event is not
+//! redelivered forever; an error only when it could not be recorded at all.
 
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
@@ -15,7 +17,7 @@ use tasks_storage::StoreError;
 #[allow(unsafe_code, missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        world: "nats-trigger",
+        world: "nats-batch-trigger",
         path: "../../wit/spin-nats",
     });
 
@@ -23,7 +25,8 @@ mod bindings {
     export!(WriterComponent);
 }
 
-use bindings::{Error, Message};
+use bindings::spin_nats::trigger::types::{Delivery, Error};
+use tasks_spin_kv::writer::{self, handle_messages};
 
 struct WriterComponent;
 
@@ -32,14 +35,23 @@ fn not_recorded(e: StoreError) -> Error {
 }
 
 impl bindings::Guest for WriterComponent {
-    fn handle_message(message: Message) -> Result<(), Error> {
-        let local = SpinKv::open(LOCAL_STORE).map_err(not_recorded)?;
-        tasks_spin_kv::writer::handle_message(
-            &message.subject,
-            &message.payload,
-            &message.headers,
-            &local,
-        )
-        .map_err(not_recorded)
+    fn handle_batch(batch: Vec<Delivery>) -> Vec<Result<(), Error>> {
+        let local = match SpinKv::open(LOCAL_STORE) {
+            Ok(local) => local,
+            Err(e) => return vec![Err(not_recorded(e)); batch.len()],
+        };
+        let deliveries: Vec<writer::Delivery> = batch
+            .iter()
+            .map(|d| writer::Delivery {
+                subject: &d.message.subject,
+                payload: &d.message.payload,
+                headers: &d.message.headers,
+                stream_sequence: d.jetstream.map(|s| s.sequence),
+            })
+            .collect();
+        handle_messages(&deliveries, &local)
+            .into_iter()
+            .map(|o| o.map_err(not_recorded))
+            .collect()
     }
 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::handler::{Counters, Handler, Message, call_with_deadline, header_pairs, log};
+use crate::handler::{Counters, Handler, Message, StreamInfo, call_batch, header_pairs, log};
 use crate::jetstream::{ConsumerSpec, Plan, Storage, consumer_differences};
 use crate::plan::Subscription;
 use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
@@ -76,7 +76,13 @@ pub async fn provision(
             ));
             created
         }
-        Err(e) => return Err(format!("looking up stream {:?}: {e}", plan.stream).into()),
+        Err(e) => {
+            return Err(format!(
+                "looking up stream {:?}: {e} (the server needs JetStream enabled: nats-server -js, or a jetstream {{}} block in its config)",
+                plan.stream
+            )
+            .into());
+        }
     };
     let want = &plan.consumer;
     match stream.consumer_info(&want.durable).await {
@@ -271,34 +277,38 @@ impl Pulling {
         }
     }
 
-    /// Hands the batch to the handler in order and acknowledges each message
-    /// it returned Ok for. At the first failure, that message and the rest
-    /// (unhandled, to keep their order) are returned, for redelivery.
+    /// Hands the batch to the handler (one call for a component that takes
+    /// batches, else one per message, in order) and acknowledges each message
+    /// up to the first that failed. That one and the rest are returned, for
+    /// redelivery in order.
     ///
     /// The acknowledgements go out after the whole batch was handled: until
     /// then the batch fills `max_ack_pending`, so no other instance is handed
     /// newer messages (of the same tasks, maybe) while this one still works.
     async fn handle(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
-        let mut done = Vec::with_capacity(batch.len());
-        let mut batch = batch.into_iter();
-        let mut back = Vec::new();
-        for msg in batch.by_ref() {
-            let result =
-                call_with_deadline(self.handler.as_ref(), &self.sub, to_message(&msg)).await;
-            self.counters.count(&result);
-            if let Err(e) = &result {
+        let messages = batch.iter().map(to_message).collect();
+        let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages).await;
+        let failed = outcomes.iter().position(Result::is_err);
+        for outcome in outcomes.iter().take(failed.unwrap_or(outcomes.len())) {
+            self.counters.count(outcome);
+        }
+        let mut batch = batch;
+        let back = match failed {
+            None => Vec::new(),
+            Some(i) => {
+                let e = outcomes[i].as_ref().err().map_or("", String::as_str);
+                self.counters.count(&outcomes[i]);
                 log(&format!(
-                    "component {} failed on {}: {e}; it is delivered again in about {} s, before anything after it",
+                    "component {} failed on {}: {e}; it and the {} after it in its batch are delivered again in about {} s, in order",
                     self.sub.component,
-                    msg.subject,
+                    batch[i].subject,
+                    batch.len() - i - 1,
                     RETRY_PAUSE.as_secs()
                 ));
-                back = std::iter::once(msg).chain(batch).collect();
-                break;
+                batch.split_off(i)
             }
-            done.push(msg);
-        }
-        for msg in &done {
+        };
+        for msg in &batch {
             self.settle(msg, true).await;
         }
         back
@@ -320,11 +330,13 @@ impl Pulling {
 /// stream sequence and delivery count as headers.
 fn to_message(msg: &jetstream::Message) -> Message {
     let mut headers = header_pairs(msg.headers.as_ref());
-    if let Ok(info) = msg.info() {
-        headers.push((
-            STREAM_SEQUENCE_HEADER.to_owned(),
-            info.stream_sequence.to_string(),
-        ));
+    let stream = msg.info().ok().map(|info| StreamInfo {
+        sequence: info.stream_sequence,
+        delivered: u64::try_from(info.delivered).unwrap_or(0),
+        published_ms: u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+    });
+    if let Some(info) = &stream {
+        headers.push((STREAM_SEQUENCE_HEADER.to_owned(), info.sequence.to_string()));
         headers.push((DELIVERED_HEADER.to_owned(), info.delivered.to_string()));
     }
     Message {
@@ -332,5 +344,6 @@ fn to_message(msg: &jetstream::Message) -> Message {
         payload: msg.payload.to_vec(),
         headers,
         reply: None,
+        stream,
     }
 }

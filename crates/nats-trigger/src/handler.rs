@@ -20,6 +20,19 @@ pub struct Message {
     pub headers: Vec<(String, String)>,
     /// Where the publisher waits for an answer (`nats request`).
     pub reply: Option<String>,
+    /// Its place in the stream, when it came from a JetStream stream.
+    pub stream: Option<StreamInfo>,
+}
+
+/// Where a message taken from a JetStream stream stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Sequence number in the stream; a redelivery carries the same one.
+    pub sequence: u64,
+    /// Deliveries so far, 1 the first time.
+    pub delivered: u64,
+    /// When the stream stored it, in Unix milliseconds.
+    pub published_ms: u64,
 }
 
 /// A message's headers as (name, value) pairs, a repeated name once per value.
@@ -38,10 +51,28 @@ pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(Stri
 /// What a handler returns: `Err` carries the reason, sent back to requesters.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// Handles one message for one component.
+/// One outcome per message of a batch, in order.
+pub type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), String>>> + Send>>;
+
+/// Handles messages for components.
 pub trait Handler: Send + Sync + 'static {
     /// Runs the component for `msg`.
     fn handle(&self, component: &str, msg: Message) -> HandlerFuture;
+
+    /// Whether `component` takes a whole batch per call
+    /// ([`Handler::handle_batch`]); otherwise JetStream pulls are handed to
+    /// [`Handler::handle`] one message at a time.
+    fn takes_batches(&self, _component: &str) -> bool {
+        false
+    }
+
+    /// Runs the component once for `msgs` and returns one outcome per
+    /// message, in order. Only called when [`Handler::takes_batches`].
+    fn handle_batch(&self, component: &str, msgs: Vec<Message>) -> BatchFuture {
+        let n = msgs.len();
+        let reason = format!("{component} does not take batches");
+        Box::pin(async move { vec![Err(reason); n] })
+    }
 }
 
 impl<F> Handler for F
@@ -74,6 +105,70 @@ impl Counters {
             &self.failed
         };
         counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Hands `batch` to the handler in order, one call per message for a
+/// component that takes one at a time, else one call for all of them; each
+/// call is bounded as in [`call_with_deadline`]. Returns one outcome per
+/// message; a single-message component is not called past its first error
+/// (the rest is marked not handled, to keep their order).
+pub(crate) async fn call_batch(
+    handler: &dyn Handler,
+    sub: &Subscription,
+    batch: Vec<Message>,
+) -> Vec<Result<(), String>> {
+    if !handler.takes_batches(&sub.component) {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for msg in batch {
+            if outcomes.iter().any(Result::is_err) {
+                outcomes.push(Err("not handled: an earlier message failed".to_owned()));
+            } else {
+                outcomes.push(call_with_deadline(handler, sub, msg).await);
+            }
+        }
+        return outcomes;
+    }
+    let n = batch.len();
+    let limit = sub.handler_timeout;
+    let component = &sub.component;
+    let checked = |outcomes: Vec<Result<(), String>>| {
+        if outcomes.len() == n {
+            outcomes
+        } else {
+            let reason = format!(
+                "{component} returned {} outcomes for a batch of {n}",
+                outcomes.len()
+            );
+            log(&reason);
+            vec![Err(reason); n]
+        }
+    };
+    match tokio::time::timeout(limit, handler.handle_batch(component, batch.clone())).await {
+        Ok(outcomes) => checked(outcomes),
+        Err(_) => {
+            let ms = limit.as_millis();
+            log(&format!(
+                "{component}: handler ran past {ms} ms on a batch of {n}; cancelled, calling it again with {HANDLER_TIMEOUT_HEADER}"
+            ));
+            let again = batch
+                .into_iter()
+                .map(|mut m| {
+                    m.headers
+                        .push((HANDLER_TIMEOUT_HEADER.to_owned(), ms.to_string()));
+                    m
+                })
+                .collect();
+            match tokio::time::timeout(limit, handler.handle_batch(component, again)).await {
+                Ok(outcomes) => checked(outcomes),
+                Err(_) => vec![
+                    Err(format!(
+                        "handler ran past {ms} ms twice; the message is not recorded"
+                    ));
+                    n
+                ],
+            }
+        }
     }
 }
 

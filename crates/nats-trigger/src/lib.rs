@@ -41,4 +41,4 @@ pub const STREAM_SEQUENCE_HEADER: &str = "spin-nats-stream-sequence";
 /// it has been delivered (1 the first time).
 pub const DELIVERED_HEADER: &str = "spin-nats-delivered";
 #[cfg(feature = "runtime")]
-pub use listener::{Handler, HandlerFuture, Message, Stats};
+pub use listener::{BatchFuture, Handler, HandlerFuture, Message, Stats, StreamInfo};

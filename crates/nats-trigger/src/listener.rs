@@ -11,8 +11,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Credentials;
+pub use crate::handler::{BatchFuture, Handler, HandlerFuture, Message, StreamInfo, log};
 use crate::handler::{Counters, call_with_deadline, header_pairs};
-pub use crate::handler::{Handler, HandlerFuture, Message, log};
 use crate::plan::Subscription;
 use crate::{InFlight, reply};
 
@@ -263,6 +263,7 @@ impl Serving {
             payload: msg.payload.to_vec(),
             headers: header_pairs(msg.headers.as_ref()),
             reply: msg.reply.as_ref().map(|r| r.to_string()),
+            stream: None,
         };
         let subject = message.subject.clone();
         let reply_to = message.reply.clone();

@@ -427,3 +427,151 @@ async fn deliveries_a_dead_instance_left_come_back_before_newer_messages() -> Te
     running.stop().await?;
     Ok(())
 }
+
+/// A component that takes batches: records each call's messages, fails the
+/// first delivery of a payload starting with `flaky`, hangs on `hang`
+/// unless called again with the handler-timeout header.
+#[derive(Clone, Default)]
+struct Batches {
+    calls: Arc<Mutex<Vec<Vec<Message>>>>,
+}
+
+impl listener::Handler for Batches {
+    fn handle(&self, _: &str, _: Message) -> HandlerFuture {
+        Box::pin(async { Err("called one at a time".to_owned()) })
+    }
+
+    fn takes_batches(&self, _: &str) -> bool {
+        true
+    }
+
+    fn handle_batch(&self, _: &str, msgs: Vec<Message>) -> listener::BatchFuture {
+        let calls = self.calls.clone();
+        Box::pin(async move {
+            let timed_out =
+                |m: &Message| m.headers.iter().any(|(n, _)| n == HANDLER_TIMEOUT_HEADER);
+            if msgs.iter().any(|m| m.payload == b"hang" && !timed_out(m)) {
+                std::future::pending::<()>().await;
+            }
+            let outcomes = msgs
+                .iter()
+                .map(|m| {
+                    let first = m.stream.is_some_and(|s| s.delivered == 1);
+                    if m.payload.starts_with(b"flaky") && first {
+                        Err("flaky on its first delivery".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect();
+            if let Ok(mut c) = calls.lock() {
+                c.push(msgs);
+            }
+            outcomes
+        })
+    }
+}
+
+impl Batches {
+    /// Each call as its `payload#delivery` list.
+    fn calls(&self) -> Vec<Vec<String>> {
+        self.calls
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|batch| {
+                        batch
+                            .iter()
+                            .map(|m| {
+                                let d = m.stream.map_or(0, |s| s.delivered);
+                                format!("{}#{d}", String::from_utf8_lossy(&m.payload))
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn handled(&self) -> usize {
+        self.calls().iter().map(Vec::len).sum()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_component_gets_whole_pulls_and_what_follows_a_failure_comes_back_in_order()
+-> TestResult {
+    let server = JsServer::start();
+    // 250 messages waiting before the listener starts: pulls of at most 100.
+    let sub = js_sub(json!({"batch": 100}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    publish(&server.url(), 250, "m").await?;
+    let batches = Batches::default();
+    let running = run_listener(&server.url(), sub, Arc::new(batches.clone())).await?;
+    assert!(until(10, || batches.handled() >= 250).await);
+    let calls = batches.calls();
+    assert!(calls.iter().all(|c| c.len() <= 100), "{calls:?}");
+    assert!(
+        calls.len() <= 5,
+        "few calls for 250 waiting messages: {}",
+        calls.len()
+    );
+    let all: Vec<String> = calls.concat();
+    let expected: Vec<String> = (0..250).map(|i| format!("m{i}#1")).collect();
+    assert_eq!(all, expected, "every message once, in order");
+    // Stream metadata on every message: sequence 1.., published time set.
+    let seen = batches.calls.lock().map(|c| c.concat()).unwrap_or_default();
+    assert!(seen.iter().enumerate().all(|(i, m)| {
+        m.stream
+            .is_some_and(|s| s.sequence == i as u64 + 1 && s.published_ms > 1_700_000_000_000)
+    }));
+
+    // A failure in the middle of a batch: what came before it is acknowledged,
+    // it and what follows come back, in order, before anything newer.
+    batches.calls.lock().map(|mut c| c.clear()).ok();
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let acks = futures::future::try_join_all(
+        ["x0", "x1", "flaky-x2", "x3", "x4"].map(|p| js.publish("tasks.created", p.into())),
+    )
+    .await?;
+    for ack in acks {
+        ack.await?;
+    }
+    assert!(until(10, || batches.calls().concat().contains(&"x4#2".to_owned())).await);
+    let all = batches.calls().concat();
+    let x2_ok = all.iter().position(|c| c == "flaky-x2#2");
+    assert!(x2_ok.is_some(), "{all:?}");
+    assert_eq!(
+        all[x2_ok.unwrap_or(0)..],
+        ["flaky-x2#2", "x3#2", "x4#2"],
+        "{all:?}"
+    );
+    assert!(
+        !all.contains(&"x1#2".to_owned()),
+        "x1 was acknowledged: {all:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while consumer_counts(&server.url()).await? != (0, 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        consumer_counts(&server.url()).await?,
+        (0, 0),
+        "all acknowledged"
+    );
+
+    // A batch that hangs is cancelled and handed over again with the header.
+    batches.calls.lock().map(|mut c| c.clear()).ok();
+    js.publish("tasks.created", "hang".into()).await?.await?;
+    assert!(until(5, || batches.handled() >= 1).await);
+    let seen = batches.calls.lock().map(|c| c.concat()).unwrap_or_default();
+    assert!(
+        seen[0]
+            .headers
+            .iter()
+            .any(|(n, v)| n == HANDLER_TIMEOUT_HEADER && v == "1000")
+    );
+    running.stop().await?;
+    Ok(())
+}

@@ -1,7 +1,8 @@
-//! The writer component's work for one NATS message, over Spin: the
-//! correlation and handler-timeout headers read, [`Writer::handle`] over the
-//! `tasks` store the runtime config chooses and the given local store, and a
-//! signed purge sent to a remote web after a direct write.
+//! The writer component's work for NATS messages, over Spin: the
+//! correlation, handler-timeout and stream-sequence headers read,
+//! [`Writer::handle_batch`] over the `tasks` store the runtime config
+//! chooses and the given local store, and one signed purge sent to a remote
+//! web for the tasks written directly.
 //!
 //! The local store is a parameter so a benchmark can build a variant of the
 //! component around the same code (bench/writer-no-order-check).
@@ -13,25 +14,53 @@ use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
 use crate::tasks::TasksStore;
 use crate::{log, notify, unique};
 
-/// Handles one message. `Ok` whenever the event is safely recorded
-/// (applied, dead-lettered or deferred); `Err` only when not even the local
-/// store could record it.
-pub fn handle_message<L: AtomicKv>(
-    subject: &str,
-    payload: &[u8],
-    headers: &[(String, String)],
-    local: &L,
-) -> Result<(), StoreError> {
-    // The backend the runtime config chooses, opened on first use. A tasks
-    // store that cannot even be opened is a store failure like any other:
-    // the event goes to the outbox through the same path.
-    let tasks = TasksStore::from_config();
-    let header = |wanted: &str| {
-        headers
+/// One message as the trigger hands it over.
+pub struct Delivery<'a> {
+    /// NATS subject.
+    pub subject: &'a str,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Headers, in order.
+    pub headers: &'a [(String, String)],
+    /// Its JetStream stream sequence when the trigger gave it apart from
+    /// the headers (the batch export); else the header's.
+    pub stream_sequence: Option<u64>,
+}
+
+impl<'a> Delivery<'a> {
+    fn header(&self, wanted: &str) -> Option<&'a str> {
+        self.headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
             .map(|(_, value)| value.as_str())
-    };
+    }
+
+    fn incoming(&self) -> Incoming<'a> {
+        Incoming {
+            subject: self.subject,
+            payload: self.payload,
+            header_correlation_id: self.header(CORRELATION_HEADER),
+            handler_timed_out_ms: self
+                .header(HANDLER_TIMEOUT_HEADER)
+                .and_then(|v| v.parse().ok()),
+            stream_sequence: self
+                .stream_sequence
+                .or_else(|| self.header(STREAM_SEQUENCE_HEADER)?.parse().ok()),
+        }
+    }
+}
+
+/// Handles the messages in order, one outcome each: `Ok` whenever the event
+/// is safely recorded (applied, dead-lettered or deferred); `Err` only when
+/// not even the local store could record it.
+pub fn handle_messages<L: AtomicKv>(
+    deliveries: &[Delivery],
+    local: &L,
+) -> Vec<Result<(), StoreError>> {
+    // The backend the runtime config chooses, opened on first use. A tasks
+    // store that cannot even be opened is a store failure like any other:
+    // the events go to the outbox through the same path.
+    let tasks = TasksStore::from_config();
     let writer = Writer {
         tasks: &tasks,
         local,
@@ -40,24 +69,46 @@ pub fn handle_message<L: AtomicKv>(
         log: &log,
         verify_writes: notify::verify_writes(),
     };
-    let handled = writer.handle(&Incoming {
+    let incoming: Vec<Incoming> = deliveries.iter().map(Delivery::incoming).collect();
+    let outcomes = writer.handle_batch(&incoming);
+    // With Spin's own store the writes are in place now; on Cloudflare the
+    // retrier tells the web after the flush.
+    if let TasksStore::Spin(_) = &tasks {
+        let mut written: Vec<String> = Vec::new();
+        let mut correlation = None;
+        for outcome in &outcomes {
+            if let Ok(Handled::Applied {
+                correlation_id,
+                task_id,
+            }) = outcome
+            {
+                if !written.contains(task_id) {
+                    written.push(task_id.clone());
+                }
+                correlation.get_or_insert(correlation_id.as_str());
+            }
+        }
+        if let Some(cid) = correlation {
+            notify::purge_remote_web(&written, cid, &log);
+        }
+    }
+    outcomes.into_iter().map(|o| o.map(drop)).collect()
+}
+
+/// [`handle_messages`] for one message.
+pub fn handle_message<L: AtomicKv>(
+    subject: &str,
+    payload: &[u8],
+    headers: &[(String, String)],
+    local: &L,
+) -> Result<(), StoreError> {
+    let delivery = Delivery {
         subject,
         payload,
-        header_correlation_id: header(CORRELATION_HEADER),
-        handler_timed_out_ms: header(HANDLER_TIMEOUT_HEADER).and_then(|v| v.parse().ok()),
-        stream_sequence: header(STREAM_SEQUENCE_HEADER).and_then(|v| v.parse().ok()),
-    })?;
-    // With Spin's own store the write is in place now; on Cloudflare the
-    // retrier tells the web after the flush.
-    if let (
-        Handled::Applied {
-            correlation_id,
-            task_id,
-        },
-        TasksStore::Spin(_),
-    ) = (&handled, &tasks)
-    {
-        notify::purge_remote_web(std::slice::from_ref(task_id), correlation_id, &log);
-    }
-    Ok(())
+        headers,
+        stream_sequence: None,
+    };
+    handle_messages(std::slice::from_ref(&delivery), local)
+        .pop()
+        .unwrap_or(Ok(()))
 }

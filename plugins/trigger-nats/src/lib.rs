@@ -2,6 +2,7 @@
 //! variables, and runs a component per message. Connecting, subscribing,
 //! replies and draining live in `nats-trigger-core` (tested without Spin).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,15 +11,15 @@ use futures::FutureExt;
 use nats_trigger_core::Subscription;
 use nats_trigger_core::config::{self, TriggerConfig, TriggerMetadata};
 use nats_trigger_core::lifecycle::Ancestry;
-use nats_trigger_core::listener::{self, Handler, HandlerFuture, Message};
+use nats_trigger_core::listener::{self, BatchFuture, Handler, HandlerFuture, Message};
 use spin_factor_variables::VariablesFactor;
 use spin_factors::RuntimeFactors;
 use spin_trigger::cli::NoCliArgs;
 use spin_trigger::{App, Trigger, TriggerApp};
 use tokio::sync::{Notify, watch};
 
-/// Host bindings of the guest world in `wit/spin-nats`.
-mod bindings {
+/// Host bindings of the guest worlds in `wit/spin-nats`: one message per call.
+mod single {
     wasmtime::component::bindgen!({
         path: "../../wit/spin-nats",
         world: "nats-trigger",
@@ -27,7 +28,56 @@ mod bindings {
     });
 }
 
-use bindings::spin_nats::trigger::types as guest;
+/// A batch per call.
+mod batch {
+    wasmtime::component::bindgen!({
+        path: "../../wit/spin-nats",
+        world: "nats-batch-trigger",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use batch::spin_nats::trigger::types as batch_guest;
+use single::spin_nats::trigger::types as guest;
+
+/// Which function of the guest world a component exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Export {
+    /// `handle-message`: one call per message.
+    Message,
+    /// `handle-batch`: one call per pull (one message in core mode).
+    Batch,
+}
+
+impl Export {
+    /// The export `component` has, `handle-batch` first; an error naming the
+    /// component when it has neither.
+    fn of<F: RuntimeFactors>(
+        app: &TriggerApp<NatsTrigger, F>,
+        component: &str,
+    ) -> anyhow::Result<Export> {
+        let wasm = app
+            .get_component(component)
+            .with_context(|| format!("component {component:?} named in [[trigger.nats]]"))?;
+        if wasm.get_export_index(None, "handle-batch").is_some() {
+            Ok(Export::Batch)
+        } else if wasm.get_export_index(None, "handle-message").is_some() {
+            Ok(Export::Message)
+        } else {
+            Err(anyhow!(
+                "component {component:?} exports neither handle-batch nor handle-message of spin-nats:trigger (wit/spin-nats): it cannot be triggered by NATS"
+            ))
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Export::Message => "handle-message",
+            Export::Batch => "handle-batch",
+        }
+    }
+}
 
 /// The running listener, reachable from `main` after Spin's command returns.
 ///
@@ -151,8 +201,25 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
         else {
             return Ok(());
         };
+        let mut exports = HashMap::new();
+        for sub in &subscriptions {
+            let export = Export::of(&trigger_app, &sub.component)?;
+            if exports.insert(sub.component.clone(), export).is_none() {
+                let how = match (export, sub.jetstream.as_ref()) {
+                    (Export::Batch, Some(js)) => format!("up to {} messages per call", js.batch),
+                    (Export::Batch, None) => "one message per call in core mode".to_owned(),
+                    (Export::Message, _) => "one message per call".to_owned(),
+                };
+                listener::log(&format!(
+                    "component {} exports {}: {how}",
+                    sub.component,
+                    export.name()
+                ));
+            }
+        }
         let handler: Arc<dyn Handler> = Arc::new(SpinHandler {
             app: Arc::new(trigger_app),
+            exports,
         });
         let stop = Arc::new(Notify::new());
         let (done_tx, done) = watch::channel(false);
@@ -178,19 +245,50 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
     }
 }
 
-/// Runs the component named by a subscription, one instance per message.
+/// Runs the component named by a subscription, one instance per call.
 struct SpinHandler<F: RuntimeFactors> {
     app: Arc<TriggerApp<NatsTrigger, F>>,
+    /// What each component exports, found at start-up.
+    exports: HashMap<String, Export>,
 }
 
 impl<F: RuntimeFactors> Handler for SpinHandler<F> {
     fn handle(&self, component: &str, msg: Message) -> HandlerFuture {
         let app = self.app.clone();
         let component = component.to_owned();
+        let export = self.exports.get(&component).copied();
         Box::pin(async move {
-            invoke(&app, &component, msg)
-                .await
-                .map_err(|e| format!("{e:#}"))
+            let result =
+                match export {
+                    Some(Export::Batch) => invoke_batch(&app, &component, vec![msg])
+                        .await
+                        .and_then(|mut outcomes| {
+                            outcomes.pop().ok_or_else(|| {
+                                anyhow!("{component} returned no outcome for its message")
+                            })?
+                        }),
+                    _ => invoke(&app, &component, msg).await,
+                };
+            result.map_err(|e| format!("{e:#}"))
+        })
+    }
+
+    fn takes_batches(&self, component: &str) -> bool {
+        self.exports.get(component) == Some(&Export::Batch)
+    }
+
+    fn handle_batch(&self, component: &str, msgs: Vec<Message>) -> BatchFuture {
+        let app = self.app.clone();
+        let component = component.to_owned();
+        Box::pin(async move {
+            let n = msgs.len();
+            match invoke_batch(&app, &component, msgs).await {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .map(|o| o.map_err(|e| format!("{e:#}")))
+                    .collect(),
+                Err(e) => vec![Err(format!("{e:#}")); n],
+            }
         })
     }
 }
@@ -201,9 +299,8 @@ async fn invoke<F: RuntimeFactors>(
     msg: Message,
 ) -> anyhow::Result<()> {
     let (instance, mut store) = app.prepare(component)?.instantiate(()).await?;
-    let guest_world = bindings::NatsTrigger::new(&mut store, &instance).map_err(|e| {
-        anyhow!("component {component:?} does not export spin-nats:trigger handle-message: {e}")
-    })?;
+    let guest_world = single::NatsTrigger::new(&mut store, &instance)
+        .map_err(|e| anyhow!("component {component:?}: spin-nats:trigger handle-message: {e}"))?;
     let message = guest::Message {
         subject: msg.subject,
         payload: msg.payload,
@@ -214,4 +311,45 @@ async fn invoke<F: RuntimeFactors>(
         .call_handle_message(&mut store, &message)
         .await?
         .map_err(|guest::Error::Other(e)| anyhow!("{component}: {e}"))
+}
+
+/// One call of `handle-batch`; the outer error when the call itself failed
+/// (trap, or a list of the wrong length), else one outcome per message.
+async fn invoke_batch<F: RuntimeFactors>(
+    app: &TriggerApp<NatsTrigger, F>,
+    component: &str,
+    msgs: Vec<Message>,
+) -> anyhow::Result<Vec<anyhow::Result<()>>> {
+    let (instance, mut store) = app.prepare(component)?.instantiate(()).await?;
+    let guest_world = batch::NatsBatchTrigger::new(&mut store, &instance)
+        .map_err(|e| anyhow!("component {component:?}: spin-nats:trigger handle-batch: {e}"))?;
+    let n = msgs.len();
+    let deliveries: Vec<batch_guest::Delivery> = msgs
+        .into_iter()
+        .map(|m| batch_guest::Delivery {
+            message: batch_guest::Message {
+                subject: m.subject,
+                payload: m.payload,
+                headers: m.headers,
+                reply_to: m.reply,
+            },
+            jetstream: m.stream.map(|s| batch_guest::StreamInfo {
+                sequence: s.sequence,
+                delivered: s.delivered,
+                published_ms: s.published_ms,
+            }),
+        })
+        .collect();
+    let outcomes = guest_world
+        .call_handle_batch(&mut store, &deliveries)
+        .await?;
+    anyhow::ensure!(
+        outcomes.len() == n,
+        "{component} returned {} outcomes for a batch of {n}",
+        outcomes.len()
+    );
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.map_err(|batch_guest::Error::Other(e)| anyhow!("{component}: {e}")))
+        .collect())
 }

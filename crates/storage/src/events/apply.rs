@@ -156,7 +156,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// With `verify_writes`, reads `key` back and logs whether it holds
     /// `expected` (`None`: deleted). A read that fails is logged as such;
     /// the write stands either way.
-    fn verify(&self, cid: &str, key: &str, expected: Option<&[u8]>) {
+    pub(super) fn verify(&self, cid: &str, key: &str, expected: Option<&[u8]>) {
         if !self.verify_writes {
             return;
         }
@@ -174,7 +174,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
 
     /// Invalidates cached listing pages after a task write committed (see
     /// [`crate::read::page_cache`]).
-    fn pages_changed(&self, cid: &str) {
+    pub(super) fn pages_changed(&self, cid: &str) {
         if let Err(e) = page_cache::invalidate(self.local) {
             (self.log)(&format!(
                 "[{cid}] KV DELETE {} — FAILED: {e}; cached listing pages may be stale until the next write",
@@ -183,7 +183,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
     }
 
-    fn log_ok(&self, cid: &str, op: &str, key: &str, start: Instant) {
+    pub(super) fn log_ok(&self, cid: &str, op: &str, key: &str, start: Instant) {
         (self.log)(&format!(
             "[{cid}] KV {op} {key} — OK ({} ms)",
             start.elapsed().as_millis()
@@ -206,7 +206,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     }
 
     /// A fresh membership stamp pair (see docs/listing-index.md).
-    fn new_stamp(&self) -> (String, Vec<u8>) {
+    pub(super) fn new_stamp(&self) -> (String, Vec<u8>) {
         let stamp = format!("{}-{}", (self.clock)().millis(), (self.unique)());
         (keys::TASKS_STAMP.to_owned(), stamp.into_bytes())
     }

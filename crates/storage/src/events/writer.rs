@@ -68,7 +68,7 @@ pub enum Handled {
 }
 
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
-    fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
+    pub(super) fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
         from_payload
             .or(msg
                 .header_correlation_id
@@ -79,8 +79,17 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// Handles one message. `Err` only when the local store fails too, so
     /// the event could not even be recorded: the caller must report it.
     pub fn handle(&self, msg: &Incoming) -> Result<Handled, StoreError> {
+        self.handle_parsed(msg, event::parse(msg.subject, msg.payload))
+    }
+
+    /// [`Writer::handle`] with the payload parsed already.
+    pub(super) fn handle_parsed(
+        &self,
+        msg: &Incoming,
+        parsed: Result<event::Event, event::Rejection>,
+    ) -> Result<Handled, StoreError> {
         let now = (self.clock)();
-        match event::parse(msg.subject, msg.payload) {
+        match parsed {
             Err(rejection) => {
                 let cid = self.correlation_id(rejection.correlation_id.as_deref(), msg);
                 self.dead_letter(msg, &cid, rejection.task_id, rejection.reason, now)
@@ -152,7 +161,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
     }
 
-    fn dead_letter(
+    pub(super) fn dead_letter(
         &self,
         msg: &Incoming,
         cid: &str,
@@ -184,7 +193,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         })
     }
 
-    fn defer(
+    pub(super) fn defer(
         &self,
         msg: &Incoming,
         cid: &str,

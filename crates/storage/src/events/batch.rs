@@ -1,0 +1,458 @@
+//! Handling a batch of messages (one JetStream pull) in few store calls,
+//! with the same outcome as handling them one by one ([`Writer::handle`]):
+//!
+//! 1. one local read: the pending counter of every task the batch touches
+//!    and the `tasks` store's health;
+//! 2. one read of every task document the batch touches;
+//! 3. the events of each task folded in memory, in order (stream-sequence
+//!    skips, merges, updates of unknown tasks refused);
+//! 4. the commit: one `delete-many` for deleted tasks, one `set-many` for
+//!    tasks new to the store (with the membership stamp, last), and a
+//!    compare-and-swap per task that existed (the rule for updates);
+//! 5. in message order: dead letters, and the outbox for what could not
+//!    be committed.
+//!
+//! Whatever does not fit the fast path goes through [`Writer::handle`] one
+//! message at a time, in order: a task with events waiting in the outbox
+//! (they queue behind them), a store marked down or a call the trigger
+//! cancelled (deferred), an unreadable stored document, a compare-and-swap
+//! that lost to another writer.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tasks_domain::event::{self, Event, EventKind};
+use tasks_domain::{Task, Timestamp, keys, merge};
+
+use crate::events::apply::Writer;
+use crate::events::health::{self, StoreHealth};
+use crate::events::writer::{Handled, Incoming};
+use crate::kv::{AtomicKv, StoreError, decode_counter};
+
+/// What the fast path decided for one message.
+enum Plan {
+    /// Applied (or skipped as applied already) once its task commits.
+    Apply { cid: String, id: String },
+    /// Refused for good: a dead letter.
+    Reject {
+        cid: String,
+        task_id: Option<String>,
+        reason: String,
+    },
+    /// Handled on its own through [`Writer::handle`].
+    Alone,
+}
+
+/// One task's state across the batch.
+struct Fold {
+    /// The document as read (bytes), if it existed.
+    original: Option<Vec<u8>>,
+    /// After the events so far.
+    state: Option<Task>,
+    /// Indexes (into the batch) of its events on the fast path.
+    events: Vec<usize>,
+    /// Whether some event changed it (a skipped redelivery does not).
+    changed: bool,
+}
+
+/// How a task's commit went.
+enum Committed {
+    Ok,
+    /// The store failed: its events go to the outbox with this error.
+    Failed(String),
+    /// Lost a compare-and-swap: its events go through [`Writer::handle`].
+    Contended,
+}
+
+impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
+    /// Handles `msgs` in order; one outcome per message, in the same order,
+    /// each as [`Writer::handle`] would give it. After the first message that
+    /// could not be recorded (`Err`), nothing more is recorded: the later
+    /// ones are `Err` too, unless applied already (a redelivery skips them
+    /// by stream sequence).
+    pub fn handle_batch(&self, msgs: &[Incoming]) -> Vec<Result<Handled, StoreError>> {
+        let now = (self.clock)();
+        if msgs.len() < 2 || msgs.iter().any(|m| m.handler_timed_out_ms.is_some()) {
+            return self.one_by_one(msgs);
+        }
+        let parsed: Vec<Result<Event, event::Rejection>> = msgs
+            .iter()
+            .map(|m| event::parse(m.subject, m.payload))
+            .collect();
+        let mut ids: Vec<&str> = Vec::new();
+        for ev in parsed.iter().flatten() {
+            if !ids.contains(&ev.id.as_str()) {
+                ids.push(&ev.id);
+            }
+        }
+        let Some((behind, health)) = self.batch_local_state(&ids) else {
+            return self.one_by_one(msgs);
+        };
+        if health.as_ref().is_some_and(|h| h.is_down(now)) {
+            return self.one_by_one(msgs);
+        }
+        let fast: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| behind.get(*id).copied().unwrap_or(0) == 0)
+            .collect();
+        let start = Instant::now();
+        let keys: Vec<String> = fast.iter().map(|id| keys::task(id)).collect();
+        let docs = match self.tasks.get_many(&keys) {
+            Ok(docs) => docs,
+            Err(e) => {
+                (self.log)(&format!(
+                    "KV GET-MANY {} tasks — FAILED ({} ms): {e}; handling the batch of {} one by one",
+                    keys.len(),
+                    start.elapsed().as_millis(),
+                    msgs.len()
+                ));
+                return self.one_by_one(msgs);
+            }
+        };
+        let mut folds: HashMap<&str, Fold> = HashMap::new();
+        for (id, doc) in fast.iter().zip(docs) {
+            let state = match doc.as_deref().map(Task::from_json) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                // An unreadable document: the one-by-one path says what happens.
+                Some(Err(_)) => continue,
+            };
+            folds.insert(
+                id,
+                Fold {
+                    original: doc,
+                    state,
+                    events: Vec::new(),
+                    changed: false,
+                },
+            );
+        }
+
+        // Fold each task's events, in order.
+        let mut plans = Vec::with_capacity(msgs.len());
+        for (i, (msg, ev)) in msgs.iter().zip(&parsed).enumerate() {
+            let plan = match ev {
+                Err(r) => Plan::Reject {
+                    cid: self.correlation_id(r.correlation_id.as_deref(), msg),
+                    task_id: r.task_id.clone(),
+                    reason: r.reason.clone(),
+                },
+                Ok(ev) => match folds.get_mut(ev.id.as_str()) {
+                    None => Plan::Alone,
+                    Some(fold) => {
+                        let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
+                        (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                        match self.fold(fold, ev, &cid, now, msg.stream_sequence) {
+                            Ok(()) => {
+                                fold.events.push(i);
+                                Plan::Apply {
+                                    cid,
+                                    id: ev.id.clone(),
+                                }
+                            }
+                            Err(reason) => Plan::Reject {
+                                cid,
+                                task_id: Some(ev.id.clone()),
+                                reason,
+                            },
+                        }
+                    }
+                },
+            };
+            plans.push(plan);
+        }
+
+        let committed = self.commit(&folds, &plans, health);
+
+        // Record, in message order.
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        let mut failed = false;
+        for ((msg, plan), ev) in msgs.iter().zip(plans).zip(&parsed) {
+            let outcome = match plan {
+                Plan::Apply { cid, id } => match committed.get(id.as_str()) {
+                    Some(Committed::Ok) => Ok(Handled::Applied {
+                        correlation_id: cid,
+                        task_id: id,
+                    }),
+                    _ if failed => not_recorded(),
+                    Some(Committed::Failed(error)) => self.defer(msg, &cid, id, error.clone(), now),
+                    _ => self.handle_parsed(msg, ev.clone()),
+                },
+                _ if failed => not_recorded(),
+                Plan::Reject {
+                    cid,
+                    task_id,
+                    reason,
+                } => self.dead_letter(msg, &cid, task_id, reason, now),
+                Plan::Alone => self.handle_parsed(msg, ev.clone()),
+            };
+            failed |= outcome.is_err();
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Handles each message through [`Writer::handle`], stopping at the
+    /// first that could not be recorded.
+    fn one_by_one(&self, msgs: &[Incoming]) -> Vec<Result<Handled, StoreError>> {
+        let mut outcomes: Vec<Result<Handled, StoreError>> = Vec::new();
+        for msg in msgs {
+            let failed = outcomes.iter().any(Result::is_err);
+            outcomes.push(if failed {
+                not_recorded()
+            } else {
+                self.handle(msg)
+            });
+        }
+        outcomes
+    }
+
+    /// The pending counter of each id (absent: 0) and the `tasks` store's
+    /// health, in one local read; `None` when the local store fails (the
+    /// one-by-one path then says so per message).
+    fn batch_local_state(
+        &self,
+        ids: &[&str],
+    ) -> Option<(HashMap<String, i64>, Option<StoreHealth>)> {
+        let mut wanted: Vec<String> = ids.iter().map(|id| keys::pending(id)).collect();
+        wanted.push(keys::TASKS_HEALTH.to_owned());
+        let mut values = self.local.get_many(&wanted).ok()?;
+        let health = health::read(values.pop().flatten().as_deref());
+        let behind = ids
+            .iter()
+            .zip(values)
+            .map(|(id, v)| {
+                let n = v.and_then(|v| decode_counter(&v)).unwrap_or(0);
+                ((*id).to_owned(), n)
+            })
+            .collect();
+        Some((behind, health))
+    }
+
+    /// Applies one event to the task's state in memory, as [`Writer::apply`]
+    /// would to the store; `Err` is a reason to dead-letter it.
+    fn fold(
+        &self,
+        fold: &mut Fold,
+        ev: &Event,
+        cid: &str,
+        now: Timestamp,
+        seq: Option<u64>,
+    ) -> Result<(), String> {
+        let last = fold.state.as_ref().and_then(|t| t.stream_seq);
+        if let (Some(seq), Some(last)) = (seq, last)
+            && seq <= last
+        {
+            (self.log)(&format!(
+                "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
+                ev.kind.verb(),
+                ev.id
+            ));
+            return Ok(());
+        }
+        let next = match (ev.kind, &fold.state) {
+            (EventKind::Deleted, _) => None,
+            (EventKind::Updated, None) => {
+                return Err(format!("update of unknown task {:?}", ev.id));
+            }
+            (EventKind::Updated, Some(old)) => Some(merge::updated(old, &ev.fields, now)),
+            (EventKind::Created, existing) => {
+                if let Some(old) = existing {
+                    (self.log)(&format!(
+                        "[{cid}] CREATE task={} existed: overwrote the given fields, kept createdAt (version {})",
+                        ev.id,
+                        old.version + 1
+                    ));
+                }
+                Some(merge::created(existing.as_ref(), &ev.id, &ev.fields, now))
+            }
+        };
+        fold.state = next.map(|mut t| {
+            t.stream_seq = seq.or(t.stream_seq);
+            t
+        });
+        fold.changed = true;
+        Ok(())
+    }
+
+    /// Writes every changed task: deletes in one call, documents new to the
+    /// store (and the membership stamp, last) in one `set-many`, the others
+    /// by compare-and-swap against what was read. After a store failure the
+    /// rest is not tried (the store is marked down, as one by one).
+    fn commit<'f>(
+        &self,
+        folds: &HashMap<&'f str, Fold>,
+        plans: &[Plan],
+        mut health: Option<StoreHealth>,
+    ) -> HashMap<&'f str, Committed> {
+        let now = (self.clock)();
+        // The correlation id of each task's last event, for its log lines.
+        let mut last_cid: HashMap<&str, &str> = HashMap::new();
+        for plan in plans {
+            if let Plan::Apply { cid, id } = plan {
+                last_cid.insert(id, cid);
+            }
+        }
+        let cid_of = |id: &str| last_cid.get(id).copied().unwrap_or("-");
+        let mut result: HashMap<&str, Committed> = HashMap::new();
+        let mut down: Option<String> = None;
+        let mut fail = |this: &Self, ids: &[&'f str], op: &str, start: Instant, e: StoreError| {
+            for id in ids {
+                (this.log)(&format!(
+                    "[{}] KV {op} {} — FAILED ({} ms): {e}",
+                    cid_of(id),
+                    keys::task(id),
+                    start.elapsed().as_millis()
+                ));
+            }
+            let error = format!("KV {op} {} failed: {e}", keys::task(ids[0]));
+            if let Some(id) = ids.first() {
+                health::mark_down(this.local, this.log, cid_of(id), health.take(), &error, now);
+            }
+            error
+        };
+
+        let changed = |f: &&Fold| f.changed;
+        let deleted: Vec<&str> = folds
+            .iter()
+            .filter(|(_, f)| changed(f) && f.state.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let new: Vec<(&str, Vec<u8>)> = folds
+            .iter()
+            .filter(|(_, f)| changed(f) && f.original.is_none())
+            .filter_map(|(id, f)| Some((*id, f.state.as_ref()?.to_json())))
+            .collect();
+        let swapped: Vec<(&str, Vec<u8>)> = folds
+            .iter()
+            .filter(|(_, f)| changed(f) && f.original.is_some())
+            .filter_map(|(id, f)| Some((*id, f.state.as_ref()?.to_json())))
+            .collect();
+        for (id, f) in folds {
+            if !f.changed && !f.events.is_empty() {
+                result.insert(id, Committed::Ok);
+            }
+        }
+        let mut wrote = false;
+
+        if !deleted.is_empty() {
+            let start = Instant::now();
+            match self
+                .tasks
+                .delete_many(deleted.iter().map(|id| keys::task(id)).collect())
+            {
+                Ok(()) => {
+                    for id in &deleted {
+                        self.log_ok(cid_of(id), "DELETE", &keys::task(id), start);
+                        result.insert(id, Committed::Ok);
+                    }
+                    wrote = true;
+                }
+                Err(e) => {
+                    let error = fail(self, &deleted, "DELETE", start, e);
+                    for id in &deleted {
+                        result.insert(id, Committed::Failed(error.clone()));
+                    }
+                    down = Some(error);
+                }
+            }
+        }
+        let deletes_committed = wrote;
+        if !new.is_empty() || deletes_committed {
+            let ids: Vec<&str> = new.iter().map(|(id, _)| *id).collect();
+            if let Some(error) = &down {
+                for id in &ids {
+                    result.insert(id, Committed::Failed(not_tried(error)));
+                }
+            } else {
+                let start = Instant::now();
+                let mut pairs: Vec<(String, Vec<u8>)> = new
+                    .into_iter()
+                    .map(|(id, doc)| (keys::task(id), doc))
+                    .collect();
+                pairs.push(self.new_stamp());
+                match self.tasks.set_many(pairs) {
+                    Ok(()) => {
+                        for id in &ids {
+                            self.log_ok(cid_of(id), "PUT", &keys::task(id), start);
+                            result.insert(id, Committed::Ok);
+                        }
+                        wrote |= !ids.is_empty();
+                    }
+                    Err(e) if ids.is_empty() => (self.log)(&format!(
+                        "KV PUT {} — FAILED: {e}; listings may miss the batch's deletes until the next create or delete",
+                        keys::TASKS_STAMP
+                    )),
+                    Err(e) => {
+                        let error = fail(self, &ids, "PUT", start, e);
+                        for id in &ids {
+                            result.insert(id, Committed::Failed(error.clone()));
+                        }
+                        down = Some(error);
+                    }
+                }
+            }
+        }
+        for (id, doc) in swapped {
+            if let Some(error) = &down {
+                result.insert(id, Committed::Failed(not_tried(error)));
+                continue;
+            }
+            let start = Instant::now();
+            let key = keys::task(id);
+            let original = folds.get(id).and_then(|f| f.original.as_deref());
+            let outcome = match self.tasks.cas_read(&key) {
+                Ok((_, current)) if current.as_deref() != original => Ok(false),
+                Ok((cas, _)) => self.tasks.cas_write(cas, doc.clone()),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => {
+                    self.log_ok(cid_of(id), "PUT", &key, start);
+                    self.verify(cid_of(id), &key, Some(&doc));
+                    result.insert(id, Committed::Ok);
+                    wrote = true;
+                }
+                Ok(false) => {
+                    (self.log)(&format!(
+                        "[{}] KV CAS {key} — changed since the batch read it; applying its events one by one",
+                        cid_of(id)
+                    ));
+                    result.insert(id, Committed::Contended);
+                }
+                Err(e) => {
+                    let error = fail(self, &[id], "PUT", start, e);
+                    result.insert(id, Committed::Failed(error.clone()));
+                    down = Some(error);
+                }
+            }
+        }
+        if wrote {
+            self.pages_changed(folds.keys().next().map_or("-", |id| cid_of(id)));
+            // Read-back (verify_writes) of what set-many and delete-many
+            // wrote; compare-and-swap writes were checked as they went.
+            for (id, f) in folds {
+                let batch_written = f.changed && (f.original.is_none() || f.state.is_none());
+                if batch_written && matches!(result.get(id), Some(Committed::Ok)) {
+                    let doc = f.state.as_ref().map(Task::to_json);
+                    self.verify(cid_of(id), &keys::task(id), doc.as_deref());
+                }
+            }
+        }
+        result
+    }
+}
+
+/// The outcome of a message left unrecorded after an earlier one failed.
+fn not_recorded() -> Result<Handled, StoreError> {
+    Err(StoreError::Other(
+        "not recorded: an earlier message of the batch could not be recorded".to_owned(),
+    ))
+}
+
+/// The outbox error of an event whose task was not written because the
+/// store had just failed on the same batch.
+fn not_tried(error: &str) -> String {
+    format!("not tried: the tasks store failed on this batch ({error})")
+}
