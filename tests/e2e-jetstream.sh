@@ -6,7 +6,12 @@
 #   (a) events published while the app is stopped are all applied once it starts;
 #   (b) `kill -9` of the app in the middle of a burst of creates + 2 updates per
 #       task, then a restart: every task ends at version 3 with its last title;
-#   (d) hostile events are dead-lettered once each, never redelivered in a loop.
+#   (c) two instances share the durable consumer and the stores; `kill -9` of one
+#       mid-burst: every event applied once, each task's events in publish order;
+#   (d) hostile events are dead-lettered once each, never redelivered in a loop;
+#   (e) no orphaned trigger-nats: after `kill -9` of spin up alone, and on SIGTERM
+#       with the NATS server stopped;
+#   a component exporting only handle-message is called once per message.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -27,10 +32,10 @@ write_runtime_config "$WORK"
 # start_js_nats: the suite's nats-server (JetStream, its store kept across restarts).
 NATS_PORT=$(free_port)
 start_js_nats() { start_nats "$NATS_PORT" "$WORK/nats-server.log"; }
-# up LOG_DIR: spin up on a free port, ready when the writer pulls.
+# up LOG_DIR [STATE]: spin up on a free port, ready when the writer pulls.
 up() {
   PORT=$(free_port)
-  start_spin "$WORK" "$PORT" "$1"
+  start_spin "$WORK" "$PORT" "$1" "${2:-state}"
   wait_http "http://127.0.0.1:$PORT/health" 60
   wait_log "$1/spin-up.txt" "writer ← tasks" 30
 }
@@ -100,5 +105,49 @@ sleep 3
 check "  … and no more after a while (none redelivered in a loop)" dead
 check "none became a task" is "$(tasks_like h-)" 0
 check "the app keeps serving" is "$(status_of /api/tasks/off-000001)" 200
+
+echo "==> (c) two instances share the consumer; kill -9 of one in the middle of a burst"
+stop_spin
+up "$OUT/logs-c2" state-c2
+SECOND_PID=$SPIN_PID SECOND_PORT=$PORT
+up "$OUT/logs-c1" state-c1
+publish --tasks 3334 --updates 2 --prefix two- --acked "$WORK/acked-c.txt" >"$WORK/burst-c.txt" 2>&1 &
+burst=$!
+wait_until 60 test -s "$WORK/acked-c.txt"
+sleep 2
+killed_at=$(now)
+kill -KILL -- "-$SPIN_PID"
+SPIN_PID=""
+wait "$burst"
+check "the whole burst was acknowledged by the stream" grep -q "published 10002 of 10002" "$WORK/burst-c.txt"
+c1=$(grep -c '\] CREATE task=two-' "$OUT/logs-c1/writer_stdout.txt" || true)
+echo "       the killed instance had applied $c1 creates"
+check "the survivor applies everything: every task at version 3 with its last title" \
+  wait_until 180 at_version two- 3334 3
+done_at=$(now)
+c2=$(grep -c '\] CREATE task=two-' "$OUT/logs-c2/writer_stdout.txt" || true)
+echo "       the survivor applied $c2 creates; all applied $(python3 -c "print(round($done_at-$killed_at))") s after the kill"
+check "both instances took part" test "$c1" -gt 0 -a "$c2" -gt 0
+check "no task went past version 3 (none applied twice)" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" \
+  "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:two-%' AND json_extract(CAST(value AS TEXT), '\$.version') > 3")" 0
+check "no update came before its create (no dead letter for these tasks)" \
+  is "$(kv_count "$WORK" default 'dlq:%')" "$((before + 5))"
+SPIN_PID=$SECOND_PID PORT=$SECOND_PORT; stop_spin
+
+echo "==> a component exporting only handle-message (bench/writer-no-order-check) gets one message per call"
+cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-order-check
+sed "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$ROOT/target/wasm32-wasip2/release/bench_writer_no_order_check.wasm|" \
+  "$WORK/spin.toml" >"$WORK/spin-single.toml"
+SPIN_MANIFEST="$WORK/spin-single.toml" up "$OUT/logs-single" state-single
+check "the plugin says which export it calls" grep -q "component writer exports handle-message: one message per call" "$OUT/logs-single/spin-up.txt"
+check "200 events acknowledged by the stream" publish --tasks 200 --prefix one-
+check "all 200 applied" wait_until 60 at_version one- 200 1
+stop_spin
+
+echo "==> (e) no orphaned trigger-nats"
+# JetStream app on the suite's server; the server comes back on the same port and store.
+js_app_on() { up "$1" "state-$(basename "$1")"; }
+check_trigger_stops js_app_on
+start_js_nats
 
 summary e2e-jetstream

@@ -128,40 +128,13 @@ check "both instances list all of them" is "$(curl -s "http://127.0.0.1:$PORT2/a
 
 echo "==> an orphaned trigger-nats stops: kill -9 of spin up alone; SIGTERM with NATS gone"
 stop_spin; SPIN_PID=$SECOND_PID; stop_spin; SECOND_PID=""
-# descendants PID: every process below PID, one pid a line.
-descendants() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done
-}
-# named NAME PID...: those of the PIDs still running whose command is NAME.
-named() {
-  local name=$1 pid; shift
-  for pid in "$@"; do [[ "$(ps -o comm= -p "$pid" 2>/dev/null)" == "$name" ]] && echo "$pid"; done
-  return 0
-}
 start_app_on() { # LOG_DIR: spin up on a free port with the stores in WORK (sets PORT, SPIN_PID)
   PORT=$(free_port)
   start_spin "$WORK" "$PORT" "$1" "state-$(basename "$1")"
   wait_http "http://127.0.0.1:$PORT/health" 60
   wait_log "$1/spin-up.txt" "writer ← tasks" 30
 }
-start_app_on "$OUT/logs-orphan"
-mapfile -t below < <(descendants "$SPIN_PID")
-mapfile -t plugin < <(named trigger-nats "${below[@]}")
-check "spin up runs one trigger-nats" is "${#plugin[@]}" 1
-kill -KILL "$SPIN_PID"
-gone() { [[ -z "$(named trigger-nats "${plugin[@]}")" ]]; }
-check "trigger-nats stops within 5 s of spin up's SIGKILL" wait_until 5 gone
-check "  … and says why" wait_log "$OUT/logs-orphan/spin-up.txt" "spin up \\(process $SPIN_PID\\) is gone; stopping" 5
-echo "       trigger-cron (not ours) left running: $(named trigger-cron "${below[@]}" | wc -l)"
-for pid in "${below[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-SPIN_PID=""
-start_app_on "$OUT/logs-no-nats"
-mapfile -t plugin < <(named trigger-nats $(descendants "$SPIN_PID"))
-stop_nats
-sleep 1
-kill -TERM "${plugin[0]}"
-check "with NATS gone, trigger-nats exits within 10 s of SIGTERM" wait_until 10 gone
+check_trigger_stops start_app_on
 start_nats "$(free_port)" "$WORK/nats-server-2.log"
 
 echo "==> a misspelt [[trigger.nats]] field is refused by name"

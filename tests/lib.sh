@@ -164,6 +164,44 @@ start_app() {
   wait_log "$2/spin-up.txt" "writer ← tasks" 30
 }
 
+# descendants PID: every process below PID, one pid a line.
+descendants() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done
+}
+# named NAME PID...: those of the PIDs still running whose command is NAME.
+named() {
+  local name=$1 pid; shift
+  for pid in "$@"; do [[ "$(ps -o comm= -p "$pid" 2>/dev/null)" == "$name" ]] && echo "$pid"; done
+  return 0
+}
+
+# check_trigger_stops START_APP: no orphaned trigger-nats. START_APP LOG_DIR starts spin up
+# (sets SPIN_PID) on the suite's NATS server (start_nats; restarted here on a new port).
+#   kill -9 of spin up alone: its trigger-nats stops within 5 s and says why;
+#   SIGTERM to trigger-nats with its NATS server stopped: it exits within 10 s.
+check_trigger_stops() {
+  local below plugin pid
+  "$1" "$OUT/logs-orphan"
+  mapfile -t below < <(descendants "$SPIN_PID")
+  mapfile -t plugin < <(named trigger-nats "${below[@]}")
+  check "spin up runs one trigger-nats" is "${#plugin[@]}" 1
+  kill -KILL "$SPIN_PID"
+  gone() { [[ -z "$(named trigger-nats "${plugin[@]}")" ]]; }
+  check "trigger-nats stops within 5 s of spin up's SIGKILL" wait_until 5 gone
+  check "  … and says why" wait_log "$OUT/logs-orphan/spin-up.txt" "spin up \\(process $SPIN_PID\\) is gone; stopping" 5
+  echo "       trigger-cron (not ours) left running: $(named trigger-cron "${below[@]}" | wc -l)"
+  for pid in "${below[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  SPIN_PID=""
+  "$1" "$OUT/logs-no-nats"
+  mapfile -t plugin < <(named trigger-nats $(descendants "$SPIN_PID"))
+  stop_nats
+  sleep 1
+  kill -TERM "${plugin[0]}"
+  check "with NATS gone, trigger-nats exits within 10 s of SIGTERM" wait_until 10 gone
+  stop_spin
+}
+
 # wait_log FILE PATTERN SECONDS: until FILE has a line matching PATTERN (grep -E), or fail after SECONDS s.
 wait_log() {
   # Quiet: grep complains until FILE exists; the message below says what was awaited.

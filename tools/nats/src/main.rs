@@ -4,8 +4,8 @@
 //! tasks-nats [--server URL] pub SUBJECT PAYLOAD [-H Name:Value]...
 //! tasks-nats [--server URL] request SUBJECT PAYLOAD [-H Name:Value]... [--timeout-ms N]
 //! tasks-nats [--server URL] burst --count N [--prefix P] [--subject S]
-//!            [--request | --acked FILE] [--in-flight N]
-//! tasks-nats [--server URL] latency --http HOST:PORT [--count N] [--prefix P]
+//!            [--request | --acked FILE | --jetstream] [--in-flight N]
+//! tasks-nats [--server URL] latency --http HOST:PORT [--count N] [--prefix P] [--jetstream]
 //! ```
 //! `PAYLOAD` may be `@file` to send a file's bytes. The server defaults to
 //! `$NATS_URL`, else `nats://127.0.0.1:4222`. `burst` publishes N
@@ -13,8 +13,11 @@
 //! it can and prints how long it took; with `--request` it awaits each ack
 //! (`--in-flight`, default 8) and fails if any is not `{"ok":true}`; with
 //! `--acked FILE` it awaits acks too but only writes the ids acknowledged
-//! with `{"ok":true}` to FILE (for tests that stop the consumer mid-burst).
-//! `latency` publishes one `tasks.created` at a time and polls
+//! with `{"ok":true}` to FILE (for tests that stop the consumer mid-burst);
+//! with `--jetstream` it publishes to JetStream and awaits every stream
+//! acknowledgement (`--in-flight`, default 256), failing if one is missing.
+//! `latency` publishes one `tasks.created` at a time (`--jetstream`: awaiting
+//! the stream's acknowledgement, counted in the time) and polls
 //! `GET /api/tasks/<id>` on HOST:PORT until it answers 200, then prints the
 //! publish→visible p50/p99/max over N events.
 
@@ -121,7 +124,8 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
     let mut subject = "tasks.created".to_owned();
     let mut request = false;
     let mut acked_file: Option<String> = None;
-    let mut in_flight = 8usize;
+    let mut in_flight = None;
+    let mut jetstream = false;
     let mut it = rest.iter();
     while let Some(o) = it.next() {
         match o.as_str() {
@@ -133,14 +137,39 @@ async fn burst(client: &async_nats::Client, rest: &[String]) -> anyhow::Result<(
                 acked_file = Some(it.next().context("--acked needs FILE")?.clone());
                 request = true;
             }
-            "--in-flight" => in_flight = it.next().context("--in-flight needs N")?.parse()?,
+            "--in-flight" => {
+                in_flight = Some(it.next().context("--in-flight needs N")?.parse()?);
+            }
+            "--jetstream" => jetstream = true,
             other => bail!("unknown option {other:?}"),
         }
     }
+    let in_flight = in_flight.unwrap_or(if jetstream { 256 } else { 8 });
     let id = |i: usize| format!("{prefix}{i:06}");
     let body = |i: usize| format!(r#"{{"id":"{}","title":"Task {i}"}}"#, id(i));
     let start = Instant::now();
-    if request {
+    if jetstream {
+        let js = async_nats::jetstream::new(client.clone());
+        let acks = futures::stream::iter(0..count)
+            .map(|i| {
+                let js = js.clone();
+                let s = subject.clone();
+                let b = body(i);
+                async move {
+                    match js.publish(s, b.into()).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .buffered(in_flight)
+            .collect::<Vec<bool>>()
+            .await;
+        let bad = acks.iter().filter(|ok| !**ok).count();
+        if bad > 0 {
+            bail!("{bad} of {count} publishes were not acknowledged by the stream");
+        }
+    } else if request {
         let acks = futures::stream::iter(0..count)
             .map(|i| {
                 let c = client.clone();
@@ -198,12 +227,14 @@ async fn latency(client: &async_nats::Client, rest: &[String]) -> anyhow::Result
     let mut addr = String::new();
     let mut count = 200usize;
     let mut prefix = "lat-".to_owned();
+    let mut jetstream = None;
     let mut it = rest.iter();
     while let Some(o) = it.next() {
         match o.as_str() {
             "--http" => addr = it.next().context("--http needs HOST:PORT")?.clone(),
             "--count" => count = it.next().context("--count needs N")?.parse()?,
             "--prefix" => prefix = it.next().context("--prefix needs P")?.clone(),
+            "--jetstream" => jetstream = Some(async_nats::jetstream::new(client.clone())),
             other => bail!("unknown option {other:?}"),
         }
     }
@@ -214,13 +245,13 @@ async fn latency(client: &async_nats::Client, rest: &[String]) -> anyhow::Result
     for i in 0..count {
         let id = format!("{prefix}{i:06}");
         let start = Instant::now();
-        client
-            .publish(
-                "tasks.created",
-                format!(r#"{{"id":"{id}","title":"Latency {i}"}}"#).into(),
-            )
-            .await?;
-        client.flush().await?;
+        let body = format!(r#"{{"id":"{id}","title":"Latency {i}"}}"#);
+        if let Some(js) = &jetstream {
+            js.publish("tasks.created", body.into()).await?.await?;
+        } else {
+            client.publish("tasks.created", body.into()).await?;
+            client.flush().await?;
+        }
         let path = format!("/api/tasks/{id}");
         while http_status(&addr, &path)? != 200 {
             if start.elapsed() > Duration::from_secs(10) {
