@@ -1,9 +1,10 @@
 //! JetStream mode at run time: the stream and durable pull consumer made
 //! ready (created when missing and the manifest says how, checked against
 //! the manifest when they exist), and the pull loop: messages come in
-//! pulls of up to `batch`, each is acknowledged only after the handler
-//! returned Ok for it, and an error has it (and the rest of its pull, to
-//! keep order) delivered again, first, after a short pause.
+//! pulls of up to `batch`, handed to the handler as they arrive; each is
+//! acknowledged only after the handler returned Ok for it, all of a pull's
+//! together once the pull is over; an error has it (and the rest of its
+//! pull, to keep order) delivered again, first, after a short pause.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,12 @@ use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Wait before pulling again after the pull itself failed.
 const PULL_RETRY: Duration = Duration::from_secs(1);
+/// Wait before pulling again while another instance's pull is open.
+const STANDBY_POLL: Duration = Duration::from_millis(50);
+
+/// How the server refuses a pull while another one is waiting
+/// (`max_waiting` 1: one instance pulls at a time).
+const OTHER_PULL_OPEN: &str = "Exceeded MaxWaiting";
 
 fn describe(plan: &Plan) -> String {
     format!(
@@ -99,6 +106,12 @@ pub async fn provision(
             if c.deliver_subject.is_some() {
                 differences.push("it is a push consumer; the trigger pulls".into());
             }
+            if c.max_waiting != 1 {
+                differences.push(format!(
+                    "it lets {} pulls wait at once; the trigger needs 1 (one instance pulls at a time, which keeps each task's events in order across instances)",
+                    c.max_waiting
+                ));
+            }
             if c.ack_policy != AckPolicy::Explicit {
                 differences.push(format!(
                     "its ack policy is {:?}; the trigger acknowledges each message",
@@ -125,6 +138,8 @@ pub async fn provision(
                 ack_wait: want.ack_wait,
                 max_deliver: want.max_deliver,
                 max_ack_pending: want.max_ack_pending,
+                // One pull open at a time across instances (see `Pulling::serve`).
+                max_waiting: 1,
                 ..Default::default()
             };
             stream
@@ -170,6 +185,14 @@ impl Pulling {
     /// current one is finished (so nothing is left delivered but unhandled).
     /// A failed pull is retried every second: the client reconnects on its
     /// own, and the durable consumer keeps the place.
+    ///
+    /// Each task's events stay in publish order across instances sharing the
+    /// consumer because one pull is open at a time (the consumer allows one
+    /// waiting pull; the others' pulls are refused and retried every 50 ms),
+    /// a pull's messages are acknowledged only when it is over, and
+    /// `max_ack_pending` (`batch` by default) keeps the next pull from getting
+    /// messages until they are: an instance never handles a message while
+    /// an earlier one is in another instance's hands (docs/decisions.md).
     pub(crate) async fn serve(mut self, mut stop: watch::Receiver<bool>) {
         if self.wait_for_earlier_deliveries(&mut stop).await {
             return;
@@ -194,6 +217,11 @@ impl Pulling {
                     }
                 }
             };
+            // Handled messages are acknowledged once the pull is over: until
+            // then they count against max_ack_pending, so no other instance is
+            // handed newer messages (of the same tasks, maybe) while this one
+            // may still be working on earlier ones of this pull.
+            let mut done = Vec::new();
             loop {
                 let first = tokio::select! {
                     biased;
@@ -205,6 +233,14 @@ impl Pulling {
                 };
                 let mut batch = match first {
                     Some(Ok(m)) => vec![m],
+                    // Another instance is pulling: stand by, try again shortly.
+                    Some(Err(e)) if e.to_string().contains(OTHER_PULL_OPEN) => {
+                        tokio::select! {
+                            _ = stop.changed() => stopping = true,
+                            _ = tokio::time::sleep(STANDBY_POLL) => {}
+                        }
+                        break;
+                    }
                     Some(Err(e)) => {
                         log(&format!("{}: {e}", self.sub.subject));
                         break;
@@ -220,7 +256,8 @@ impl Pulling {
                     }
                 }
                 handled += batch.len();
-                let back = self.handle(batch).await;
+                let (ok, back) = self.handle(batch).await;
+                done.extend(ok);
                 if !back.is_empty() {
                     // The failed message, what followed it, and what this pull
                     // still brings go back together once the pull is over (handed
@@ -230,9 +267,9 @@ impl Pulling {
                     while let Some(Ok(m)) = messages.next().await {
                         back.push(m);
                     }
-                    for m in &back {
-                        self.settle(m, false).await;
-                    }
+                    self.settle_all(&done, true).await;
+                    self.settle_all(&back, false).await;
+                    done.clear();
                     tokio::select! {
                         _ = stop.changed() => stopping = true,
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
@@ -240,6 +277,7 @@ impl Pulling {
                     break;
                 }
             }
+            self.settle_all(&done, true).await;
         }
         log(&format!(
             "{}: stopped pulling ({handled} messages handled)",
@@ -278,18 +316,20 @@ impl Pulling {
     }
 
     /// Hands the batch to the handler (one call for a component that takes
-    /// batches, else one per message, in order) and acknowledges each message
-    /// up to the first that failed. That one and the rest are returned, for
-    /// redelivery in order.
-    ///
-    /// The acknowledgements go out after the whole batch was handled: until
-    /// then the batch fills `max_ack_pending`, so no other instance is handed
-    /// newer messages (of the same tasks, maybe) while this one still works.
-    async fn handle(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
+    /// batches, else one per message, in order) and splits it: the messages
+    /// up to the first that failed (to acknowledge), and that one with the
+    /// rest (for redelivery, in order).
+    async fn handle(
+        &self,
+        batch: Vec<jetstream::Message>,
+    ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
         let messages = batch.iter().map(to_message).collect();
         let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages).await;
         let failed = outcomes.iter().position(Result::is_err);
-        for outcome in outcomes.iter().take(failed.unwrap_or(outcomes.len())) {
+        for outcome in outcomes
+            .iter()
+            .take(failed.map_or(outcomes.len(), |i| i + 1))
+        {
             self.counters.count(outcome);
         }
         let mut batch = batch;
@@ -297,7 +337,6 @@ impl Pulling {
             None => Vec::new(),
             Some(i) => {
                 let e = outcomes[i].as_ref().err().map_or("", String::as_str);
-                self.counters.count(&outcomes[i]);
                 log(&format!(
                     "component {} failed on {}: {e}; it and the {} after it in its batch are delivered again in about {} s, in order",
                     self.sub.component,
@@ -308,10 +347,14 @@ impl Pulling {
                 batch.split_off(i)
             }
         };
-        for msg in &batch {
-            self.settle(msg, true).await;
+        (batch, back)
+    }
+
+    /// Settles each of `msgs` (see [`Pulling::settle`]).
+    async fn settle_all(&self, msgs: &[jetstream::Message], ok: bool) {
+        for msg in msgs {
+            self.settle(msg, ok).await;
         }
-        back
     }
 
     /// Acknowledges the message, or hands it back for redelivery at once.

@@ -575,3 +575,81 @@ async fn a_batch_component_gets_whole_pulls_and_what_follows_a_failure_comes_bac
     running.stop().await?;
     Ok(())
 }
+
+/// Records, across instances, which stream sequences have finished, and
+/// every message that started while an earlier one had not.
+#[derive(Clone, Default)]
+struct InOrder {
+    finished: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+    early: Arc<Mutex<Vec<u64>>>,
+    by_instance: Arc<Mutex<[usize; 2]>>,
+}
+
+impl InOrder {
+    fn handler(&self, instance: usize) -> Arc<dyn listener::Handler> {
+        let this = self.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let this = this.clone();
+            Box::pin(async move {
+                if let Ok(mut n) = this.by_instance.lock() {
+                    n[instance] += 1;
+                }
+                let seq = msg.stream.map_or(0, |s| s.sequence);
+                let all_before = this
+                    .finished
+                    .lock()
+                    .map(|f| (1..seq).all(|s| f.contains(&s)))
+                    .unwrap_or(false);
+                if !all_before && let Ok(mut e) = this.early.lock() {
+                    e.push(seq);
+                }
+                tokio::time::sleep(Duration::from_millis(seq % 3)).await;
+                if let Ok(mut f) = this.finished.lock() {
+                    f.insert(seq);
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.finished.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_consumer_never_handle_a_message_before_the_earlier_ones() -> TestResult
+{
+    let server = JsServer::start();
+    let sub = js_sub(json!({"batch": 20}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    let order = InOrder::default();
+    let a = run_listener(&server.url(), sub.clone(), order.handler(0)).await?;
+    let b = run_listener(&server.url(), sub, order.handler(1)).await?;
+    // Published while both pull, so pulls often bring part of a batch at a time.
+    let js = jetstream::new(client);
+    for i in 0..600 {
+        js.publish("tasks.created", format!("m{i}").into())
+            .await?
+            .await?;
+    }
+    assert!(
+        until(30, || order.count() >= 600).await,
+        "{}",
+        order.count()
+    );
+    let early = order.early.lock().map(|e| e.clone()).unwrap_or_default();
+    assert!(
+        early.is_empty(),
+        "handled before an earlier message finished: {early:?}"
+    );
+    let shares = order.by_instance.lock().map(|n| *n).unwrap_or_default();
+    assert!(
+        shares[0] > 0 && shares[1] > 0,
+        "both instances took part: {shares:?}"
+    );
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
