@@ -225,10 +225,12 @@ wait_until() {
   done
 }
 
+# stop_spin: SIGTERM to spin up's process group (its plugins included, even when spin up
+# itself has exited already), SIGKILL to what is left after 5 s.
 stop_spin() {
-  if [[ -n "$SPIN_PID" ]] && kill -0 "$SPIN_PID" 2>/dev/null; then
+  if [[ -n "$SPIN_PID" ]] && kill -0 -- "-$SPIN_PID" 2>/dev/null; then
     kill -TERM -- "-$SPIN_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SPIN_PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do kill -0 -- "-$SPIN_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$SPIN_PID" 2>/dev/null || true
   fi
   SPIN_PID=""
