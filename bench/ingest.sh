@@ -7,7 +7,9 @@
 # Each: time from the first publish until the last id is readable through
 # GET /api/tasks/:id (the writer applies events in publish order, so the last visible
 # means all are; the baseline: until it has committed all N). ROUNDS rounds, medians.
-# Then publish→visible latency for single events at a low rate, in both modes.
+# Then publish→visible latency for single events at a low rate, in both modes; and, with a
+# second JetStream instance sharing the consumer and the stores, the JetStream rounds again
+# (what per-task order across instances costs: one pull at a time).
 #   BENCH_EVENTS=10000 BENCH_ROUNDS=3 BENCH_LATENCY_EVENTS=300 bench/ingest.sh
 set -euo pipefail
 source "$(dirname "$0")/../tests/lib.sh"
@@ -75,15 +77,31 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round: JetStream $js events/s, core $core events/s, native baseline $base events/s"
   echo "$js $core $base" >>"$results"
 done
-for mode in jetstream core; do
-  stored=$(kv_count "$WORK/$mode" tasks "task:${mode:0:1}%")
-  [[ "$stored" == $((EVENTS * ROUNDS)) ]] ||
-    { echo "$mode: expected $((EVENTS * ROUNDS)) stored tasks, found $stored" >&2; exit 1; }
-done
-
 lat_js=$(NATS_URL=$jetstream_NATS nats_tool latency --http "127.0.0.1:$jetstream_PORT" --count "$LAT_EVENTS" --jetstream)
 lat_core=$(NATS_URL=$core_NATS nats_tool latency --http "127.0.0.1:$core_PORT" --count "$LAT_EVENTS")
-python3 - "$results" "$EVENTS" "$lat_js" "$lat_core" <<'PY' | tee "$OUT/ingest.txt"
+
+# A second JetStream instance: same stores, same server, same durable consumer.
+PORT=$(free_port)
+start_spin "$WORK/jetstream" "$PORT" "$WORK/jetstream/logs-2" state-2
+PIDS+=("$SPIN_PID"); SPIN_PID=""
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$WORK/jetstream/logs-2/spin-up.txt" "writer ← tasks" 30
+two="$WORK/two"; : >"$two"
+for round in $(seq "$ROUNDS"); do
+  rate=$(spin_rate jetstream "$((ROUNDS + round))" --jetstream)
+  echo "round $round: JetStream with 2 instances $rate events/s"
+  echo "$rate" >>"$two"
+done
+second=$(grep -c '\] CREATE task=j' "$WORK/jetstream/logs-2/writer_stdout.txt" || true)
+
+for mode in jetstream core; do
+  stored=$(kv_count "$WORK/$mode" tasks "task:${mode:0:1}%")
+  want=$((EVENTS * ROUNDS)); [[ $mode == jetstream ]] && want=$((want * 2))
+  [[ "$stored" == "$want" ]] ||
+    { echo "$mode: expected $want stored tasks, found $stored" >&2; exit 1; }
+done
+
+python3 - "$results" "$EVENTS" "$lat_js" "$lat_core" "$two" "$second" <<'PY' | tee "$OUT/ingest.txt"
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
 js, core, base = (statistics.median(r[i] for r in rows) for i in range(3))
@@ -91,6 +109,8 @@ print(f"Ingest benchmark, {sys.argv[2]} tasks.created events per round, medians 
 print(f"JetStream mode (stream → batches of ≤100 → writer): {js:8.0f} events/s  {js/base:5.2f}x baseline (target >= 3x: {'met' if js/base >= 3 else 'NOT met'})")
 print(f"core mode (one guest call per event):              {core:8.0f} events/s  {core/base:5.2f}x baseline")
 print(f"native baseline (async-nats → SQLite, 1 commit/event): {base:5.0f} events/s")
+two = statistics.median(float(l) for l in open(sys.argv[5]))
+print(f"JetStream mode, 2 instances on one consumer:        {two:8.0f} events/s  {two/js:5.2f}x one instance (the second instance applied {sys.argv[6]} of its events)")
 print(f"publish→visible, JetStream (publish acknowledged by the stream first): {sys.argv[3].split(': ', 1)[1]}")
 print(f"publish→visible, core:                                                 {sys.argv[4].split(': ', 1)[1]}")
 PY
