@@ -92,7 +92,7 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round: JetStream with 2 instances $rate events/s"
   echo "$rate" >>"$two"
 done
-second=$(grep -c '\] CREATE task=j' "$WORK/jetstream/logs-2/writer_stdout.txt" || true)
+second=$(cat "$WORK/jetstream/logs-2/writer_stdout.txt" 2>/dev/null | grep -c "\\] CREATE task=j" || true)
 
 for mode in jetstream core; do
   stored=$(kv_count "$WORK/$mode" tasks "task:${mode:0:1}%")
@@ -110,7 +110,7 @@ print(f"JetStream mode (stream → batches of ≤100 → writer): {js:8.0f} even
 print(f"core mode (one guest call per event):              {core:8.0f} events/s  {core/base:5.2f}x baseline")
 print(f"native baseline (async-nats → SQLite, 1 commit/event): {base:5.0f} events/s")
 two = statistics.median(float(l) for l in open(sys.argv[5]))
-print(f"JetStream mode, 2 instances on one consumer:        {two:8.0f} events/s  {two/js:5.2f}x one instance (the second instance applied {sys.argv[6]} of its events)")
+print(f"JetStream mode, 2 instances on one consumer:        {two:8.0f} events/s  {two/js:5.2f}x one instance (the second applied {sys.argv[6]} of them: a standby takes over only when a pull is free)")
 print(f"publish→visible, JetStream (publish acknowledged by the stream first): {sys.argv[3].split(': ', 1)[1]}")
 print(f"publish→visible, core:                                                 {sys.argv[4].split(': ', 1)[1]}")
 PY
