@@ -1,14 +1,21 @@
 //! `web`: the HTTP component. Translates Spin requests to [`tasks_site`] and
 //! back; reads tasks through the `tasks:store/reader` import, which Spin
 //! satisfies with the `kv-read` component. Logs one line in, one line out.
+//!
+//! It exports the WASI 0.3 HTTP handler, so Spin 4 reuses an instance for
+//! many requests (up to 128 by default); the stores it opens and the
+//! variables it reads are kept for the instance's life (`tasks-spin-kv`).
+//! Everything it reads from the stores is read again on every request.
 
 mod admin;
 mod source;
 
 use std::time::Instant;
 
-use spin_sdk::http::{Request, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use tasks_site::correlation;
+use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -19,35 +26,60 @@ mod bindings {
     });
 }
 
-/// The exported HTTP handler: the SDK's macro expands to `unsafe` glue.
+/// The exported WASI 0.3 HTTP handler: the export macro expands to `unsafe` glue.
 #[allow(unsafe_code)]
 mod entry {
-    #[spin_sdk::http_component]
-    fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::serve(req)
+    use wasip3::http::types::{ErrorCode, Request, Response};
+
+    struct Web;
+
+    impl wasip3::exports::http::handler::Guest for Web {
+        async fn handle(request: Request) -> Result<Response, ErrorCode> {
+            let request = super::http_from_wasi_request(request)?;
+            super::http_into_wasi_response(super::serve(request).await)
+        }
     }
+
+    wasip3::http::service::export!(Web with_types_in wasip3);
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
-    req.header(name).and_then(|h| h.as_str()).map(str::to_owned)
+    req.headers()
+        .get(name)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
 }
 
-fn serve(req: Request) -> Response {
+async fn serve(req: Request) -> Response<Full<Bytes>> {
     let start = Instant::now();
-    let cid = correlation::resolve(req.header(correlation::HEADER).and_then(|h| h.as_str()));
+    let cid = correlation::resolve(header(&req, correlation::HEADER).as_deref());
     let method = req.method().to_string();
-    let query = req.query();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     let sep = if query.is_empty() { "" } else { "?" };
-    println!("[{cid}] → {method} {}{sep}{query}", req.path());
+    println!("[{cid}] → {method} {path}{sep}{query}");
 
+    let if_none_match = header(&req, "if-none-match");
+    let timestamp = header(&req, tasks_signing::TIMESTAMP_HEADER);
+    let signature = header(&req, tasks_signing::SIGNATURE_HEADER);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(e) => {
+            println!(
+                "[{cid}] ← 400 ({} ms): could not read the request body: {e}",
+                start.elapsed().as_millis()
+            );
+            return plain(400, "could not read the request body\n");
+        }
+    };
     let site_req = tasks_site::Request {
         method,
-        path: req.path().to_owned(),
-        query: query.to_owned(),
-        if_none_match: header(&req, "if-none-match"),
-        timestamp: header(&req, tasks_signing::TIMESTAMP_HEADER),
-        signature: header(&req, tasks_signing::SIGNATURE_HEADER),
-        body: req.body().to_vec(),
+        path,
+        query,
+        if_none_match,
+        timestamp,
+        signature,
+        body,
     };
     let resp = tasks_site::handle(&site_req, &cid, &source::Reader, &admin::SpinAdmin);
 
@@ -56,10 +88,26 @@ fn serve(req: Request) -> Response {
         resp.status,
         start.elapsed().as_millis()
     );
-    let mut builder = Response::builder();
-    builder.status(resp.status);
+    let mut builder = Response::builder().status(resp.status);
     for (name, value) in resp.headers {
-        builder.header(name, value);
+        builder = builder.header(name, value);
     }
-    builder.body(resp.body).build()
+    builder
+        .body(Full::new(Bytes::from(resp.body)))
+        .unwrap_or_else(|e| {
+            println!("[{cid}] could not build the response: {e}");
+            plain(500, "internal error\n")
+        })
+}
+
+/// A plain-text response (when the request or response could not be translated).
+fn plain(status: u16, text: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }

@@ -7,7 +7,9 @@ pub mod notify;
 pub mod tasks;
 pub mod writer;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 use tasks_storage::{AtomicKv, KeyValue, StoreError};
@@ -17,7 +19,28 @@ pub struct SpinKv {
     label: &'static str,
     /// A store that failed to open answers every call with that failure, so
     /// callers handle it like any other store error (the writer defers).
-    bucket: OnceCell<Result<store::Bucket, StoreError>>,
+    bucket: OnceCell<Result<Rc<store::Bucket>, StoreError>>,
+}
+
+thread_local! {
+    /// Stores opened by this instance, by label: a component instance that
+    /// Spin reuses across requests (the WASI 0.3 web, and kv-read composed
+    /// into it) opens each store once, not once per request. A failed open
+    /// is not kept, so the next call tries again.
+    static OPENED: RefCell<HashMap<&'static str, Rc<store::Bucket>>> = RefCell::new(HashMap::new());
+    /// Variables read by this instance: Spin's variables do not change while
+    /// the app runs, and an instance lives for at most a few hundred requests.
+    static VARIABLES: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+}
+
+/// The store labelled `label`, opened once per instance.
+fn open_bucket(label: &'static str) -> Result<Rc<store::Bucket>, StoreError> {
+    if let Some(bucket) = OPENED.with(|o| o.borrow().get(label).cloned()) {
+        return Ok(bucket);
+    }
+    let bucket = Rc::new(store::open(label).map_err(|e| describe(label, e))?);
+    OPENED.with(|o| o.borrow_mut().insert(label, bucket.clone()));
+    Ok(bucket)
 }
 
 fn describe(label: &str, e: store::Error) -> StoreError {
@@ -53,8 +76,9 @@ impl SpinKv {
 
     fn bucket(&self) -> Result<&store::Bucket, StoreError> {
         self.bucket
-            .get_or_init(|| store::open(self.label).map_err(|e| describe(self.label, e)))
+            .get_or_init(|| open_bucket(self.label))
             .as_ref()
+            .map(|b| b.as_ref())
             .map_err(Clone::clone)
     }
 }
@@ -62,10 +86,15 @@ impl SpinKv {
 /// The application variable `name`, trimmed; unset, unreadable and empty
 /// all read as `None`. The one way our components read Spin variables.
 pub fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
+    if let Some(value) = VARIABLES.with(|v| v.borrow().get(name).cloned()) {
+        return value;
+    }
+    let value = spin_sdk::variables::get(name)
         .ok()
         .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+        .filter(|v| !v.is_empty());
+    VARIABLES.with(|v| v.borrow_mut().insert(name.to_owned(), value.clone()));
+    value
 }
 
 /// A fresh unique id (correlation ids, record keys, cache generations).
