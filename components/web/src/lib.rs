@@ -62,14 +62,20 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
     let if_none_match = header(&req, "if-none-match");
     let timestamp = header(&req, tasks_signing::TIMESTAMP_HEADER);
     let signature = header(&req, tasks_signing::SIGNATURE_HEADER);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(e) => {
-            println!(
-                "[{cid}] ← 400 ({} ms): could not read the request body: {e}",
-                start.elapsed().as_millis()
-            );
-            return plain(400, "could not read the request body\n");
+    // GET and HEAD carry no body we use: not reading it saves the stream's host calls.
+    let reads_body = !matches!(method.as_str(), "GET" | "HEAD");
+    let body = if !reads_body {
+        Vec::new()
+    } else {
+        match req.into_body().collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) => {
+                println!(
+                    "[{cid}] ← 400 ({} ms): could not read the request body: {e}",
+                    start.elapsed().as_millis()
+                );
+                return plain(400, "could not read the request body\n");
+            }
         }
     };
     let site_req = tasks_site::Request {
