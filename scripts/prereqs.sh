@@ -27,15 +27,19 @@ fi
 
 if [[ "${1:-}" == "--need" && "${2:-}" == "spin" ]]; then
   if ! command -v spin >/dev/null; then
-    say "missing: the Spin CLI (>= 4.0). Install it from https://spinframework.dev/install"
+    say "missing: the Spin CLI (4.0.x). Install it from https://spinframework.dev/install"
     say "  (or build it from github.com/spinframework/spin at tag v4.0.2: cargo build --release)"
     missing=1
   else
     version=$(spin --version | awk '{print $2}')
     major=${version%%.*}
+    minor=${version#*.}; minor=${minor%%.*}
     if [[ "$major" =~ ^[0-9]+$ ]] && (( major < 4 )); then
-      say "spin $version is too old: spin-tasks needs Spin >= 4.0"
+      say "spin $version is too old: spin-tasks needs Spin 4.0.x"
       missing=1
+    elif [[ "$major.$minor" != "4.0" ]]; then
+      # Not fatal: a later Spin may still implement the WASI 0.3 release candidate web uses.
+      say "note: spin $version is not 4.0.x; the web component's WASI 0.3 handler targets the release candidate Spin 4.0 implements (wasi:http@0.3.0-rc-2026-03-15)"
     fi
   fi
 fi
