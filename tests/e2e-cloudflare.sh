@@ -4,13 +4,16 @@
 # KV REST API) behind our fault-injecting, counting proxy (tools/cf-fault-proxy).
 # Checks publish → visible, the bulk flush to Cloudflare, cached reads costing
 # no calls, 429s during a flush, the signed purge (one good, six bad), and a
-# missing variable named on the first request. Cannot run without Node.js: see
+# missing variable named on the first request, and JetStream batches on this backend.
+# Cannot run without Node.js or nats-py: see
 # cannot_run in lib.sh (fails under CI=true, else `SKIPPED: …` with the fix).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3 node npm
+python3 -c 'import nats' 2>/dev/null ||
+  cannot_run "the Python NATS client is not installed" "pip install nats-py"
 
 suite_dirs e2e-cloudflare; mkdir -p "$OUT/logs"
 use_core_mode   # its checks read the writer's replies to requests (core NATS)
@@ -104,6 +107,21 @@ check "after the flush the web is told (signed)" \
   wait_until 15 grep -q "PURGE http://127.0.0.1:$PORT/api/cache/purge → 200" "$OUT/logs-notify/retrier_stdout.txt"
 check "  … and purged that task" grep -q "PURGE tasks cf-1" "$OUT/logs-notify/web_stdout.txt"
 unset SPIN_VARIABLE_VERIFY_WRITES SPIN_VARIABLE_WEB_PURGE_URL SPIN_VARIABLE_WEB_PURGE_ORIGIN
+
+echo "==> JetStream mode (the manifest as shipped): batches of creates and updates, on Cloudflare"
+stop_spin
+app_manifest jetstream "$WORK/spin-jetstream.toml"
+SPIN_MANIFEST="$WORK/spin-jetstream.toml" start_spin "$WORK" "$PORT" "$OUT/logs-jetstream"
+wait_http "http://127.0.0.1:$PORT/health" 60
+wait_log "$OUT/logs-jetstream/spin-up.txt" "writer ← tasks" 30
+check "300 creates + 300 updates acknowledged by the stream" \
+  python3 "$ROOT/tests/js_publish.py" --server "$NATS_URL" --tasks 300 --updates 1 --prefix cfj-
+check "the plugin hands the writer batches" grep -q "component writer exports handle-batch: up to 100 messages per call" "$OUT/logs-jetstream/spin-up.txt"
+check "all visible at version 2 with the last title" \
+  wait_until 30 bash -c "[[ \$(curl -sS 'http://127.0.0.1:$PORT/api/tasks/cfj-000299' | jq -r '[.version,.title]|join(\",\")') == '2,cfj-000299 v2' ]]"
+check "flushed to Cloudflare" wait_until 30 flushed
+check "the last task is in Cloudflare at version 2" is "$(remote_value task:cfj-000299 | jq -r '[.version,.title]|join(",")')" "2,cfj-000299 v2"
+check "the first task too" is "$(remote_value task:cfj-000000 | jq -r '[.version,.title]|join(",")')" "2,cfj-000000 v2"
 
 echo "==> a missing variable is named on the first request"
 stop_spin

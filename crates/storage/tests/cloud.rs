@@ -668,3 +668,72 @@ fn a_purged_task_is_fetched_again_not_taken_for_absent() {
     // The listing is still fresh, yet the purged key is asked for again.
     assert_eq!(get(&s, &remote, "task:a").as_deref(), Some("2"));
 }
+
+#[test]
+fn a_batch_on_the_working_copy_flushes_each_task_at_its_last_version() {
+    let (s, remote) = (Stores::new(), FakeRemote::default());
+    remote.put("task:old", r#"{"id":"old","title":"old","status":"pending","createdAt":"2026-11-23T00:00:00.000Z","updatedAt":"2026-11-23T00:00:00.000Z","version":1}"#);
+    let msgs: Vec<(&str, String, u64)> = (0..50)
+        .flat_map(|i| {
+            let id = format!("b-{i}");
+            [
+                (
+                    "tasks.created",
+                    format!(r#"{{"id":"{id}","title":"{id} v1"}}"#),
+                    0,
+                ),
+                (
+                    "tasks.updated",
+                    format!(r#"{{"id":"{id}","title":"{id} v2"}}"#),
+                    0,
+                ),
+            ]
+        })
+        .chain([(
+            "tasks.updated",
+            r#"{"id":"old","title":"old v2"}"#.to_owned(),
+            0,
+        )])
+        .enumerate()
+        .map(|(i, (subject, payload, _))| (subject, payload, i as u64 + 1))
+        .collect();
+    let incoming: Vec<Incoming> = msgs
+        .iter()
+        .map(|(subject, payload, seq)| Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: Some(*seq),
+        })
+        .collect();
+    let (clock, unique, log) = (s.clock(), s.unique(), s.log());
+    let outcomes = s.with_kv(&remote, |kv| {
+        Writer {
+            tasks: kv,
+            local: &*s.local,
+            clock: &clock,
+            unique: &unique,
+            log: &log,
+            verify_writes: false,
+        }
+        .handle_batch(&incoming)
+    });
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Handled::Applied { .. }))),
+        "{outcomes:?}"
+    );
+    s.flush(&remote).expect("flushed");
+    let remote_task = |id: &str| {
+        remote
+            .value(&format!("task:{id}"))
+            .and_then(|b| Task::from_json(&b).ok())
+            .map(|t| (t.version, t.title))
+    };
+    assert_eq!(remote_task("b-0"), Some((2, "b-0 v2".to_owned())));
+    assert_eq!(remote_task("b-49"), Some((2, "b-49 v2".to_owned())));
+    assert_eq!(remote_task("old"), Some((2, "old v2".to_owned())));
+    assert!(s.flush_records().is_empty(), "everything flushed");
+}
