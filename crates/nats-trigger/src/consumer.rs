@@ -29,6 +29,12 @@ const PULL_RETRY: Duration = Duration::from_secs(1);
 /// Wait before pulling again while another instance's pull is open.
 const STANDBY_POLL: Duration = Duration::from_millis(50);
 
+/// How long a pull's first message waits for earlier deliveries held by
+/// another instance to be acknowledged before that instance counts as gone.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(2);
+/// How often that wait asks the server.
+const TAKEOVER_POLL: Duration = Duration::from_millis(20);
+
 /// How the server refuses a pull while another one is waiting
 /// (`max_waiting` 1: one instance pulls at a time).
 const OTHER_PULL_OPEN: &str = "Exceeded MaxWaiting";
@@ -222,6 +228,7 @@ impl Pulling {
             // handed newer messages (of the same tasks, maybe) while this one
             // may still be working on earlier ones of this pull.
             let mut done = Vec::new();
+            let mut checked = false;
             loop {
                 let first = tokio::select! {
                     biased;
@@ -255,6 +262,16 @@ impl Pulling {
                         _ => break,
                     }
                 }
+                if !checked {
+                    checked = true;
+                    if !self.earlier_deliveries_settled(&batch[0], &mut stop).await {
+                        self.step_back(batch, &mut messages, &mut stop).await;
+                        stopping |= *stop.borrow();
+                        break;
+                    }
+                    // The wait above may have seen the stop.
+                    stopping |= *stop.borrow();
+                }
                 handled += batch.len();
                 let (ok, back) = self.handle(batch).await;
                 done.extend(ok);
@@ -283,6 +300,75 @@ impl Pulling {
             "{}: stopped pulling ({handled} messages handled)",
             self.sub.subject
         ));
+    }
+
+    /// Whether every message delivered before `first` (the first message of
+    /// a pull) is acknowledged: the consumer's acknowledgement floor has
+    /// reached it. Another instance finishing its pull acknowledges within
+    /// milliseconds; one that died holding messages never does, and after
+    /// [`TAKEOVER_GRACE`] this returns false. When the server cannot be
+    /// asked, or on `stop`, it returns true (the pull is handled as before).
+    async fn earlier_deliveries_settled(
+        &mut self,
+        first: &jetstream::Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let Ok(seq) = first.info().map(|i| i.stream_sequence) else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
+        loop {
+            match self.consumer.info().await {
+                Ok(info) if info.ack_floor.stream_sequence + 1 >= seq => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    log(&format!("{}: consumer info: {e}", self.sub.subject));
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = stop.changed() => return true,
+                _ = tokio::time::sleep(TAKEOVER_POLL) => {}
+            }
+        }
+    }
+
+    /// This pull came while earlier messages were still held by an instance
+    /// that is gone: hands back what it brought, to come again after those
+    /// (which are due again within `ack_wait`), and waits `ack_wait` before
+    /// pulling, so the next pull starts with them.
+    async fn step_back(
+        &self,
+        batch: Vec<jetstream::Message>,
+        messages: &mut pull::Batch,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let mut back = batch;
+        while let Some(Ok(m)) = messages.next().await {
+            back.push(m);
+        }
+        let wait = self.plan.consumer.ack_wait;
+        for msg in &back {
+            if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
+                log(&format!(
+                    "{}: could not hand a message back ({e}); it is delivered again after ack_wait",
+                    self.sub.subject
+                ));
+            }
+        }
+        log(&format!(
+            "{}: earlier messages are held by an instance that stopped or died; the {} this pull brought come again after them, pulling again in {} s",
+            self.sub.subject,
+            back.len(),
+            wait.as_secs()
+        ));
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
     }
 
     /// Deliveries left unacknowledged by an instance that died come back

@@ -653,3 +653,78 @@ async fn two_instances_on_one_consumer_never_handle_a_message_before_the_earlier
     b.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_standby_does_not_overtake_messages_an_instance_died_holding() -> TestResult {
+    let server = JsServer::start();
+    let sub = js_sub(json!({"batch": 20, "ack_wait_ms": 3000, "max_wait_ms": 1000}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    // (instance, payload) in the order handling started; each call takes 150 ms,
+    // so whoever takes the first messages still holds most of them a moment later.
+    let started: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let handler = |instance: usize| -> Arc<dyn listener::Handler> {
+        let started = started.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let started = started.clone();
+            Box::pin(async move {
+                if let Ok(mut s) = started.lock() {
+                    s.push((instance, String::from_utf8_lossy(&msg.payload).into_owned()));
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Ok(())
+            })
+        })
+    };
+    let mut running = vec![
+        Some(run_listener(&server.url(), sub.clone(), handler(0)).await?),
+        Some(run_listener(&server.url(), sub, handler(1)).await?),
+    ];
+    let js = jetstream::new(client);
+    for i in 0..5 {
+        js.publish("tasks.created", format!("old-{i}").into())
+            .await?
+            .await?;
+    }
+    let first_taker = || started.lock().ok().and_then(|s| s.first().map(|(i, _)| *i));
+    assert!(until(5, || first_taker().is_some()).await);
+    let dead = first_taker().unwrap_or(0);
+    // It dies holding its pull (nothing of it acknowledged: that happens when the pull is over).
+    if let Some(r) = running[dead].take() {
+        r.task.abort();
+    }
+    for i in 0..5 {
+        js.publish("tasks.created", format!("new-{i}").into())
+            .await?
+            .await?;
+    }
+    let survivor = 1 - dead;
+    let by_survivor = || -> Vec<String> {
+        started
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(i, _)| *i == survivor)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        until(20, || by_survivor().iter().any(|p| p == "new-4")).await,
+        "{:?}",
+        by_survivor()
+    );
+    // Every old message comes back to the survivor before any new one.
+    let seen = by_survivor();
+    let first_new = seen.iter().position(|p| p.starts_with("new-"));
+    let last_old = seen.iter().rposition(|p| p.starts_with("old-"));
+    assert!(
+        last_old.is_some() && first_new > last_old,
+        "the survivor handled a newer message before the dead instance's: {seen:?}"
+    );
+    if let Some(r) = running[survivor].take() {
+        r.stop().await?;
+    }
+    Ok(())
+}
