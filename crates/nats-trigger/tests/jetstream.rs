@@ -676,7 +676,7 @@ async fn a_standby_does_not_overtake_messages_an_instance_died_holding() -> Test
             })
         })
     };
-    let mut running = vec![
+    let mut running = [
         Some(run_listener(&server.url(), sub.clone(), handler(0)).await?),
         Some(run_listener(&server.url(), sub, handler(1)).await?),
     ];
