@@ -273,7 +273,7 @@ impl Pulling {
                     stopping |= *stop.borrow();
                 }
                 handled += batch.len();
-                let (ok, back) = self.handle(batch).await;
+                let (ok, back) = self.handle_keeping_alive(batch, &done).await;
                 done.extend(ok);
                 if !back.is_empty() {
                     // The failed message, what followed it, and what this pull
@@ -434,6 +434,35 @@ impl Pulling {
             }
         };
         (batch, back)
+    }
+
+    /// [`Pulling::handle`], telling the server every third of `ack_wait`
+    /// that the batch and the pull's messages handled so far (`done`, not
+    /// acknowledged until the pull is over) are still being worked on, so a
+    /// pull that takes longer than `ack_wait` is not delivered again while
+    /// this instance holds it.
+    async fn handle_keeping_alive(
+        &self,
+        batch: Vec<jetstream::Message>,
+        done: &[jetstream::Message],
+    ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
+        let held: Vec<jetstream::Message> = batch.iter().chain(done).cloned().collect();
+        let every = self.plan.consumer.ack_wait / 3;
+        let handling = self.handle(batch);
+        tokio::pin!(handling);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut handling => return result,
+                _ = tick.tick() => {
+                    for msg in &held {
+                        // Best effort: a lost one only risks a redelivery, which
+                        // the component recognises by stream sequence.
+                        let _ = msg.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Settles each of `msgs` (see [`Pulling::settle`]).

@@ -158,6 +158,12 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
              a message still being handled would be delivered again"
         ));
     }
+    if ack_wait_ms <= max_wait_ms {
+        return Err(format!(
+            "ack_wait_ms ({ack_wait_ms}) must be more than max_wait_ms ({max_wait_ms}): \
+             messages of an open pull would be delivered again"
+        ));
+    }
     let max_deliver = e.max_deliver.unwrap_or(-1);
     if max_deliver == 0 || max_deliver < -1 {
         return Err(format!(
@@ -356,6 +362,16 @@ mod tests {
             let got = plan(&e, 30_000).expect_err(want);
             assert!(got.contains(want), "{got} / {want}");
         }
+        // A pull stays open up to max_wait_ms with its messages unacknowledged.
+        let got = plan(
+            &js(serde_json::json!({"ack_wait_ms": 5_000, "max_wait_ms": 10_000})),
+            1_000,
+        )
+        .expect_err("ack_wait_ms below max_wait_ms");
+        assert!(
+            got.contains("ack_wait_ms (5000) must be more than max_wait_ms (10000)"),
+            "{got}"
+        );
     }
 
     #[test]

@@ -728,3 +728,46 @@ async fn a_standby_does_not_overtake_messages_an_instance_died_holding() -> Test
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pull_that_takes_longer_than_ack_wait_is_not_delivered_again() -> TestResult {
+    let server = JsServer::start();
+    // Five messages, 1.2 s each, in one pull: 6 s, more than twice ack_wait.
+    let sub = js_sub(json!({"batch": 5, "handler_timeout_ms": 2000, "ack_wait_ms": 2500}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    publish(&server.url(), 5, "slow-").await?;
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler: Arc<dyn listener::Handler> = {
+        let calls = calls.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let calls = calls.clone();
+            Box::pin(async move {
+                let delivered = msg.stream.map_or(0, |s| s.delivered);
+                if let Ok(mut c) = calls.lock() {
+                    c.push(format!(
+                        "{}#{delivered}",
+                        String::from_utf8_lossy(&msg.payload)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                Ok(())
+            })
+        })
+    };
+    let running = run_listener(&server.url(), sub, handler).await?;
+    let count = || calls.lock().map(|c| c.len()).unwrap_or(0);
+    assert!(until(15, || count() >= 5).await);
+    // Long enough for a redelivery to show up if the server had given up on them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = calls.lock().map(|c| c.clone()).unwrap_or_default();
+    let expected: Vec<String> = (0..5).map(|i| format!("slow-{i}#1")).collect();
+    assert_eq!(seen, expected, "each handled once, on its first delivery");
+    assert_eq!(
+        consumer_counts(&server.url()).await?,
+        (0, 0),
+        "all acknowledged"
+    );
+    running.stop().await?;
+    Ok(())
+}
