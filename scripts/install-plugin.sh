@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=plugins/trigger-nats
 # What the plugin is built from: a change to any of these is a new build.
-inputs=("$dir" crates/nats-trigger wit/spin-nats Cargo.toml)
+inputs=("$dir" crates/trigger-nats-core Cargo.toml)
 export CARGO_TARGET_DIR=${TRIGGER_NATS_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/plugin-target}
 bin=$CARGO_TARGET_DIR/release/trigger-nats
 out=$CARGO_TARGET_DIR/package

@@ -13,7 +13,7 @@ use tasks_storage::testing::Hooked;
 mod bindings {
     wit_bindgen::generate!({
         world: "nats-trigger",
-        path: "../../wit/spin-nats",
+        path: "../../plugins/trigger-nats/wit",
     });
 
     use super::Variant;

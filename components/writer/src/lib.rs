@@ -1,5 +1,5 @@
 //! `writer`: the NATS-triggered component. Exports `handle-batch`
-//! (`wit/spin-nats`, world `nats-batch-trigger`): each batch goes to
+//! (`plugins/trigger-nats/wit`, world `nats-batch-trigger`): each batch goes to
 //! [`tasks_spin_kv::writer::handle_messages`] ([`tasks_storage::Writer`] over
 //! Spin key-value, a whole JetStream pull in few store calls): task documents
 //! in the `tasks` store; dead letters and the outbox in the local `default`
@@ -18,7 +18,7 @@ use tasks_storage::StoreError;
 mod bindings {
     wit_bindgen::generate!({
         world: "nats-batch-trigger",
-        path: "../../wit/spin-nats",
+        path: "../../plugins/trigger-nats/wit",
     });
 
     use super::WriterComponent;

@@ -7,9 +7,9 @@
 //! The local store is a parameter so a benchmark can build a variant of the
 //! component around the same code (bench/writer-no-order-check).
 
-use nats_trigger_core::{HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
 use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
+use trigger_nats_core::{HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 
 use crate::tasks::TasksStore;
 use crate::{log, notify, unique};

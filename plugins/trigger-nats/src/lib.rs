@@ -1,6 +1,6 @@
 //! The Spin side of the NATS trigger: reads the manifest, resolves
 //! variables, and runs a component per message. Connecting, subscribing,
-//! replies and draining live in `nats-trigger-core` (tested without Spin).
+//! replies and draining live in `trigger-nats-core` (tested without Spin).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +8,20 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use futures::FutureExt;
-use nats_trigger_core::Subscription;
-use nats_trigger_core::config::{self, TriggerConfig, TriggerMetadata};
-use nats_trigger_core::lifecycle::Ancestry;
-use nats_trigger_core::listener::{self, BatchFuture, Handler, HandlerFuture, Message};
 use spin_factor_variables::VariablesFactor;
 use spin_factors::RuntimeFactors;
 use spin_trigger::cli::NoCliArgs;
 use spin_trigger::{App, Trigger, TriggerApp};
 use tokio::sync::{Notify, watch};
+use trigger_nats_core::Subscription;
+use trigger_nats_core::config::{self, TriggerConfig, TriggerMetadata};
+use trigger_nats_core::lifecycle::Ancestry;
+use trigger_nats_core::listener::{self, BatchFuture, Handler, HandlerFuture, Message};
 
-/// Host bindings of the guest worlds in `wit/spin-nats`: one message per call.
+/// Host bindings of the guest worlds in `plugins/trigger-nats/wit`: one message per call.
 mod single {
     wasmtime::component::bindgen!({
-        path: "../../wit/spin-nats",
+        path: "wit",
         world: "nats-trigger",
         imports: { default: async },
         exports: { default: async },
@@ -31,7 +31,7 @@ mod single {
 /// A batch per call.
 mod batch {
     wasmtime::component::bindgen!({
-        path: "../../wit/spin-nats",
+        path: "wit",
         world: "nats-batch-trigger",
         imports: { default: async },
         exports: { default: async },
@@ -66,7 +66,7 @@ impl Export {
             Ok(Export::Message)
         } else {
             Err(anyhow!(
-                "component {component:?} exports neither handle-batch nor handle-message of spin-nats:trigger (wit/spin-nats): it cannot be triggered by NATS"
+                "component {component:?} exports neither handle-batch nor handle-message of spin-nats:trigger (plugins/trigger-nats/wit): it cannot be triggered by NATS"
             ))
         }
     }
@@ -136,7 +136,7 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let subscriptions = nats_trigger_core::plan::plan(&entries)?;
+        let subscriptions = trigger_nats_core::plan::plan(&entries)?;
         Ok(NatsTrigger {
             metadata,
             subscriptions,

@@ -4,10 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nats_trigger_core::HANDLER_TIMEOUT_HEADER;
-use nats_trigger_core::config::Credentials;
-use nats_trigger_core::listener::{self, Stats};
 use support::*;
+use trigger_nats_core::HANDLER_TIMEOUT_HEADER;
+use trigger_nats_core::config::Credentials;
+use trigger_nats_core::listener::{self, Stats};
 
 #[tokio::test]
 async fn requests_get_ok_or_error_acks_and_the_loop_goes_on() -> TestResult {

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use nats_trigger_core::config::{self, TriggerConfig};
-use nats_trigger_core::consumer::provision;
-use nats_trigger_core::listener::{self, HandlerFuture, Message};
-use nats_trigger_core::plan::{self, Subscription};
-use nats_trigger_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 use serde_json::json;
 use support::*;
+use trigger_nats_core::config::{self, TriggerConfig};
+use trigger_nats_core::consumer::provision;
+use trigger_nats_core::listener::{self, HandlerFuture, Message};
+use trigger_nats_core::plan::{self, Subscription};
+use trigger_nats_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 
 /// A `nats-server -js` whose store is a fresh directory, removed at drop.
 struct JsServer {

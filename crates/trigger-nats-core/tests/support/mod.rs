@@ -7,12 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nats_trigger_core::HANDLER_TIMEOUT_HEADER;
-use nats_trigger_core::Subscription;
-use nats_trigger_core::config::Credentials;
-use nats_trigger_core::listener::{self, HandlerFuture, Message, Stats};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use trigger_nats_core::HANDLER_TIMEOUT_HEADER;
+use trigger_nats_core::Subscription;
+use trigger_nats_core::config::Credentials;
+use trigger_nats_core::listener::{self, HandlerFuture, Message, Stats};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
