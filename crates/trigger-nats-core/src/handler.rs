@@ -120,12 +120,15 @@ pub(crate) async fn call_batch(
 ) -> Vec<Result<(), String>> {
     if !handler.takes_batches(&sub.component) {
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut failed = false;
         for msg in batch {
-            if outcomes.iter().any(Result::is_err) {
-                outcomes.push(Err("not handled: an earlier message failed".to_owned()));
+            let outcome = if failed {
+                Err("not handled: an earlier message failed".to_owned())
             } else {
-                outcomes.push(call_with_deadline(handler, sub, msg).await);
-            }
+                call_with_deadline(handler, sub, msg).await
+            };
+            failed |= outcome.is_err();
+            outcomes.push(outcome);
         }
         return outcomes;
     }

@@ -91,27 +91,10 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     None
                 }
             };
-            if let (Some(seq), Some(last)) = (seq, existing.as_ref().and_then(|t| t.stream_seq))
-                && seq <= last
-            {
-                (self.log)(&format!(
-                    "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
-                    ev.kind.verb(),
-                    ev.id
-                ));
+            if self.applied_already(ev, cid, seq, existing.as_ref()) {
                 return Ok(());
             }
-            let mut next = match (ev.kind, &existing) {
-                (EventKind::Updated, None) => {
-                    return Err(Failure::Permanent(format!(
-                        "update of unknown task {:?}",
-                        ev.id
-                    )));
-                }
-                (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
-                _ => merge::created(existing.as_ref(), &ev.id, &ev.fields, now),
-            };
-            next.stream_seq = seq.or(next.stream_seq);
+            let next = merged(ev, existing.as_ref(), now, seq).map_err(Failure::Permanent)?;
             let start = Instant::now();
             if existing.is_none() {
                 // A new id: the document and the new membership stamp go in one
@@ -151,6 +134,30 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         Err(Failure::Contended(format!(
             "compare-and-swap on {key} lost {CAS_ATTEMPTS} times in a row"
         )))
+    }
+
+    /// Whether `ev`, from stream sequence `seq`, is a redelivery of an event
+    /// applied to `existing` already (at or below the sequence it keeps);
+    /// logs the skip.
+    pub(super) fn applied_already(
+        &self,
+        ev: &Event,
+        cid: &str,
+        seq: Option<u64>,
+        existing: Option<&Task>,
+    ) -> bool {
+        let Some((seq, last)) = seq.zip(existing.and_then(|t| t.stream_seq)) else {
+            return false;
+        };
+        if seq > last {
+            return false;
+        }
+        (self.log)(&format!(
+            "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
+            ev.kind.verb(),
+            ev.id
+        ));
+        true
     }
 
     /// With `verify_writes`, reads `key` back and logs whether it holds
@@ -220,4 +227,23 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             ));
         }
     }
+}
+
+/// The task a create or update makes of `existing` as of `now`, carrying
+/// the event's stream sequence; `Err` (a reason to dead-letter it) for an
+/// update of an unknown task. The merge rules' one use for writes, direct
+/// (`apply`) or batched (`events/batch.rs`).
+pub(super) fn merged(
+    ev: &Event,
+    existing: Option<&Task>,
+    now: Timestamp,
+    seq: Option<u64>,
+) -> Result<Task, String> {
+    let mut next = match (ev.kind, existing) {
+        (EventKind::Updated, None) => return Err(format!("update of unknown task {:?}", ev.id)),
+        (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
+        _ => merge::created(existing, &ev.id, &ev.fields, now),
+    };
+    next.stream_seq = seq.or(next.stream_seq);
+    Ok(next)
 }

@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tasks_domain::event::{self, Event, EventKind};
-use tasks_domain::{Task, Timestamp, keys, merge};
+use tasks_domain::{Task, Timestamp, keys};
 
-use crate::events::apply::Writer;
+use crate::events::apply::{Writer, merged};
 use crate::events::health::{self, StoreHealth};
 use crate::events::writer::{Handled, Incoming};
 use crate::kv::{AtomicKv, StoreError, decode_counter};
@@ -196,14 +196,16 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// Handles each message through [`Writer::handle`], stopping at the
     /// first that could not be recorded.
     fn one_by_one(&self, msgs: &[Incoming]) -> Vec<Result<Handled, StoreError>> {
-        let mut outcomes: Vec<Result<Handled, StoreError>> = Vec::new();
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        let mut failed = false;
         for msg in msgs {
-            let failed = outcomes.iter().any(Result::is_err);
-            outcomes.push(if failed {
+            let outcome = if failed {
                 not_recorded()
             } else {
                 self.handle(msg)
-            });
+            };
+            failed |= outcome.is_err();
+            outcomes.push(outcome);
         }
         outcomes
     }
@@ -240,38 +242,22 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         now: Timestamp,
         seq: Option<u64>,
     ) -> Result<(), String> {
-        let last = fold.state.as_ref().and_then(|t| t.stream_seq);
-        if let (Some(seq), Some(last)) = (seq, last)
-            && seq <= last
-        {
-            (self.log)(&format!(
-                "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
-                ev.kind.verb(),
-                ev.id
-            ));
+        if self.applied_already(ev, cid, seq, fold.state.as_ref()) {
             return Ok(());
         }
-        let next = match (ev.kind, &fold.state) {
-            (EventKind::Deleted, _) => None,
-            (EventKind::Updated, None) => {
-                return Err(format!("update of unknown task {:?}", ev.id));
-            }
-            (EventKind::Updated, Some(old)) => Some(merge::updated(old, &ev.fields, now)),
-            (EventKind::Created, existing) => {
-                if let Some(old) = existing {
+        fold.state = match ev.kind {
+            EventKind::Deleted => None,
+            _ => {
+                if let (EventKind::Created, Some(old)) = (ev.kind, &fold.state) {
                     (self.log)(&format!(
                         "[{cid}] CREATE task={} existed: overwrote the given fields, kept createdAt (version {})",
                         ev.id,
                         old.version + 1
                     ));
                 }
-                Some(merge::created(existing.as_ref(), &ev.id, &ev.fields, now))
+                Some(merged(ev, fold.state.as_ref(), now, seq)?)
             }
         };
-        fold.state = next.map(|mut t| {
-            t.stream_seq = seq.or(t.stream_seq);
-            t
-        });
         fold.changed = true;
         Ok(())
     }
