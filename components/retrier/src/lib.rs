@@ -7,11 +7,13 @@
 //! each task's records are claimed with compare-and-swap first.
 
 use tasks_domain::Timestamp;
-use tasks_spin_kv::notify;
-use tasks_spin_kv::tasks::LOCAL_STORE;
+use tasks_spin_kv::{feed, notify};
+use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE};
 use tasks_spin_kv::tasks::TasksStore;
 use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_storage::cloud::Flusher;
+use tasks_storage::feed::Journal;
+use tasks_storage::metrics::{self, Gauges};
 use tasks_storage::{Retrier, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -64,6 +66,7 @@ impl bindings::Guest for RetrierComponent {
             })
             .map_err(failed)?;
         }
+        let journal = Journal::new();
         let writer = Writer {
             tasks: &tasks,
             local: &local,
@@ -71,13 +74,25 @@ impl bindings::Guest for RetrierComponent {
             unique: &unique,
             log: &log,
             verify_writes: notify::verify_writes(),
+            journal: &journal,
         };
         let report = Retrier {
             writer: &writer,
             budget_millis: BUDGET_MILLIS,
         }
-        .tick()
-        .map_err(failed)?;
+        .tick();
+        // What the run applied goes to the change feed even if it then
+        // failed; then the counters are folded, with the gauges it measured.
+        feed::commit(&journal, "-");
+        let report = report.map_err(failed)?;
+        let gauges = Gauges {
+            outbox: report.found as u64,
+            dead_letters: report.dead_letters as u64,
+        };
+        let feed_store = SpinKv::open_lenient(FEED_STORE);
+        if let Err(e) = metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
+            log(&format!("[-] METRICS compaction — FAILED: {e}"));
+        }
         if report.applied + report.rescheduled + report.dead > 0 {
             log(&format!(
                 "[-] TICK outbox={} applied={} rescheduled={} dead={} skipped={}",

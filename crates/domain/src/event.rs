@@ -31,11 +31,27 @@ pub enum EventKind {
 impl EventKind {
     /// The kind published on `subject`, if it is one of ours.
     pub fn from_subject(subject: &str) -> Option<Self> {
-        match subject {
-            "tasks.created" => Some(EventKind::Created),
-            "tasks.updated" => Some(EventKind::Updated),
-            "tasks.deleted" => Some(EventKind::Deleted),
-            _ => None,
+        Self::ALL.into_iter().find(|k| k.subject() == subject)
+    }
+
+    /// Every kind, in subject order.
+    pub const ALL: [EventKind; 3] = [EventKind::Created, EventKind::Updated, EventKind::Deleted];
+
+    /// The subject it is published on (`tasks.created`, …).
+    pub fn subject(self) -> &'static str {
+        match self {
+            EventKind::Created => "tasks.created",
+            EventKind::Updated => "tasks.updated",
+            EventKind::Deleted => "tasks.deleted",
+        }
+    }
+
+    /// `created`, `updated`, `deleted`: the change feed's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
         }
     }
 

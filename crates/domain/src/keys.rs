@@ -2,7 +2,8 @@
 //! so each job enumerates exactly its own keys.
 //!
 //! Store `tasks` (the backend chosen by runtime config) holds task documents
-//! and the membership stamp. Store `default` (always local) holds derived data
+//! and the membership stamp. Store `feed` holds the change feed and the
+//! counters behind `/metrics`. Store `default` (always local) holds derived data
 //! such as the listing index.
 
 /// Prefix of task documents in the `tasks` store.
@@ -85,6 +86,34 @@ pub const FLUSH_LOCK: &str = "flush:lock";
 /// Key in the `default` store of the flush backoff state: present while
 /// flushes to Cloudflare are failing.
 pub const FLUSH_STATE: &str = "flush:state";
+
+/// Counter in the `feed` store: the sequence number of the latest change
+/// feed slot handed out. Writers take a range with one increment.
+pub const FEED_HEAD: &str = "feed:head";
+
+/// How many changes the feed keeps: slot `seq % FEED_CAPACITY` holds change
+/// `seq` until change `seq + FEED_CAPACITY` overwrites it.
+pub const FEED_CAPACITY: u64 = 10_000;
+
+/// Prefix of change feed slots in the `feed` store.
+pub const FEED_SLOT_PREFIX: &str = "feed:slot:";
+
+/// `feed:slot:<seq % FEED_CAPACITY, 5 digits>`: the slot of change `seq`.
+pub fn feed_slot(seq: u64) -> String {
+    format!("{FEED_SLOT_PREFIX}{:05}", seq % FEED_CAPACITY)
+}
+
+/// Key in the `feed` store of the compacted counters behind `/metrics`.
+pub const METRICS_TOTALS: &str = "metrics:totals";
+
+/// Prefix of counter deltas not yet compacted into [`METRICS_TOTALS`].
+pub const METRICS_DELTA_PREFIX: &str = "metrics:delta:";
+
+/// `metrics:delta:<seq, 12 digits>`: the counts written with the feed
+/// range that starts at `seq`.
+pub fn metrics_delta(seq: u64) -> String {
+    format!("{METRICS_DELTA_PREFIX}{seq:012}")
+}
 
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
@@ -217,6 +246,10 @@ mod tests {
             FLUSH_SEQ,
             FLUSH_LOCK,
             FLUSH_STATE,
+            FEED_HEAD,
+            &feed_slot(1),
+            METRICS_TOTALS,
+            &metrics_delta(1),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -244,6 +277,9 @@ mod tests {
         );
         assert_eq!(html_cache("all:50"), "cache:html:all:50");
         assert_eq!(dead_letter_id("dlq:"), None);
+        assert_eq!(feed_slot(3), "feed:slot:00003");
+        assert_eq!(feed_slot(FEED_CAPACITY + 3), feed_slot(3), "a ring");
+        assert_eq!(metrics_delta(42), "metrics:delta:000000000042");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::{SpinKv, variable};
 pub const TASKS_STORE: &str = "tasks";
 /// Store label of local data (outbox, dead letters, caches, flush records).
 pub const LOCAL_STORE: &str = "default";
+/// Store label of the change feed and the counters behind `/metrics`.
+pub const FEED_STORE: &str = "feed";
 
 /// Default working-copy freshness on Cloudflare, in seconds.
 const DEFAULT_TTL_SECONDS: i64 = 30;

@@ -7,12 +7,15 @@
 //! The local store is a parameter so a benchmark can build a variant of the
 //! component around the same code (bench/writer-no-order-check).
 
+use std::time::Instant;
+
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
+use tasks_storage::feed::Journal;
 use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
 use trigger_nats_core::{HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 
 use crate::tasks::TasksStore;
-use crate::{log, notify, unique};
+use crate::{feed, log, notify, unique};
 
 /// One message as the trigger hands it over.
 pub struct Delivery<'a> {
@@ -60,7 +63,9 @@ pub fn handle_messages<L: AtomicKv>(
     // The backend the runtime config chooses, opened on first use. A tasks
     // store that cannot even be opened is a store failure like any other:
     // the events go to the outbox through the same path.
+    let start = Instant::now();
     let tasks = TasksStore::from_config();
+    let journal = Journal::new();
     let writer = Writer {
         tasks: &tasks,
         local,
@@ -68,6 +73,7 @@ pub fn handle_messages<L: AtomicKv>(
         unique: &unique,
         log: &log,
         verify_writes: notify::verify_writes(),
+        journal: &journal,
     };
     let incoming: Vec<Incoming> = deliveries.iter().map(Delivery::incoming).collect();
     let outcomes = writer.handle_batch(&incoming);
@@ -92,6 +98,16 @@ pub fn handle_messages<L: AtomicKv>(
             notify::purge_remote_web(&written, cid, &log);
         }
     }
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let recorded = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+    journal.count(|c| c.processing(micros, recorded));
+    let cid = outcomes
+        .iter()
+        .flatten()
+        .map(Handled::correlation_id)
+        .next()
+        .unwrap_or("-");
+    feed::commit(&journal, cid);
     outcomes.into_iter().map(|o| o.map(drop)).collect()
 }
 

@@ -7,13 +7,16 @@
 //! - [`read`]: task lookups, listings, the listing index, the page cache.
 //! - [`events`]: applying events, the outbox, the retrier, dead letters.
 //! - [`cloud`]: Cloudflare Workers KV as the `tasks` store.
+//! - [`feed`]: the change feed; [`metrics`]: the counters behind `/metrics`.
 //! - `testing` (feature `testing`): test doubles.
 
 pub mod backoff;
 pub mod cloud;
 pub mod events;
+pub mod feed;
 pub mod kv;
 pub mod lease;
+pub mod metrics;
 pub mod read;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

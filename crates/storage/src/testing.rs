@@ -307,6 +307,8 @@ pub struct Harness {
     pub verify: Cell<bool>,
     /// Log lines so far.
     pub lines: RefCell<Vec<String>>,
+    /// What the writer recorded for the change feed and the counters.
+    pub journal: crate::feed::Journal,
     counter: Cell<u32>,
 }
 
@@ -329,6 +331,7 @@ impl Harness {
             step: Cell::new(1),
             verify: Cell::new(false),
             lines: RefCell::new(Vec::new()),
+            journal: crate::feed::Journal::new(),
             counter: Cell::new(0),
         }
     }
@@ -350,6 +353,7 @@ impl Harness {
             unique: &unique,
             log: &log,
             verify_writes: self.verify.get(),
+            journal: &self.journal,
         };
         f(&writer)
     }

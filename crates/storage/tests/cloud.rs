@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tasks_domain::{Task, Timestamp, keys};
 use tasks_storage::cloud::{CloudKv, FlushReport, Flusher, Remote};
+use tasks_storage::feed::Journal;
 use tasks_storage::events::dead_letters::DeadLetter;
 use tasks_storage::lease::Claim;
 use tasks_storage::testing::MemoryKv;
@@ -190,6 +191,7 @@ impl Stores {
                 unique: &unique,
                 log: &log,
                 verify_writes: false,
+                journal: &Journal::new(),
             }
             .handle(&Incoming {
                 subject,
@@ -716,6 +718,7 @@ fn a_batch_on_the_working_copy_flushes_each_task_at_its_last_version() {
             unique: &unique,
             log: &log,
             verify_writes: false,
+            journal: &Journal::new(),
         }
         .handle_batch(&incoming)
     });

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tasks_domain::event::{Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys, merge};
 
+use crate::feed::{Change, Journal};
 use crate::kv::{AtomicKv, StoreError};
 use crate::read::page_cache;
 
@@ -42,20 +43,24 @@ pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
     /// Read every written document back and log whether it matches
     /// (`[cid] KV verify task:t-1 → ok|mismatch`): the `verify_writes` variable.
     pub verify_writes: bool,
+    /// Where each change that reached the `tasks` store and each counted
+    /// outcome go; the caller commits it to the feed (see [`crate::feed`]).
+    pub journal: &'a Journal,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// Applies a parsed event as of `now` (the event's own time on replay).
     /// The one code path for direct writes and retries. `seq` is the event's
     /// stream sequence when it came from a JetStream stream: an event at or
-    /// below the one last applied to the task is a redelivery, skipped.
+    /// below the one last applied to the task is a redelivery, skipped:
+    /// `Ok(false)`. Each change written goes to the journal.
     pub fn apply(
         &self,
         ev: &Event,
         cid: &str,
         now: Timestamp,
         seq: Option<u64>,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
             let start = Instant::now();
@@ -66,7 +71,8 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             self.restamp(cid, &ev.id);
             self.pages_changed(cid);
             self.verify(cid, &key, None);
-            return Ok(());
+            self.journal.changed(change(ev, None, None, cid, now));
+            return Ok(true);
         }
         for attempt in 1..=CAS_ATTEMPTS {
             let start = Instant::now();
@@ -92,7 +98,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 }
             };
             if self.applied_already(ev, cid, seq, existing.as_ref()) {
-                return Ok(());
+                return Ok(false);
             }
             let next = merged(ev, existing.as_ref(), now, seq).map_err(Failure::Permanent)?;
             let start = Instant::now();
@@ -108,7 +114,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 self.log_ok(cid, "PUT", &key, start);
                 self.pages_changed(cid);
                 self.verify(cid, &key, Some(&next.to_json()));
-                return Ok(());
+                self.journal
+                    .changed(change(ev, Some(&next), None, cid, now));
+                return Ok(true);
             }
             match self.tasks.cas_write(cas, next.to_json()) {
                 Ok(true) => {
@@ -123,7 +131,10 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         )),
                         Some(_) => {}
                     }
-                    return Ok(());
+                    let before = existing.as_ref();
+                    self.journal
+                        .changed(change(ev, Some(&next), before, cid, now));
+                    return Ok(true);
                 }
                 Ok(false) => (self.log)(&format!(
                     "[{cid}] KV CAS {key} — conflict, attempt {attempt}/{CAS_ATTEMPTS}; re-reading"
@@ -226,6 +237,27 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 keys::TASKS_STAMP
             ));
         }
+    }
+}
+
+/// The feed's record of `ev` leaving the task as `after` (none: deleted),
+/// from `before` when it was read.
+pub(super) fn change(
+    ev: &Event,
+    after: Option<&Task>,
+    before: Option<&Task>,
+    cid: &str,
+    now: Timestamp,
+) -> Change {
+    Change {
+        kind: ev.kind.into(),
+        id: ev.id.clone(),
+        version: after.map(|t| t.version),
+        status: after.map(|t| t.status),
+        // A delete does not read the task first (one by one): none, whichever path.
+        previous_status: before.filter(|_| after.is_some()).map(|t| t.status),
+        at: now,
+        correlation_id: cid.to_owned(),
     }
 }
 

@@ -24,15 +24,22 @@ use std::time::Instant;
 use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys};
 
-use crate::events::apply::{Writer, merged};
+use crate::events::apply::{Writer, change, merged};
 use crate::events::health::{self, StoreHealth};
 use crate::events::writer::{Handled, Incoming};
+use crate::feed::Change;
 use crate::kv::{AtomicKv, StoreError, decode_counter};
+use crate::metrics::EventOutcome;
 
 /// What the fast path decided for one message.
 enum Plan {
-    /// Applied (or skipped as applied already) once its task commits.
-    Apply { cid: String, id: String },
+    /// Applied once its task commits (`change`), or skipped as applied
+    /// already (`None`).
+    Apply {
+        cid: String,
+        id: String,
+        change: Option<Change>,
+    },
     /// Refused for good: a dead letter.
     Reject {
         cid: String,
@@ -144,11 +151,12 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
                         (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
                         match self.fold(fold, ev, &cid, now, msg.stream_sequence) {
-                            Ok(()) => {
+                            Ok(change) => {
                                 fold.events.push(i);
                                 Plan::Apply {
                                     cid,
                                     id: ev.id.clone(),
+                                    change,
                                 }
                             }
                             Err(reason) => Plan::Reject {
@@ -170,11 +178,22 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut failed = false;
         for ((msg, plan), ev) in msgs.iter().zip(plans).zip(&parsed) {
             let outcome = match plan {
-                Plan::Apply { cid, id } => match committed.get(id.as_str()) {
-                    Some(Committed::Ok) => Ok(Handled::Applied {
-                        correlation_id: cid,
-                        task_id: id,
-                    }),
+                Plan::Apply { cid, id, change } => match committed.get(id.as_str()) {
+                    Some(Committed::Ok) => {
+                        let outcome = if change.is_some() {
+                            EventOutcome::Applied
+                        } else {
+                            EventOutcome::Skipped
+                        };
+                        self.counted(msg, outcome);
+                        if let Some(change) = change {
+                            self.journal.changed(change);
+                        }
+                        Ok(Handled::Applied {
+                            correlation_id: cid,
+                            task_id: id,
+                        })
+                    }
                     _ if failed => not_recorded(),
                     Some(Committed::Failed(error)) => self.defer(msg, &cid, id, error.clone(), now),
                     _ => self.handle_parsed(msg, ev.clone()),
@@ -233,7 +252,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     }
 
     /// Applies one event to the task's state in memory, as [`Writer::apply`]
-    /// would to the store; `Err` is a reason to dead-letter it.
+    /// would to the store: the change to record once the task commits
+    /// (`None`: skipped as applied already); `Err` is a reason to
+    /// dead-letter it.
     fn fold(
         &self,
         fold: &mut Fold,
@@ -241,10 +262,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         cid: &str,
         now: Timestamp,
         seq: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Change>, String> {
         if self.applied_already(ev, cid, seq, fold.state.as_ref()) {
-            return Ok(());
+            return Ok(None);
         }
+        let before = fold.state.clone();
         fold.state = match ev.kind {
             EventKind::Deleted => None,
             _ => {
@@ -259,7 +281,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             }
         };
         fold.changed = true;
-        Ok(())
+        Ok(Some(change(
+            ev,
+            fold.state.as_ref(),
+            before.as_ref(),
+            cid,
+            now,
+        )))
     }
 
     /// Writes every changed task: deletes in one call, documents new to the
@@ -276,7 +304,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         // The correlation id of each task's last event, for its log lines.
         let mut last_cid: HashMap<&str, &str> = HashMap::new();
         for plan in plans {
-            if let Plan::Apply { cid, id } = plan {
+            if let Plan::Apply { cid, id, .. } = plan {
                 last_cid.insert(id, cid);
             }
         }

@@ -11,6 +11,7 @@ use crate::events::health;
 use crate::events::outbox::{self, CLAIM_MILLIS, OutboxEntry};
 use crate::kv::{AtomicKv, StoreError, decode_counter, encode};
 use crate::lease::{self, Claim};
+use crate::metrics::RetryOutcome;
 
 /// Records read per `get_many`.
 const READ_BATCH: usize = 256;
@@ -91,6 +92,8 @@ pub struct TickReport {
     pub skipped: usize,
     /// Outbox records found at the start of the tick.
     pub found: usize,
+    /// Dead letters found at the start of the tick.
+    pub dead_letters: usize,
 }
 
 /// Replays the outbox through the writer's own apply path.
@@ -119,6 +122,10 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let markers = listing.iter().any(|k| k.starts_with(keys::PENDING_PREFIX));
         let mut report = TickReport {
             found: outbox.len(),
+            dead_letters: listing
+                .iter()
+                .filter(|k| k.starts_with(keys::DLQ_PREFIX))
+                .count(),
             ..TickReport::default()
         };
         if outbox.is_empty() && !markers {
@@ -332,6 +339,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                         entry.subject
                     ));
                     report.applied += 1;
+                    self.counted(&entry.subject, RetryOutcome::Applied);
                     done.push(key);
                 }
                 Err(Failure::Permanent(reason)) => {
@@ -340,6 +348,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                         "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
                     ));
                     report.dead += 1;
+                    self.counted(&entry.subject, RetryOutcome::DeadLettered);
                     done.push(key);
                 }
                 Err(Failure::Unavailable(error) | Failure::Contended(error)) if early => {
@@ -366,6 +375,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                         ));
                         local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
                         report.rescheduled += 1;
+                        self.counted(&entry.subject, RetryOutcome::Rescheduled);
                     } else {
                         let reason = format!("gave up after {attempt} attempts: {error}");
                         let dead = outbox::bury(local, &key, &entry, reason, now)?;
@@ -373,6 +383,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                             "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
                         ));
                         report.dead += 1;
+                        self.counted(&entry.subject, RetryOutcome::DeadLettered);
                         done.push(key);
                         // What waited behind it must not apply without it:
                         // it follows it into the dead letters, in order.
@@ -386,6 +397,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                                 entry.correlation_id
                             ));
                             report.dead += 1;
+                            self.counted(&entry.subject, RetryOutcome::DeadLettered);
                             done.push(key);
                         }
                     }
@@ -417,6 +429,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
         self.writer
             .apply(&ev, cid, entry.received_at, entry.stream_seq)
+            .map(drop)
+    }
+
+    fn counted(&self, subject: &str, outcome: RetryOutcome) {
+        self.writer.journal.count(|c| c.retry(subject, outcome));
     }
 
     /// Brings each task's pending counter back to its number of outbox

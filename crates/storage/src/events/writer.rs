@@ -10,6 +10,7 @@ use crate::events::dead_letters::{DeadLetter, RawPayload};
 use crate::events::health::{self, StoreHealth};
 use crate::events::outbox::{self, OutboxEntry};
 use crate::kv::{AtomicKv, StoreError, decode_counter};
+use crate::metrics::EventOutcome;
 
 /// One message as the trigger delivered it.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +68,18 @@ pub enum Handled {
     },
 }
 
+impl Handled {
+    /// The correlation id the message was handled under.
+    pub fn correlation_id(&self) -> &str {
+        match self {
+            Handled::Applied { correlation_id, .. }
+            | Handled::Rejected { correlation_id, .. }
+            | Handled::Deferred { correlation_id, .. }
+            | Handled::Queued { correlation_id, .. } => correlation_id,
+        }
+    }
+}
+
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     pub(super) fn correlation_id(&self, from_payload: Option<&str>, msg: &Incoming) -> String {
         from_payload
@@ -118,10 +131,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     return self.defer(msg, &cid, ev.id, error, now);
                 }
                 match self.apply(&ev, &cid, now, msg.stream_sequence) {
-                    Ok(()) => Ok(Handled::Applied {
-                        correlation_id: cid,
-                        task_id: ev.id,
-                    }),
+                    Ok(wrote) => {
+                        self.counted(msg, applied_or_skipped(wrote));
+                        Ok(Handled::Applied {
+                            correlation_id: cid,
+                            task_id: ev.id,
+                        })
+                    }
                     Err(Failure::Permanent(reason)) => {
                         self.dead_letter(msg, &cid, Some(ev.id), reason, now)
                     }
@@ -186,6 +202,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
             ));
         })?;
+        self.counted(msg, EventOutcome::Rejected);
         Ok(Handled::Rejected {
             correlation_id: cid.to_owned(),
             key,
@@ -204,6 +221,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut entry = outbox_entry(msg, cid, &task_id, now);
         let delay = entry.backoff.first_failed(now, error.clone());
         let key = self.enqueue(cid, &entry)?;
+        self.counted(msg, EventOutcome::Deferred);
         (self.log)(&format!(
             "[{cid}] DEFER {} task={task_id} — {error} → {key} (retry in {} s)",
             msg.subject,
@@ -225,6 +243,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     ) -> Result<Handled, StoreError> {
         let entry = outbox_entry(msg, cid, &task_id, now);
         let key = self.enqueue(cid, &entry)?;
+        self.counted(msg, EventOutcome::Queued);
         (self.log)(&format!(
             "[{cid}] QUEUE {} task={task_id} behind {behind} deferred event(s) → {key}",
             msg.subject
@@ -236,6 +255,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         })
     }
 
+    /// Counts what became of `msg` (once it is recorded).
+    pub(super) fn counted(&self, msg: &Incoming, outcome: EventOutcome) {
+        self.journal.count(|c| c.event(msg.subject, outcome));
+    }
+
     /// Adds `entry` to the outbox; see [`outbox::enqueue`].
     fn enqueue(&self, cid: &str, entry: &OutboxEntry) -> Result<String, StoreError> {
         outbox::enqueue(self.local, entry).inspect_err(|e| {
@@ -243,6 +267,15 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 "[{cid}] KV PUT outbox — FAILED: {e}; the event is NOT recorded"
             ));
         })
+    }
+}
+
+/// How an event that went through [`Writer::apply`] counts.
+pub(super) fn applied_or_skipped(wrote: bool) -> EventOutcome {
+    if wrote {
+        EventOutcome::Applied
+    } else {
+        EventOutcome::Skipped
     }
 }
 

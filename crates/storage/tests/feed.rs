@@ -1,0 +1,369 @@
+//! The change feed and the counters: what the writer and retrier record,
+//! paging and the ring's bound, slots not written yet, the per-process
+//! follower, compaction of the counters and their Prometheus text.
+
+use serde_json::json;
+use tasks_domain::keys::{self, FEED_CAPACITY};
+use tasks_domain::{Status, Timestamp};
+use tasks_storage::feed::{
+    self, Change, ChangeKind, Cursor, Entry, Follower, GAP_MILLIS, Read, Since, Step,
+};
+use tasks_storage::metrics::{self, Counts, EventOutcome, Gauges, RetryOutcome};
+use tasks_storage::testing::{Harness, MemoryKv};
+use tasks_storage::{AtomicKv, Incoming, KeyValue};
+
+fn change(id: &str) -> Change {
+    Change {
+        kind: ChangeKind::Updated,
+        id: id.to_owned(),
+        version: Some(2),
+        status: Some(Status::Completed),
+        previous_status: Some(Status::Pending),
+        at: Timestamp(Harness::START),
+        correlation_id: format!("cid-{id}"),
+    }
+}
+
+fn append(feed: &MemoryKv, ids: &[&str]) -> Option<u64> {
+    let mut counts = Counts::default();
+    counts.event("tasks.updated", EventOutcome::Applied);
+    feed::append(feed, ids.iter().map(|id| change(id)).collect(), counts).expect("append")
+}
+
+fn seqs(read: &Read) -> Vec<u64> {
+    match read {
+        Read::Entries { entries, .. } => entries.iter().map(|e| e.seq).collect(),
+        Read::Reset { .. } => panic!("unexpected reset"),
+    }
+}
+
+#[test]
+fn appends_number_changes_across_calls_and_read_in_pages() {
+    let feed = MemoryKv::new();
+    assert_eq!(append(&feed, &["a", "b"]), Some(2));
+    assert_eq!(append(&feed, &["c"]), Some(3));
+    // Counts without a change take one number; its slot carries nothing.
+    let mut counts = Counts::default();
+    counts.http("/", 200);
+    assert_eq!(feed::append(&feed, vec![], counts).unwrap(), Some(4));
+    assert_eq!(append(&feed, &["d"]), Some(5));
+    assert_eq!(feed::append(&feed, vec![], Counts::default()).unwrap(), None);
+
+    let first = feed::read_after(&feed, 0, 2).unwrap();
+    assert_eq!(seqs(&first), vec![1, 2]);
+    let rest = feed::read_after(&feed, 2, 100).unwrap();
+    assert_eq!(seqs(&rest), vec![3, 5], "the empty slot 4 is passed over");
+    assert!(matches!(rest, Read::Entries { next: 5, head: 5, .. }));
+    let Read::Entries { entries, .. } = rest else {
+        unreachable!()
+    };
+    assert_eq!(entries[0].change, change("c"));
+    // The wire form: the change's fields next to its number.
+    let wire = serde_json::to_value(&entries[0]).unwrap();
+    assert_eq!(
+        wire,
+        json!({"seq": 3, "kind": "updated", "id": "c", "version": 2, "status": "completed",
+               "previousStatus": "pending", "at": "2026-11-22T06:01:54.000Z", "correlationId": "cid-c"})
+    );
+    let back: Entry = serde_json::from_value(wire).unwrap();
+    assert_eq!(back, entries[0]);
+    assert_eq!(
+        feed::read_after(&feed, 5, 10).unwrap(),
+        Read::Entries {
+            entries: vec![],
+            next: 5,
+            head: 5
+        }
+    );
+}
+
+#[test]
+fn the_ring_keeps_the_last_capacity_changes_and_resets_readers_behind_it() {
+    let feed = MemoryKv::new();
+    let ids: Vec<String> = (0..FEED_CAPACITY + 5).map(|i| format!("t{i}")).collect();
+    for chunk in ids.chunks(1_000) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        append(&feed, &refs);
+    }
+    let slots = feed.keys_with_prefix(keys::FEED_SLOT_PREFIX).len() as u64;
+    assert_eq!(slots, FEED_CAPACITY, "bounded");
+    assert_eq!(
+        feed::read_after(&feed, 0, 10).unwrap(),
+        Read::Reset {
+            head: FEED_CAPACITY + 5
+        }
+    );
+    // Just inside the bound: the oldest kept change is there.
+    let read = feed::read_after(&feed, 5, 3).unwrap();
+    assert_eq!(seqs(&read), vec![6, 7, 8]);
+    // A reader whose next slot was overwritten while it read is reset too.
+    let mut cursor = Cursor::at(0);
+    assert_eq!(
+        cursor.advance(feed::read_after(&feed, 0, 10).unwrap(), 0),
+        Step::Reset
+    );
+    assert_eq!(cursor.after, FEED_CAPACITY + 5);
+}
+
+#[test]
+fn a_slot_not_written_yet_stops_readers_until_the_gap_times_out() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    // A writer took number 2 and has not written it (or died).
+    feed.increment(keys::FEED_HEAD, 1).unwrap();
+    append(&feed, &["c"]);
+    let mut cursor = Cursor::at(0);
+    let step = cursor.advance(feed::read_after(&feed, 0, 10).unwrap(), 1_000);
+    assert!(matches!(step, Step::Send(ref e) if e.len() == 1 && e[0].seq == 1));
+    assert_eq!(cursor.after, 1, "stops before the missing slot");
+    let step = cursor.advance(feed::read_after(&feed, 1, 10).unwrap(), 2_000);
+    assert_eq!(step, Step::Send(vec![]));
+    let step = cursor.advance(
+        feed::read_after(&feed, 1, 10).unwrap(),
+        2_000 + GAP_MILLIS - 1,
+    );
+    assert_eq!((step, cursor.after), (Step::Send(vec![]), 1), "still waiting");
+    cursor.advance(feed::read_after(&feed, 1, 10).unwrap(), 2_000 + GAP_MILLIS);
+    assert_eq!(cursor.after, 2, "stepped over the slot that never came");
+    let step = cursor.advance(feed::read_after(&feed, 2, 10).unwrap(), 9_000);
+    assert!(matches!(step, Step::Send(ref e) if e.len() == 1 && e[0].seq == 3));
+}
+
+#[test]
+fn one_follower_serves_every_reader_of_a_process_with_one_read_per_interval() {
+    let feed = MemoryKv::new();
+    append(&feed, &["old"]);
+    let mut follower = Follower::start(&feed, 0, 250).unwrap();
+    assert_eq!(follower.position(), 1, "starts at the head");
+    append(&feed, &["a", "b"]);
+    feed.reset_calls();
+    assert!(!follower.refresh(&feed, 100).unwrap(), "too soon");
+    assert_eq!(feed.calls().get, 0);
+    assert!(follower.refresh(&feed, 250).unwrap());
+    let Since::Entries(entries, next) = follower.since(1) else {
+        panic!("behind")
+    };
+    assert_eq!(
+        (entries.iter().map(|e| e.seq).collect::<Vec<_>>(), next),
+        (vec![2, 3], 3)
+    );
+    let Since::Entries(entries, _) = follower.since(2) else {
+        panic!("behind")
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(follower.since(0), Since::Behind, "older than what it keeps");
+    let calls = feed.calls();
+    assert_eq!(calls.get + calls.get_many, 2, "head and slots, once for all");
+}
+
+fn deliver(h: &Harness, subject: &str, payload: serde_json::Value, seq: Option<u64>) {
+    let payload = payload.to_string();
+    let msg = Incoming {
+        subject,
+        payload: payload.as_bytes(),
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: seq,
+    };
+    h.deliver_on(&h.tasks, &msg).expect("recorded");
+}
+
+#[test]
+fn the_writer_records_each_change_once_with_versions_and_statuses() {
+    let h = Harness::new();
+    deliver(&h, "tasks.created", json!({"id": "t-1", "title": "A"}), Some(1));
+    deliver(
+        &h,
+        "tasks.updated",
+        json!({"id": "t-1", "status": "completed"}),
+        Some(2),
+    );
+    // A redelivery changes nothing and records nothing.
+    deliver(&h, "tasks.created", json!({"id": "t-1", "title": "A"}), Some(1));
+    deliver(&h, "tasks.deleted", json!({"id": "t-1"}), Some(3));
+    deliver(&h, "tasks.updated", json!({"id": "nope", "title": "x"}), None);
+    let changes = h.journal.changes();
+    let summary: Vec<_> = changes
+        .iter()
+        .map(|c| (c.kind, c.version, c.status, c.previous_status))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (ChangeKind::Created, Some(1), Some(Status::Pending), None),
+            (
+                ChangeKind::Updated,
+                Some(2),
+                Some(Status::Completed),
+                Some(Status::Pending)
+            ),
+            (ChangeKind::Deleted, None, None, None),
+        ]
+    );
+    let feed = MemoryKv::new();
+    h.journal.commit(&feed).unwrap();
+    let snap = metrics::snapshot(&feed).unwrap();
+    let text = metrics::render(&snap);
+    for line in [
+        "tasks_events_total{outcome=\"applied\",subject=\"tasks.created\"} 1",
+        "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"} 1",
+        "tasks_events_total{outcome=\"skipped\",subject=\"tasks.created\"} 1",
+        "tasks_events_total{outcome=\"applied\",subject=\"tasks.deleted\"} 1",
+        "tasks_events_total{outcome=\"rejected\",subject=\"tasks.updated\"} 1",
+        "tasks_dead_letters_created_total{source=\"writer\",subject=\"tasks.updated\"} 1",
+        "tasks_change_feed_head 3",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[test]
+fn a_batch_records_the_same_changes_as_one_by_one() {
+    let msgs = [
+        ("tasks.created", json!({"id": "a", "title": "A"}), Some(1)),
+        ("tasks.created", json!({"id": "b", "title": "B"}), Some(2)),
+        (
+            "tasks.updated",
+            json!({"id": "a", "status": "in_progress"}),
+            Some(3),
+        ),
+        ("tasks.deleted", json!({"id": "b"}), Some(4)),
+        ("tasks.updated", json!({"id": "zz", "title": "x"}), Some(5)),
+    ];
+    let batch = Harness::new();
+    let payloads: Vec<String> = msgs.iter().map(|(_, p, _)| p.to_string()).collect();
+    let incoming: Vec<Incoming> = msgs
+        .iter()
+        .zip(&payloads)
+        .map(|((subject, _, seq), payload)| Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: *seq,
+        })
+        .collect();
+    batch.with_writer(&batch.tasks, |w| w.handle_batch(&incoming));
+    let single = Harness::new();
+    for (subject, payload, seq) in msgs {
+        deliver(&single, subject, payload, seq);
+    }
+    let strip = |h: &Harness| {
+        h.journal
+            .changes()
+            .into_iter()
+            .map(|c| (c.kind, c.id, c.version, c.status, c.previous_status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&batch), strip(&single));
+    assert_eq!(strip(&batch).len(), 4);
+}
+
+#[test]
+fn compaction_folds_deltas_once_and_snapshots_see_what_is_not_folded() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a", "b"]);
+    append(&feed, &["c"]);
+    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 2);
+    let gauges = Gauges {
+        outbox: 3,
+        dead_letters: 1,
+    };
+    let now = Timestamp(Harness::START);
+    let done = metrics::compact(&feed, Some(gauges), now).unwrap();
+    assert_eq!(done.folded, 2);
+    assert!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).is_empty());
+    append(&feed, &["d"]);
+    let snap = metrics::snapshot(&feed).unwrap();
+    assert_eq!(snap.counts.get(series), 3, "totals plus the new delta");
+    assert_eq!(snap.gauges, Some(gauges));
+    // Nothing new: a second compaction changes nothing, and never counts twice.
+    metrics::compact(&feed, Some(gauges), now).unwrap();
+    assert_eq!(metrics::compact(&feed, Some(gauges), now).unwrap().folded, 0);
+    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 3);
+}
+
+#[test]
+fn compaction_waits_for_a_delta_in_flight_then_steps_over_it() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    feed.increment(keys::FEED_HEAD, 1).unwrap(); // taken, not written
+    append(&feed, &["c"]);
+    let t0 = Harness::START;
+    let first = metrics::compact(&feed, None, Timestamp(t0)).unwrap();
+    assert_eq!((first.folded, first.gave_up), (1, 0));
+    let later = metrics::compact(&feed, None, Timestamp(t0 + 1_000)).unwrap();
+    assert_eq!((later.folded, later.gave_up), (0, 0), "waits");
+    let gave_up = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).unwrap();
+    assert_eq!((gave_up.folded, gave_up.gave_up), (1, 1));
+    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 2);
+}
+
+#[test]
+fn a_compaction_that_loses_the_race_changes_nothing() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    feed.inject_conflicts(1);
+    let lost = metrics::compact(&feed, None, Timestamp(Harness::START)).unwrap();
+    assert!(lost.lost_race);
+    assert_eq!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).len(), 1);
+    let won = metrics::compact(&feed, None, Timestamp(Harness::START)).unwrap();
+    assert_eq!(won.folded, 1);
+    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 1);
+}
+
+#[test]
+fn prometheus_text_has_help_type_cumulative_buckets_and_escaped_labels() {
+    let mut counts = Counts::default();
+    counts.processing(700, 2); // 0.7 ms each
+    counts.processing(30_000, 1); // 30 ms
+    counts.http("/tasks/:id", 200);
+    counts.http("/a\"b\\c\nd", 404);
+    counts.event("made.up.subject", EventOutcome::Rejected);
+    counts.retry("tasks.created", RetryOutcome::DeadLettered);
+    counts.page_cache(true);
+    counts.page_cache(false);
+    counts.page_cache(false);
+    let text = metrics::render(&metrics::Snapshot {
+        counts,
+        gauges: None,
+        feed_head: 9,
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    for want in [
+        "# TYPE tasks_event_processing_seconds histogram",
+        "tasks_event_processing_seconds_bucket{le=\"0.0005\"} 0",
+        "tasks_event_processing_seconds_bucket{le=\"0.001\"} 2",
+        "tasks_event_processing_seconds_bucket{le=\"0.025\"} 2",
+        "tasks_event_processing_seconds_bucket{le=\"0.05\"} 3",
+        "tasks_event_processing_seconds_bucket{le=\"+Inf\"} 3",
+        "tasks_event_processing_seconds_sum 0.0314",
+        "tasks_event_processing_seconds_count 3",
+        "tasks_http_requests_total{route=\"/tasks/:id\",status=\"200\"} 1",
+        "tasks_http_requests_total{route=\"/a\\\"b\\\\c\\nd\",status=\"404\"} 1",
+        "tasks_events_total{outcome=\"rejected\",subject=\"other\"} 1",
+        "tasks_dead_letters_created_total{source=\"retrier\",subject=\"tasks.created\"} 1",
+        "tasks_retries_total{outcome=\"dead_lettered\",subject=\"tasks.created\"} 1",
+        "tasks_page_cache_total{result=\"miss\"} 2",
+        "# TYPE tasks_outbox_depth gauge",
+        "tasks_change_feed_head 9",
+    ] {
+        assert!(lines.contains(&want), "{want} missing from\n{text}");
+    }
+    assert!(
+        !text.contains("tasks_outbox_depth 0"),
+        "no value before a retrier run"
+    );
+    // Every sample line belongs to the family declared just before it.
+    let mut family = "";
+    for line in &lines {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            family = rest.split(' ').next().unwrap();
+        } else if !line.starts_with('#') {
+            assert!(line.starts_with(family), "{line} outside {family}");
+        }
+    }
+}
