@@ -11,7 +11,8 @@ free_port() {
 }
 
 # write_runtime_config DIR [REDIS_PORT]: a runtime config in DIR with `default` in DIR's
-# local.db and `tasks` in DIR's tasks.db, or on the Redis at REDIS_PORT.
+# local.db, `feed` in DIR's feed.db and `tasks` in DIR's tasks.db, or on the Redis at
+# REDIS_PORT.
 write_runtime_config() {
   local tasks='type = "spin"
 path = "tasks.db"'
@@ -24,6 +25,10 @@ $tasks
 [key_value_store.default]
 type = "spin"
 path = "local.db"
+
+[key_value_store.feed]
+type = "spin"
+path = "feed.db"
 TOML
 }
 

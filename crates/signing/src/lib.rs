@@ -121,9 +121,81 @@ pub fn verify(key: &[u8], req: &Signed, now: i64, ttl_secs: u64) -> Result<(), R
         .map_err(|_| Rejection::BadSignature)
 }
 
+/// Why a bearer credential was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BearerRejection {
+    /// No `Authorization` header.
+    Missing,
+    /// The header is not `Bearer <token>`.
+    Malformed,
+    /// The token is not the configured one.
+    Wrong,
+}
+
+impl BearerRejection {
+    /// The reason code sent to clients.
+    pub fn code(self) -> &'static str {
+        match self {
+            BearerRejection::Missing => "missing_token",
+            BearerRejection::Malformed => "malformed_authorization",
+            BearerRejection::Wrong => "bad_token",
+        }
+    }
+
+    /// A readable explanation.
+    pub fn message(self) -> &'static str {
+        match self {
+            BearerRejection::Missing => "send the admin token as Authorization: Bearer <token>",
+            BearerRejection::Malformed => {
+                "the Authorization header must be \"Bearer <token>\" (one space, a non-empty token)"
+            }
+            BearerRejection::Wrong => "the token does not match the admin_token variable",
+        }
+    }
+}
+
+/// Checks an `Authorization` header against `token`: `Bearer <token>`
+/// (scheme case-insensitive), compared in constant time (the digests of
+/// both, so neither the content nor the length leaks through timing).
+pub fn verify_bearer(token: &[u8], header: Option<&str>) -> Result<(), BearerRejection> {
+    let header = header.ok_or(BearerRejection::Missing)?;
+    let (scheme, given) = header
+        .split_once(' ')
+        .ok_or(BearerRejection::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || given.is_empty() || given.contains(' ') {
+        return Err(BearerRejection::Malformed);
+    }
+    let want = Sha256::digest(token);
+    let got = Sha256::digest(given.as_bytes());
+    let diff = want.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(BearerRejection::Wrong)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_checked_whole() {
+        let t = b"s3cret";
+        assert_eq!(verify_bearer(t, Some("Bearer s3cret")), Ok(()));
+        assert_eq!(verify_bearer(t, Some("bearer s3cret")), Ok(()));
+        for (header, want) in [
+            (None, BearerRejection::Missing),
+            (Some("s3cret"), BearerRejection::Malformed),
+            (Some("Basic s3cret"), BearerRejection::Malformed),
+            (Some("Bearer "), BearerRejection::Malformed),
+            (Some("Bearer s3cret extra"), BearerRejection::Malformed),
+            (Some("Bearer s3cre"), BearerRejection::Wrong),
+            (Some("Bearer s3crett"), BearerRejection::Wrong),
+        ] {
+            assert_eq!(verify_bearer(t, header), Err(want), "{header:?}");
+        }
+    }
 
     const KEY: &[u8] = b"test-key";
     const NOW: i64 = 1_795_327_314;

@@ -1,9 +1,10 @@
-//! Operator routes: the dead letters (`GET /api/dead-letters`) and their
-//! signed replay (`POST /api/dead-letters/:id/replay`).
+//! Operator routes: the dead letters (`GET /api/dead-letters`, admin
+//! token), their signed replay (`POST /api/dead-letters/:id/replay`), the
+//! signed cache purge and the counters (`GET /metrics`, admin token).
 
 use serde::Serialize;
 use tasks_domain::ReadError;
-use tasks_signing::{Rejection, Signed, verify};
+use tasks_signing::{Rejection, Signed, verify, verify_bearer};
 use tasks_storage::events::dead_letters::{DeadLetter, DeadLetterPage};
 use tasks_storage::events::outbox::ReplayError;
 
@@ -27,6 +28,10 @@ pub trait Admin {
     /// Drops cached copies: of these tasks, or of everything. Returns how
     /// many entries were dropped.
     fn purge(&self, scope: &PurgeScope, correlation_id: &str) -> Result<usize, ReadError>;
+    /// The token operator reads (dead letters, metrics) need; `None` when unset.
+    fn admin_token(&self) -> Option<Vec<u8>>;
+    /// The counters in Prometheus text.
+    fn metrics(&self) -> Result<String, ReadError>;
 }
 
 /// What `POST /api/cache/purge` drops.
@@ -117,8 +122,43 @@ struct Replayed<'a> {
     outbox_key: &'a str,
 }
 
-/// `GET /api/dead-letters?cursor=&limit=`.
+/// `GET /metrics`, admin token.
+pub(crate) fn metrics(req: &Request, admin: &dyn Admin) -> Response {
+    if let Err(resp) = check_token(req, admin) {
+        return resp;
+    }
+    match admin.metrics() {
+        Ok(text) => Response::new(
+            200,
+            content_type::PROMETHEUS,
+            cache::NEVER,
+            text.into_bytes(),
+        ),
+        Err(e) => read_error(&e),
+    }
+}
+
+/// 503 while no admin token is configured; 401 with a reason code unless
+/// the request carries it as `Authorization: Bearer <token>`.
+pub(crate) fn check_token(req: &Request, admin: &dyn Admin) -> Result<(), Response> {
+    let Some(token) = admin.admin_token() else {
+        return Err(error_body(
+            503,
+            "admin_disabled",
+            "operator routes are off: set the admin_token variable (SPIN_VARIABLE_ADMIN_TOKEN)",
+        ));
+    };
+    verify_bearer(&token, req.authorization.as_deref()).map_err(|r| {
+        error_body(401, r.code(), r.message())
+            .with_header("www-authenticate", "Bearer realm=\"spin-tasks operator\"")
+    })
+}
+
+/// `GET /api/dead-letters?cursor=&limit=`, admin token.
 pub(crate) fn list(req: &Request, admin: &dyn Admin) -> Response {
+    if let Err(resp) = check_token(req, admin) {
+        return resp;
+    }
     let page = query::list_request(&req.query).and_then(|lr| {
         let limit = lr.resolved_limit()?;
         admin.dead_letters(lr.cursor.as_deref(), limit)

@@ -1,9 +1,10 @@
 //! Static assets compiled into the component: CSP `default-src 'self'` forbids
-//! inline styles, so the stylesheet is served from our own origin.
+//! inline styles and scripts, so the stylesheet and the live pages' script are
+//! served from our own origin; the OpenAPI document is served as kept in the repo.
 
 use crate::Response;
 use crate::http::{cache, content_type};
-use crate::paths::{FAVICON, STYLESHEET};
+use crate::paths::{FAVICON, LIVE_SCRIPT, OPENAPI, STYLESHEET};
 
 /// One static file.
 pub(crate) struct Asset {
@@ -12,7 +13,7 @@ pub(crate) struct Asset {
     body: &'static str,
 }
 
-static ASSETS: [Asset; 2] = [
+static ASSETS: [Asset; 4] = [
     Asset {
         path: STYLESHEET,
         content_type: content_type::CSS,
@@ -22,6 +23,16 @@ static ASSETS: [Asset; 2] = [
         path: FAVICON,
         content_type: content_type::SVG,
         body: include_str!("../assets/favicon.svg"),
+    },
+    Asset {
+        path: LIVE_SCRIPT,
+        content_type: content_type::JS,
+        body: include_str!("../assets/live.js"),
+    },
+    Asset {
+        path: OPENAPI,
+        content_type: content_type::JSON,
+        body: include_str!("../openapi.json"),
     },
 ];
 

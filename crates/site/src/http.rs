@@ -20,6 +20,10 @@ pub struct Request {
     pub timestamp: Option<String>,
     /// The `X-Signature` header (signed routes).
     pub signature: Option<String>,
+    /// The `Authorization` header (operator routes).
+    pub authorization: Option<String>,
+    /// The `Last-Event-ID` header (the change stream).
+    pub last_event_id: Option<String>,
     /// The body (signed routes read it; others ignore it).
     pub body: Vec<u8>,
 }
@@ -41,6 +45,10 @@ pub(crate) mod content_type {
     pub const JSON: &str = "application/json";
     pub const CSS: &str = "text/css; charset=utf-8";
     pub const SVG: &str = "image/svg+xml";
+    pub const JS: &str = "text/javascript; charset=utf-8";
+    pub const EVENT_STREAM: &str = "text/event-stream";
+    pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+    pub const TEXT: &str = "text/plain; charset=utf-8";
 }
 
 /// `Cache-Control` values, one per kind of response.
@@ -90,7 +98,7 @@ impl Response {
     }
 
     /// Adds the headers every response carries; drops the body of a HEAD.
-    pub(crate) fn finish(&mut self, req: &Request, correlation_id: &str) {
+    pub fn finish(&mut self, req: &Request, correlation_id: &str) {
         for (name, value) in SECURITY_HEADERS {
             self.headers.push((name.into(), value.into()));
         }

@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod assets;
 pub mod correlation;
+pub mod events;
 mod http;
 mod pages;
 pub mod paths;

@@ -28,6 +28,24 @@ struct ListPage {
     tasks: Vec<Task>,
     first_href: Option<String>,
     next_href: Option<String>,
+    /// The filter's status (`""`: all), for the live script.
+    filter_status: &'static str,
+    /// The page size, for the live script.
+    limit: usize,
+}
+
+/// One list row, alone (`/fragments/row/:id`): what live pages put in place.
+#[derive(Template)]
+#[template(path = "row.html")]
+struct RowFragment {
+    t: Task,
+}
+
+/// One task's card, alone (`/fragments/task/:id`).
+#[derive(Template)]
+#[template(path = "card.html")]
+struct CardFragment {
+    card: Card,
 }
 
 #[derive(Template)]
@@ -35,6 +53,11 @@ struct ListPage {
 struct TaskPage {
     cid: String,
     version: &'static str,
+    card: Card,
+}
+
+/// What card.html shows of a task (the task page and its fragment).
+struct Card {
     id: String,
     title: String,
     description: Option<String>,
@@ -46,6 +69,24 @@ struct TaskPage {
     updated_display: String,
     task_version: u64,
     json_href: String,
+}
+
+impl Card {
+    fn of(t: Task) -> Self {
+        Card {
+            json_href: task_href(API_TASK, &t.id),
+            status_class: t.status.as_str(),
+            status_label: t.status.label(),
+            created_iso: t.created_at.to_rfc3339(),
+            created_display: t.created_at.to_display(),
+            updated_iso: t.updated_at.to_rfc3339(),
+            updated_display: t.updated_at.to_display(),
+            task_version: t.version,
+            id: t.id,
+            title: t.title,
+            description: t.description,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -75,16 +116,28 @@ fn segment(id: &str) -> impl std::fmt::Display + '_ {
     utf8_percent_encode(id, SEGMENT)
 }
 
-impl ListPage {
-    /// The link to a task's page (used by the template).
-    fn href<'a>(&self, id: &'a str) -> impl std::fmt::Display + 'a {
-        struct Href<'a>(&'a str);
-        impl std::fmt::Display for Href<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{TASK_PAGE}{}", segment(self.0))
-            }
+/// The link to a task's page, written without allocating.
+fn page_href(id: &str) -> impl std::fmt::Display + '_ {
+    struct Href<'a>(&'a str);
+    impl std::fmt::Display for Href<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{TASK_PAGE}{}", segment(self.0))
         }
-        Href(id)
+    }
+    Href(id)
+}
+
+impl ListPage {
+    /// The link to a task's page (used by row.html).
+    fn href<'a>(&self, id: &'a str) -> impl std::fmt::Display + 'a {
+        page_href(id)
+    }
+}
+
+impl RowFragment {
+    /// The link to a task's page (used by row.html).
+    fn href<'a>(&self, id: &'a str) -> impl std::fmt::Display + 'a {
+        page_href(id)
     }
 }
 
@@ -185,6 +238,8 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
             .next_cursor
             .as_deref()
             .map(|c| query::list_link(HOME, status, Some(c), lr.limit)),
+        filter_status: status.map_or("", Status::as_str),
+        limit: lr.resolved_limit().unwrap_or(tasks_domain::DEFAULT_LIMIT as usize),
     };
     let body = match out.render() {
         Ok(body) => body.into_bytes(),
@@ -219,17 +274,38 @@ pub(crate) fn task(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
     let page = TaskPage {
         cid: cid.to_owned(),
         version: APP_VERSION,
-        json_href: task_href(API_TASK, &t.id),
-        status_class: t.status.as_str(),
-        status_label: t.status.label(),
-        created_iso: t.created_at.to_rfc3339(),
-        created_display: t.created_at.to_display(),
-        updated_iso: t.updated_at.to_rfc3339(),
-        updated_display: t.updated_at.to_display(),
-        task_version: t.version,
-        id: t.id,
-        title: t.title,
-        description: t.description,
+        card: Card::of(t),
     };
     html(200, cache::REVALIDATE, page.render())
+}
+
+/// A fragment's answer to a read error: the status and a plain-text
+/// reason (the live script removes a row or card that is gone).
+pub(crate) fn fragment_error(e: &ReadError) -> Response {
+    Response::new(
+        status_of(e),
+        content_type::TEXT,
+        cache::NEVER,
+        public_message(e).into_bytes(),
+    )
+}
+
+/// `/fragments/row/:id`: the task's list row, as the list page renders it.
+pub(crate) fn row_fragment(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
+    match source.get_task(id, cid) {
+        Ok(t) => html(200, cache::NEVER, RowFragment { t }.render()),
+        Err(e) => fragment_error(&e),
+    }
+}
+
+/// `/fragments/task/:id`: the task's card, as its page renders it.
+pub(crate) fn card_fragment(id: &str, cid: &str, source: &dyn TaskSource) -> Response {
+    match source.get_task(id, cid) {
+        Ok(t) => html(
+            200,
+            cache::NEVER,
+            CardFragment { card: Card::of(t) }.render(),
+        ),
+        Err(e) => fragment_error(&e),
+    }
 }

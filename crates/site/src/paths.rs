@@ -22,3 +22,15 @@ pub const HEALTH: &str = "/health";
 pub const STYLESHEET: &str = "/static/app.css";
 /// The icon.
 pub const FAVICON: &str = "/static/favicon.svg";
+/// The change stream (Server-Sent Events).
+pub const API_EVENTS: &str = "/api/events";
+/// Prometheus text exposition (admin token).
+pub const METRICS: &str = "/metrics";
+/// The OpenAPI document of every route.
+pub const OPENAPI: &str = "/api/openapi.json";
+/// One list row, rendered: this prefix plus the id (live pages).
+pub const ROW_FRAGMENT: &str = "/fragments/row/";
+/// One task's detail card, rendered: this prefix plus the id (live pages).
+pub const CARD_FRAGMENT: &str = "/fragments/task/";
+/// The live pages' script.
+pub const LIVE_SCRIPT: &str = "/static/live.js";

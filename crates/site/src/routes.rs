@@ -6,10 +6,10 @@ use tasks_domain::ReadError;
 
 use crate::http::Request;
 use crate::paths::{
-    API_CACHE_PURGE, API_DEAD_LETTER, API_DEAD_LETTERS, API_TASK, API_TASKS, HEALTH, HOME,
-    REPLAY_SUFFIX, TASK_PAGE,
+    API_CACHE_PURGE, API_DEAD_LETTER, API_DEAD_LETTERS, API_EVENTS, API_TASK, API_TASKS,
+    CARD_FRAGMENT, HEALTH, HOME, METRICS, REPLAY_SUFFIX, ROW_FRAGMENT, TASK_PAGE,
 };
-use crate::{Admin, Response, TaskSource, admin, api, assets, pages};
+use crate::{Admin, Response, TaskSource, admin, api, assets, events, pages};
 
 enum Route<'a> {
     Home,
@@ -20,6 +20,10 @@ enum Route<'a> {
     DeadLetters,
     Replay(&'a str),
     Purge,
+    Metrics,
+    Events,
+    Row(&'a str),
+    Card(&'a str),
     Asset(&'static assets::Asset),
 }
 
@@ -33,6 +37,12 @@ impl Route<'_> {
     }
 }
 
+/// The id after `prefix` in `path`: one non-empty segment.
+fn id_after<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
 fn route(path: &str) -> Option<Route<'_>> {
     match path {
         HOME => Some(Route::Home),
@@ -40,6 +50,12 @@ fn route(path: &str) -> Option<Route<'_>> {
         HEALTH => Some(Route::Health),
         API_DEAD_LETTERS => Some(Route::DeadLetters),
         API_CACHE_PURGE => Some(Route::Purge),
+        METRICS => Some(Route::Metrics),
+        API_EVENTS => Some(Route::Events),
+        p if id_after(p, ROW_FRAGMENT).is_some() => id_after(p, ROW_FRAGMENT).map(Route::Row),
+        p if id_after(p, CARD_FRAGMENT).is_some() => {
+            id_after(p, CARD_FRAGMENT).map(Route::Card)
+        }
         p => {
             if let Some(id) = p
                 .strip_prefix(API_DEAD_LETTER)
@@ -65,7 +81,31 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 fn is_api(path: &str) -> bool {
-    path == API_TASKS || path.starts_with("/api/") || path == HEALTH
+    path == API_TASKS || path.starts_with("/api/") || path == HEALTH || path == METRICS
+}
+
+/// The route's template for `path` (`/tasks/:id`, …), `other` when none
+/// matches: the `route` label of the request counter, bounded whatever
+/// paths clients send.
+pub fn name(path: &str) -> &'static str {
+    match route(path) {
+        None => "other",
+        Some(r) => match r {
+            Route::Home => HOME,
+            Route::TaskPage(_) => "/tasks/:id",
+            Route::ApiList => API_TASKS,
+            Route::ApiTask(_) => "/api/tasks/:id",
+            Route::Health => HEALTH,
+            Route::DeadLetters => API_DEAD_LETTERS,
+            Route::Replay(_) => "/api/dead-letters/:id/replay",
+            Route::Purge => API_CACHE_PURGE,
+            Route::Metrics => METRICS,
+            Route::Events => API_EVENTS,
+            Route::Row(_) => "/fragments/row/:id",
+            Route::Card(_) => "/fragments/task/:id",
+            Route::Asset(_) => "/static/*",
+        },
+    }
 }
 
 /// Percent-decodes a path segment; ids are checked by the reader.
@@ -119,6 +159,25 @@ pub(crate) fn dispatch(
             Err(e) => api::read_error(&e),
         },
         Route::Purge => admin::purge(req, cid, admin),
+        Route::Metrics => admin::metrics(req, admin),
+        // The web component streams this route itself; here (a host that
+        // cannot stream) the stream opens and ends at once.
+        Route::Events => match events::subscribe(req) {
+            Ok(sub) => {
+                let mut head = events::response_head();
+                head.body = events::opening(sub.after.unwrap_or(0)).into_bytes();
+                head
+            }
+            Err(resp) => resp,
+        },
+        Route::Row(raw) => match decode_id(raw) {
+            Ok(id) => pages::row_fragment(&id, cid, source),
+            Err(e) => pages::fragment_error(&e),
+        },
+        Route::Card(raw) => match decode_id(raw) {
+            Ok(id) => pages::card_fragment(&id, cid, source),
+            Err(e) => pages::fragment_error(&e),
+        },
         Route::Asset(asset) => assets::serve(asset),
     }
 }

@@ -1,5 +1,6 @@
 //! The operator routes over a real (in-memory) local store: dead-letter
-//! listing and the signed replay, with every way a signature can be wrong.
+//! listing and the signed replay, with every way a signature can be wrong;
+//! the admin token on dead letters and metrics, with every way it can be.
 
 use std::cell::RefCell;
 use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
@@ -12,6 +13,7 @@ use tasks_storage::events::outbox::{ReplayError, replay_dead_letter};
 use tasks_storage::testing::MemoryKv;
 
 const KEY: &[u8] = b"operator-key";
+const TOKEN: &str = "operator-token";
 
 /// `X-Timestamp` and `X-Signature`.
 type Headers = (Option<String>, Option<String>);
@@ -21,6 +23,7 @@ struct Local {
     kv: MemoryKv,
     key: Option<Vec<u8>>,
     purged: RefCell<Vec<PurgeScope>>,
+    token: Option<Vec<u8>>,
 }
 
 impl Admin for Local {
@@ -49,6 +52,12 @@ impl Admin for Local {
             PurgeScope::All => 7,
             PurgeScope::Tasks(ids) => ids.len(),
         })
+    }
+    fn admin_token(&self) -> Option<Vec<u8>> {
+        self.token.clone()
+    }
+    fn metrics(&self) -> Result<String, ReadError> {
+        Ok("tasks_change_feed_head 0\n".into())
     }
 }
 
@@ -100,9 +109,57 @@ fn call(
         timestamp: ts,
         signature: sig,
         body: body.to_vec(),
+        authorization: Some(format!("Bearer {TOKEN}")),
         ..Request::default()
     };
     handle(&req, "cid-admin", &NoTasks, admin)
+}
+
+fn with_authorization(admin: &Local, path: &str, authorization: Option<&str>) -> Response {
+    let req = Request {
+        method: "GET".into(),
+        path: path.into(),
+        authorization: authorization.map(str::to_owned),
+        ..Request::default()
+    };
+    handle(&req, "cid-admin", &NoTasks, admin)
+}
+
+#[test]
+fn dead_letters_and_metrics_need_the_admin_token() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: None,
+        purged: RefCell::new(vec![]),
+        token: Some(TOKEN.as_bytes().to_vec()),
+    };
+    for path in ["/api/dead-letters", "/metrics"] {
+        for (authorization, code) in [
+            (None, "missing_token"),
+            (Some("Bearer nope"), "bad_token"),
+            (Some("Bearer operator-token2"), "bad_token"),
+            (Some("operator-token"), "malformed_authorization"),
+            (Some("Basic b3A6eA=="), "malformed_authorization"),
+        ] {
+            let resp = with_authorization(&admin, path, authorization);
+            assert_eq!(resp.status, 401, "{path} {authorization:?}");
+            assert_eq!(json(&resp)["error"]["code"], code, "{path} {authorization:?}");
+            assert!(resp.header("www-authenticate").is_some());
+        }
+        let ok = with_authorization(&admin, path, Some(&format!("Bearer {TOKEN}")));
+        assert_eq!(ok.status, 200, "{path}");
+    }
+    let metrics = with_authorization(&admin, "/metrics", Some(&format!("Bearer {TOKEN}")));
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let off = Local { token: None, ..admin };
+    for path in ["/api/dead-letters", "/metrics"] {
+        let resp = with_authorization(&off, path, Some(&format!("Bearer {TOKEN}")));
+        assert_eq!(resp.status, 503, "{path}");
+        assert_eq!(json(&resp)["error"]["code"], "admin_disabled");
+    }
 }
 
 fn json(r: &Response) -> serde_json::Value {
@@ -115,6 +172,7 @@ fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
         kv: MemoryKv::new(),
         key: None,
         purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
     };
     for n in 0..3 {
         dead_letter(&admin.kv, n, &format!(r#"{{"id":"t-{n}","title":"x"}}"#));
@@ -170,6 +228,7 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
         kv: MemoryKv::new(),
         key: Some(KEY.to_vec()),
         purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
     };
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
@@ -238,6 +297,7 @@ fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
         kv: MemoryKv::new(),
         key: None,
         purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
     };
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
@@ -259,6 +319,7 @@ fn purge_needs_a_good_signature_and_a_readable_body() {
         kv: MemoryKv::new(),
         key: Some(KEY.to_vec()),
         purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
     };
     let path = "/api/cache/purge";
     let post = |body: &[u8], ts: i64, key: &[u8], signed_path: &str| {

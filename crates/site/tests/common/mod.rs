@@ -27,4 +27,10 @@ impl Admin for NoAdmin {
     fn purge(&self, _: &PurgeScope, _: &str) -> Result<usize, ReadError> {
         Ok(0)
     }
+    fn admin_token(&self) -> Option<Vec<u8>> {
+        None
+    }
+    fn metrics(&self) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable("no admin here".into()))
+    }
 }
