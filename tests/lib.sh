@@ -2,6 +2,8 @@
 # shellcheck shell=bash
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The operator token every app under test gets (GET /api/dead-letters, /metrics).
+export SPIN_VARIABLE_ADMIN_TOKEN=${SPIN_VARIABLE_ADMIN_TOKEN:-admin-$RANDOM$RANDOM}
 SPIN_PID=""
 NATS_PID=""
 
@@ -258,8 +260,8 @@ wait_http() {
 }
 
 # --- the app under test on 127.0.0.1:$PORT (stores in $WORK, logs in $OUT/logs) --------
-# api PATH: GET PATH from the app; prints the body.
-api() { curl -sS "http://127.0.0.1:$PORT$1"; }
+# api PATH: GET PATH from the app, with the operator token; prints the body.
+api() { curl -sS -H "Authorization: Bearer $SPIN_VARIABLE_ADMIN_TOKEN" "http://127.0.0.1:$PORT$1"; }
 # field ID JQ: JQ (raw output) applied to GET /api/tasks/ID.
 field() { api "/api/tasks/$1" | jq -r "$2"; }
 # status_of PATH: the HTTP status code of GET PATH.

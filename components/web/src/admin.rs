@@ -3,11 +3,12 @@
 
 use tasks_domain::{ReadError, Timestamp, keys};
 use tasks_site::{Admin, PurgeScope};
-use tasks_spin_kv::tasks::{LOCAL_STORE, TasksStore};
+use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE, TasksStore};
 use tasks_spin_kv::{SpinKv, variable};
 use tasks_storage::StoreError;
 use tasks_storage::events::dead_letters::{self, DeadLetterPage};
 use tasks_storage::events::outbox::{self, ReplayError};
+use tasks_storage::metrics;
 use tasks_storage::read::page_cache;
 
 pub(crate) struct SpinAdmin;
@@ -33,6 +34,17 @@ impl Admin for SpinAdmin {
             Err(e) => println!("[{correlation_id}] REPLAY dlq:{id} refused: {e}"),
         }
         result
+    }
+
+    fn admin_token(&self) -> Option<Vec<u8>> {
+        variable("admin_token").map(String::into_bytes)
+    }
+
+    fn metrics(&self) -> Result<String, ReadError> {
+        let feed = SpinKv::open(FEED_STORE).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let snapshot =
+            metrics::snapshot(&feed).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        Ok(metrics::render(&snapshot))
     }
 
     fn signing_key(&self) -> Option<Vec<u8>> {

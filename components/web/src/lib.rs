@@ -8,14 +8,21 @@
 //! Everything it reads from the stores is read again on every request.
 
 mod admin;
+mod counters;
+mod live;
 mod source;
 
+use std::convert::Infallible;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use tasks_site::correlation;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use tasks_site::{correlation, events, paths, routes};
 use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
+
+/// A response body: whole, or streamed (the change stream).
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -50,7 +57,7 @@ fn header(req: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn serve(req: Request) -> Response<Full<Bytes>> {
+async fn serve(req: Request) -> Response<Body> {
     let start = Instant::now();
     let cid = correlation::resolve(header(&req, correlation::HEADER).as_deref());
     let method = req.method().to_string();
@@ -60,6 +67,8 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
     println!("[{cid}] → {method} {path}{sep}{query}");
 
     let if_none_match = header(&req, "if-none-match");
+    let authorization = header(&req, "authorization");
+    let last_event_id = header(&req, "last-event-id");
     let timestamp = header(&req, tasks_signing::TIMESTAMP_HEADER);
     let signature = header(&req, tasks_signing::SIGNATURE_HEADER);
     // GET and HEAD carry no body we use: not reading it saves the stream's host calls.
@@ -74,6 +83,7 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
                     "[{cid}] ← 400 ({} ms): could not read the request body: {e}",
                     start.elapsed().as_millis()
                 );
+                counters::request(routes::name(&path), 400, &cid);
                 return plain(400, "could not read the request body\n");
             }
         }
@@ -85,8 +95,14 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
         if_none_match,
         timestamp,
         signature,
+        authorization,
+        last_event_id,
         body,
     };
+    let route = routes::name(&site_req.path);
+    if site_req.path == paths::API_EVENTS && site_req.method == "GET" {
+        return open_stream(&site_req, &cid, start);
+    }
     let resp = tasks_site::handle(&site_req, &cid, &source::Reader, &admin::SpinAdmin);
 
     println!(
@@ -94,12 +110,64 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
         resp.status,
         start.elapsed().as_millis()
     );
+    counters::request(route, resp.status, &cid);
+    whole(resp, &cid)
+}
+
+/// `resp` as an HTTP response with its whole body.
+fn whole(resp: tasks_site::Response, cid: &str) -> Response<Body> {
     let mut builder = Response::builder().status(resp.status);
     for (name, value) in resp.headers {
         builder = builder.header(name, value);
     }
     builder
-        .body(Full::new(Bytes::from(resp.body)))
+        .body(Full::new(Bytes::from(resp.body)).boxed_unsync())
+        .unwrap_or_else(|e| {
+            println!("[{cid}] could not build the response: {e}");
+            plain(500, "internal error\n")
+        })
+}
+
+/// `GET /api/events`: a checked subscription becomes a streamed body.
+fn open_stream(req: &tasks_site::Request, cid: &str, start: Instant) -> Response<Body> {
+    let route = paths::API_EVENTS;
+    let refused = |mut resp: tasks_site::Response| {
+        resp.finish(req, cid);
+        println!(
+            "[{cid}] ← {} ({} ms)",
+            resp.status,
+            start.elapsed().as_millis()
+        );
+        counters::request(route, resp.status, cid);
+        whole(resp, cid)
+    };
+    let sub = match events::subscribe(req) {
+        Ok(sub) => sub,
+        Err(resp) => return refused(resp),
+    };
+    let after = match live::start(&sub) {
+        Ok(after) => after,
+        Err(e) => {
+            println!("[{cid}] KV GET feed — FAILED: {e}");
+            return refused(tasks_site::unavailable("the change feed"));
+        }
+    };
+    let mut head = events::response_head();
+    head.finish(req, cid);
+    println!(
+        "[{cid}] ← 200 stream after {after}{} ({} ms)",
+        sub.status
+            .map_or(String::new(), |s| format!(" status={}", s.as_str())),
+        start.elapsed().as_millis()
+    );
+    counters::request(route, 200, cid);
+    let mut builder = Response::builder().status(head.status);
+    for (name, value) in head.headers {
+        builder = builder.header(name, value);
+    }
+    let body = StreamBody::new(live::body(sub, after, cid.to_owned()));
+    builder
+        .body(BodyExt::boxed_unsync(body))
         .unwrap_or_else(|e| {
             println!("[{cid}] could not build the response: {e}");
             plain(500, "internal error\n")
@@ -107,8 +175,8 @@ async fn serve(req: Request) -> Response<Full<Bytes>> {
 }
 
 /// A plain-text response (when the request or response could not be translated).
-fn plain(status: u16, text: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: u16, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync());
     *resp.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
     resp.headers_mut().insert(

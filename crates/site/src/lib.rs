@@ -58,6 +58,11 @@ pub enum PageLookup {
 /// (the footer, after every task row) is replaced per request.
 pub const CID_SLOT: &str = "cid-slot-6e1f0c3a";
 
+/// A 503 saying `what` is unavailable (for a host's own routes).
+pub fn unavailable(what: &str) -> Response {
+    api::read_error(&ReadError::Unavailable(format!("{what} is unavailable")))
+}
+
 /// Serves one request. Every response carries the correlation id and the
 /// security headers.
 pub fn handle(

@@ -1,0 +1,64 @@
+//! The web's share of `/metrics`: requests by route and status, and page
+//! cache hits and misses. Counted in memory per instance and written to the
+//! `feed` store as one delta (one increment, one `set-many`) when
+//! [`FLUSH_EVERY`] requests are waiting or [`FLUSH_MILLIS`] passed since the
+//! last write: a store write per request would cost more than the request.
+//!
+//! The price: an instance Spin drops while idle loses what it counted since
+//! its last write (at most the last [`FLUSH_MILLIS`] of its requests).
+//! Spin retires an instance after 128 requests by default, a multiple of
+//! [`FLUSH_EVERY`], so a busy instance writes everything.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::FEED_STORE;
+use tasks_storage::feed;
+use tasks_storage::metrics::Counts;
+
+/// Requests counted before a write.
+const FLUSH_EVERY: u32 = 64;
+
+/// Longest a count waits for a write while requests keep coming.
+const FLUSH_MILLIS: u64 = 250;
+
+#[derive(Default)]
+struct Pending {
+    counts: Counts,
+    requests: u32,
+    written_at: Option<Instant>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+/// Counts one lookup of the rendered page cache.
+pub(crate) fn page_cache(hit: bool) {
+    PENDING.with(|p| p.borrow_mut().counts.page_cache(hit));
+}
+
+/// Counts one response, then writes the counts if it is time.
+pub(crate) fn request(route: &str, status: u16, cid: &str) {
+    let due = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.counts.http(route, status);
+        p.requests += 1;
+        let stale = p
+            .written_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(FLUSH_MILLIS));
+        if p.requests >= FLUSH_EVERY || stale {
+            p.requests = 0;
+            p.written_at = Some(Instant::now());
+            Some(std::mem::take(&mut p.counts))
+        } else {
+            None
+        }
+    });
+    if let Some(counts) = due
+        && let Err(e) = feed::append(&SpinKv::open_lenient(FEED_STORE), vec![], counts)
+    {
+        println!("[{cid}] KV PUT feed — FAILED: {e}; /metrics misses these requests");
+    }
+}

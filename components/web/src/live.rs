@@ -1,0 +1,164 @@
+//! `GET /api/events`: the change feed as a Server-Sent Events stream (the
+//! framing and request checks are `tasks_site::events`).
+//!
+//! Every stream of an instance shares one [`Follower`]: it reads the
+//! `feed` store at most every [`POLL_MILLIS`] however many clients are
+//! connected (Spin runs up to 16 requests at once in one WASI 0.3
+//! instance). A client further behind than the follower keeps (a reconnect
+//! with an old `Last-Event-ID`) reads the store itself until it catches up.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use http_body::Frame;
+use tasks_domain::Timestamp;
+use tasks_site::events::{self, HEARTBEAT_SECS, Subscription};
+use tasks_spin_kv::SpinKv;
+use tasks_spin_kv::tasks::FEED_STORE;
+use tasks_storage::StoreError;
+use tasks_storage::feed::{self, Cursor, Follower, Since, Step};
+
+/// How often the instance's follower reads the feed (and a stream looks
+/// for news): the bound on the delay the stream adds to a change.
+const POLL_MILLIS: u64 = 250;
+
+/// Slots a client behind the follower reads per store call.
+const CATCH_UP: usize = 500;
+
+thread_local! {
+    static FOLLOWER: RefCell<Option<Follower>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().millis()
+}
+
+/// The changes after `after` for one stream, through the shared follower.
+fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
+    let now = now_ms();
+    let shared = FOLLOWER.with(|f| -> Result<Since, StoreError> {
+        let mut f = f.borrow_mut();
+        let follower = match f.as_mut() {
+            Some(follower) => {
+                follower.refresh(feed, now)?;
+                follower
+            }
+            None => f.insert(Follower::start(feed, now, POLL_MILLIS as i64)?),
+        };
+        Ok(follower.since(cursor.after))
+    })?;
+    match shared {
+        Since::Entries(entries, next) => {
+            *cursor = Cursor::at(next);
+            Ok(Step::Send(entries))
+        }
+        Since::Behind => {
+            let read = feed::read_after(feed, cursor.after, CATCH_UP)?;
+            Ok(cursor.advance(read, now))
+        }
+    }
+}
+
+/// Where a stream starts: after the client's number, or at the head.
+pub(crate) fn start(sub: &Subscription) -> Result<u64, StoreError> {
+    match sub.after {
+        Some(after) => Ok(after),
+        None => feed::head(&SpinKv::open_lenient(FEED_STORE)),
+    }
+}
+
+/// One open stream.
+struct Live {
+    sub: Subscription,
+    cid: String,
+    cursor: Cursor,
+    opened: Instant,
+    last_write: Instant,
+    sent: u64,
+    greeted: bool,
+    failing: bool,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        println!(
+            "[{}] ✕ /api/events closed after {} s: {} changes sent, up to {}",
+            self.cid,
+            self.opened.elapsed().as_secs(),
+            self.sent,
+            self.cursor.after
+        );
+    }
+}
+
+impl Live {
+    /// The next bytes to send: changes, a reset, or a heartbeat when the
+    /// stream has been quiet for [`HEARTBEAT_SECS`].
+    async fn next_chunk(&mut self) -> Bytes {
+        if !self.greeted {
+            self.greeted = true;
+            return Bytes::from(events::opening(self.cursor.after));
+        }
+        loop {
+            let mut out = String::new();
+            // Not held across the wait: a body must be `Send`.
+            let read = news(&SpinKv::open_lenient(FEED_STORE), &mut self.cursor);
+            match read {
+                Ok(Step::Send(entries)) => {
+                    self.failing = false;
+                    for entry in entries.iter().filter(|e| self.sub.wants(e)) {
+                        out.push_str(&events::frame(entry));
+                        self.sent += 1;
+                    }
+                }
+                Ok(Step::Reset) => {
+                    println!(
+                        "[{}] /api/events: the client missed changes the feed no longer keeps; sent reset at {}",
+                        self.cid, self.cursor.after
+                    );
+                    out.push_str(&events::reset(self.cursor.after));
+                }
+                Err(e) => {
+                    if !self.failing {
+                        println!("[{}] /api/events: KV GET feed — FAILED: {e}", self.cid);
+                    }
+                    self.failing = true;
+                }
+            }
+            if out.is_empty() && self.last_write.elapsed() >= Duration::from_secs(HEARTBEAT_SECS) {
+                out.push_str(events::heartbeat());
+            }
+            if !out.is_empty() {
+                self.last_write = Instant::now();
+                return Bytes::from(out);
+            }
+            wasip3::clocks::monotonic_clock::wait_for(POLL_MILLIS * 1_000_000).await;
+        }
+    }
+}
+
+/// The body of a stream that starts after `after`: it ends when the
+/// client goes (the write fails and Spin drops it).
+pub(crate) fn body(
+    sub: Subscription,
+    after: u64,
+    cid: String,
+) -> impl Stream<Item = Result<Frame<Bytes>, Infallible>> {
+    let live = Live {
+        sub,
+        cid,
+        cursor: Cursor::at(after),
+        opened: Instant::now(),
+        last_write: Instant::now(),
+        sent: 0,
+        greeted: false,
+        failing: false,
+    };
+    futures::stream::unfold(live, |mut live| async move {
+        let chunk = live.next_chunk().await;
+        Some((Ok(Frame::data(chunk)), live))
+    })
+}
