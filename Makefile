@@ -79,6 +79,7 @@ test-e2e: build plugin
 	tests/e2e-jetstream.sh
 	tests/e2e-retry.sh
 	tests/e2e-cloudflare.sh
+	tests/e2e-live.sh
 
 # The long property run (about 10 minutes on 2 cores); not part of make test.
 test-properties-long:
