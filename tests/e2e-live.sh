@@ -63,7 +63,7 @@ check "the stream is text/event-stream" grep -qi '^content-type: text/event-stre
   <(curl -s -D - -o /dev/null --max-time 2 "$BASE/api/events" || true)
 sse --url "$BASE/api/events" --kinds created --count 60 --timeout 60 --out "$OUT/first.jsonl" &
 first=$!
-wait_log "$OUT/logs/web_stdout.txt" "← 200 stream after" 10
+wait_log "$OUT/logs/events_stdout.txt" "stream after" 10
 publish --tasks 200 --prefix sse- >/dev/null
 wait "$first"
 last=$(tail -1 "$OUT/first.jsonl" | jq -r .id)
@@ -78,7 +78,7 @@ check "ids are the changes' sequence numbers" is \
   "$(jq -r '(.data | fromjson | .seq | tostring) == .id' "$OUT/first.jsonl" "$OUT/second.jsonl" | sort -u)" "true"
 sse --url "$BASE/api/events?status=completed" --count 1 --timeout 30 --out "$OUT/filtered.jsonl" &
 filtered=$!
-wait_log "$OUT/logs/web_stdout.txt" "stream after .* status=completed" 10
+wait_log "$OUT/logs/events_stdout.txt" "stream after .* status=completed" 10
 nats_tool pub tasks.updated '{"id":"sse-000001","status":"in_progress"}' >/dev/null
 nats_tool pub tasks.updated '{"id":"sse-000002","status":"completed"}' >/dev/null
 wait "$filtered"

@@ -2,14 +2,15 @@
 //! back; reads tasks through the `tasks:store/reader` import, which Spin
 //! satisfies with the `kv-read` component. Logs one line in, one line out.
 //!
+//! `GET /api/events` has its own component (`events`); a request for it that
+//! reaches web gets the stream's opening only.
+//!
 //! It exports the WASI 0.3 HTTP handler, so Spin 4 reuses an instance for
 //! many requests (up to 128 by default); the stores it opens and the
 //! variables it reads are kept for the instance's life (`tasks-spin-kv`).
 //! Everything it reads from the stores is read again on every request.
 
 mod admin;
-mod counters;
-mod live;
 mod source;
 
 use std::convert::Infallible;
@@ -17,11 +18,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use tasks_site::{correlation, events, paths, routes};
+use http_body_util::{BodyExt, Full};
+use tasks_site::{correlation, routes};
+use tasks_spin_kv::counters;
 use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
 
-/// A response body: whole, or streamed (the change stream).
+/// A response body (boxed: the one type every path returns).
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Generated bindings: the only code here that needs `unsafe`.
@@ -100,9 +102,6 @@ async fn serve(req: Request) -> Response<Body> {
         body,
     };
     let route = routes::name(&site_req.path);
-    if site_req.path == paths::API_EVENTS && site_req.method == "GET" {
-        return open_stream(&site_req, &cid, start);
-    }
     let resp = tasks_site::handle(&site_req, &cid, &source::Reader, &admin::SpinAdmin);
 
     println!(
@@ -122,52 +121,6 @@ fn whole(resp: tasks_site::Response, cid: &str) -> Response<Body> {
     }
     builder
         .body(Full::new(Bytes::from(resp.body)).boxed_unsync())
-        .unwrap_or_else(|e| {
-            println!("[{cid}] could not build the response: {e}");
-            plain(500, "internal error\n")
-        })
-}
-
-/// `GET /api/events`: a checked subscription becomes a streamed body.
-fn open_stream(req: &tasks_site::Request, cid: &str, start: Instant) -> Response<Body> {
-    let route = paths::API_EVENTS;
-    let refused = |mut resp: tasks_site::Response| {
-        resp.finish(req, cid);
-        println!(
-            "[{cid}] ← {} ({} ms)",
-            resp.status,
-            start.elapsed().as_millis()
-        );
-        counters::request(route, resp.status, cid);
-        whole(resp, cid)
-    };
-    let sub = match events::subscribe(req) {
-        Ok(sub) => sub,
-        Err(resp) => return refused(resp),
-    };
-    let after = match live::start(&sub) {
-        Ok(after) => after,
-        Err(e) => {
-            println!("[{cid}] KV GET feed — FAILED: {e}");
-            return refused(tasks_site::unavailable("the change feed"));
-        }
-    };
-    let mut head = events::response_head();
-    head.finish(req, cid);
-    println!(
-        "[{cid}] ← 200 stream after {after}{} ({} ms)",
-        sub.status
-            .map_or(String::new(), |s| format!(" status={}", s.as_str())),
-        start.elapsed().as_millis()
-    );
-    counters::request(route, 200, cid);
-    let mut builder = Response::builder().status(head.status);
-    for (name, value) in head.headers {
-        builder = builder.header(name, value);
-    }
-    let body = StreamBody::new(live::body(sub, after, cid.to_owned()));
-    builder
-        .body(BodyExt::boxed_unsync(body))
         .unwrap_or_else(|e| {
             println!("[{cid}] could not build the response: {e}");
             plain(500, "internal error\n")

@@ -87,11 +87,11 @@ impl TaskSource for Reader {
         let cache = PageCache::new(&local, &tasks_spin_kv::unique, &tasks::sees_every_write);
         match cache.lookup(&keys::html_cache(key)) {
             Ok(Lookup::Hit(body)) => {
-                crate::counters::page_cache(true);
+                tasks_spin_kv::counters::page_cache(true);
                 PageLookup::Hit(body)
             }
             Ok(Lookup::Miss(generation)) => {
-                crate::counters::page_cache(false);
+                tasks_spin_kv::counters::page_cache(false);
                 PageLookup::Miss(generation)
             }
             Ok(Lookup::Off) | Err(_) => PageLookup::Off,

@@ -3,6 +3,7 @@
 //! interfaces only through its generated `wit` module.
 
 pub mod cloudflare;
+pub mod counters;
 pub mod feed;
 pub mod notify;
 pub mod tasks;

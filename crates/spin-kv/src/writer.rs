@@ -55,17 +55,27 @@ impl<'a> Delivery<'a> {
 
 /// Handles the messages in order, one outcome each: `Ok` whenever the event
 /// is safely recorded (applied, dead-lettered or deferred); `Err` only when
-/// not even the local store could record it.
+/// not even the local store could record it. Each change goes to the change
+/// feed and each outcome to the counters behind `/metrics`.
 pub fn handle_messages<L: AtomicKv>(
     deliveries: &[Delivery],
     local: &L,
+) -> Vec<Result<(), StoreError>> {
+    handle_messages_with(deliveries, local, Journal::new())
+}
+
+/// [`handle_messages`] recording into `journal` (bench/writer-no-counting
+/// passes [`Journal::uncounted`] to measure what counting costs).
+pub fn handle_messages_with<L: AtomicKv>(
+    deliveries: &[Delivery],
+    local: &L,
+    journal: Journal,
 ) -> Vec<Result<(), StoreError>> {
     // The backend the runtime config chooses, opened on first use. A tasks
     // store that cannot even be opened is a store failure like any other:
     // the events go to the outbox through the same path.
     let start = Instant::now();
     let tasks = TasksStore::from_config();
-    let journal = Journal::new();
     let writer = Writer {
         tasks: &tasks,
         local,

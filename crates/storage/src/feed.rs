@@ -107,16 +107,35 @@ struct Slot {
 }
 
 /// What one call changed and counted, committed by [`Journal::commit`].
-#[derive(Default)]
 pub struct Journal {
     changes: RefCell<Vec<Change>>,
     counts: RefCell<Counts>,
+    counting: bool,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Journal {
     /// An empty journal.
     pub fn new() -> Self {
-        Self::default()
+        Journal {
+            changes: RefCell::default(),
+            counts: RefCell::default(),
+            counting: true,
+        }
+    }
+
+    /// A journal that keeps changes and counts nothing: what counting costs
+    /// is measured against it (bench/writer-no-counting).
+    pub fn uncounted() -> Self {
+        Journal {
+            counting: false,
+            ..Self::new()
+        }
     }
 
     /// Records a change that reached the `tasks` store.
@@ -126,7 +145,9 @@ impl Journal {
 
     /// Adds to the counts (see [`crate::metrics`] for the series).
     pub fn count(&self, f: impl FnOnce(&mut Counts)) {
-        f(&mut self.counts.borrow_mut());
+        if self.counting {
+            f(&mut self.counts.borrow_mut());
+        }
     }
 
     /// The changes recorded so far.

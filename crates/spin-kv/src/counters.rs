@@ -1,5 +1,5 @@
-//! The web's share of `/metrics`: requests by route and status, and page
-//! cache hits and misses. Counted in memory per instance and written to the
+//! The HTTP components' share of `/metrics` (web, events): requests by
+//! route and status, and page cache hits and misses. Counted in memory per instance and written to the
 //! `feed` store as one delta (one increment, one `set-many`) when
 //! [`FLUSH_EVERY`] requests are waiting or [`FLUSH_MILLIS`] passed since the
 //! last write: a store write per request would cost more than the request.
@@ -12,10 +12,11 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use tasks_spin_kv::SpinKv;
-use tasks_spin_kv::tasks::FEED_STORE;
 use tasks_storage::feed;
 use tasks_storage::metrics::Counts;
+
+use crate::SpinKv;
+use crate::tasks::FEED_STORE;
 
 /// Requests counted before a write.
 const FLUSH_EVERY: u32 = 64;
@@ -35,12 +36,12 @@ thread_local! {
 }
 
 /// Counts one lookup of the rendered page cache.
-pub(crate) fn page_cache(hit: bool) {
+pub fn page_cache(hit: bool) {
     PENDING.with(|p| p.borrow_mut().counts.page_cache(hit));
 }
 
 /// Counts one response, then writes the counts if it is time.
-pub(crate) fn request(route: &str, status: u16, cid: &str) {
+pub fn request(route: &str, status: u16, cid: &str) {
     let due = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         p.counts.http(route, status);

@@ -21,9 +21,10 @@ use tasks_spin_kv::tasks::FEED_STORE;
 use tasks_storage::StoreError;
 use tasks_storage::feed::{self, Cursor, Follower, Since, Step};
 
-/// How often the instance's follower reads the feed (and a stream looks
-/// for news): the bound on the delay the stream adds to a change.
-const POLL_MILLIS: u64 = 250;
+/// How often streams look for news: on the same wall-clock ticks in every
+/// stream of an instance, so one follower read serves them all. The bound
+/// on the delay the stream adds to a change.
+const POLL_MILLIS: u64 = 200;
 
 /// Slots a client behind the follower reads per store call.
 const CATCH_UP: usize = 500;
@@ -46,7 +47,9 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
                 follower.refresh(feed, now)?;
                 follower
             }
-            None => f.insert(Follower::start(feed, now, POLL_MILLIS as i64)?),
+            // Half a tick: the first stream to wake on a tick reads, the
+            // rest of that tick use what it read.
+            None => f.insert(Follower::start(feed, now, POLL_MILLIS as i64 / 2)?),
         };
         Ok(follower.since(cursor.after))
     })?;
@@ -60,6 +63,13 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
             Ok(cursor.advance(read, now))
         }
     }
+}
+
+/// Nanoseconds to the next multiple of [`POLL_MILLIS`] on the wall clock.
+fn until_next_tick() -> u64 {
+    let now = u64::try_from(now_ms()).unwrap_or(0);
+    let next = (now / POLL_MILLIS + 1) * POLL_MILLIS;
+    (next - now).max(1) * 1_000_000
 }
 
 /// Where a stream starts: after the client's number, or at the head.
@@ -135,7 +145,7 @@ impl Live {
                 self.last_write = Instant::now();
                 return Bytes::from(out);
             }
-            wasip3::clocks::monotonic_clock::wait_for(POLL_MILLIS * 1_000_000).await;
+            wasip3::clocks::monotonic_clock::wait_for(until_next_tick()).await;
         }
     }
 }
