@@ -48,7 +48,11 @@ fn serve(req: &Request) -> Response<Body> {
     let cid = correlation::resolve(header(req, correlation::HEADER).as_deref());
     let query = req.uri().query().unwrap_or("").to_owned();
     let sep = if query.is_empty() { "" } else { "?" };
-    println!("[{cid}] → {} {}{sep}{query}", req.method(), req.uri().path());
+    println!(
+        "[{cid}] → {} {}{sep}{query}",
+        req.method(),
+        req.uri().path()
+    );
     let site_req = SiteRequest {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -100,7 +104,8 @@ fn respond(resp: SiteResponse, body: Option<Body>, cid: &str) -> Response<Body> 
     let body = body.unwrap_or_else(|| Full::new(Bytes::from(resp.body)).boxed_unsync());
     builder.body(body).unwrap_or_else(|e| {
         println!("[{cid}] could not build the response: {e}");
-        let mut r = Response::new(Full::new(Bytes::from_static(b"internal error\n")).boxed_unsync());
+        let mut r =
+            Response::new(Full::new(Bytes::from_static(b"internal error\n")).boxed_unsync());
         *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
         r
     })

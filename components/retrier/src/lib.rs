@@ -7,10 +7,10 @@
 //! each task's records are claimed with compare-and-swap first.
 
 use tasks_domain::Timestamp;
-use tasks_spin_kv::{feed, notify};
-use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE};
 use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE};
 use tasks_spin_kv::{SpinKv, log, unique};
+use tasks_spin_kv::{feed, notify};
 use tasks_storage::cloud::Flusher;
 use tasks_storage::feed::Journal;
 use tasks_storage::metrics::{self, Gauges};

@@ -159,15 +159,16 @@ impl BearerRejection {
 /// both, so neither the content nor the length leaks through timing).
 pub fn verify_bearer(token: &[u8], header: Option<&str>) -> Result<(), BearerRejection> {
     let header = header.ok_or(BearerRejection::Missing)?;
-    let (scheme, given) = header
-        .split_once(' ')
-        .ok_or(BearerRejection::Malformed)?;
+    let (scheme, given) = header.split_once(' ').ok_or(BearerRejection::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || given.is_empty() || given.contains(' ') {
         return Err(BearerRejection::Malformed);
     }
     let want = Sha256::digest(token);
     let got = Sha256::digest(given.as_bytes());
-    let diff = want.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = want
+        .iter()
+        .zip(got.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff == 0 {
         Ok(())
     } else {

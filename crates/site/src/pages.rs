@@ -239,7 +239,9 @@ pub(crate) fn list(req: &Request, cid: &str, source: &dyn TaskSource) -> Respons
             .as_deref()
             .map(|c| query::list_link(HOME, status, Some(c), lr.limit)),
         filter_status: status.map_or("", Status::as_str),
-        limit: lr.resolved_limit().unwrap_or(tasks_domain::DEFAULT_LIMIT as usize),
+        limit: lr
+            .resolved_limit()
+            .unwrap_or(tasks_domain::DEFAULT_LIMIT as usize),
     };
     let body = match out.render() {
         Ok(body) => body.into_bytes(),

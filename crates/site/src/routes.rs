@@ -53,9 +53,7 @@ fn route(path: &str) -> Option<Route<'_>> {
         METRICS => Some(Route::Metrics),
         API_EVENTS => Some(Route::Events),
         p if id_after(p, ROW_FRAGMENT).is_some() => id_after(p, ROW_FRAGMENT).map(Route::Row),
-        p if id_after(p, CARD_FRAGMENT).is_some() => {
-            id_after(p, CARD_FRAGMENT).map(Route::Card)
-        }
+        p if id_after(p, CARD_FRAGMENT).is_some() => id_after(p, CARD_FRAGMENT).map(Route::Card),
         p => {
             if let Some(id) = p
                 .strip_prefix(API_DEAD_LETTER)

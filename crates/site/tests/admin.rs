@@ -143,7 +143,11 @@ fn dead_letters_and_metrics_need_the_admin_token() {
         ] {
             let resp = with_authorization(&admin, path, authorization);
             assert_eq!(resp.status, 401, "{path} {authorization:?}");
-            assert_eq!(json(&resp)["error"]["code"], code, "{path} {authorization:?}");
+            assert_eq!(
+                json(&resp)["error"]["code"],
+                code,
+                "{path} {authorization:?}"
+            );
             assert!(resp.header("www-authenticate").is_some());
         }
         let ok = with_authorization(&admin, path, Some(&format!("Bearer {TOKEN}")));
@@ -154,7 +158,10 @@ fn dead_letters_and_metrics_need_the_admin_token() {
         metrics.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    let off = Local { token: None, ..admin };
+    let off = Local {
+        token: None,
+        ..admin
+    };
     for path in ["/api/dead-letters", "/metrics"] {
         let resp = with_authorization(&off, path, Some(&format!("Bearer {TOKEN}")));
         assert_eq!(resp.status, 503, "{path}");

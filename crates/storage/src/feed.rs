@@ -23,8 +23,8 @@ use tasks_domain::event::EventKind;
 use tasks_domain::keys::{self, FEED_CAPACITY};
 use tasks_domain::{Status, Timestamp};
 
+use crate::counts::{Counts, Delta};
 use crate::kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
-use crate::metrics::{Counts, Delta};
 
 /// How long a reader waits on a slot that is not written before stepping
 /// over it (its writer died between taking the number and writing it).
@@ -191,7 +191,10 @@ pub fn append<F: AtomicKv>(
         pairs.push((key.clone(), encode(&key, &slot)?));
     }
     let delta_key = keys::metrics_delta(first);
-    pairs.push((delta_key.clone(), encode(&delta_key, &Delta { span, counts })?));
+    pairs.push((
+        delta_key.clone(),
+        encode(&delta_key, &Delta { span, counts })?,
+    ));
     feed.set_many(pairs)?;
     Ok(Some(last))
 }

@@ -7,11 +7,13 @@
 //! - [`read`]: task lookups, listings, the listing index, the page cache.
 //! - [`events`]: applying events, the outbox, the retrier, dead letters.
 //! - [`cloud`]: Cloudflare Workers KV as the `tasks` store.
-//! - [`feed`]: the change feed; [`metrics`]: the counters behind `/metrics`.
+//! - [`feed`]: the change feed; [`counts`] and [`metrics`]: the counters
+//!   behind `/metrics` (counted per call, folded, rendered).
 //! - `testing` (feature `testing`): test doubles.
 
 pub mod backoff;
 pub mod cloud;
+pub mod counts;
 pub mod events;
 pub mod feed;
 pub mod kv;

@@ -7,8 +7,8 @@ use std::rc::Rc;
 
 use tasks_domain::{Task, Timestamp, keys};
 use tasks_storage::cloud::{CloudKv, FlushReport, Flusher, Remote};
-use tasks_storage::feed::Journal;
 use tasks_storage::events::dead_letters::DeadLetter;
+use tasks_storage::feed::Journal;
 use tasks_storage::lease::Claim;
 use tasks_storage::testing::MemoryKv;
 use tasks_storage::{AtomicKv, Handled, Incoming, KeyValue, StoreError, Writer};

@@ -10,7 +10,7 @@ use tasks_storage::feed::{
 };
 use tasks_storage::metrics::{self, Counts, EventOutcome, Gauges, RetryOutcome};
 use tasks_storage::testing::{Harness, MemoryKv};
-use tasks_storage::{AtomicKv, Incoming, KeyValue};
+use tasks_storage::{AtomicKv, Incoming};
 
 fn change(id: &str) -> Change {
     Change {
@@ -33,7 +33,7 @@ fn append(feed: &MemoryKv, ids: &[&str]) -> Option<u64> {
 fn seqs(read: &Read) -> Vec<u64> {
     match read {
         Read::Entries { entries, .. } => entries.iter().map(|e| e.seq).collect(),
-        Read::Reset { .. } => panic!("unexpected reset"),
+        Read::Reset { .. } => unreachable!("unexpected reset"),
     }
 }
 
@@ -45,30 +45,43 @@ fn appends_number_changes_across_calls_and_read_in_pages() {
     // Counts without a change take one number; its slot carries nothing.
     let mut counts = Counts::default();
     counts.http("/", 200);
-    assert_eq!(feed::append(&feed, vec![], counts).unwrap(), Some(4));
+    assert_eq!(
+        feed::append(&feed, vec![], counts).expect("in memory"),
+        Some(4)
+    );
     assert_eq!(append(&feed, &["d"]), Some(5));
-    assert_eq!(feed::append(&feed, vec![], Counts::default()).unwrap(), None);
+    assert_eq!(
+        feed::append(&feed, vec![], Counts::default()).expect("in memory"),
+        None
+    );
 
-    let first = feed::read_after(&feed, 0, 2).unwrap();
+    let first = feed::read_after(&feed, 0, 2).expect("in memory");
     assert_eq!(seqs(&first), vec![1, 2]);
-    let rest = feed::read_after(&feed, 2, 100).unwrap();
+    let rest = feed::read_after(&feed, 2, 100).expect("in memory");
     assert_eq!(seqs(&rest), vec![3, 5], "the empty slot 4 is passed over");
-    assert!(matches!(rest, Read::Entries { next: 5, head: 5, .. }));
+    assert!(matches!(
+        rest,
+        Read::Entries {
+            next: 5,
+            head: 5,
+            ..
+        }
+    ));
     let Read::Entries { entries, .. } = rest else {
         unreachable!()
     };
     assert_eq!(entries[0].change, change("c"));
     // The wire form: the change's fields next to its number.
-    let wire = serde_json::to_value(&entries[0]).unwrap();
+    let wire = serde_json::to_value(&entries[0]).expect("in memory");
     assert_eq!(
         wire,
         json!({"seq": 3, "kind": "updated", "id": "c", "version": 2, "status": "completed",
                "previousStatus": "pending", "at": "2026-11-22T06:01:54.000Z", "correlationId": "cid-c"})
     );
-    let back: Entry = serde_json::from_value(wire).unwrap();
+    let back: Entry = serde_json::from_value(wire).expect("in memory");
     assert_eq!(back, entries[0]);
     assert_eq!(
-        feed::read_after(&feed, 5, 10).unwrap(),
+        feed::read_after(&feed, 5, 10).expect("in memory"),
         Read::Entries {
             entries: vec![],
             next: 5,
@@ -88,18 +101,18 @@ fn the_ring_keeps_the_last_capacity_changes_and_resets_readers_behind_it() {
     let slots = feed.keys_with_prefix(keys::FEED_SLOT_PREFIX).len() as u64;
     assert_eq!(slots, FEED_CAPACITY, "bounded");
     assert_eq!(
-        feed::read_after(&feed, 0, 10).unwrap(),
+        feed::read_after(&feed, 0, 10).expect("in memory"),
         Read::Reset {
             head: FEED_CAPACITY + 5
         }
     );
     // Just inside the bound: the oldest kept change is there.
-    let read = feed::read_after(&feed, 5, 3).unwrap();
+    let read = feed::read_after(&feed, 5, 3).expect("in memory");
     assert_eq!(seqs(&read), vec![6, 7, 8]);
     // A reader whose next slot was overwritten while it read is reset too.
     let mut cursor = Cursor::at(0);
     assert_eq!(
-        cursor.advance(feed::read_after(&feed, 0, 10).unwrap(), 0),
+        cursor.advance(feed::read_after(&feed, 0, 10).expect("in memory"), 0),
         Step::Reset
     );
     assert_eq!(cursor.after, FEED_CAPACITY + 5);
@@ -110,22 +123,29 @@ fn a_slot_not_written_yet_stops_readers_until_the_gap_times_out() {
     let feed = MemoryKv::new();
     append(&feed, &["a"]);
     // A writer took number 2 and has not written it (or died).
-    feed.increment(keys::FEED_HEAD, 1).unwrap();
+    feed.increment(keys::FEED_HEAD, 1).expect("in memory");
     append(&feed, &["c"]);
     let mut cursor = Cursor::at(0);
-    let step = cursor.advance(feed::read_after(&feed, 0, 10).unwrap(), 1_000);
+    let step = cursor.advance(feed::read_after(&feed, 0, 10).expect("in memory"), 1_000);
     assert!(matches!(step, Step::Send(ref e) if e.len() == 1 && e[0].seq == 1));
     assert_eq!(cursor.after, 1, "stops before the missing slot");
-    let step = cursor.advance(feed::read_after(&feed, 1, 10).unwrap(), 2_000);
+    let step = cursor.advance(feed::read_after(&feed, 1, 10).expect("in memory"), 2_000);
     assert_eq!(step, Step::Send(vec![]));
     let step = cursor.advance(
-        feed::read_after(&feed, 1, 10).unwrap(),
+        feed::read_after(&feed, 1, 10).expect("in memory"),
         2_000 + GAP_MILLIS - 1,
     );
-    assert_eq!((step, cursor.after), (Step::Send(vec![]), 1), "still waiting");
-    cursor.advance(feed::read_after(&feed, 1, 10).unwrap(), 2_000 + GAP_MILLIS);
+    assert_eq!(
+        (step, cursor.after),
+        (Step::Send(vec![]), 1),
+        "still waiting"
+    );
+    cursor.advance(
+        feed::read_after(&feed, 1, 10).expect("in memory"),
+        2_000 + GAP_MILLIS,
+    );
     assert_eq!(cursor.after, 2, "stepped over the slot that never came");
-    let step = cursor.advance(feed::read_after(&feed, 2, 10).unwrap(), 9_000);
+    let step = cursor.advance(feed::read_after(&feed, 2, 10).expect("in memory"), 9_000);
     assert!(matches!(step, Step::Send(ref e) if e.len() == 1 && e[0].seq == 3));
 }
 
@@ -133,27 +153,34 @@ fn a_slot_not_written_yet_stops_readers_until_the_gap_times_out() {
 fn one_follower_serves_every_reader_of_a_process_with_one_read_per_interval() {
     let feed = MemoryKv::new();
     append(&feed, &["old"]);
-    let mut follower = Follower::start(&feed, 0, 250).unwrap();
+    let mut follower = Follower::start(&feed, 0, 250).expect("in memory");
     assert_eq!(follower.position(), 1, "starts at the head");
     append(&feed, &["a", "b"]);
     feed.reset_calls();
-    assert!(!follower.refresh(&feed, 100).unwrap(), "too soon");
+    assert!(
+        !follower.refresh(&feed, 100).expect("in memory"),
+        "too soon"
+    );
     assert_eq!(feed.calls().get, 0);
-    assert!(follower.refresh(&feed, 250).unwrap());
+    assert!(follower.refresh(&feed, 250).expect("in memory"));
     let Since::Entries(entries, next) = follower.since(1) else {
-        panic!("behind")
+        unreachable!("behind")
     };
     assert_eq!(
         (entries.iter().map(|e| e.seq).collect::<Vec<_>>(), next),
         (vec![2, 3], 3)
     );
     let Since::Entries(entries, _) = follower.since(2) else {
-        panic!("behind")
+        unreachable!("behind")
     };
     assert_eq!(entries.len(), 1);
     assert_eq!(follower.since(0), Since::Behind, "older than what it keeps");
     let calls = feed.calls();
-    assert_eq!(calls.get + calls.get_many, 2, "head and slots, once for all");
+    assert_eq!(
+        calls.get + calls.get_many,
+        2,
+        "head and slots, once for all"
+    );
 }
 
 fn deliver(h: &Harness, subject: &str, payload: serde_json::Value, seq: Option<u64>) {
@@ -171,7 +198,12 @@ fn deliver(h: &Harness, subject: &str, payload: serde_json::Value, seq: Option<u
 #[test]
 fn the_writer_records_each_change_once_with_versions_and_statuses() {
     let h = Harness::new();
-    deliver(&h, "tasks.created", json!({"id": "t-1", "title": "A"}), Some(1));
+    deliver(
+        &h,
+        "tasks.created",
+        json!({"id": "t-1", "title": "A"}),
+        Some(1),
+    );
     deliver(
         &h,
         "tasks.updated",
@@ -179,9 +211,19 @@ fn the_writer_records_each_change_once_with_versions_and_statuses() {
         Some(2),
     );
     // A redelivery changes nothing and records nothing.
-    deliver(&h, "tasks.created", json!({"id": "t-1", "title": "A"}), Some(1));
+    deliver(
+        &h,
+        "tasks.created",
+        json!({"id": "t-1", "title": "A"}),
+        Some(1),
+    );
     deliver(&h, "tasks.deleted", json!({"id": "t-1"}), Some(3));
-    deliver(&h, "tasks.updated", json!({"id": "nope", "title": "x"}), None);
+    deliver(
+        &h,
+        "tasks.updated",
+        json!({"id": "nope", "title": "x"}),
+        None,
+    );
     let changes = h.journal.changes();
     let summary: Vec<_> = changes
         .iter()
@@ -201,8 +243,8 @@ fn the_writer_records_each_change_once_with_versions_and_statuses() {
         ]
     );
     let feed = MemoryKv::new();
-    h.journal.commit(&feed).unwrap();
-    let snap = metrics::snapshot(&feed).unwrap();
+    h.journal.commit(&feed).expect("in memory");
+    let snap = metrics::snapshot(&feed).expect("in memory");
     let text = metrics::render(&snap);
     for line in [
         "tasks_events_total{outcome=\"applied\",subject=\"tasks.created\"} 1",
@@ -265,40 +307,63 @@ fn compaction_folds_deltas_once_and_snapshots_see_what_is_not_folded() {
     append(&feed, &["a", "b"]);
     append(&feed, &["c"]);
     let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
-    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 2);
+    assert_eq!(
+        metrics::snapshot(&feed)
+            .expect("in memory")
+            .counts
+            .get(series),
+        2
+    );
     let gauges = Gauges {
         outbox: 3,
         dead_letters: 1,
     };
     let now = Timestamp(Harness::START);
-    let done = metrics::compact(&feed, Some(gauges), now).unwrap();
+    let done = metrics::compact(&feed, Some(gauges), now).expect("in memory");
     assert_eq!(done.folded, 2);
     assert!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).is_empty());
     append(&feed, &["d"]);
-    let snap = metrics::snapshot(&feed).unwrap();
+    let snap = metrics::snapshot(&feed).expect("in memory");
     assert_eq!(snap.counts.get(series), 3, "totals plus the new delta");
     assert_eq!(snap.gauges, Some(gauges));
     // Nothing new: a second compaction changes nothing, and never counts twice.
-    metrics::compact(&feed, Some(gauges), now).unwrap();
-    assert_eq!(metrics::compact(&feed, Some(gauges), now).unwrap().folded, 0);
-    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 3);
+    metrics::compact(&feed, Some(gauges), now).expect("in memory");
+    assert_eq!(
+        metrics::compact(&feed, Some(gauges), now)
+            .expect("in memory")
+            .folded,
+        0
+    );
+    assert_eq!(
+        metrics::snapshot(&feed)
+            .expect("in memory")
+            .counts
+            .get(series),
+        3
+    );
 }
 
 #[test]
 fn compaction_waits_for_a_delta_in_flight_then_steps_over_it() {
     let feed = MemoryKv::new();
     append(&feed, &["a"]);
-    feed.increment(keys::FEED_HEAD, 1).unwrap(); // taken, not written
+    feed.increment(keys::FEED_HEAD, 1).expect("in memory"); // taken, not written
     append(&feed, &["c"]);
     let t0 = Harness::START;
-    let first = metrics::compact(&feed, None, Timestamp(t0)).unwrap();
+    let first = metrics::compact(&feed, None, Timestamp(t0)).expect("in memory");
     assert_eq!((first.folded, first.gave_up), (1, 0));
-    let later = metrics::compact(&feed, None, Timestamp(t0 + 1_000)).unwrap();
+    let later = metrics::compact(&feed, None, Timestamp(t0 + 1_000)).expect("in memory");
     assert_eq!((later.folded, later.gave_up), (0, 0), "waits");
-    let gave_up = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).unwrap();
+    let gave_up = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).expect("in memory");
     assert_eq!((gave_up.folded, gave_up.gave_up), (1, 1));
     let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
-    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 2);
+    assert_eq!(
+        metrics::snapshot(&feed)
+            .expect("in memory")
+            .counts
+            .get(series),
+        2
+    );
 }
 
 #[test]
@@ -306,13 +371,19 @@ fn a_compaction_that_loses_the_race_changes_nothing() {
     let feed = MemoryKv::new();
     append(&feed, &["a"]);
     feed.inject_conflicts(1);
-    let lost = metrics::compact(&feed, None, Timestamp(Harness::START)).unwrap();
+    let lost = metrics::compact(&feed, None, Timestamp(Harness::START)).expect("in memory");
     assert!(lost.lost_race);
     assert_eq!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).len(), 1);
-    let won = metrics::compact(&feed, None, Timestamp(Harness::START)).unwrap();
+    let won = metrics::compact(&feed, None, Timestamp(Harness::START)).expect("in memory");
     assert_eq!(won.folded, 1);
     let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
-    assert_eq!(metrics::snapshot(&feed).unwrap().counts.get(series), 1);
+    assert_eq!(
+        metrics::snapshot(&feed)
+            .expect("in memory")
+            .counts
+            .get(series),
+        1
+    );
 }
 
 #[test]
@@ -361,7 +432,7 @@ fn prometheus_text_has_help_type_cumulative_buckets_and_escaped_labels() {
     let mut family = "";
     for line in &lines {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            family = rest.split(' ').next().unwrap();
+            family = rest.split(' ').next().expect("in memory");
         } else if !line.starts_with('#') {
             assert!(line.starts_with(family), "{line} outside {family}");
         }

@@ -36,10 +36,7 @@ fn sound(c: &str, outcome: &Result<String, ReadError>) -> Result<(), TestCaseErr
 fn cursors_round_trip_and_name_the_id() {
     check("cursor round trip", id(), |id| {
         let c = cursor::encode(&id);
-        prop_assert!(
-            c.strip_prefix("c1:").is_some_and(is_valid_id),
-            "{c}"
-        );
+        prop_assert!(c.strip_prefix("c1:").is_some_and(is_valid_id), "{c}");
         prop_assert_eq!(decode(&c), Ok(id));
         Ok(())
     });

@@ -24,12 +24,12 @@ use std::time::Instant;
 use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys};
 
+use crate::counts::EventOutcome;
 use crate::events::apply::{Writer, change, merged};
 use crate::events::health::{self, StoreHealth};
 use crate::events::writer::{Handled, Incoming};
 use crate::feed::Change;
 use crate::kv::{AtomicKv, StoreError, decode_counter};
-use crate::metrics::EventOutcome;
 
 /// What the fast path decided for one message.
 enum Plan {

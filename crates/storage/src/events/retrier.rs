@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use tasks_domain::{Timestamp, event, keys};
 
 use crate::backoff::{MAX_ATTEMPTS, Next};
+use crate::counts::RetryOutcome;
 use crate::events::apply::{Failure, Writer};
 use crate::events::health;
 use crate::events::outbox::{self, CLAIM_MILLIS, OutboxEntry};
 use crate::kv::{AtomicKv, StoreError, decode_counter, encode};
 use crate::lease::{self, Claim};
-use crate::metrics::RetryOutcome;
 
 /// Records read per `get_many`.
 const READ_BATCH: usize = 256;

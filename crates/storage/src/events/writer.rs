@@ -5,12 +5,12 @@
 use tasks_domain::event;
 use tasks_domain::{Timestamp, keys};
 
+use crate::counts::EventOutcome;
 use crate::events::apply::{Failure, Writer};
 use crate::events::dead_letters::{DeadLetter, RawPayload};
 use crate::events::health::{self, StoreHealth};
 use crate::events::outbox::{self, OutboxEntry};
 use crate::kv::{AtomicKv, StoreError, decode_counter};
-use crate::metrics::EventOutcome;
 
 /// One message as the trigger delivered it.
 #[derive(Clone, Copy, Debug)]
