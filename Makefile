@@ -25,7 +25,8 @@ help:
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make stop    stop the nats-server make nats started (.spin/nats-server.pid), nothing else"
 	@echo "make test-cloudflare  the Cloudflare KV client against Cloudflare's emulator (miniflare), direct and behind cf-fault-proxy"
-	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline) and retry (order-check cost, outbox drain) benchmarks"
+	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline), retry (order-check cost, outbox drain),"
+	@echo "             Cloudflare, change stream (200 clients) and counting-cost benchmarks"
 
 prereqs:
 	@echo "==> checking prerequisites"
@@ -99,6 +100,10 @@ bench: build
 	bench/retry.sh
 	@echo "==> Cloudflare benchmark"
 	bench/cloudflare.sh
+	@echo "==> change stream benchmark"
+	bench/sse.sh
+	@echo "==> counting benchmark"
+	bench/counting.sh
 
 clean:
 	cargo clean
