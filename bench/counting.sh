@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # What counting for /metrics costs the writer: the app as shipped (JetStream mode, SQLite)
-# next to the same app whose writer is bench/writer-no-counting (the change feed written the
-# same, without the counts), each with its own stores and nats-server. ROUNDS interleaved
-# rounds of N tasks.created per app, each published to the stream awaiting acks; rate = N /
-# time from the first publish until the last id is readable through GET /api/tasks/:id.
-# Medians and their ratio (target: counting costs at most 5 %).
+# next to the same app whose writer is built with its `uncounted` feature (the change feed
+# written the same, without the counts), each with its own stores and nats-server. ROUNDS
+# interleaved rounds of N tasks.created per app, each published to the stream awaiting acks;
+# rate = N / time from the first publish until the last id is readable through
+# GET /api/tasks/:id. Medians and their ratio (target: counting costs at most 5 %).
 #   BENCH_EVENTS=20000 BENCH_ROUNDS=5 bench/counting.sh
 set -euo pipefail
 source "$(dirname "$0")/../tests/lib.sh"
@@ -22,41 +22,26 @@ cleanup() {
 on_exit cleanup
 
 build_tools
-echo "==> building the writer without counting (bench/writer-no-counting)"
-cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-counting
-variant=$ROOT/target/wasm32-wasip2/release/bench_writer_no_counting.wasm
+echo "==> building the writer without counting (feature uncounted, target/bench-uncounted)"
+cargo build --quiet --target wasm32-wasip2 --release -p tasks-writer --features uncounted \
+  --target-dir "$ROOT/target/bench-uncounted" --manifest-path "$ROOT/Cargo.toml"
+variant=$ROOT/target/bench-uncounted/wasm32-wasip2/release/tasks_writer.wasm
 app_manifest jetstream "$WORK/spin-shipped.toml"
 sed "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$variant|" \
   "$WORK/spin-shipped.toml" >"$WORK/spin-uncounted.toml"
-grep -q bench_writer_no_counting "$WORK/spin-uncounted.toml"
+grep -q bench-uncounted "$WORK/spin-uncounted.toml"
 
-# app NAME: the app from spin-NAME.toml with its own stores and nats-server.
-app() {
-  mkdir -p "$WORK/$1"
-  SPIN_MANIFEST="$WORK/spin-$1.toml" start_app "$WORK/$1" "$WORK/$1/logs"
-  PIDS+=("$SPIN_PID"); NATS_PIDS+=("$NATS_PID"); SPIN_PID="" NATS_PID=""
-  printf -v "${1}_PORT" '%s' "$PORT"
-  printf -v "${1}_NATS" '%s' "$NATS_URL"
-}
-app shipped
-app uncounted
+named_app shipped
+named_app uncounted
 echo "==> shipped writer on :$shipped_PORT, without counting on :$uncounted_PORT; $ROUNDS rounds of $EVENTS events"
-
-# rate NAME ROUND: events/s from the first publish to the last id visible.
-rate() {
-  local port="${1}_PORT" nats="${1}_NATS" last t0 t1
-  last=$(printf '%s%d-%06d' "${1:0:1}" "$2" $((EVENTS - 1)))
-  t0=$(now)
-  NATS_URL=${!nats} nats_tool burst --count "$EVENTS" --prefix "${1:0:1}$2-" --jetstream >/dev/null
-  wait_until --every 0.02 600 task_visible "$last" "${!port}" || return 1
-  t1=$(now)
-  python3 -c "print(round($EVENTS/($t1-$t0)))"
-}
 results="$WORK/results"; : >"$results"
 for round in $(seq "$ROUNDS"); do
   # Alternate which goes first, so neither always meets a warmer machine.
-  if ((round % 2)); then a=$(rate shipped "$round"); b=$(rate uncounted "$round")
-  else b=$(rate uncounted "$round"); a=$(rate shipped "$round"); fi
+  if ((round % 2)); then
+    a=$(named_rate shipped "$round" "$EVENTS" --jetstream); b=$(named_rate uncounted "$round" "$EVENTS" --jetstream)
+  else
+    b=$(named_rate uncounted "$round" "$EVENTS" --jetstream); a=$(named_rate shipped "$round" "$EVENTS" --jetstream)
+  fi
   echo "round $round: shipped $a events/s, without counting $b events/s"
   echo "$a $b" >>"$results"
 done

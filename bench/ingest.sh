@@ -32,29 +32,10 @@ build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"
 app_manifest jetstream "$WORK/spin-jetstream.toml"
 app_manifest core "$WORK/spin-core.toml"
-# app MODE: the app in MODE with its own stores and nats-server (sets MODE_PORT, MODE_NATS).
-app() {
-  mkdir -p "$WORK/$1"
-  SPIN_MANIFEST="$WORK/spin-$1.toml" start_app "$WORK/$1" "$WORK/$1/logs"
-  PIDS+=("$SPIN_PID"); NATS_PIDS+=("$NATS_PID"); SPIN_PID="" NATS_PID=""
-  printf -v "${1}_PORT" '%s' "$PORT"
-  printf -v "${1}_NATS" '%s' "$NATS_URL"
-}
-app jetstream
-app core
+named_app jetstream
+named_app core
 echo "==> JetStream app on :$jetstream_PORT, core app on :$core_PORT; $ROUNDS rounds of $EVENTS events"
 
-# spin_rate MODE ROUND [burst options]: events/s from the first publish to the last id visible.
-spin_rate() {
-  local port="${1}_PORT" nats="${1}_NATS" last t0 t1
-  last=$(printf '%s%d-%06d' "${1:0:1}" "$2" $((EVENTS - 1)))
-  t0=$(now)
-  NATS_URL=${!nats} nats_tool burst --count "$EVENTS" --prefix "${1:0:1}$2-" "${@:3}" >/dev/null
-  # Runs in $(…), where set -e does not reach: fail the round explicitly.
-  wait_until --every 0.02 600 task_visible "$last" "${!port}" || return 1
-  t1=$(now)
-  python3 -c "print(round($EVENTS/($t1-$t0)))"
-}
 # base_rate ROUND: the native baseline's events/s, on the core app's server (own subject).
 base_rate() {
   local bpid t0 t1
@@ -71,8 +52,8 @@ base_rate() {
 
 results="$WORK/results"; : >"$results"
 for round in $(seq "$ROUNDS"); do
-  js=$(spin_rate jetstream "$round" --jetstream)
-  core=$(spin_rate core "$round")
+  js=$(named_rate jetstream "$round" "$EVENTS" --jetstream)
+  core=$(named_rate core "$round" "$EVENTS")
   base=$(base_rate "$round")
   echo "round $round: JetStream $js events/s, core $core events/s, native baseline $base events/s"
   echo "$js $core $base" >>"$results"
@@ -88,7 +69,7 @@ wait_http "http://127.0.0.1:$PORT/health" 60
 wait_log "$WORK/jetstream/logs-2/spin-up.txt" "writer ← tasks" 30
 two="$WORK/two"; : >"$two"
 for round in $(seq "$ROUNDS"); do
-  rate=$(spin_rate jetstream "$((ROUNDS + round))" --jetstream)
+  rate=$(named_rate jetstream "$((ROUNDS + round))" "$EVENTS" --jetstream)
   echo "round $round: JetStream with 2 instances $rate events/s"
   echo "$rate" >>"$two"
 done

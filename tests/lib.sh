@@ -144,6 +144,31 @@ open(dst, "w").write(text)
 PY
 }
 
+# named_app NAME: the app from $WORK/spin-NAME.toml with its own stores ($WORK/NAME) and
+# nats-server, left running for the caller's cleanup (appends to PIDS and NATS_PIDS);
+# sets NAME_PORT and NAME_NATS.
+named_app() {
+  mkdir -p "$WORK/$1"
+  SPIN_MANIFEST="$WORK/spin-$1.toml" start_app "$WORK/$1" "$WORK/$1/logs"
+  PIDS+=("$SPIN_PID"); NATS_PIDS+=("$NATS_PID"); SPIN_PID="" NATS_PID=""
+  printf -v "${1}_PORT" '%s' "$PORT"
+  printf -v "${1}_NATS" '%s' "$NATS_URL"
+}
+
+# named_rate NAME ROUND COUNT [burst options]: COUNT tasks.created to the named app
+# (ids <first letter of NAME><ROUND>-<n>); prints events/s from the first publish until
+# the last id is readable through its API.
+named_rate() {
+  local port="${1}_PORT" nats="${1}_NATS" last t0 t1
+  last=$(printf '%s%d-%06d' "${1:0:1}" "$2" $(($3 - 1)))
+  t0=$(now)
+  NATS_URL=${!nats} nats_tool burst --count "$3" --prefix "${1:0:1}$2-" "${@:4}" >/dev/null
+  # Runs in $(…), where set -e does not reach: fail explicitly.
+  wait_until --every 0.02 600 task_visible "$last" "${!port}" || return 1
+  t1=$(now)
+  python3 -c "print(round($3/($t1-$t0)))"
+}
+
 # use_core_mode: the suite runs the writer on core NATS (app_manifest core into WORK).
 use_core_mode() { app_manifest core "$WORK/spin.toml"; export SPIN_MANIFEST="$WORK/spin.toml"; }
 

@@ -12,6 +12,7 @@
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_storage::StoreError;
+use tasks_storage::feed::Journal;
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -26,7 +27,7 @@ mod bindings {
 }
 
 use bindings::spin_nats::trigger::types::{Delivery, Error};
-use tasks_spin_kv::writer::{self, handle_messages};
+use tasks_spin_kv::writer::{self, handle_messages_with};
 
 struct WriterComponent;
 
@@ -49,7 +50,13 @@ impl bindings::Guest for WriterComponent {
                 stream_sequence: d.jetstream.map(|s| s.sequence),
             })
             .collect();
-        handle_messages(&deliveries, &local)
+        // The `uncounted` feature (bench/counting.sh only) measures what counting costs.
+        let journal = if cfg!(feature = "uncounted") {
+            Journal::uncounted()
+        } else {
+            Journal::new()
+        };
+        handle_messages_with(&deliveries, &local, journal)
             .into_iter()
             .map(|o| o.map_err(not_recorded))
             .collect()

@@ -64,8 +64,8 @@ pub fn handle_messages<L: AtomicKv>(
     handle_messages_with(deliveries, local, Journal::new())
 }
 
-/// [`handle_messages`] recording into `journal` (bench/writer-no-counting
-/// passes [`Journal::uncounted`] to measure what counting costs).
+/// [`handle_messages`] recording into `journal` (the writer's `uncounted`
+/// build, for bench/counting.sh, passes [`Journal::uncounted`]).
 pub fn handle_messages_with<L: AtomicKv>(
     deliveries: &[Delivery],
     local: &L,

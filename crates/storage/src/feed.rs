@@ -130,7 +130,7 @@ impl Journal {
     }
 
     /// A journal that keeps changes and counts nothing: what counting costs
-    /// is measured against it (bench/writer-no-counting).
+    /// is measured against it (bench/counting.sh).
     pub fn uncounted() -> Self {
         Journal {
             counting: false,
