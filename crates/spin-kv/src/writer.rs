@@ -12,44 +12,21 @@ use std::time::Instant;
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
 use tasks_storage::feed::Journal;
 use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
-use trigger_nats_core::{HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
+use trigger_nats_sdk::Message;
 
 use crate::tasks::TasksStore;
 use crate::{feed, log, notify, unique};
 
-/// One message as the trigger hands it over.
-pub struct Delivery<'a> {
-    /// NATS subject.
-    pub subject: &'a str,
-    /// Payload bytes.
-    pub payload: &'a [u8],
-    /// Headers, in order.
-    pub headers: &'a [(String, String)],
-    /// Its JetStream stream sequence when the trigger gave it apart from
-    /// the headers (the batch export); else the header's.
-    pub stream_sequence: Option<u64>,
-}
-
-impl<'a> Delivery<'a> {
-    fn header(&self, wanted: &str) -> Option<&'a str> {
-        self.headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn incoming(&self) -> Incoming<'a> {
-        Incoming {
-            subject: self.subject,
-            payload: self.payload,
-            header_correlation_id: self.header(CORRELATION_HEADER),
-            handler_timed_out_ms: self
-                .header(HANDLER_TIMEOUT_HEADER)
-                .and_then(|v| v.parse().ok()),
-            stream_sequence: self
-                .stream_sequence
-                .or_else(|| self.header(STREAM_SEQUENCE_HEADER)?.parse().ok()),
-        }
+/// What the storage logic needs of a message: the correlation header, the
+/// trigger's handler-timeout mark and the JetStream sequence, read through
+/// the SDK's conventions.
+fn incoming(m: &Message) -> Incoming<'_> {
+    Incoming {
+        subject: &m.subject,
+        payload: &m.payload,
+        header_correlation_id: m.header(CORRELATION_HEADER),
+        handler_timed_out_ms: m.handler_timed_out_ms(),
+        stream_sequence: m.stream_sequence(),
     }
 }
 
@@ -58,16 +35,16 @@ impl<'a> Delivery<'a> {
 /// not even the local store could record it. Each change goes to the change
 /// feed and each outcome to the counters behind `/metrics`.
 pub fn handle_messages<L: AtomicKv>(
-    deliveries: &[Delivery],
+    messages: &[Message],
     local: &L,
 ) -> Vec<Result<(), StoreError>> {
-    handle_messages_with(deliveries, local, Journal::new())
+    handle_messages_with(messages, local, Journal::new())
 }
 
 /// [`handle_messages`] recording into `journal` (the writer's `uncounted`
 /// build, for bench/counting.sh, passes [`Journal::uncounted`]).
 pub fn handle_messages_with<L: AtomicKv>(
-    deliveries: &[Delivery],
+    messages: &[Message],
     local: &L,
     journal: Journal,
 ) -> Vec<Result<(), StoreError>> {
@@ -85,7 +62,7 @@ pub fn handle_messages_with<L: AtomicKv>(
         verify_writes: notify::verify_writes(),
         journal: &journal,
     };
-    let incoming: Vec<Incoming> = deliveries.iter().map(Delivery::incoming).collect();
+    let incoming: Vec<Incoming> = messages.iter().map(incoming).collect();
     let outcomes = writer.handle_batch(&incoming);
     // With Spin's own store the writes are in place now; on Cloudflare the
     // retrier tells the web after the flush.
@@ -119,22 +96,4 @@ pub fn handle_messages_with<L: AtomicKv>(
         .unwrap_or("-");
     feed::commit(&journal, cid);
     outcomes.into_iter().map(|o| o.map(drop)).collect()
-}
-
-/// [`handle_messages`] for one message.
-pub fn handle_message<L: AtomicKv>(
-    subject: &str,
-    payload: &[u8],
-    headers: &[(String, String)],
-    local: &L,
-) -> Result<(), StoreError> {
-    let delivery = Delivery {
-        subject,
-        payload,
-        headers,
-        stream_sequence: None,
-    };
-    handle_messages(std::slice::from_ref(&delivery), local)
-        .pop()
-        .unwrap_or(Ok(()))
 }
