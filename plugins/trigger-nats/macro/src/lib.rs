@@ -1,11 +1,16 @@
 //! `#[nats_component]`: exports a function as the component's NATS handler
 //! (`spin-nats:trigger`, the trigger-nats plugin's guest world). Use it
-//! through `trigger_nats_sdk`, which has the bindings it expands to.
+//! through `trigger_nats_sdk`. The expansion generates the world's bindings
+//! in the component's crate from the plugin's WIT, read here at build time
+//! (the one copy, `plugins/trigger-nats/wit`).
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::quote;
 use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type, parse_macro_input};
+
+/// The plugin's guest world.
+const WIT: &str = include_str!("../../wit/trigger.wit");
 
 /// Which export a handler's signature asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,33 +76,64 @@ fn expand(f: ItemFn) -> Tokens {
     };
     let name = &f.sig.ident;
     let sdk = quote!(::trigger_nats_sdk::__private);
-    let glue = match shape {
-        Shape::Single => quote! {
-            impl #sdk::single::Guest for __TriggerNatsComponent {
-                fn handle_message(
-                    message: #sdk::single::spin_nats::trigger::types::Message,
-                ) -> ::core::result::Result<(), #sdk::single::spin_nats::trigger::types::Error> {
-                    #sdk::into_single(#name(#sdk::from_single(message)))
+    let (world, glue) = match shape {
+        Shape::Single => (
+            "nats-trigger",
+            quote! {
+                impl Guest for Component {
+                    fn handle_message(
+                        m: spin_nats::trigger::types::Message,
+                    ) -> ::core::result::Result<(), spin_nats::trigger::types::Error> {
+                        let message = #sdk::message(m.subject, m.payload, m.headers, m.reply_to, None);
+                        super::#name(message)
+                            .map_err(|e| spin_nats::trigger::types::Error::Other(#sdk::describe(e)))
+                    }
                 }
-            }
-            #sdk::single::export_single!(__TriggerNatsComponent);
-        },
-        Shape::Batch => quote! {
-            impl #sdk::batch::Guest for __TriggerNatsComponent {
-                fn handle_batch(
-                    batch: ::std::vec::Vec<#sdk::batch::spin_nats::trigger::types::Delivery>,
-                ) -> ::std::vec::Vec<::core::result::Result<(), #sdk::batch::spin_nats::trigger::types::Error>> {
-                    #sdk::into_batch(#name(#sdk::from_batch(batch)))
+            },
+        ),
+        Shape::Batch => (
+            "nats-batch-trigger",
+            quote! {
+                impl Guest for Component {
+                    fn handle_batch(
+                        batch: ::std::vec::Vec<spin_nats::trigger::types::Delivery>,
+                    ) -> ::std::vec::Vec<::core::result::Result<(), spin_nats::trigger::types::Error>> {
+                        let messages = batch
+                            .into_iter()
+                            .map(|d| {
+                                let stream = d.jetstream.map(|j| (j.sequence, j.delivered, j.published_ms));
+                                let m = d.message;
+                                #sdk::message(m.subject, m.payload, m.headers, m.reply_to, stream)
+                            })
+                            .collect();
+                        super::#name(messages)
+                            .into_iter()
+                            .map(|r| r.map_err(|e| spin_nats::trigger::types::Error::Other(#sdk::describe(e))))
+                            .collect()
+                    }
                 }
-            }
-            #sdk::batch::export_batch!(__TriggerNatsComponent);
-        },
+            },
+        ),
     };
     quote! {
         #f
+
+        /// The `spin-nats:trigger` bindings and export of this component.
         #[doc(hidden)]
-        struct __TriggerNatsComponent;
-        #glue
+        #[allow(unsafe_code, missing_docs, clippy::all)]
+        mod __trigger_nats {
+            ::trigger_nats_sdk::__private::wit_bindgen::generate!({
+                inline: #WIT,
+                world: #world,
+                runtime_path: "::trigger_nats_sdk::__private::wit_bindgen::rt",
+            });
+
+            struct Component;
+
+            #glue
+
+            export!(Component);
+        }
     }
 }
 
@@ -199,7 +235,20 @@ mod tests {
         ))
         .to_string();
         assert!(out.contains("fn handle"), "{out}");
-        assert!(out.contains("export_single"), "{out}");
+        assert!(
+            out.contains("handle_message") && out.contains("\"nats-trigger\""),
+            "{out}"
+        );
+        let batch = expand(parse_quote!(
+            fn handle(b: Vec<Message>) -> Vec<Result<(), Error>> {
+                vec![]
+            }
+        ))
+        .to_string();
+        assert!(
+            batch.contains("handle_batch") && batch.contains("\"nats-batch-trigger\""),
+            "{batch}"
+        );
         let bad = expand(parse_quote!(
             fn handle(m: u32) {}
         ))

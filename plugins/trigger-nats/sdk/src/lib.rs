@@ -9,6 +9,7 @@
 //!     println!("{}: {}", message.subject, message.payload_str()?);
 //!     Ok(())
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! A function taking `Vec<Message>` and returning one result per message
@@ -132,78 +133,41 @@ impl<E: Display> From<E> for Error {
     }
 }
 
-/// What the macro's expansion uses: not part of the API.
+/// What the macro's expansion uses: not part of the API. The bindings
+/// themselves are generated in the component's own crate by the expansion
+/// (from the plugin's WIT, which the macro reads at its build): a crate that
+/// only uses [`Message`] (a library shared with other components) links no
+/// NATS world.
 #[doc(hidden)]
 pub mod __private {
+    pub use wit_bindgen;
+
     use super::{Error, Message, StreamInfo};
 
-    /// The world exporting `handle-message`.
-    #[allow(unsafe_code, missing_docs, clippy::all)]
-    pub mod single {
-        wit_bindgen::generate!({
-            world: "nats-trigger",
-            path: "../wit",
-            pub_export_macro: true,
-            export_macro_name: "export_single",
-            default_bindings_module: "::trigger_nats_sdk::__private::single",
-        });
-    }
-
-    /// The world exporting `handle-batch`.
-    #[allow(unsafe_code, missing_docs, clippy::all)]
-    pub mod batch {
-        wit_bindgen::generate!({
-            world: "nats-batch-trigger",
-            path: "../wit",
-            pub_export_macro: true,
-            export_macro_name: "export_batch",
-            default_bindings_module: "::trigger_nats_sdk::__private::batch",
-        });
-    }
-
-    use batch::spin_nats::trigger::types as b;
-    use single::spin_nats::trigger::types as s;
-
-    /// A `handle-message` argument.
-    pub fn from_single(m: s::Message) -> Message {
+    /// A message from the generated bindings' fields.
+    pub fn message(
+        subject: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+        reply_to: Option<String>,
+        stream: Option<(u64, u64, u64)>,
+    ) -> Message {
         Message {
-            subject: m.subject,
-            payload: m.payload,
-            headers: m.headers,
-            reply_to: m.reply_to,
-            stream: None,
+            subject,
+            payload,
+            headers,
+            reply_to,
+            stream: stream.map(|(sequence, delivered, published_ms)| StreamInfo {
+                sequence,
+                delivered,
+                published_ms,
+            }),
         }
     }
 
-    /// A `handle-message` result.
-    pub fn into_single<E: Into<Error>>(r: Result<(), E>) -> Result<(), s::Error> {
-        r.map_err(|e| s::Error::Other(e.into().message))
-    }
-
-    /// A `handle-batch` argument.
-    pub fn from_batch(batch: Vec<b::Delivery>) -> Vec<Message> {
-        batch
-            .into_iter()
-            .map(|d| Message {
-                subject: d.message.subject,
-                payload: d.message.payload,
-                headers: d.message.headers,
-                reply_to: d.message.reply_to,
-                stream: d.jetstream.map(|j| StreamInfo {
-                    sequence: j.sequence,
-                    delivered: j.delivered,
-                    published_ms: j.published_ms,
-                }),
-            })
-            .collect()
-    }
-
-    /// A `handle-batch` result.
-    pub fn into_batch<E: Into<Error>>(outcomes: Vec<Result<(), E>>) -> Vec<Result<(), b::Error>> {
-        outcomes
-            .into_iter()
-            .map(|r| r.map_err(|e| b::Error::Other(e.into().message)))
-            .collect()
+    /// The description a handler's error gives the plugin.
+    pub fn describe<E: Into<Error>>(e: E) -> String {
+        e.into().message
     }
 }
 
@@ -290,16 +254,7 @@ mod tests {
             .err()
             .unwrap_or_else(|| Error::new("?"));
         assert_eq!(e.message(), "invalid digit found in string");
-        let single = __private::into_single::<Error>(Err(Error::new("nope")));
-        assert!(matches!(
-            single,
-            Err(__private::single::spin_nats::trigger::types::Error::Other(ref m)) if m == "nope"
-        ));
-        let batch = __private::into_batch(vec![Ok(()), Err("second failed")]);
-        assert!(batch[0].is_ok());
-        assert!(matches!(
-            &batch[1],
-            Err(__private::batch::spin_nats::trigger::types::Error::Other(m)) if m == "second failed"
-        ));
+        assert_eq!(__private::describe(Error::new("nope")), "nope");
+        assert_eq!(__private::describe("second failed"), "second failed");
     }
 }
