@@ -81,6 +81,7 @@ test-e2e: build plugin
 	tests/e2e-retry.sh
 	tests/e2e-cloudflare.sh
 	tests/e2e-live.sh
+	tests/e2e-template.sh
 
 # The long property run (about 10 minutes on 2 cores); not part of make test.
 test-properties-long:

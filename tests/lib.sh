@@ -172,15 +172,17 @@ named_rate() {
 # use_core_mode: the suite runs the writer on core NATS (app_manifest core into WORK).
 use_core_mode() { app_manifest core "$WORK/spin.toml"; export SPIN_MANIFEST="$WORK/spin.toml"; }
 
-# start_spin STORE_DIR PORT LOG_DIR [STATE_NAME]: runs `spin up` in its own
+# start_spin STORE_DIR PORT|- LOG_DIR [STATE_NAME]: runs `spin up` in its own
 # process group. Instances started with the same STORE_DIR share the stores.
 start_spin() {
-  local dir=$1 port=$2 logs=$3 state=${4:-state}
+  local dir=$1 port=$2 logs=$3 state=${4:-state} listen=()
+  # PORT "-": an app without an HTTP trigger (spin up then takes no --listen).
+  [[ $port != - ]] && listen=(--listen "127.0.0.1:$port")
   mkdir -p "$logs"
   setsid spin up --from "${SPIN_MANIFEST:-$ROOT/spin.toml}" \
     --runtime-config-file "$dir/runtime-config.toml" \
     --state-dir "$dir/$state" --log-dir "$logs" \
-    --listen "127.0.0.1:$port" >"$logs/spin-up.txt" 2>&1 &
+    "${listen[@]}" >"$logs/spin-up.txt" 2>&1 &
   SPIN_PID=$!
 }
 

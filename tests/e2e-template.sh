@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The `spin new` template for NATS-triggered components, as a Spin developer meets it:
+#   templates/nats-rust installed with `spin templates install --dir` (into a private data
+#   dir), `spin new -t nats-rust` into a temp directory, `spin build`, `spin up` with this
+#   tree's trigger-nats plugin, a message published → the component's log line; and a
+#   component that exports neither handler fails `spin up` with an error naming it.
+# The template names the SDK by its git repository; with no network here the suite points
+# that one dependency at this checkout's plugins/trigger-nats/sdk (the same source).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+require_spin_and_plugin
+require_tools cargo python3
+python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+
+suite_dirs e2e-template
+on_exit stop_all
+# Templates go to a private data dir (spin's plugins stay where they are).
+tpl() { XDG_DATA_HOME="$WORK/data" spin "$@"; }
+build_tools
+
+echo "==> spin templates install --dir . ; spin new -t nats-rust"
+check "the template installs" tpl templates install --dir "$ROOT" --upgrade
+check "spin templates list shows it" grep -q "nats-rust" <(tpl templates list)
+( cd "$WORK" && tpl new -t nats-rust hello-nats --accept-defaults \
+    --value "project-description=e2e" --value "subject=greetings.>" ) >"$OUT/spin-new.txt" 2>&1
+APP="$WORK/hello-nats"
+check "spin new made the app" test -f "$APP/spin.toml" -a -f "$APP/src/lib.rs" -a -f "$APP/Cargo.toml"
+check "the manifest subscribes the component" grep -q '^subject = "greetings.>"' "$APP/spin.toml"
+python3 - "$APP/Cargo.toml" "$ROOT/plugins/trigger-nats/sdk" <<'PY'
+import re, sys
+path, sdk = sys.argv[1:]
+text = open(path).read()
+new = re.sub(r'trigger-nats-sdk = \{ git = "[^"]+"[^}]*\}', f'trigger-nats-sdk = {{ path = "{sdk}" }}', text)
+assert new != text, "the template's SDK dependency has changed form"
+open(path, "w").write(new)
+PY
+
+echo "==> spin build"
+check "spin build compiles the component" bash -c "cd '$APP' && spin build >'$OUT/spin-build.txt' 2>&1" ||
+  tail -30 "$OUT/spin-build.txt"
+check "… into the path the manifest names" test -f "$APP/target/wasm32-wasip2/release/hello_nats.wasm"
+
+echo "==> spin up, publish, the component logs"
+start_nats "$(free_port)" "$WORK/nats-server.log"
+: >"$WORK/runtime-config.toml"
+SPIN_MANIFEST="$APP/spin.toml" start_spin "$WORK" - "$OUT/logs"
+check "the plugin subscribes the component" wait_log "$OUT/logs/spin-up.txt" "hello-nats ← greetings" 60
+check "… and says which export it calls" grep -q "component hello-nats exports handle-message" "$OUT/logs/spin-up.txt"
+nats_tool pub greetings.world "hello from e2e" >/dev/null
+check "a published message reaches the component" \
+  wait_log "$OUT/logs/hello-nats_stdout.txt" "^greetings.world: hello from e2e$" 15
+python3 - "$NATS_URL" <<'PY'
+import asyncio, sys
+import nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    await nc.publish("greetings.bytes", b"caf\xe9")
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+PY
+check "an error from the handler is logged by the plugin with its context" \
+  wait_log "$OUT/logs/spin-up.txt" "the payload on greetings.bytes is not UTF-8" 15
+stop_spin
+
+echo "==> a component without the export"
+cargo build --quiet --target wasm32-wasip2 --release -p bench-hello-p2 --manifest-path "$ROOT/Cargo.toml"
+sed "s|^source = .*|source = \"$ROOT/target/wasm32-wasip2/release/bench_hello_p2.wasm\"|" \
+  "$APP/spin.toml" >"$APP/spin-wrong.toml"
+set +e
+SPIN_MANIFEST="$APP/spin-wrong.toml" timeout 60 spin up --from "$APP/spin-wrong.toml" \
+  --runtime-config-file "$WORK/runtime-config.toml" --state-dir "$WORK/state-wrong" \
+  --log-dir "$OUT/logs-wrong" >"$OUT/spin-up-wrong.txt" 2>&1
+rc=$?
+set -e
+check "spin up fails" test "$rc" -ne 0 -a "$rc" -ne 124
+check "… naming the component and the missing export" grep -q \
+  'component "hello-nats" exports neither handle-batch nor handle-message' "$OUT/spin-up-wrong.txt"
+
+summary e2e-template
