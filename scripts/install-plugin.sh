@@ -109,13 +109,14 @@ if check >/dev/null; then
   exit 0
 fi
 
-mkdir -p "$out"
-tar czf "$out/trigger-nats.tar.gz" -C "$(dirname "$bin")" trigger-nats
 case "$(uname -s)" in Linux) os=linux ;; Darwin) os=macos ;; *) os=$(uname -s) ;; esac
 case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64|arm64) arch=aarch64 ;; *) arch=$(uname -m) ;; esac
-sed -e "s|@VERSION@|$version|" -e "s|@OS@|$os|" -e "s|@ARCH@|$arch|" \
-    -e "s|@URL@|file://$out/trigger-nats.tar.gz|" -e "s|@SHA256@|$(sha "$out/trigger-nats.tar.gz")|" \
-    "$dir/trigger-nats.json.in" >"$out/trigger-nats.json"
+# The release archive of this platform and the index manifest, as a release would have
+# them (scripts/plugin-manifest.py), naming the archive by file:// URL.
+rm -rf "$out"; mkdir -p "$out"
+tar czf "$out/trigger-nats-$version-$os-$arch.tar.gz" -C "$(dirname "$bin")" trigger-nats
+python3 scripts/plugin-manifest.py --version "$version" --archives "$out" \
+  --base-url "file://$out" --only "$os-$arch" --out "$out/trigger-nats.json"
 
 if grep -q '^trigger-nats ' <<<"$(installed)"; then
   spin plugins uninstall trigger-nats >/dev/null

@@ -78,4 +78,32 @@ check "spin up fails" test "$rc" -ne 0 -a "$rc" -ne 124
 check "… naming the component and the missing export" grep -q \
   'component "hello-nats" exports neither handle-batch nor handle-message' "$OUT/spin-up-wrong.txt"
 
+echo "==> the plugin index manifest for four platforms (scripts/plugin-manifest.py)"
+dist=$WORK/dist; mkdir -p "$dist"
+for platform in linux-amd64 linux-aarch64 macos-amd64 macos-aarch64; do
+  echo "binary for $platform" >"$WORK/trigger-nats"
+  tar czf "$dist/trigger-nats-9.8.7-$platform.tar.gz" -C "$WORK" trigger-nats
+done
+check "the manifest renders" python3 "$ROOT/scripts/plugin-manifest.py" --version 9.8.7 \
+  --archives "$dist" --base-url https://example.test/releases/v9.8.7 --out "$OUT/trigger-nats.json"
+check "… as JSON with the index's fields" jq -e '
+  .name == "trigger-nats" and .version == "9.8.7" and (.spinCompatibility | startswith(">="))
+  and (.license | length > 0) and (.packages | length == 4)
+  and ([.packages[] | (.os + "-" + .arch)] | sort == ["linux-aarch64","linux-amd64","macos-aarch64","macos-amd64"])
+  and all(.packages[]; (.sha256 | test("^[0-9a-f]{64}$")) and (.url | startswith("https://example.test/releases/v9.8.7/trigger-nats-9.8.7-")))' \
+  "$OUT/trigger-nats.json"
+sums_match() {
+  local os arch url sha
+  while read -r os arch url sha; do
+    [[ $(sha256sum "$dist/${url##*/}" | cut -d' ' -f1) == "$sha" ]] || return 1
+  done < <(jq -r '.packages[] | "\(.os) \(.arch) \(.url) \(.sha256)"' "$OUT/trigger-nats.json")
+}
+check "… each sha256 that of its archive" sums_match
+rm "$dist/trigger-nats-9.8.7-macos-aarch64.tar.gz"
+check "a missing archive is named, nothing written" bash -c "! python3 '$ROOT/scripts/plugin-manifest.py' \
+  --version 9.8.7 --archives '$dist' --base-url https://x --out '$WORK/none.json' 2>'$WORK/err' &&
+  grep -q 'trigger-nats-9.8.7-macos-aarch64.tar.gz' '$WORK/err' && test ! -e '$WORK/none.json'"
+check "a version that is not semver is refused" bash -c "! python3 '$ROOT/scripts/plugin-manifest.py' \
+  --version 'v1' --archives '$dist' --base-url https://x --only linux-amd64 2>/dev/null"
+
 summary e2e-template
