@@ -3,7 +3,11 @@
 #   templates/nats-rust installed with `spin templates install --dir` (into a private data
 #   dir), `spin new -t nats-rust` into a temp directory, `spin build`, `spin up` with this
 #   tree's trigger-nats plugin, a message published → the component's log line; and a
-#   component that exports neither handler fails `spin up` with an error naming it.
+#   component that exports neither handler fails `spin up` with an error naming it;
+# the plugin's telemetry: with OTEL_EXPORTER_OTLP_ENDPOINT on a small OTLP/HTTP receiver
+# (tests/otlp_receiver.py, decoding with PyPI opentelemetry-proto), a message published
+# with a W3C traceparent header gives a span with that parent and the subject attribute;
+# the plugin index manifest for four platforms (scripts/plugin-manifest.py).
 # The template names the SDK by its git repository; with no network here the suite points
 # that one dependency at this checkout's plugins/trigger-nats/sdk (the same source).
 set -euo pipefail
@@ -11,10 +15,30 @@ source "$(dirname "$0")/lib.sh"
 
 require_spin_and_plugin
 require_tools cargo python3
-python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+for module in nats:nats-py opentelemetry.proto:opentelemetry-proto; do
+  python3 -c "import ${module%%:*}" 2>/dev/null ||
+    cannot_run "the Python package ${module#*:} is not installed" "pip install ${module#*:}"
+done
 
 suite_dirs e2e-template
-on_exit stop_all
+OTLP_PID=""
+on_exit '[[ -n $OTLP_PID ]] && kill "$OTLP_PID" 2>/dev/null; stop_all'
+# pub_with_headers SUBJECT PAYLOAD [NAME VALUE]...: one core NATS message (nats-py), raw bytes
+# allowed in PAYLOAD as Python escapes.
+pub_with_headers() {
+  python3 - "$NATS_URL" "$@" <<'PY'
+import asyncio, sys
+import nats
+async def main():
+    url, subject, payload, *pairs = sys.argv[1:]
+    headers = dict(zip(pairs[::2], pairs[1::2])) or None
+    nc = await nats.connect(url)
+    await nc.publish(subject, payload.encode("latin-1").decode("unicode_escape").encode("latin-1"), headers=headers)
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+PY
+}
 # Templates go to a private data dir (spin's plugins stay where they are).
 tpl() { XDG_DATA_HOME="$WORK/data" spin "$@"; }
 build_tools
@@ -41,27 +65,34 @@ check "spin build compiles the component" bash -c "cd '$APP' && spin build >'$OU
   tail -30 "$OUT/spin-build.txt"
 check "… into the path the manifest names" test -f "$APP/target/wasm32-wasip2/release/hello_nats.wasm"
 
-echo "==> spin up, publish, the component logs"
+echo "==> spin up (exporting traces to a local OTLP receiver), publish, the component logs"
 start_nats "$(free_port)" "$WORK/nats-server.log"
 : >"$WORK/runtime-config.toml"
-SPIN_MANIFEST="$APP/spin.toml" start_spin "$WORK" - "$OUT/logs"
+OTLP_PORT=$(free_port)
+python3 "$ROOT/tests/otlp_receiver.py" --port "$OTLP_PORT" --out "$OUT/spans.jsonl" &
+OTLP_PID=$!
+OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" OTEL_BSP_SCHEDULE_DELAY=200 \
+  SPIN_MANIFEST="$APP/spin.toml" start_spin "$WORK" - "$OUT/logs"
 check "the plugin subscribes the component" wait_log "$OUT/logs/spin-up.txt" "hello-nats ← greetings" 60
 check "… and says which export it calls" grep -q "component hello-nats exports handle-message" "$OUT/logs/spin-up.txt"
 nats_tool pub greetings.world "hello from e2e" >/dev/null
 check "a published message reaches the component" \
   wait_log "$OUT/logs/hello-nats_stdout.txt" "^greetings.world: hello from e2e$" 15
-python3 - "$NATS_URL" <<'PY'
-import asyncio, sys
-import nats
-async def main():
-    nc = await nats.connect(sys.argv[1])
-    await nc.publish("greetings.bytes", b"caf\xe9")
-    await nc.flush()
-    await nc.close()
-asyncio.run(main())
-PY
+pub_with_headers greetings.bytes 'caf\xe9'
 check "an error from the handler is logged by the plugin with its context" \
   wait_log "$OUT/logs/spin-up.txt" "the payload on greetings.bytes is not UTF-8" 15
+trace=4bf92f3577b34da6a3ce929d0e0e4736 parent=00f067aa0ba902b7
+pub_with_headers greetings.traced "traced" traceparent "00-$trace-$parent-01"
+traced_span() {
+  [[ -s $OUT/spans.jsonl ]] && jq -e --arg t "$trace" --arg p "$parent" 'select(.trace_id == $t
+    and .parent_span_id == $p and .attributes["messaging.destination.name"] == "greetings.traced"
+    and .attributes["spin.component"] == "hello-nats" and .attributes.outcome == "ok")' \
+    "$OUT/spans.jsonl" >/dev/null
+}
+check "a traceparent header becomes the delivery span's parent (subject, component, outcome)" \
+  wait_until 20 traced_span
+check "a failed delivery's span has status ERROR" jq -e -s 'any(.[];
+  .attributes["messaging.destination.name"] == "greetings.bytes" and .status == 2)' "$OUT/spans.jsonl"
 stop_spin
 
 echo "==> a component without the export"
@@ -91,7 +122,7 @@ check "… as JSON with the index's fields" jq -e '
   and (.license | length > 0) and (.packages | length == 4)
   and ([.packages[] | (.os + "-" + .arch)] | sort == ["linux-aarch64","linux-amd64","macos-aarch64","macos-amd64"])
   and all(.packages[]; (.sha256 | test("^[0-9a-f]{64}$")) and (.url | startswith("https://example.test/releases/v9.8.7/trigger-nats-9.8.7-")))' \
-  "$OUT/trigger-nats.json"
+  "$OUT/trigger-nats.json" >/dev/null
 sums_match() {
   local os arch url sha
   while read -r os arch url sha; do

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use futures::FutureExt;
+use opentelemetry::propagation::Extractor;
 use spin_factor_variables::VariablesFactor;
 use spin_factors::RuntimeFactors;
 use spin_trigger::cli::NoCliArgs;
 use spin_trigger::{App, Trigger, TriggerApp};
 use tokio::sync::{Notify, watch};
+use tracing::{Instrument, Span, field};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use trigger_nats_core::Subscription;
 use trigger_nats_core::config::{self, TriggerConfig, TriggerMetadata};
 use trigger_nats_core::lifecycle::Ancestry;
@@ -245,6 +248,66 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
     }
 }
 
+/// A message's headers as W3C trace context carriers (names case-insensitive).
+struct NatsHeaders<'a>(&'a [(String, String)]);
+
+impl Extractor for NatsHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// The span of one delivery to `component`: a consumer span named after the
+/// subject, whose parent is the message's `traceparent` when it has one.
+/// It lasts until dropped; [`finished`] records the outcome.
+fn delivery_span(component: &str, msg: &Message) -> Span {
+    let span = tracing::info_span!(
+        "spin_trigger_nats.handle",
+        "otel.name" = format!("{} process", msg.subject),
+        "otel.kind" = "consumer",
+        "otel.status_code" = field::Empty,
+        "otel.status_message" = field::Empty,
+        "messaging.system" = "nats",
+        "messaging.operation.type" = "process",
+        "messaging.destination.name" = %msg.subject,
+        "messaging.nats.stream.sequence" = field::Empty,
+        "messaging.nats.delivered" = field::Empty,
+        "spin.component" = component,
+        "outcome" = field::Empty,
+    );
+    if let Some(stream) = msg.stream {
+        span.record("messaging.nats.stream.sequence", stream.sequence);
+        span.record("messaging.nats.delivered", stream.delivered);
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&NatsHeaders(&msg.headers))
+    });
+    span.set_parent(parent);
+    span
+}
+
+/// Records how a delivery ended on its span.
+fn finished(span: &Span, outcome: &Result<(), String>) {
+    match outcome {
+        Ok(()) => {
+            span.record("outcome", "ok");
+            span.record("otel.status_code", "OK");
+        }
+        Err(e) => {
+            span.record("outcome", "error");
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", e.as_str());
+        }
+    }
+}
+
 /// Runs the component named by a subscription, one instance per call.
 struct SpinHandler<F: RuntimeFactors> {
     app: Arc<TriggerApp<NatsTrigger, F>>,
@@ -257,7 +320,9 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
         let app = self.app.clone();
         let component = component.to_owned();
         let export = self.exports.get(&component).copied();
-        Box::pin(async move {
+        let span = delivery_span(&component, &msg);
+        let recorded = span.clone();
+        let handled = async move {
             let result =
                 match export {
                     Some(Export::Batch) => invoke_batch(&app, &component, vec![msg])
@@ -269,8 +334,11 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
                         }),
                     _ => invoke(&app, &component, msg).await,
                 };
-            result.map_err(|e| format!("{e:#}"))
-        })
+            let outcome = result.map_err(|e| format!("{e:#}"));
+            finished(&recorded, &outcome);
+            outcome
+        };
+        Box::pin(handled.instrument(span))
     }
 
     fn takes_batches(&self, component: &str) -> bool {
@@ -280,15 +348,22 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
     fn handle_batch(&self, component: &str, msgs: Vec<Message>) -> BatchFuture {
         let app = self.app.clone();
         let component = component.to_owned();
+        // One span per delivery, each with its own parent, all as long as the call.
+        let spans: Vec<Span> = msgs.iter().map(|m| delivery_span(&component, m)).collect();
         Box::pin(async move {
             let n = msgs.len();
-            match invoke_batch(&app, &component, msgs).await {
-                Ok(outcomes) => outcomes
-                    .into_iter()
-                    .map(|o| o.map_err(|e| format!("{e:#}")))
-                    .collect(),
-                Err(e) => vec![Err(format!("{e:#}")); n],
+            let outcomes: Vec<Result<(), String>> =
+                match invoke_batch(&app, &component, msgs).await {
+                    Ok(outcomes) => outcomes
+                        .into_iter()
+                        .map(|o| o.map_err(|e| format!("{e:#}")))
+                        .collect(),
+                    Err(e) => vec![Err(format!("{e:#}")); n],
+                };
+            for (span, outcome) in spans.iter().zip(&outcomes) {
+                finished(span, outcome);
             }
+            outcomes
         })
     }
 }
