@@ -91,7 +91,8 @@ traced_span() {
 }
 check "a traceparent header becomes the delivery span's parent (subject, component, outcome)" \
   wait_until 20 traced_span
-check "a failed delivery's span has status ERROR" jq -e -s 'any(.[];
+quiet_jq() { jq "$@" >/dev/null; }
+check "a failed delivery's span has status ERROR" quiet_jq -e -s 'any(.[];
   .attributes["messaging.destination.name"] == "greetings.bytes" and .status == 2)' "$OUT/spans.jsonl"
 stop_spin
 
@@ -117,12 +118,13 @@ for platform in linux-amd64 linux-aarch64 macos-amd64 macos-aarch64; do
 done
 check "the manifest renders" python3 "$ROOT/scripts/plugin-manifest.py" --version 9.8.7 \
   --archives "$dist" --base-url https://example.test/releases/v9.8.7 --out "$OUT/trigger-nats.json"
-check "… as JSON with the index's fields" jq -e '
+index_fields() { jq -e "$@" >/dev/null; }
+check "… as JSON with the index's fields" index_fields '
   .name == "trigger-nats" and .version == "9.8.7" and (.spinCompatibility | startswith(">="))
   and (.license | length > 0) and (.packages | length == 4)
   and ([.packages[] | (.os + "-" + .arch)] | sort == ["linux-aarch64","linux-amd64","macos-aarch64","macos-amd64"])
   and all(.packages[]; (.sha256 | test("^[0-9a-f]{64}$")) and (.url | startswith("https://example.test/releases/v9.8.7/trigger-nats-9.8.7-")))' \
-  "$OUT/trigger-nats.json" >/dev/null
+  "$OUT/trigger-nats.json"
 sums_match() {
   local os arch url sha
   while read -r os arch url sha; do
