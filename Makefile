@@ -54,6 +54,7 @@ lint: lint-fmt lint-clippy lint-imports
 lint-fmt:
 	@echo "==> cargo fmt --check"
 	cargo fmt --all --check
+	cd plugins/trigger-nats && cargo fmt --check
 
 lint-imports:
 	@echo "==> no import cycle between the files of a crate"
@@ -64,6 +65,9 @@ lint-clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 	@echo "==> clippy ($(WASM_TARGET) components)"
 	cargo clippy --target $(WASM_TARGET) $(COMPONENTS) $(BENCH_COMPONENTS) -- -D warnings
+	@echo "==> clippy (plugins/trigger-nats, its own workspace and target dir)"
+	cd plugins/trigger-nats && CARGO_TARGET_DIR=$${TRIGGER_NATS_TARGET_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/spin-tasks/plugin-target} \
+	  cargo clippy --release --locked -- -D warnings
 
 test-native:
 	@echo "==> native tests"

@@ -183,7 +183,9 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
                 .resolve_expression(sub.subject.clone())
                 .await
                 .with_context(|| format!("resolving subject {:?}", sub.subject))?;
-            config::validate_subject(&sub.subject).map_err(|e| anyhow!(e))?;
+            config::validate_subject(&sub.subject)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("[[trigger.nats]] of component {}", sub.component))?;
         }
 
         let url = resolved.url().to_owned();
@@ -200,7 +202,8 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
         let ended = ended.boxed().shared();
         let Some(client) = listener::connect(&url, &credentials, &name, ended.clone())
             .await
-            .map_err(|e| anyhow!("{e}"))?
+            .map_err(anyhow::Error::from_boxed)
+            .with_context(|| format!("connecting to the NATS server at {url}"))?
         else {
             return Ok(());
         };
@@ -238,7 +241,10 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
         let task = tokio::spawn(async move {
             let result = listener::run(client, subscriptions, handler, shutdown).await;
             let _ = done_tx.send(true);
-            result.map_err(|e| anyhow!("{e}"))
+            result
+                .map(drop)
+                .map_err(anyhow::Error::from_boxed)
+                .context("the NATS listener stopped")
         });
         if let Ok(mut r) = RUNNING.lock() {
             *r = Some(Running { stop, done });
@@ -352,14 +358,14 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
         let spans: Vec<Span> = msgs.iter().map(|m| delivery_span(&component, m)).collect();
         Box::pin(async move {
             let n = msgs.len();
-            let outcomes: Vec<Result<(), String>> =
-                match invoke_batch(&app, &component, msgs).await {
-                    Ok(outcomes) => outcomes
-                        .into_iter()
-                        .map(|o| o.map_err(|e| format!("{e:#}")))
-                        .collect(),
-                    Err(e) => vec![Err(format!("{e:#}")); n],
-                };
+            let outcomes: Vec<Result<(), String>> = match invoke_batch(&app, &component, msgs).await
+            {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .map(|o| o.map_err(|e| format!("{e:#}")))
+                    .collect(),
+                Err(e) => vec![Err(format!("{e:#}")); n],
+            };
             for (span, outcome) in spans.iter().zip(&outcomes) {
                 finished(span, outcome);
             }
