@@ -96,6 +96,44 @@ check "a failed delivery's span has status ERROR" quiet_jq -e -s 'any(.[];
   .attributes["messaging.destination.name"] == "greetings.bytes" and .status == 2)' "$OUT/spans.jsonl"
 stop_spin
 
+echo "==> a guest built from the 0.1.0 world (tests/fixtures) under this plugin"
+OLD="$WORK/old-guest"; mkdir -p "$OLD/src" "$OLD/wit"
+cp "$ROOT/tests/fixtures/spin-nats-trigger-0.1.0.wit" "$OLD/wit/trigger.wit"
+cat >"$OLD/Cargo.toml" <<'TOML'
+[package]
+name = "old-guest"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+wit-bindgen = "0.51"
+
+[workspace]
+TOML
+cat >"$OLD/src/lib.rs" <<'RS'
+wit_bindgen::generate!({ path: "wit", world: "nats-trigger" });
+struct Old;
+impl Guest for Old {
+    fn handle_message(m: spin_nats::trigger::types::Message) -> Result<(), spin_nats::trigger::types::Error> {
+        println!("0.1.0 guest got {}", m.subject);
+        Ok(())
+    }
+}
+export!(Old);
+RS
+check "it builds" bash -c "cd '$OLD' && cargo build --quiet --target wasm32-wasip2 --release >'$OUT/old-build.txt' 2>&1" ||
+  tail -20 "$OUT/old-build.txt"
+sed "s|^source = .*|source = \"$OLD/target/wasm32-wasip2/release/old_guest.wasm\"|" \
+  "$APP/spin.toml" >"$APP/spin-old.toml"
+SPIN_MANIFEST="$APP/spin-old.toml" start_spin "$WORK" - "$OUT/logs-old" state-old
+check "the plugin calls its handle-message" wait_log "$OUT/logs-old/spin-up.txt" "hello-nats ← greetings" 60
+nats_tool pub greetings.old "x" >/dev/null
+check "… and it handles a message" wait_log "$OUT/logs-old/hello-nats_stdout.txt" "^0.1.0 guest got greetings.old$" 15
+stop_spin
+
 echo "==> a component without the export"
 cargo build --quiet --target wasm32-wasip2 --release -p bench-hello-p2 --manifest-path "$ROOT/Cargo.toml"
 sed "s|^source = .*|source = \"$ROOT/target/wasm32-wasip2/release/bench_hello_p2.wasm\"|" \
