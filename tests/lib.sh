@@ -34,6 +34,13 @@ path = "feed.db"
 TOML
 }
 
+# write_shared_runtime_config DIR REDIS_PORT: every store on the Redis at REDIS_PORT, one
+# database per label (runtime-config.redis.toml's layout), for several instances.
+write_shared_runtime_config() {
+  sed "s|redis://127.0.0.1:6379/|redis://127.0.0.1:$2/|" "$ROOT/runtime-config.redis.toml" \
+    >"$1/runtime-config.toml"
+}
+
 # Seeds tasks into the tasks store of directory $1: tasks_seed DIR ARGS...
 tasks_seed() {
   local dir=$1; shift

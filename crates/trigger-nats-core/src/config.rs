@@ -88,6 +88,9 @@ pub struct TriggerConfig {
     /// JetStream, creating the stream: `file` (default) or `memory`.
     #[serde(default)]
     pub stream_storage: Option<String>,
+    /// JetStream, creating the stream: copies kept in a cluster (1-5, default 1).
+    #[serde(default)]
+    pub stream_replicas: Option<u32>,
     /// JetStream, creating the stream: oldest message kept, in milliseconds (default: no limit).
     #[serde(default)]
     pub stream_max_age_ms: Option<u64>,

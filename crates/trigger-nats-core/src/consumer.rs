@@ -75,6 +75,7 @@ pub async fn provision(
                 max_messages: spec.max_msgs,
                 max_bytes: spec.max_bytes,
                 duplicate_window: spec.duplicate_window,
+                num_replicas: spec.replicas as usize,
                 ..Default::default()
             };
             let created = js
@@ -82,10 +83,12 @@ pub async fn provision(
                 .await
                 .map_err(|e| format!("creating stream {:?}: {e}", plan.stream))?;
             log(&format!(
-                "created stream {:?} (subjects {}, {:?} storage)",
+                "created stream {:?} (subjects {}, {:?} storage, {} replica{})",
                 plan.stream,
                 spec.subjects.join(" "),
-                spec.storage
+                spec.storage,
+                spec.replicas,
+                if spec.replicas == 1 { "" } else { "s" }
             ));
             created
         }

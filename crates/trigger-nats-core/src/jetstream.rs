@@ -48,6 +48,8 @@ pub struct StreamSpec {
     pub max_bytes: i64,
     /// How long a `Nats-Msg-Id` is remembered.
     pub duplicate_window: Duration,
+    /// Copies kept in a cluster (1 on a single server).
+    pub replicas: u32,
 }
 
 /// The durable pull consumer an entry uses.
@@ -108,6 +110,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ("max_ack_pending", e.max_ack_pending.is_some()),
         ("stream_subjects", e.stream_subjects.is_some()),
         ("stream_storage", e.stream_storage.is_some()),
+        ("stream_replicas", e.stream_replicas.is_some()),
         ("stream_max_age_ms", e.stream_max_age_ms.is_some()),
         ("stream_max_msgs", e.stream_max_msgs.is_some()),
         ("stream_max_bytes", e.stream_max_bytes.is_some()),
@@ -203,9 +206,16 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
                     ));
                 }
             };
+            let replicas = e.stream_replicas.unwrap_or(1);
+            if !(1..=5).contains(&replicas) {
+                return Err(format!(
+                    "stream_replicas must be between 1 and 5 (got {replicas})"
+                ));
+            }
             Some(StreamSpec {
                 subjects: subjects.clone(),
                 storage,
+                replicas,
                 max_age: e.stream_max_age_ms.map(Duration::from_millis),
                 max_msgs: e.stream_max_msgs.unwrap_or(-1),
                 max_bytes: e.stream_max_bytes.unwrap_or(-1),
@@ -307,6 +317,19 @@ mod tests {
         assert_eq!(created.storage, Storage::File);
         assert_eq!(created.max_age, Some(Duration::from_secs(3600)));
         assert_eq!((created.max_msgs, created.max_bytes), (-1, -1));
+        assert_eq!(created.replicas, 1);
+        let replicated = plan(
+            &js(serde_json::json!({"stream_subjects": ["tasks.>"], "stream_replicas": 3})),
+            30_000,
+        )?
+        .and_then(|p| p.create_stream)
+        .ok_or("a stream to create")?;
+        assert_eq!(replicated.replicas, 3);
+        let six = plan(
+            &js(serde_json::json!({"stream_subjects": ["tasks.>"], "stream_replicas": 6})),
+            30_000,
+        );
+        assert!(six.is_err_and(|e| e.contains("stream_replicas must be between 1 and 5")));
         Ok(())
     }
 

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Scale-out, on loopback only: a 3-node nats-server cluster with JetStream (the stream TASKS
+# at 3 replicas, created by the trigger), one Redis holding every store
+# (runtime-config.redis.toml), and three `spin up` instances sharing the durable consumer and
+# the stores. Each burst is N tasks: a create and two updates each, published round-robin to
+# the three nodes (tests/js_publish.py, PyPI nats-py, Nats-Msg-Id on every event). After each:
+# every task at version 3 with its last title (each event applied exactly once, in order)
+# and the applied counter on /metrics up by exactly 3N.
+#   1. events/s with 1, 2 and 3 instances running;
+#   2. kill -9 of one NATS node mid-burst;
+#   3. kill -9 of one `spin up` instance mid-burst (its in-flight events come back to the
+#      others);
+#   4. Redis shut down for 10 s mid-burst, then started again on its append-only file;
+#   5. a dead letter made by one instance is listed through another's web and replayed
+#      through a third's.
+#   CLUSTER_TASKS=3334 tests/e2e-cluster.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+TASKS=${CLUSTER_TASKS:-3334}
+require_spin_and_plugin
+require_tools curl jq python3 nats-server redis-server redis-cli
+python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+
+suite_dirs e2e-cluster
+NODE_PIDS=() SPIN_PIDS=() REDIS_PID=""
+cleanup() {
+  local p
+  for p in "${SPIN_PIDS[@]}"; do [[ -n $p ]] && { SPIN_PID=$p; stop_spin; }; done
+  for p in "${NODE_PIDS[@]}"; do [[ -n $p ]] && kill "$p" 2>/dev/null; done
+  [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null
+  wait 2>/dev/null
+  stop_all
+}
+on_exit cleanup
+export SPIN_VARIABLE_HMAC_KEY="e2e-cluster-$RANDOM$RANDOM"
+build_tools
+cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
+
+echo "==> a 3-node NATS cluster with JetStream, one Redis"
+CLIENT=() ROUTE=()
+for i in 0 1 2; do CLIENT+=("$(free_port)"); ROUTE+=("$(free_port)"); done
+routes=$(printf 'nats://127.0.0.1:%s,' "${ROUTE[@]}"); routes=${routes%,}
+# node I: (re)starts node I on its ports and store.
+node() {
+  nats-server -a 127.0.0.1 -p "${CLIENT[$1]}" -n "node$1" -js -sd "$WORK/nats-$1" \
+    --cluster_name spin-tasks --cluster "nats://127.0.0.1:${ROUTE[$1]}" --routes "$routes" \
+    >>"$OUT/nats-$1.log" 2>&1 &
+  NODE_PIDS[$1]=$!
+}
+for i in 0 1 2; do node "$i"; done
+SERVERS=$(printf 'nats://127.0.0.1:%s,' "${CLIENT[@]}"); SERVERS=${SERVERS%,}
+jetstream_ready() {
+  python3 - "$SERVERS" <<'PY' 2>/dev/null
+import asyncio, sys
+import nats
+async def main():
+    nc = await nats.connect(servers=sys.argv[1].split(","), connect_timeout=1, max_reconnect_attempts=0)
+    await nc.jetstream(timeout=1).account_info()
+    await nc.close()
+asyncio.run(main())
+PY
+}
+check "the cluster elects a JetStream leader" wait_until --every 0.5 30 jetstream_ready
+REDIS_PORT=$(free_port)
+redis_start() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
+    --appendfsync always --save "" >>"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_until 10 redis_up redis-cli -p "$REDIS_PORT"
+}
+redis_start
+write_shared_runtime_config "$WORK" "$REDIS_PORT"
+
+# The app as shipped, its stream created at 3 replicas.
+app_manifest jetstream "$WORK/spin.toml"
+python3 - "$WORK/spin.toml" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+anchor = 'stream_subjects = ["tasks.>"]\n'
+assert anchor in s, "the manifest's stream_subjects line moved"
+open(p, "w").write(s.replace(anchor, anchor + "stream_replicas = 3\n", 1))
+PY
+export SPIN_MANIFEST="$WORK/spin.toml"
+PORTS=()
+# instance I: starts `spin up` instance I, its NATS list starting at node I.
+instance() {
+  local order=("${CLIENT[@]:$1}" "${CLIENT[@]:0:$1}") url
+  url=$(printf 'nats://127.0.0.1:%s,' "${order[@]}"); url=${url%,}
+  PORTS[$1]=${PORTS[$1]:-$(free_port)}
+  SPIN_VARIABLE_NATS_URL=$url start_spin "$WORK" "${PORTS[$1]}" "$OUT/logs-$1" "state-$1"
+  SPIN_PIDS[$1]=$SPIN_PID; SPIN_PID=""
+  wait_http "http://127.0.0.1:${PORTS[$1]}/health" 60
+  wait_log "$OUT/logs-$1/spin-up.txt" "writer ← tasks" 30
+}
+instance 0
+check "the trigger created the stream at 3 replicas" grep -q 'created stream "TASKS" (subjects tasks.>, File storage, 3 replicas)' "$OUT/logs-0/spin-up.txt"
+
+PORT=${PORTS[0]}
+applied_total() {
+  api /metrics | awk '$1 ~ /^tasks_events_total\{outcome="applied"/ {s += $2} END {print s + 0}'
+}
+# all_at_v3 PREFIX N: N tasks PREFIX…, every one at version 3 titled "<id> v3", through the API.
+all_at_v3() {
+  python3 - "http://127.0.0.1:$PORT" "$1" "$2" <<'PY'
+import json, sys, urllib.request
+base, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen, cursor = {}, None
+while True:
+    url = f"{base}/api/tasks?limit=200" + (f"&cursor={cursor}" if cursor else "")
+    page = json.load(urllib.request.urlopen(url, timeout=10))
+    for t in page["tasks"]:
+        if t["id"].startswith(prefix):
+            seen[t["id"]] = (t["version"], t["title"])
+    cursor = page["nextCursor"]
+    if not cursor:
+        break
+bad = [i for i, (v, title) in seen.items() if v != 3 or title != f"{i} v3"]
+if len(seen) != n or bad:
+    print(f"{prefix}: {len(seen)} of {n} tasks, {len(bad)} not at v3, e.g. {bad[:3]}", file=sys.stderr)
+    sys.exit(1)
+PY
+}
+# burst PREFIX: N tasks × 3 events round-robin over the nodes, in the background (BURST_PID).
+burst() {
+  python3 "$ROOT/tests/js_publish.py" --server "$SERVERS" --tasks "$TASKS" --updates 2 \
+    --prefix "$1" --retry-seconds 60 >"$OUT/publish-$1.txt" 2>&1 &
+  BURST_PID=$!
+}
+# settled PREFIX BEFORE: the burst's tasks all at v3 and exactly 3N more events applied.
+settled() {
+  all_at_v3 "$1" "$TASKS" 2>/dev/null && [[ $(applied_total) -eq $(($2 + 3 * TASKS)) ]]
+}
+# run_burst PREFIX: publishes, waits until settled (up to 180 s); prints events/s.
+rate_of() {
+  local before t0 t1
+  before=$(applied_total); t0=$(now)
+  burst "$1"; wait "$BURST_PID"
+  wait_until --every 0.2 180 settled "$1" "$before" || return 1
+  t1=$(now)
+  python3 -c "print(round(3 * $TASKS / ($t1 - $t0)))"
+}
+
+echo "==> 1. events/s with 1, 2 and 3 instances ($((3 * TASKS)) events each)"
+# rated N PREFIX: one burst with N instances running; sets rN.
+rated() {
+  local r
+  if r=$(rate_of "$2"); then
+    printf -v "r$1" '%s' "$r"
+    check "$1 instance(s): every event applied exactly once, in order ($r events/s)" true
+  else
+    printf -v "r$1" '%s' "-"
+    check "$1 instance(s): every event applied exactly once, in order" false
+  fi
+}
+rated 1 r1-
+instance 1
+rated 2 r2-
+instance 2
+rated 3 r3-
+echo "events/s: 1 instance $r1, 2 instances $r2, 3 instances $r3" | tee "$OUT/rates.txt"
+
+echo "==> 2. kill -9 of NATS node 1 mid-burst"
+before=$(applied_total)
+burst k1-
+sleep 1
+kill -9 "${NODE_PIDS[1]}"; NODE_PIDS[1]=""
+wait "$BURST_PID" || true
+check "the publisher got every event acknowledged (failing over)" grep -q "published $((3 * TASKS)) of $((3 * TASKS))" "$OUT/publish-k1-.txt"
+check "every event applied exactly once, in order" wait_until --every 0.5 180 settled k1- "$before"
+node 1
+check "the node rejoins" wait_until --every 0.5 30 port_open "${CLIENT[1]}"
+
+echo "==> 3. kill -9 of spin up instance 0 mid-burst"
+PORT=${PORTS[1]}
+before=$(applied_total)
+burst k2-
+sleep 1
+kill -9 "${SPIN_PIDS[0]}"; SPIN_PIDS[0]=""
+wait "$BURST_PID" || true
+check "every event applied exactly once, in order (the dead instance's pulls redelivered)" \
+  wait_until --every 0.5 180 settled k2- "$before"
+
+echo "==> 4. Redis down for 10 s mid-burst"
+before=$(applied_total)
+burst rd-
+sleep 1
+redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
+wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""
+sleep 10
+redis_start
+wait "$BURST_PID" || true
+check "every event applied exactly once, in order, once Redis is back" \
+  wait_until --every 0.5 180 settled rd- "$before"
+
+echo "==> 5. a dead letter across instances"
+NATS_URL=$SERVERS nats_tool pub tasks.updated '{"id":"dl-1","title":"too early"}' >/dev/null
+PORT=${PORTS[2]}
+dead_listed() { [[ $(api /api/dead-letters | jq '[.deadLetters[] | select(.taskId == "dl-1")] | length') == 1 ]]; }
+check "instance 2's web lists the dead letter whichever instance made it" wait_until 30 dead_listed
+id=$(api /api/dead-letters | jq -r '.deadLetters[] | select(.taskId == "dl-1") | .id')
+NATS_URL=$SERVERS nats_tool pub tasks.created '{"id":"dl-1","title":"created"}' >/dev/null
+PORT=${PORTS[1]}
+wait_until 30 task_visible dl-1
+replay=$(curl -s -o "$WORK/replay.json" -w '%{http_code}' -X POST \
+  -H @<("$ROOT/target/release/tasks-sign" POST "/api/dead-letters/$id/replay") \
+  "http://127.0.0.1:$PORT/api/dead-letters/$id/replay")
+check "instance 1's web replays it (202)" is "$replay" "202"
+replayed() { [[ $(field dl-1 .title) == "too early" ]]; }
+check "a retrier applies it" wait_until 30 replayed
+
+summary e2e-cluster
