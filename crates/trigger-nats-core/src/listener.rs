@@ -37,6 +37,24 @@ pub struct Stats {
     pub failed: u64,
 }
 
+/// The servers in `url`: one URL, or several separated by commas (a
+/// cluster: the client connects to one and fails over to the others).
+fn server_list(url: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::Error> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("NATS server URL {s:?} is not valid: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(format!("no NATS server URL in {url:?}").into());
+    }
+    Ok(servers)
+}
+
 /// Connects, retrying every 2 s with a log line until the server answers or
 /// `shutdown` resolves (then `None`). Later disconnects reconnect on their own.
 pub async fn connect(
@@ -46,6 +64,7 @@ pub async fn connect(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Option<async_nats::Client>, async_nats::Error> {
     tokio::pin!(shutdown);
+    let servers = server_list(url)?;
     let mut logged_wait = false;
     loop {
         let mut options = async_nats::ConnectOptions::new()
@@ -80,7 +99,7 @@ pub async fn connect(
                 .await
                 .map_err(|e| format!("cannot read creds_file {path:?}: {e}"))?,
         };
-        match options.connect(url).await {
+        match options.connect(servers.clone()).await {
             Ok(client) => {
                 log(&format!("connected to {url}"));
                 return Ok(Some(client));
@@ -311,5 +330,23 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_list;
+
+    #[test]
+    fn one_url_or_several_separated_by_commas() {
+        let one = server_list("nats://127.0.0.1:4222").map(|s| s.len());
+        assert_eq!(one.ok(), Some(1));
+        let three = server_list("nats://a:1, nats://b:2,nats://c:3").map(|s| s.len());
+        assert_eq!(three.ok(), Some(3));
+        let bad = server_list("nats://a:1,nats://b:notaport")
+            .err()
+            .map(|e| e.to_string());
+        assert!(bad.is_some_and(|e| e.contains("\"nats://b:notaport\" is not valid")));
+        assert!(server_list(" , ").is_err());
     }
 }
