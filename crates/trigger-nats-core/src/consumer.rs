@@ -267,8 +267,9 @@ impl Pulling {
                 }
                 if !checked {
                     checked = true;
-                    if !self.earlier_deliveries_settled(&batch[0], &mut stop).await {
-                        self.step_back(batch, &mut messages, &mut stop).await;
+                    if let Some(floor) = self.earlier_deliveries_settled(&batch[0], &mut stop).await
+                    {
+                        self.step_back(batch, floor, &mut messages, &mut stop).await;
                         stopping |= *stop.borrow();
                         break;
                     }
@@ -309,31 +310,30 @@ impl Pulling {
     /// a pull) is acknowledged: the consumer's acknowledgement floor has
     /// reached it. Another instance finishing its pull acknowledges within
     /// milliseconds; one that died holding messages never does, and after
-    /// [`TAKEOVER_GRACE`] this returns false. When the server cannot be
-    /// asked, or on `stop`, it returns true (the pull is handled as before).
+    /// [`TAKEOVER_GRACE`] this returns the floor it saw last (`Some`). When
+    /// the server cannot be asked, or on `stop`, it returns `None` (the pull
+    /// is handled as before).
     async fn earlier_deliveries_settled(
         &mut self,
         first: &jetstream::Message,
         stop: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let Ok(seq) = first.info().map(|i| i.stream_sequence) else {
-            return true;
-        };
+    ) -> Option<u64> {
+        let seq = first.info().map(|i| i.stream_sequence).ok()?;
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
         loop {
-            match self.consumer.info().await {
-                Ok(info) if info.ack_floor.stream_sequence + 1 >= seq => return true,
-                Ok(_) => {}
+            let floor = match self.consumer.info().await {
+                Ok(info) if info.ack_floor.stream_sequence + 1 >= seq => return None,
+                Ok(info) => info.ack_floor.stream_sequence,
                 Err(e) => {
                     log(&format!("{}: consumer info: {e}", self.sub.subject));
-                    return true;
+                    return None;
                 }
-            }
+            };
             if tokio::time::Instant::now() >= deadline {
-                return false;
+                return Some(floor);
             }
             tokio::select! {
-                _ = stop.changed() => return true,
+                _ = stop.changed() => return None,
                 _ = tokio::time::sleep(TAKEOVER_POLL) => {}
             }
         }
@@ -346,6 +346,7 @@ impl Pulling {
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
+        floor: u64,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
     ) {
@@ -362,8 +363,12 @@ impl Pulling {
                 ));
             }
         }
+        let first = back
+            .first()
+            .and_then(|m| m.info().ok())
+            .map_or(0, |i| i.stream_sequence);
         log(&format!(
-            "{}: earlier messages are held by an instance that stopped or died; the {} this pull brought come again after them, pulling again in {} s",
+            "{}: earlier messages are held by an instance that stopped or died (acknowledged up to stream sequence {floor}, this pull starts at {first}); the {} this pull brought come again after them, pulling again in {} s",
             self.sub.subject,
             back.len(),
             wait.as_secs()
