@@ -29,13 +29,11 @@ const PULL_RETRY: Duration = Duration::from_secs(1);
 /// Wait before pulling again while another instance's pull is open.
 const STANDBY_POLL: Duration = Duration::from_millis(50);
 
-/// How often a pull waiting for earlier deliveries asks the server: often
-/// at first (another instance finishing its pull acknowledges within
-/// milliseconds), then less.
+/// How long a pull's first message waits for earlier deliveries held by
+/// another instance to be acknowledged before that instance counts as gone.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(2);
+/// How often that wait asks the server.
 const TAKEOVER_POLL: Duration = Duration::from_millis(20);
-const TAKEOVER_POLL_SLOW: Duration = Duration::from_millis(250);
-/// After this long, the wait polls at [`TAKEOVER_POLL_SLOW`].
-const TAKEOVER_FAST: Duration = Duration::from_secs(2);
 
 /// How the server refuses a pull while another one is waiting
 /// (`max_waiting` 1: one instance pulls at a time).
@@ -269,7 +267,8 @@ impl Pulling {
                 }
                 if !checked {
                     checked = true;
-                    if let Some(floor) = self.earlier_deliveries_settled(&batch, &mut stop).await {
+                    if let Some(floor) = self.earlier_deliveries_settled(&batch[0], &mut stop).await
+                    {
                         self.step_back(batch, floor, &mut messages, &mut stop).await;
                         stopping |= *stop.borrow();
                         break;
@@ -307,25 +306,20 @@ impl Pulling {
         ));
     }
 
-    /// Whether every message delivered before this pull's first is
-    /// acknowledged: the consumer's acknowledgement floor has reached it.
-    /// Another instance finishing its pull acknowledges at its end, which
-    /// on a slow store takes seconds; one that died holding messages never
-    /// does, and its messages are due again `ack_wait` after it took them.
-    /// So the wait lasts up to `ack_wait`, keeping this pull's messages
-    /// alive meanwhile (progress acknowledgements), and then returns the
-    /// floor it saw last (`Some`): the holder is gone. When the server
-    /// cannot be asked, or on `stop`, it returns `None` (the pull is handled
-    /// as before).
+    /// Whether every message delivered before `first` (the first message of
+    /// a pull) is acknowledged: the consumer's acknowledgement floor has
+    /// reached it. Another instance finishing its pull acknowledges within
+    /// milliseconds; one that died holding messages never does, and after
+    /// [`TAKEOVER_GRACE`] this returns the floor it saw last (`Some`). When
+    /// the server cannot be asked, or on `stop`, it returns `None` (the pull
+    /// is handled as before).
     async fn earlier_deliveries_settled(
         &mut self,
-        batch: &[jetstream::Message],
+        first: &jetstream::Message,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<u64> {
-        let seq = batch.first()?.info().map(|i| i.stream_sequence).ok()?;
-        let started = tokio::time::Instant::now();
-        let wait = self.plan.consumer.ack_wait;
-        let mut kept_alive = started;
+        let seq = first.info().map(|i| i.stream_sequence).ok()?;
+        let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
         loop {
             let floor = match self.consumer.info().await {
                 Ok(info) if info.ack_floor.stream_sequence + 1 >= seq => return None,
@@ -335,31 +329,20 @@ impl Pulling {
                     return None;
                 }
             };
-            if started.elapsed() >= wait {
+            if tokio::time::Instant::now() >= deadline {
                 return Some(floor);
             }
-            if kept_alive.elapsed() >= wait / 3 {
-                for m in batch {
-                    let _ = m.ack_with(AckKind::Progress).await;
-                }
-                kept_alive = tokio::time::Instant::now();
-            }
-            let poll = if started.elapsed() < TAKEOVER_FAST {
-                TAKEOVER_POLL
-            } else {
-                TAKEOVER_POLL_SLOW
-            };
             tokio::select! {
                 _ = stop.changed() => return None,
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(TAKEOVER_POLL) => {}
             }
         }
     }
 
     /// This pull came while earlier messages were still held by an instance
-    /// that is gone (they went unacknowledged for `ack_wait`, so they are
-    /// due again now): hands back what it brought, due again shortly, and
-    /// pulls again at once, so the next pull starts with them.
+    /// that is gone: hands back what it brought, to come again after those
+    /// (which are due again within `ack_wait`), and waits `ack_wait` before
+    /// pulling, so the next pull starts with them.
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
@@ -371,7 +354,7 @@ impl Pulling {
         while let Some(Ok(m)) = messages.next().await {
             back.push(m);
         }
-        let wait = RETRY_PAUSE;
+        let wait = self.plan.consumer.ack_wait;
         for msg in &back {
             if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
                 log(&format!(
