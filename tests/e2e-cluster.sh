@@ -5,7 +5,7 @@
 # the stores. Each burst is N tasks: a create and two updates each, published round-robin to
 # the three nodes (tests/js_publish.py, PyPI nats-py, Nats-Msg-Id on every event). After each:
 # every task at version 3 with its last title (each event applied exactly once, in order)
-# and the applied counter on /metrics up by exactly 3N.
+# and the applied counters on /metrics (direct and by a retrier) up by exactly 3N.
 #   1. events/s with 1, 2 and 3 instances running;
 #   2. kill -9 of one NATS node mid-burst;
 #   3. kill -9 of one `spin up` instance mid-burst (its in-flight events come back to the
@@ -100,8 +100,9 @@ instance 0
 check "the trigger created the stream at 3 replicas" grep -q 'created stream "TASKS" (subjects tasks.>, File storage, 3 replicas)' "$OUT/logs-0/spin-up.txt"
 
 PORT=${PORTS[0]}
+# applied_total: events applied to the tasks store, directly or by a retrier (from /metrics).
 applied_total() {
-  api /metrics | awk '$1 ~ /^tasks_events_total\{outcome="applied"/ {s += $2} END {print s + 0}'
+  api /metrics | awk '$1 ~ /^tasks_(events|retries)_total\{outcome="applied"/ {s += $2} END {print s + 0}'
 }
 # all_at_v3 PREFIX N: N tasks PREFIX…, every one at version 3 titled "<id> v3", through the API.
 all_at_v3() {
