@@ -13,13 +13,7 @@ EVENTS=${BENCH_EVENTS:-20000}
 ROUNDS=${BENCH_ROUNDS:-5}
 require_spin_and_plugin
 bench_dirs
-PIDS=() NATS_PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do SPIN_PID=$p; stop_spin; done
-  for p in "${NATS_PIDS[@]}"; do NATS_PID=$p; stop_nats; done
-  stop_all
-}
-on_exit cleanup
+on_exit stop_named_apps
 
 build_tools
 echo "==> building the writer without counting (feature uncounted, target/bench-uncounted)"

@@ -19,14 +19,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
 require_spin_and_plugin
 bench_dirs
-PIDS=()
-NATS_PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do SPIN_PID=$p; stop_spin; done
-  for p in "${NATS_PIDS[@]}"; do NATS_PID=$p; stop_nats; done
-  stop_all
-}
-on_exit cleanup
+on_exit stop_named_apps
 
 build_tools
 cargo build --quiet --release -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"

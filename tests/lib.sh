@@ -151,6 +151,16 @@ open(dst, "w").write(text)
 PY
 }
 
+# The `spin up` and nats-server processes a script started besides SPIN_PID / NATS_PID
+# (named_app adds to them); stop_named_apps stops them and everything stop_all does.
+PIDS=() NATS_PIDS=()
+stop_named_apps() {
+  local p
+  for p in "${PIDS[@]}"; do SPIN_PID=$p; stop_spin; done
+  for p in "${NATS_PIDS[@]}"; do NATS_PID=$p; stop_nats; done
+  stop_all
+}
+
 # named_app NAME: the app from $WORK/spin-NAME.toml with its own stores ($WORK/NAME) and
 # nats-server, left running for the caller's cleanup (appends to PIDS and NATS_PIDS);
 # sets NAME_PORT and NAME_NATS.
