@@ -26,10 +26,13 @@ require_tools curl jq python3 nats-server redis-server redis-cli
 python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
 
 suite_dirs e2e-cluster
-NODE_PIDS=() SPIN_PIDS=() REDIS_PID=""
+NODE_PIDS=() SPIN_PIDS=() REDIS_PID="" KILLED_GROUPS=()
 cleanup() {
   local p
   for p in "${SPIN_PIDS[@]}"; do [[ -n $p ]] && { SPIN_PID=$p; stop_spin; }; done
+  # What a killed `spin up` left in its process group (Spin's own HTTP and cron triggers
+  # outlive it; trigger-nats does not).
+  for p in "${KILLED_GROUPS[@]}"; do kill -9 -- "-$p" 2>/dev/null; done
   for p in "${NODE_PIDS[@]}"; do [[ -n $p ]] && kill "$p" 2>/dev/null; done
   [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null
   wait 2>/dev/null
@@ -183,7 +186,7 @@ PORT=${PORTS[1]}
 before=$(applied_total)
 burst k2-
 sleep 1
-kill -9 "${SPIN_PIDS[0]}"; SPIN_PIDS[0]=""
+kill -9 "${SPIN_PIDS[0]}"; KILLED_GROUPS+=("${SPIN_PIDS[0]}"); SPIN_PIDS[0]=""
 wait "$BURST_PID" || true
 check "every event applied exactly once, in order (the dead instance's pulls redelivered)" \
   wait_until --every 0.5 180 settled k2- "$before"
