@@ -4,7 +4,8 @@
 # KV REST API) behind our fault-injecting, counting proxy (tools/cf-fault-proxy).
 # Checks publish → visible, the bulk flush to Cloudflare, cached reads costing
 # no calls, 429s during a flush, the signed purge (one good, six bad), and a
-# missing variable named on the first request, and JetStream batches on this backend.
+# missing variable named on the first request, JetStream batches on this backend, and the
+# read side started on its own from deploy/read-side/spin.toml.
 # Cannot run without Node.js or nats-py: see
 # cannot_run in lib.sh (fails under CI=true, else `SKIPPED: …` with the fix).
 set -euo pipefail
@@ -122,6 +123,21 @@ check "all visible at version 2 with the last title" \
 check "flushed to Cloudflare" wait_until 30 flushed
 check "the last task is in Cloudflare at version 2" is "$(remote_value task:cfj-000299 | jq -r '[.version,.title]|join(",")')" "2,cfj-000299 v2"
 check "the first task too" is "$(remote_value task:cfj-000000 | jq -r '[.version,.title]|join(",")')" "2,cfj-000000 v2"
+
+echo "==> the read side on its own (deploy/read-side/spin.toml) serves what was flushed"
+RS="$WORK/read-side"; mkdir -p "$RS"
+sed 's|^path = ".spin/|path = "|' "$ROOT/deploy/read-side/runtime-config.toml" >"$RS/runtime-config.toml"
+RS_PORT=$(free_port) APP_PID=$SPIN_PID
+SPIN_VARIABLE_CF_ACCOUNT_ID=${SPIN_VARIABLE_CF_ACCOUNT_ID:-e2e-account} \
+  SPIN_MANIFEST="$ROOT/deploy/read-side/spin.toml" start_spin "$RS" "$RS_PORT" "$OUT/logs-read-side" state-read-side
+RS_PID=$SPIN_PID SPIN_PID=$APP_PID
+check "it starts (web, kv-read, events; no writer, no NATS)" wait_http "http://127.0.0.1:$RS_PORT/health" 60
+check "it reads a task from Cloudflare, not from local files it never had" \
+  is "$(curl -sS "http://127.0.0.1:$RS_PORT/api/tasks/cfj-000299" | jq -r '[.version,.title]|join(",")')" "2,cfj-000299 v2"
+check "its list page shows the tasks" grep -q "cfj-000000 v2" <(curl -sS "http://127.0.0.1:$RS_PORT/")
+no_nats() { ! grep -q "trigger-nats" "$OUT/logs-read-side/spin-up.txt"; }
+check "no NATS trigger runs" no_nats
+SPIN_PID=$RS_PID; stop_spin; SPIN_PID=$APP_PID
 
 echo "==> a missing variable is named on the first request"
 stop_spin
