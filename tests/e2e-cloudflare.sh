@@ -134,7 +134,8 @@ RS_PID=$SPIN_PID SPIN_PID=$APP_PID
 check "it starts (web, kv-read, events; no writer, no NATS)" wait_http "http://127.0.0.1:$RS_PORT/health" 60
 check "it reads a task from Cloudflare, not from local files it never had" \
   is "$(curl -sS "http://127.0.0.1:$RS_PORT/api/tasks/cfj-000299" | jq -r '[.version,.title]|join(",")')" "2,cfj-000299 v2"
-check "its list page shows the tasks" grep -q "cfj-000000 v2" <(curl -sS "http://127.0.0.1:$RS_PORT/")
+check "its list pages list them (a page after cfj-000298)" \
+  grep -q "cfj-000299 v2" <(curl -sS "http://127.0.0.1:$RS_PORT/?limit=5&cursor=c1:cfj-000298")
 no_nats() { ! grep -q "trigger-nats" "$OUT/logs-read-side/spin-up.txt"; }
 check "no NATS trigger runs" no_nats
 SPIN_PID=$RS_PID; stop_spin; SPIN_PID=$APP_PID
