@@ -51,13 +51,9 @@ pub struct Totals {
     pub waiting: Option<(u64, Timestamp)>,
 }
 
-/// Counts found in a range of deltas.
-struct Scan {
-    /// Ranges in sequence order: (first, delta).
-    found: Vec<(u64, Delta)>,
-}
-
-fn scan(feed: &dyn KeyValue, after: u64, head: u64) -> Result<Scan, StoreError> {
+/// The deltas written after `after` (up to `head`, at most [`MAX_SCAN`]
+/// numbers), in sequence order: (first number of the range, delta).
+fn scan(feed: &dyn KeyValue, after: u64, head: u64) -> Result<Vec<(u64, Delta)>, StoreError> {
     let mut found = Vec::new();
     let end = head.min(after + MAX_SCAN);
     let mut from = after + 1;
@@ -71,7 +67,7 @@ fn scan(feed: &dyn KeyValue, after: u64, head: u64) -> Result<Scan, StoreError> 
         }
         from = to + 1;
     }
-    Ok(Scan { found })
+    Ok(found)
 }
 
 /// What `/metrics` shows: the totals and every delta written since.
@@ -101,7 +97,7 @@ pub fn snapshot(feed: &dyn KeyValue) -> Result<Snapshot, StoreError> {
         .and_then(|n| u64::try_from(n).ok())
         .unwrap_or(0);
     let mut counts = totals.counts;
-    for (_, delta) in scan(feed, totals.upto, head)?.found {
+    for (_, delta) in scan(feed, totals.upto, head)? {
         counts.merge(&delta.counts);
     }
     Ok(Snapshot {
@@ -135,10 +131,10 @@ pub fn compact<F: AtomicKv>(
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_default();
     let head = crate::feed::head(feed)?;
-    let scan = scan(feed, totals.upto, head)?;
+    let scanned = scan(feed, totals.upto, head)?;
     let mut report = Compacted::default();
     let mut folded = Vec::new();
-    let mut found = scan.found.into_iter().peekable();
+    let mut found = scanned.into_iter().peekable();
     let end = head.min(totals.upto + MAX_SCAN);
     let waiting_before = totals.waiting;
     let mut at = totals.upto + 1;

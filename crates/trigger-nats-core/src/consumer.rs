@@ -16,7 +16,8 @@ use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::handler::{Counters, Handler, Message, StreamInfo, call_batch, header_pairs, log};
+use crate::StreamInfo;
+use crate::handler::{Counters, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{ConsumerSpec, Plan, Storage, consumer_differences};
 use crate::plan::Subscription;
 use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};

@@ -1,6 +1,7 @@
 //! What both modes share: the message and handler types, the call with its
 //! deadline, the counts, and the log line.
 
+use crate::StreamInfo;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,17 +23,6 @@ pub struct Message {
     pub reply: Option<String>,
     /// Its place in the stream, when it came from a JetStream stream.
     pub stream: Option<StreamInfo>,
-}
-
-/// Where a message taken from a JetStream stream stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StreamInfo {
-    /// Sequence number in the stream; a redelivery carries the same one.
-    pub sequence: u64,
-    /// Deliveries so far, 1 the first time.
-    pub delivered: u64,
-    /// When the stream stored it, in Unix milliseconds.
-    pub published_ms: u64,
 }
 
 /// A message's headers as (name, value) pairs, a repeated name once per value.

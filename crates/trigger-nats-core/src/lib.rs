@@ -41,4 +41,17 @@ pub const STREAM_SEQUENCE_HEADER: &str = "spin-nats-stream-sequence";
 /// it has been delivered (1 the first time).
 pub const DELIVERED_HEADER: &str = "spin-nats-delivered";
 #[cfg(feature = "runtime")]
-pub use listener::{BatchFuture, Handler, HandlerFuture, Message, Stats, StreamInfo};
+pub use listener::{BatchFuture, Handler, HandlerFuture, Message, Stats};
+
+/// Where a message taken from a JetStream stream stands: what the plugin
+/// passes its guests (and, without the `runtime` feature, what the guest
+/// SDK hands a component).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Sequence number in the stream; a redelivery carries the same one.
+    pub sequence: u64,
+    /// Deliveries so far, 1 the first time.
+    pub delivered: u64,
+    /// When the stream stored it, in Unix milliseconds.
+    pub published_ms: u64,
+}

@@ -10,8 +10,9 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use crate::StreamInfo;
 use crate::config::Credentials;
-pub use crate::handler::{BatchFuture, Handler, HandlerFuture, Message, StreamInfo, log};
+pub use crate::handler::{BatchFuture, Handler, HandlerFuture, Message, log};
 use crate::handler::{Counters, call_with_deadline, header_pairs};
 use crate::plan::Subscription;
 use crate::{InFlight, reply};

@@ -22,6 +22,8 @@
 
 use std::fmt::Display;
 
+/// A message's place in a JetStream stream (the plugin's own type).
+pub use trigger_nats_core::StreamInfo;
 pub use trigger_nats_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
 pub use trigger_nats_macro::nats_component;
 
@@ -40,17 +42,6 @@ pub struct Message {
     /// for a component exporting `handle-message`, which gets the same
     /// facts as headers: see [`Message::stream_sequence`]).
     pub stream: Option<StreamInfo>,
-}
-
-/// A message's place in a JetStream stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StreamInfo {
-    /// Its sequence number; a redelivery carries the same one.
-    pub sequence: u64,
-    /// How many times it has been delivered (1 the first time).
-    pub delivered: u64,
-    /// When the stream stored it, in Unix milliseconds.
-    pub published_ms: u64,
 }
 
 impl Message {
