@@ -35,6 +35,9 @@ const STANDBY_POLL: Duration = Duration::from_millis(50);
 const TAKEOVER_GRACE: Duration = Duration::from_secs(2);
 /// How often that wait asks the server.
 const TAKEOVER_POLL: Duration = Duration::from_millis(20);
+/// Pause before pulling again after handing a pull back (see
+/// [`Pulling::step_back`]).
+const STEP_BACK_PAUSE: Duration = Duration::from_secs(1);
 
 /// How the server refuses a pull while another one is waiting
 /// (`max_waiting` 1: one instance pulls at a time).
@@ -259,13 +262,15 @@ impl Pulling {
                     // This pull is done (full or expired).
                     None => break,
                 };
-                // The rest of what has arrived already.
+                // The rest of what has arrived already, in stream order (a pull
+                // brings redeliveries in the order they became due).
                 while batch.len() < self.plan.batch {
                     match messages.next().now_or_never() {
                         Some(Some(Ok(m))) => batch.push(m),
                         _ => break,
                     }
                 }
+                in_stream_order(&mut batch);
                 if !checked {
                     checked = true;
                     if let Some(floor) = self.earlier_deliveries_settled(&batch[0], &mut stop).await
@@ -289,6 +294,7 @@ impl Pulling {
                     while let Some(Ok(m)) = messages.next().await {
                         back.push(m);
                     }
+                    in_stream_order(&mut back);
                     self.settle_all(&done, true).await;
                     self.settle_all(&back, false).await;
                     done.clear();
@@ -340,10 +346,21 @@ impl Pulling {
         }
     }
 
-    /// This pull came while earlier messages were still held by an instance
-    /// that is gone: hands back what it brought, to come again after those
-    /// (which are due again within `ack_wait`), and waits `ack_wait` before
-    /// pulling, so the next pull starts with them.
+    /// This pull came while earlier messages were still held elsewhere: by
+    /// an instance that is slow (a handler waiting on a store that is down),
+    /// stopped or died. Hands back at once, in stream order, what the pull
+    /// brought, and pauses [`STEP_BACK_PAUSE`] before pulling again.
+    ///
+    /// At once, not after a delay: a message handed back with a delay stays
+    /// unacknowledged and out of everyone's reach for that long, so it holds
+    /// back every later pull the way the messages it waited for held back
+    /// this one, and instances stepping back in turn drained about one pull
+    /// per delay. Handed back at once, the messages go to the head of the
+    /// consumer's redelivery queue; the next pull (here or elsewhere) takes
+    /// them again, and once the earlier messages are acknowledged, or due
+    /// again and in the same pull, that pull starts at the floor. The cost is
+    /// a delivery per message every [`TAKEOVER_GRACE`] while the earlier
+    /// messages are held (counted against `max_deliver` when one is set).
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
@@ -355,28 +372,19 @@ impl Pulling {
         while let Some(Ok(m)) = messages.next().await {
             back.push(m);
         }
-        let wait = self.plan.consumer.ack_wait;
-        for msg in &back {
-            if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
-                log(&format!(
-                    "{}: could not hand a message back ({e}); it is delivered again after ack_wait",
-                    self.sub.subject
-                ));
-            }
-        }
-        let first = back
-            .first()
-            .and_then(|m| m.info().ok())
-            .map_or(0, |i| i.stream_sequence);
+        in_stream_order(&mut back);
+        self.settle_all(&back, false).await;
+        let first = back.first().map_or(0, stream_sequence);
         log(&format!(
-            "{}: earlier messages are held by an instance that stopped or died (acknowledged up to stream sequence {floor}, this pull starts at {first}); the {} this pull brought come again after them, pulling again in {} s",
+            "{}: earlier messages are still held elsewhere (acknowledged up to stream sequence {floor}, this pull starts at {first}); \
+             handed back the {} this pull brought, pulling again in {} ms",
             self.sub.subject,
             back.len(),
-            wait.as_secs()
+            STEP_BACK_PAUSE.as_millis()
         ));
         tokio::select! {
             _ = stop.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(STEP_BACK_PAUSE) => {}
         }
     }
 
@@ -491,6 +499,17 @@ impl Pulling {
             ));
         }
     }
+}
+
+/// A message's stream sequence (0 when it has no JetStream metadata).
+fn stream_sequence(msg: &jetstream::Message) -> u64 {
+    msg.info().map_or(0, |i| i.stream_sequence)
+}
+
+/// Sorts messages of one consumer by stream sequence: the order they are
+/// handled and handed back in.
+fn in_stream_order(msgs: &mut [jetstream::Message]) {
+    msgs.sort_by_key(stream_sequence);
 }
 
 /// The message as the handler sees it: subject, payload, headers, plus the

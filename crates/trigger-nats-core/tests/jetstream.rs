@@ -579,12 +579,17 @@ async fn a_batch_component_gets_whole_pulls_and_what_follows_a_failure_comes_bac
 }
 
 /// Records, across instances, which stream sequences have finished, and
-/// every message that started while an earlier one had not.
+/// every message that started while an earlier one had not. With `stall`
+/// (a stream sequence and a duration), the first call for that sequence
+/// makes every call, on any instance, wait until that long after it: a
+/// shared store that stops answering for a while.
 #[derive(Clone, Default)]
 struct InOrder {
     finished: Arc<Mutex<std::collections::BTreeSet<u64>>>,
     early: Arc<Mutex<Vec<u64>>>,
-    by_instance: Arc<Mutex<[usize; 2]>>,
+    by_instance: Arc<Mutex<[usize; 3]>>,
+    stall: Option<(u64, Duration)>,
+    stalled_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl InOrder {
@@ -597,6 +602,18 @@ impl InOrder {
                     n[instance] += 1;
                 }
                 let seq = msg.stream.map_or(0, |s| s.sequence);
+                let until = this.stalled_until.lock().ok().and_then(|mut u| {
+                    match this.stall {
+                        Some((at, long)) if at == seq && u.is_none() => {
+                            *u = Some(Instant::now() + long);
+                        }
+                        _ => {}
+                    }
+                    *u
+                });
+                if let Some(until) = until {
+                    tokio::time::sleep_until(until.into()).await;
+                }
                 let all_before = this
                     .finished
                     .lock()
@@ -653,6 +670,62 @@ async fn two_instances_on_one_consumer_never_handle_a_message_before_the_earlier
     );
     a.stop().await?;
     b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_that_stalls_every_instance_holds_delivery_back_only_while_it_stalls() -> TestResult
+{
+    let server = JsServer::start();
+    // Pulls end short (a few messages each), so while one instance is stuck
+    // with part of the stream the others' pulls bring newer messages.
+    let sub = js_sub(
+        json!({"batch": 20, "max_wait_ms": 100, "handler_timeout_ms": 8000,
+        "ack_wait_ms": 9000}),
+    );
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    // The store stops answering for 5 s at the 100th message.
+    let order = InOrder {
+        stall: Some((100, Duration::from_secs(5))),
+        ..InOrder::default()
+    };
+    let mut running = Vec::new();
+    for i in 0..3 {
+        running.push(run_listener(&server.url(), sub.clone(), order.handler(i)).await?);
+    }
+    let js = jetstream::new(client);
+    for i in 0..400 {
+        js.publish("tasks.created", format!("m{i}").into())
+            .await?
+            .await?;
+        if i % 5 == 4 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let stalled_until = order
+        .stalled_until
+        .lock()
+        .ok()
+        .and_then(|u| *u)
+        .ok_or("the stall happened")?;
+    // Drained soon after the store answers again: a few takeover waits, not
+    // one `ack_wait` per pull.
+    let drained = until(30, || order.count() >= 400).await;
+    let after = Instant::now().saturating_duration_since(stalled_until);
+    assert!(drained, "{} of 400 handled", order.count());
+    assert!(
+        after < Duration::from_secs(10),
+        "drained {after:?} after the stall ended"
+    );
+    let early = order.early.lock().map(|e| e.clone()).unwrap_or_default();
+    assert!(
+        early.is_empty(),
+        "handled before an earlier message finished: {early:?}"
+    );
+    for r in running {
+        r.stop().await?;
+    }
     Ok(())
 }
 
