@@ -182,6 +182,25 @@ fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
         if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
+/// What the consumer said when a pull could not be handled yet: its
+/// acknowledgement floor and how many unacknowledged messages were not in
+/// the pull.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    floor: u64,
+    elsewhere: usize,
+}
+
+/// What [`Pulling::admit`] lets a pull do.
+enum Admit {
+    /// Handle every message of it.
+    All,
+    /// Handle this many first, then ask again about the rest.
+    Run(usize),
+    /// Hand it back.
+    StepBack(Held),
+}
+
 /// One JetStream entry being served.
 pub(crate) struct Pulling {
     pub(crate) consumer: PullConsumer,
@@ -236,31 +255,38 @@ impl Pulling {
             // may still be working on earlier ones of this pull.
             let mut done = Vec::new();
             let mut checked = false;
+            // Messages of this pull held back behind a run handled first.
+            let mut rest: Vec<jetstream::Message> = Vec::new();
+            let mut run = false;
             loop {
-                let first = tokio::select! {
-                    biased;
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        continue;
-                    }
-                    m = messages.next() => m,
-                };
-                let mut batch = match first {
-                    Some(Ok(m)) => vec![m],
-                    // Another instance is pulling: stand by, try again shortly.
-                    Some(Err(e)) if e.to_string().contains(OTHER_PULL_OPEN) => {
-                        tokio::select! {
-                            _ = stop.changed() => stopping = true,
-                            _ = tokio::time::sleep(STANDBY_POLL) => {}
+                let mut batch = if rest.is_empty() {
+                    let first = tokio::select! {
+                        biased;
+                        _ = stop.changed(), if !stopping => {
+                            stopping = true;
+                            continue;
                         }
-                        break;
+                        m = messages.next() => m,
+                    };
+                    match first {
+                        Some(Ok(m)) => vec![m],
+                        // Another instance is pulling: stand by, try again shortly.
+                        Some(Err(e)) if e.to_string().contains(OTHER_PULL_OPEN) => {
+                            tokio::select! {
+                                _ = stop.changed() => stopping = true,
+                                _ = tokio::time::sleep(STANDBY_POLL) => {}
+                            }
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            log(&format!("{}: {e}", self.sub.subject));
+                            break;
+                        }
+                        // This pull is done (full or expired).
+                        None => break,
                     }
-                    Some(Err(e)) => {
-                        log(&format!("{}: {e}", self.sub.subject));
-                        break;
-                    }
-                    // This pull is done (full or expired).
-                    None => break,
+                } else {
+                    std::mem::take(&mut rest)
                 };
                 // The rest of what has arrived already, in stream order (a pull
                 // brings redeliveries in the order they became due).
@@ -272,18 +298,27 @@ impl Pulling {
                 }
                 in_stream_order(&mut batch);
                 if !checked {
-                    checked = true;
-                    if let Some(floor) = self.earlier_deliveries_settled(&batch[0], &mut stop).await
-                    {
-                        self.step_back(batch, floor, &mut messages, &mut stop).await;
-                        stopping |= *stop.borrow();
-                        break;
+                    match self.admit(&mut batch, &mut messages, &mut stop).await {
+                        Admit::All => checked = true,
+                        Admit::Run(n) => {
+                            rest = batch.split_off(n);
+                            run = true;
+                        }
+                        Admit::StepBack(held) => {
+                            self.settle_all(&done, true).await;
+                            done.clear();
+                            self.step_back(batch, held, &mut messages, &mut stop).await;
+                            stopping |= *stop.borrow();
+                            break;
+                        }
                     }
                     // The wait above may have seen the stop.
                     stopping |= *stop.borrow();
                 }
                 handled += batch.len();
-                let (ok, back) = self.handle_keeping_alive(batch, &done).await;
+                let (ok, back) = self
+                    .handle_keeping_alive(batch, &done, &mut messages, &mut rest)
+                    .await;
                 done.extend(ok);
                 if !back.is_empty() {
                     // The failed message, what followed it, and what this pull
@@ -291,6 +326,7 @@ impl Pulling {
                     // back sooner, they would come straight back into it), and the
                     // next pull waits, so it starts with the failed message.
                     let mut back = back;
+                    back.append(&mut rest);
                     while let Some(Ok(m)) = messages.next().await {
                         back.push(m);
                     }
@@ -304,6 +340,13 @@ impl Pulling {
                     }
                     break;
                 }
+                if run {
+                    // A run handled ahead of the rest of the pull: acknowledged
+                    // now, so the floor reaches what comes after it.
+                    run = false;
+                    self.settle_all(&done, true).await;
+                    done.clear();
+                }
             }
             self.settle_all(&done, true).await;
         }
@@ -313,34 +356,67 @@ impl Pulling {
         ));
     }
 
-    /// Whether every message delivered before `first` (the first message of
-    /// a pull) is acknowledged: the consumer's acknowledgement floor has
-    /// reached it. Another instance finishing its pull acknowledges within
-    /// milliseconds; one that died holding messages never does, and after
-    /// [`TAKEOVER_GRACE`] this returns the floor it saw last (`Some`). When
-    /// the server cannot be asked, or on `stop`, it returns `None` (the pull
-    /// is handled as before).
-    async fn earlier_deliveries_settled(
+    /// What of this pull (`batch`, in stream order; messages that arrive
+    /// meanwhile join it) may be handled now:
+    /// - nothing, while a message before its first is unacknowledged (the
+    ///   consumer's acknowledgement floor is below it): another instance
+    ///   holds it, or it is due again. Another instance finishing its pull
+    ///   acknowledges within milliseconds; after [`TAKEOVER_GRACE`] the
+    ///   pull steps back ([`Admit::StepBack`]);
+    /// - all of it, when it starts at the floor and brings only new
+    ///   messages (anything another instance got before them is older, so
+    ///   acknowledged), or when no other instance holds anything;
+    /// - otherwise (redeliveries while another instance holds something:
+    ///   this pull would go on past it), the run of consecutive stream
+    ///   sequences from the floor, which nothing can be in the middle of
+    ///   ([`Admit::Run`]); what follows is asked about again once the run is
+    ///   acknowledged.
+    ///
+    /// When the server cannot be asked, or on `stop`, all of it is handled.
+    async fn admit(
         &mut self,
-        first: &jetstream::Message,
+        batch: &mut Vec<jetstream::Message>,
+        messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<u64> {
-        let seq = first.info().map(|i| i.stream_sequence).ok()?;
+    ) -> Admit {
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
         loop {
-            let floor = match self.consumer.info().await {
-                Ok(info) if info.ack_floor.stream_sequence + 1 >= seq => return None,
-                Ok(info) => info.ack_floor.stream_sequence,
+            while batch.len() < self.plan.batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+            in_stream_order(batch);
+            let seqs: Vec<u64> = batch.iter().map(stream_sequence).collect();
+            let Some(&first) = seqs.first() else {
+                return Admit::All;
+            };
+            let held = match self.consumer.info().await {
+                Ok(info) => Held {
+                    floor: info.ack_floor.stream_sequence,
+                    elsewhere: info.num_ack_pending.saturating_sub(batch.len()),
+                },
                 Err(e) => {
                     log(&format!("{}: consumer info: {e}", self.sub.subject));
-                    return None;
+                    return Admit::All;
                 }
             };
+            if held.floor + 1 >= first {
+                let redelivered = batch
+                    .iter()
+                    .any(|m| m.info().is_ok_and(|i| i.delivered > 1));
+                if !redelivered || held.elsewhere == 0 {
+                    return Admit::All;
+                }
+                let run = 1 + seqs.windows(2).take_while(|w| w[1] == w[0] + 1).count();
+                return Admit::Run(run);
+            }
             if tokio::time::Instant::now() >= deadline {
-                return Some(floor);
+                return Admit::StepBack(held);
             }
             tokio::select! {
-                _ = stop.changed() => return None,
+                _ = stop.changed() => return Admit::All,
                 _ = tokio::time::sleep(TAKEOVER_POLL) => {}
             }
         }
@@ -364,7 +440,7 @@ impl Pulling {
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
-        floor: u64,
+        held: Held,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
     ) {
@@ -376,9 +452,11 @@ impl Pulling {
         self.settle_all(&back, false).await;
         let first = back.first().map_or(0, stream_sequence);
         log(&format!(
-            "{}: earlier messages are still held elsewhere (acknowledged up to stream sequence {floor}, this pull starts at {first}); \
-             handed back the {} this pull brought, pulling again in {} ms",
+            "{}: earlier messages are still held elsewhere (acknowledged up to stream sequence {}, {} unacknowledged outside this pull, \
+             which starts at {first}); handed back the {} it brought, pulling again in {} ms",
             self.sub.subject,
+            held.floor,
+            held.elsewhere,
             back.len(),
             STEP_BACK_PAUSE.as_millis()
         ));
@@ -454,14 +532,17 @@ impl Pulling {
     }
 
     /// [`Pulling::handle`], telling the server every third of `ack_wait`
-    /// that the batch and the pull's messages handled so far (`done`, not
-    /// acknowledged until the pull is over) are still being worked on, so a
-    /// pull that takes longer than `ack_wait` is not delivered again while
-    /// this instance holds it.
+    /// that the batch, the pull's messages handled so far (`done`, not
+    /// acknowledged until the pull is over) and those that arrived meanwhile
+    /// (moved from `messages` to `arrived`, to be handled next) are still
+    /// being worked on, so a pull that takes longer than `ack_wait` is not
+    /// delivered again while this instance holds it.
     async fn handle_keeping_alive(
         &self,
         batch: Vec<jetstream::Message>,
         done: &[jetstream::Message],
+        messages: &mut pull::Batch,
+        arrived: &mut Vec<jetstream::Message>,
     ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
         let held: Vec<jetstream::Message> = batch.iter().chain(done).cloned().collect();
         let every = self.plan.consumer.ack_wait / 3;
@@ -472,7 +553,10 @@ impl Pulling {
             tokio::select! {
                 result = &mut handling => return result,
                 _ = tick.tick() => {
-                    for msg in &held {
+                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+                        arrived.push(m);
+                    }
+                    for msg in held.iter().chain(arrived.iter()) {
                         // Best effort: a lost one only risks a redelivery, which
                         // the component recognises by stream sequence.
                         let _ = msg.ack_with(AckKind::Progress).await;

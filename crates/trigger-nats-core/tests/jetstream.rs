@@ -678,9 +678,11 @@ async fn a_store_that_stalls_every_instance_holds_delivery_back_only_while_it_st
 {
     let server = JsServer::start();
     // Pulls end short (a few messages each), so while one instance is stuck
-    // with part of the stream the others' pulls bring newer messages.
+    // with part of the stream the others' pulls bring newer messages. Calls
+    // time out while it lasts, so their messages are handed back and come
+    // again, mixed with new ones.
     let sub = js_sub(
-        json!({"batch": 20, "max_wait_ms": 100, "handler_timeout_ms": 8000,
+        json!({"batch": 20, "max_wait_ms": 100, "handler_timeout_ms": 1500,
         "ack_wait_ms": 9000}),
     );
     let client = async_nats::connect(server.url()).await?;
