@@ -59,6 +59,7 @@ for round in $(seq "$ROUNDS"); do
   run hello-p2 "$HELLO/p2"
   run hello-p3 "$HELLO/p3"
   run health "$BASE/health"
+  run static "$BASE/static/live.js"
   run home "$BASE/"
   run task "$BASE/" -s "$ROOT/bench/random-task.lua"
 done
@@ -79,9 +80,10 @@ h = med["health"][0]
 hello = med["hello-p2"][0]
 print(f"HTTP benchmark, {sys.argv[2]} tasks, medians of {len(rows['health'])} rounds (wrk -t2 -c32)")
 labels = {"hello-p2": "hello world, WASI 0.2", "hello-p3": "hello world, WASI 0.3",
-          "health": "GET /health", "home": "GET /", "task": "GET /api/tasks/:id"}
+          "health": "GET /health", "static": "GET /static/live.js",
+          "home": "GET /", "task": "GET /api/tasks/:id"}
 targets = {"home": 0.8, "task": 0.9}
-for n in ("hello-p2", "hello-p3", "health", "home", "task"):
+for n in ("hello-p2", "hello-p3", "health", "static", "home", "task"):
     rps, p50, p99 = med[n]
     target = f"  target >= {targets[n]:.1f}x hello 0.2: {'met' if rps / hello >= targets[n] else 'NOT met'}" if n in targets else ""
     print(f"{labels[n]:<22} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {rps / hello:5.2f}x hello 0.2  {rps / h:5.2f}x /health{target}")

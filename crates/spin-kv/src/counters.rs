@@ -6,8 +6,8 @@
 //!
 //! The price: an instance Spin drops while idle loses what it counted since
 //! its last write (at most the last [`FLUSH_MILLIS`] of its requests).
-//! Spin retires an instance after 128 requests by default, a multiple of
-//! [`FLUSH_EVERY`], so a busy instance writes everything.
+//! Spin retires an instance after 128 requests by default, [`FLUSH_EVERY`],
+//! so a busy instance writes everything, once.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -18,8 +18,9 @@ use tasks_storage::metrics::Counts;
 use crate::SpinKv;
 use crate::tasks::FEED_STORE;
 
-/// Requests counted before a write.
-const FLUSH_EVERY: u32 = 64;
+/// Requests counted before a write: Spin's default number of requests per
+/// reused instance, so a busy instance writes once, with its last request.
+const FLUSH_EVERY: u32 = 128;
 
 /// Longest a count waits for a write while requests keep coming.
 const FLUSH_MILLIS: u64 = 250;
@@ -46,9 +47,10 @@ pub fn request(route: &str, status: u16, cid: &str) {
         let mut p = p.borrow_mut();
         p.counts.http(route, status);
         p.requests += 1;
-        let stale = p
-            .written_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(FLUSH_MILLIS));
+        // An instance's first request starts its clock (writing then would
+        // mean a write for every new instance).
+        let since = *p.written_at.get_or_insert_with(Instant::now);
+        let stale = since.elapsed() >= Duration::from_millis(FLUSH_MILLIS);
         if p.requests >= FLUSH_EVERY || stale {
             p.requests = 0;
             p.written_at = Some(Instant::now());
