@@ -81,30 +81,45 @@ pub struct Snapshot {
     pub feed_head: u64,
 }
 
-/// Reads the counters: the totals and the deltas not folded yet.
+/// How many times [`snapshot`] reads again when a fold moved the totals
+/// while it read the deltas.
+const SNAPSHOT_ATTEMPTS: usize = 5;
+
+/// Reads the counters: the totals and the deltas not folded yet. A fold
+/// (another process's [`compact`]) writes the totals, then deletes the
+/// deltas it folded; one that lands while the deltas are read would leave
+/// them out of both, so the totals are read again afterwards and the read
+/// is made again when they moved (the last attempt is returned as it is).
 pub fn snapshot(feed: &dyn KeyValue) -> Result<Snapshot, StoreError> {
-    let wanted = [keys::METRICS_TOTALS.to_owned(), keys::FEED_HEAD.to_owned()];
-    let mut values = feed.get_many(&wanted)?.into_iter();
-    let totals: Totals = values
-        .next()
-        .flatten()
-        .and_then(|v| serde_json::from_slice(&v).ok())
-        .unwrap_or_default();
-    let head = values
-        .next()
-        .flatten()
-        .and_then(|v| crate::kv::decode_counter(&v))
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0);
-    let mut counts = totals.counts;
-    for (_, delta) in scan(feed, totals.upto, head)? {
-        counts.merge(&delta.counts);
+    let mut attempt = 1;
+    loop {
+        let wanted = [keys::METRICS_TOTALS.to_owned(), keys::FEED_HEAD.to_owned()];
+        let mut values = feed.get_many(&wanted)?.into_iter();
+        let raw_totals = values.next().flatten();
+        let totals: Totals = raw_totals
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or_default();
+        let head = values
+            .next()
+            .flatten()
+            .and_then(|v| crate::kv::decode_counter(&v))
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        let mut counts = totals.counts;
+        for (_, delta) in scan(feed, totals.upto, head)? {
+            counts.merge(&delta.counts);
+        }
+        if attempt < SNAPSHOT_ATTEMPTS && feed.get(keys::METRICS_TOTALS)? != raw_totals {
+            attempt += 1;
+            continue;
+        }
+        return Ok(Snapshot {
+            counts,
+            gauges: totals.gauges,
+            feed_head: head,
+        });
     }
-    Ok(Snapshot {
-        counts,
-        gauges: totals.gauges,
-        feed_head: head,
-    })
 }
 
 /// What one [`compact`] did.

@@ -174,6 +174,8 @@ pub enum HookAt {
     Write,
     /// Just after the first `get_many` that reads task documents.
     TaskRead,
+    /// Just before the first `get_many` that reads metrics deltas.
+    DeltaRead,
 }
 
 type Hook<'a> = Box<dyn FnOnce() + 'a>;
@@ -252,6 +254,12 @@ impl<S: AtomicKv> KeyValue for Hooked<'_, S> {
             && first.starts_with(prefix)
         {
             return Ok(vec![None; keys.len()]);
+        }
+        if keys
+            .iter()
+            .any(|k| k.starts_with(tasks_domain::keys::METRICS_DELTA_PREFIX))
+        {
+            self.fire(HookAt::DeltaRead);
         }
         let values = self.inner.get_many(keys);
         if keys

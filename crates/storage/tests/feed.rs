@@ -9,7 +9,7 @@ use tasks_storage::feed::{
     self, Change, ChangeKind, Cursor, Entry, Follower, GAP_MILLIS, Read, Since, Step,
 };
 use tasks_storage::metrics::{self, Counts, EventOutcome, Gauges, RetryOutcome};
-use tasks_storage::testing::{Harness, MemoryKv};
+use tasks_storage::testing::{Harness, HookAt, Hooked, MemoryKv};
 use tasks_storage::{AtomicKv, Incoming};
 
 fn change(id: &str) -> Change {
@@ -299,6 +299,28 @@ fn a_batch_records_the_same_changes_as_one_by_one() {
     };
     assert_eq!(strip(&batch), strip(&single));
     assert_eq!(strip(&batch).len(), 4);
+}
+
+#[test]
+fn a_snapshot_taken_while_a_fold_lands_counts_every_delta_once() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a", "b"]);
+    append(&feed, &["c"]);
+    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    // Another process folds the deltas after this snapshot read the totals
+    // and before it reads the deltas.
+    let now = Timestamp(Harness::START);
+    let racing = Hooked::new(&feed, HookAt::DeltaRead, || {
+        let done = metrics::compact(&feed, None, now).expect("in memory");
+        assert_eq!(done.folded, 2);
+    });
+    let snap = metrics::snapshot(&racing).expect("in memory");
+    assert_eq!(
+        snap.counts.get(series),
+        2,
+        "every delta, folded or not, once"
+    );
+    assert!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).is_empty());
 }
 
 #[test]
