@@ -30,6 +30,18 @@ fn append(feed: &MemoryKv, ids: &[&str]) -> Option<u64> {
     feed::append(feed, ids.iter().map(|id| change(id)).collect(), counts).expect("append")
 }
 
+/// The series [`append`] counts in.
+const APPLIED_UPDATES: &str = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+
+/// A feed after two counted calls (three changes): two deltas, each one
+/// applied update.
+fn two_counted_calls() -> MemoryKv {
+    let feed = MemoryKv::new();
+    append(&feed, &["a", "b"]);
+    append(&feed, &["c"]);
+    feed
+}
+
 fn seqs(read: &Read) -> Vec<u64> {
     match read {
         Read::Entries { entries, .. } => entries.iter().map(|e| e.seq).collect(),
@@ -303,10 +315,8 @@ fn a_batch_records_the_same_changes_as_one_by_one() {
 
 #[test]
 fn a_snapshot_taken_while_a_fold_lands_counts_every_delta_once() {
-    let feed = MemoryKv::new();
-    append(&feed, &["a", "b"]);
-    append(&feed, &["c"]);
-    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    let feed = two_counted_calls();
+    let series = APPLIED_UPDATES;
     // Another process folds the deltas after this snapshot read the totals
     // and before it reads the deltas.
     let now = Timestamp(Harness::START);
@@ -325,10 +335,8 @@ fn a_snapshot_taken_while_a_fold_lands_counts_every_delta_once() {
 
 #[test]
 fn compaction_folds_deltas_once_and_snapshots_see_what_is_not_folded() {
-    let feed = MemoryKv::new();
-    append(&feed, &["a", "b"]);
-    append(&feed, &["c"]);
-    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    let feed = two_counted_calls();
+    let series = APPLIED_UPDATES;
     assert_eq!(
         metrics::snapshot(&feed)
             .expect("in memory")
@@ -378,7 +386,7 @@ fn compaction_waits_for_a_delta_in_flight_then_steps_over_it() {
     assert_eq!((later.folded, later.gave_up), (0, 0), "waits");
     let gave_up = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).expect("in memory");
     assert_eq!((gave_up.folded, gave_up.gave_up), (1, 1));
-    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    let series = APPLIED_UPDATES;
     assert_eq!(
         metrics::snapshot(&feed)
             .expect("in memory")
@@ -398,7 +406,7 @@ fn a_compaction_that_loses_the_race_changes_nothing() {
     assert_eq!(feed.keys_with_prefix(keys::METRICS_DELTA_PREFIX).len(), 1);
     let won = metrics::compact(&feed, None, Timestamp(Harness::START)).expect("in memory");
     assert_eq!(won.folded, 1);
-    let series = "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"}";
+    let series = APPLIED_UPDATES;
     assert_eq!(
         metrics::snapshot(&feed)
             .expect("in memory")

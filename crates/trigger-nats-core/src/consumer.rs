@@ -290,12 +290,7 @@ impl Pulling {
                 };
                 // The rest of what has arrived already, in stream order (a pull
                 // brings redeliveries in the order they became due).
-                while batch.len() < self.plan.batch {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => batch.push(m),
-                        _ => break,
-                    }
-                }
+                take_arrived(&mut messages, &mut batch, self.plan.batch);
                 in_stream_order(&mut batch);
                 if !checked {
                     match self.admit(&mut batch, &mut messages, &mut stop).await {
@@ -381,12 +376,7 @@ impl Pulling {
     ) -> Admit {
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
         loop {
-            while batch.len() < self.plan.batch {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(m))) => batch.push(m),
-                    _ => break,
-                }
-            }
+            take_arrived(messages, batch, self.plan.batch);
             in_stream_order(batch);
             let seqs: Vec<u64> = batch.iter().map(stream_sequence).collect();
             let Some(&first) = seqs.first() else {
@@ -553,9 +543,7 @@ impl Pulling {
             tokio::select! {
                 result = &mut handling => return result,
                 _ = tick.tick() => {
-                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-                        arrived.push(m);
-                    }
+                    take_arrived(messages, arrived, self.plan.batch);
                     for msg in held.iter().chain(arrived.iter()) {
                         // Best effort: a lost one only risks a redelivery, which
                         // the component recognises by stream sequence.
@@ -581,6 +569,17 @@ impl Pulling {
                 "{}: could not settle a message ({e}); it is delivered again after ack_wait",
                 self.sub.subject
             ));
+        }
+    }
+}
+
+/// Moves the messages of a pull that have arrived already into `into`, up
+/// to `limit` in all, without waiting.
+fn take_arrived(messages: &mut pull::Batch, into: &mut Vec<jetstream::Message>, limit: usize) {
+    while into.len() < limit {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(m))) => into.push(m),
+            _ => break,
         }
     }
 }
