@@ -6,11 +6,11 @@ WASM_TARGET := wasm32-wasip2
 COMPONENTS  := -p tasks-web -p tasks-events -p tasks-kv-read -p tasks-writer -p tasks-retrier
 # bench/retry.sh's writer variant and bench/http.sh's hello-world yardsticks: linted with the
 # components, built by the benchmarks (and e2e-jetstream, for the variant).
-BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-hello-p3
+BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-hello-p3 -p bench-hello-p3-kv
 # Components link only for wasm32-wasip2 (their export names are not valid
 # native symbols); their logic and tests live in crates/. tasks-cf-kv is tested
 # whole by test-cloudflare, which first installs Cloudflare's emulator.
-NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude tasks-cf-kv
+NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude bench-hello-p3-kv --exclude tasks-cf-kv
 LISTEN      ?= 127.0.0.1:3000
 
 .PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
@@ -47,6 +47,8 @@ stop:
 
 up: build plugin nats
 	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
+	@cargo build --quiet --release -p tasks-seed
+	@target/release/tasks-wal runtime-config.toml
 	spin up --runtime-config-file runtime-config.toml --listen $(LISTEN)
 
 lint: lint-fmt lint-clippy lint-imports

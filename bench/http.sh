@@ -2,8 +2,9 @@
 # HTTP benchmark: 10,000 tasks in a fresh local store, wrk at 32 connections
 # against GET /health, GET / and GET /api/tasks/:id (random ids), ROUNDS rounds
 # interleaved with the outside yardsticks started in the same run: the smallest
-# Spin HTTP components on WASI 0.2 and WASI 0.3 (bench/hello.toml); reports
-# median req/s, p50/p99 and every route's ratio to the WASI 0.2 yardstick (the
+# Spin HTTP components on WASI 0.2 and WASI 0.3, and the WASI 0.3 one reading
+# one random task from the same store file (bench/hello.toml); reports median
+# req/s, p50/p99 and every route's ratio to the WASI 0.2 yardstick (the
 # targets) and to /health.
 #   BENCH_TASKS=10000 BENCH_SECONDS=10 BENCH_ROUNDS=3 bench/http.sh
 set -euo pipefail
@@ -26,7 +27,7 @@ start_app "$WORK" "$WORK/logs"
 BASE="http://127.0.0.1:$PORT"
 
 echo "==> the yardsticks: hello-world components on WASI 0.2 and 0.3 (bench/hello.toml)"
-cargo build --quiet --target wasm32-wasip2 --release -p bench-hello-p2 -p bench-hello-p3 \
+cargo build --quiet --target wasm32-wasip2 --release -p bench-hello-p2 -p bench-hello-p3 -p bench-hello-p3-kv \
   --manifest-path "$ROOT/Cargo.toml"
 APP_PID=$SPIN_PID
 HELLO_PORT=$(free_port)
@@ -58,6 +59,8 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS (${SECONDS_PER_RUN}s each, 2 threads, 32 connections)"
   run hello-p2 "$HELLO/p2"
   run hello-p3 "$HELLO/p3"
+  # The store key of a task (tasks_domain::keys::task).
+  BENCH_PATH=/p3-kv/task: run hello-p3-kv "$HELLO/" -s "$ROOT/bench/random-task.lua"
   run health "$BASE/health"
   run static "$BASE/static/live.js"
   run home "$BASE/"
@@ -80,10 +83,10 @@ h = med["health"][0]
 hello = med["hello-p2"][0]
 print(f"HTTP benchmark, {sys.argv[2]} tasks, medians of {len(rows['health'])} rounds (wrk -t2 -c32)")
 labels = {"hello-p2": "hello world, WASI 0.2", "hello-p3": "hello world, WASI 0.3",
-          "health": "GET /health", "static": "GET /static/live.js",
+          "hello-p3-kv": "hello 0.3 + 1 kv read", "health": "GET /health", "static": "GET /static/live.js",
           "home": "GET /", "task": "GET /api/tasks/:id"}
 targets = {"home": 0.8, "task": 0.9}
-for n in ("hello-p2", "hello-p3", "health", "static", "home", "task"):
+for n in ("hello-p2", "hello-p3", "hello-p3-kv", "health", "static", "home", "task"):
     rps, p50, p99 = med[n]
     target = f"  target >= {targets[n]:.1f}x hello 0.2: {'met' if rps / hello >= targets[n] else 'NOT met'}" if n in targets else ""
     print(f"{labels[n]:<22} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  {rps / hello:5.2f}x hello 0.2  {rps / h:5.2f}x /health{target}")

@@ -40,6 +40,9 @@ nats_tool request tasks.created '{"data":{"id":"xss","title":"<script>alert(1)</
 nats_tool request tasks.created '{"id":"ns:report","title":"Write the quarterly report","status":"completed"}' >/dev/null
 
 echo "==> checks"
+journal() { sqlite3 -cmd ".timeout 5000" "$WORK/$1" "PRAGMA journal_mode"; }
+check "the stores' files run in WAL mode (tasks-wal before spin up)" \
+  is "$(journal tasks.db) $(journal local.db) $(journal feed.db)" "wal wal wal"
 get /
 check "GET / is 200 HTML" is "$STATUS" 200
 check "GET / lists the first tasks by id" has '<a href="/tasks/e2e-000000">Task 0</a>'

@@ -3,7 +3,8 @@
 //! The native yardstick for the writer: subscribes with async-nats, parses
 //! and validates each event with the same domain rules, and writes the same
 //! JSON document into a table shaped like Spin's key-value store, one
-//! transaction per event with SQLite's defaults (as Spin's `set` does).
+//! transaction per event with SQLite's defaults (as Spin's `set` does), in
+//! WAL mode like the app's files (`tasks-wal`).
 //! Prints `ready` once subscribed and exits after N events, printing the
 //! time from the first message to the last commit.
 
@@ -32,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?}"),
         }
     }
+    tasks_seed::use_wal(std::path::Path::new(&db))?;
     let conn = Connection::open(&db)?;
     conn.execute(
         "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))",

@@ -1,6 +1,7 @@
 //! [`SqliteKv`]: a [`KeyValue`] over the file format of Spin's embedded
 //! key-value store (`spin_key_value(store, key, value)`), so native tools and
-//! tests read and write exactly what `spin up` does.
+//! tests read and write exactly what `spin up` does; [`use_wal`] puts such a
+//! file in SQLite's write-ahead-log mode before Spin opens it.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tasks_storage::{KeyValue, StoreError};
@@ -12,6 +13,45 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
     value BLOB NOT NULL,
     PRIMARY KEY (store, key)
 )";
+
+/// What [`use_wal`] found or did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Journal {
+    /// The file was switched to WAL now (or created in it).
+    Switched,
+    /// The file was in WAL already.
+    Already,
+    /// The file stays in the mode named: another process holds it open, and
+    /// a file changes mode only while nobody else has it.
+    Kept(String),
+}
+
+/// Puts the SQLite file at `path` (created if absent) in write-ahead-log
+/// mode. The mode is kept in the file, so every later connection uses it,
+/// Spin's too (Spin 4.0.2 sets no pragmas and opens its files in the
+/// rollback-journal mode otherwise). A commit then syncs the log once instead of the
+/// journal's several syncs and file creations, and readers in other processes
+/// are not held up by a writer (docs/performance.md).
+pub fn use_wal(path: &std::path::Path) -> anyhow::Result<Journal> {
+    let conn = Connection::open(path)?;
+    // Long enough for a commit elsewhere to end; a process that holds the
+    // file open keeps it from changing however long one waits.
+    conn.busy_timeout(std::time::Duration::from_millis(200))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(Journal::Already);
+    }
+    match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+        Ok(now) if now.eq_ignore_ascii_case("wal") => Ok(Journal::Switched),
+        Ok(now) => Ok(Journal::Kept(now)),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(Journal::Kept(mode))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// One store label inside a Spin SQLite key-value file.
 pub struct SqliteKv {
