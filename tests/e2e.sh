@@ -112,8 +112,9 @@ check "correlation id is echoed" is "$(header x-correlation-id)" e2e-cid-42
 get /api/tasks/t-1
 check "a correlation id is generated (UUID v4)" grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' <<<"$(header x-correlation-id)"
 sleep 0.5
-check "web logs the request with the id" logged web "[e2e-cid-42] → GET /api/tasks/t-1"
-check "web logs the status with the id" grep -qE '^\[e2e-cid-42\] ← 200 \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
+check "web logs the request in one line with the id, method, path, status and time" \
+  grep -qE '^\[e2e-cid-42\] GET /api/tasks/t-1 → 200 \([0-9]+ ms\)$' "$OUT/logs/web_stdout.txt"
+check "two lines carry the id: web's and kv-read's" is "$(grep -c '^\[e2e-cid-42\] ' "$OUT/logs/web_stdout.txt")" 2
 check "kv-read logs the RPC with the id" grep -qE '^\[e2e-cid-42\] RPC getTask\(t-1\) → found \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
 
 for path in / /tasks/t-1 /api/tasks/t-1 /api/tasks/nope /health /nowhere; do

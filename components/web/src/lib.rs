@@ -1,6 +1,7 @@
 //! `web`: the HTTP component. Translates Spin requests to [`tasks_site`] and
 //! back; reads tasks through the `tasks:store/reader` import, which Spin
-//! satisfies with the `kv-read` component. Logs one line in, one line out.
+//! satisfies with the `kv-read` component. Logs one line per request, when
+//! it is answered: method, path, status and time.
 //!
 //! `GET /api/events` has its own component (`events`); a request for it that
 //! reaches web gets the stream's opening only.
@@ -65,8 +66,6 @@ async fn serve(req: Request) -> Response<Body> {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let sep = if query.is_empty() { "" } else { "?" };
-    println!("[{cid}] → {method} {path}{sep}{query}");
 
     let if_none_match = header(&req, "if-none-match");
     let authorization = header(&req, "authorization");
@@ -82,7 +81,7 @@ async fn serve(req: Request) -> Response<Body> {
             Ok(b) => b.to_bytes().to_vec(),
             Err(e) => {
                 println!(
-                    "[{cid}] ← 400 ({} ms): could not read the request body: {e}",
+                    "[{cid}] {method} {path} → 400 ({} ms): could not read the request body: {e}",
                     start.elapsed().as_millis()
                 );
                 counters::request(routes::name(&path), 400, &cid);
@@ -104,8 +103,12 @@ async fn serve(req: Request) -> Response<Body> {
     let route = routes::name(&site_req.path);
     let resp = tasks_site::handle(&site_req, &cid, &source::Reader, &admin::SpinAdmin);
 
+    let sep = if site_req.query.is_empty() { "" } else { "?" };
     println!(
-        "[{cid}] ← {} ({} ms)",
+        "[{cid}] {} {}{sep}{} → {} ({} ms)",
+        site_req.method,
+        site_req.path,
+        site_req.query,
         resp.status,
         start.elapsed().as_millis()
     );
