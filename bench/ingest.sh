@@ -3,7 +3,9 @@
 #   JetStream mode (the app as shipped): N tasks.created published to the stream, each
 #     awaiting the stream's acknowledgement; the writer takes them in batches;
 #   core mode (app_manifest core): the same N published on core NATS, one guest call each;
-#   native baseline (bench/baseline: async-nats + SQLite, one commit per event).
+#   native baseline (bench/baseline: async-nats + SQLite, one commit per event), in WAL
+#     mode like the app's files (the target's yardstick), and in the rollback journal Spin
+#     gives files it creates itself (for scale).
 # Each: time from the first publish until the last id is readable through
 # GET /api/tasks/:id (the writer applies events in publish order, so the last visible
 # means all are; the baseline: until it has committed all N). ROUNDS rounds, medians.
@@ -29,15 +31,15 @@ named_app jetstream
 named_app core
 echo "==> JetStream app on :$jetstream_PORT, core app on :$core_PORT; $ROUNDS rounds of $EVENTS events"
 
-# base_rate ROUND: the native baseline's events/s, on the core app's server (own subject).
+# base_rate ROUND JOURNAL: the native baseline's events/s, on the core app's server (own subject).
 base_rate() {
   local bpid t0 t1
   "$ROOT/target/release/ingest-baseline" --server "$core_NATS" --subject "baseline.created" \
-    --db "$WORK/baseline-$1.db" --count "$EVENTS" >"$WORK/baseline.out" &
+    --db "$WORK/baseline-$1-$2.db" --count "$EVENTS" --journal "$2" >"$WORK/baseline.out" &
   bpid=$!
   wait_log "$WORK/baseline.out" '^ready$' 10 || return 1
   t0=$(now)
-  NATS_URL=$core_NATS nats_tool burst --count "$EVENTS" --prefix "b$1-" --subject baseline.created >/dev/null
+  NATS_URL=$core_NATS nats_tool burst --count "$EVENTS" --prefix "b$1-$2-" --subject baseline.created >/dev/null
   wait "$bpid"
   t1=$(now)
   python3 -c "print(round($EVENTS/($t1-$t0)))"
@@ -47,9 +49,10 @@ results="$WORK/results"; : >"$results"
 for round in $(seq "$ROUNDS"); do
   js=$(named_rate jetstream "$round" "$EVENTS" --jetstream)
   core=$(named_rate core "$round" "$EVENTS")
-  base=$(base_rate "$round")
-  echo "round $round: JetStream $js events/s, core $core events/s, native baseline $base events/s"
-  echo "$js $core $base" >>"$results"
+  base=$(base_rate "$round" wal)
+  base_rollback=$(base_rate "$round" delete)
+  echo "round $round: JetStream $js events/s, core $core events/s, native baseline $base events/s (rollback journal: $base_rollback)"
+  echo "$js $core $base $base_rollback" >>"$results"
 done
 lat_js=$(NATS_URL=$jetstream_NATS nats_tool latency --http "127.0.0.1:$jetstream_PORT" --count "$LAT_EVENTS" --jetstream)
 lat_core=$(NATS_URL=$core_NATS nats_tool latency --http "127.0.0.1:$core_PORT" --count "$LAT_EVENTS")
@@ -78,11 +81,12 @@ done
 python3 - "$results" "$EVENTS" "$lat_js" "$lat_core" "$two" "$second" <<'PY' | tee "$OUT/ingest.txt"
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
-js, core, base = (statistics.median(r[i] for r in rows) for i in range(3))
+js, core, base, base_rollback = (statistics.median(r[i] for r in rows) for i in range(4))
 print(f"Ingest benchmark, {sys.argv[2]} tasks.created events per round, medians of {len(rows)} rounds, SQLite")
 print(f"JetStream mode (stream → batches of ≤100 → writer): {js:8.0f} events/s  {js/base:5.2f}x baseline (target >= 3x: {'met' if js/base >= 3 else 'NOT met'})")
 print(f"core mode (one guest call per event):              {core:8.0f} events/s  {core/base:5.2f}x baseline")
-print(f"native baseline (async-nats → SQLite, 1 commit/event): {base:5.0f} events/s")
+print(f"native baseline (async-nats → SQLite, 1 commit/event, WAL like the app): {base:5.0f} events/s")
+print(f"  the same in the rollback journal (Spin's own files): {base_rollback:5.0f} events/s (JetStream {js/base_rollback:.2f}x, core {core/base_rollback:.2f}x)")
 two = statistics.median(float(l) for l in open(sys.argv[5]))
 print(f"JetStream mode, 2 instances on one consumer:        {two:8.0f} events/s  {two/js:5.2f}x one instance (the second applied {sys.argv[6]} of them: a standby takes over only when a pull is free)")
 print(f"publish→visible, JetStream (publish acknowledged by the stream first): {sys.argv[3].split(': ', 1)[1]}")

@@ -1,10 +1,11 @@
-//! `ingest-baseline --server URL --subject S --db FILE --count N`
+//! `ingest-baseline --server URL --subject S --db FILE --count N [--journal wal|delete]`
 //!
 //! The native yardstick for the writer: subscribes with async-nats, parses
 //! and validates each event with the same domain rules, and writes the same
 //! JSON document into a table shaped like Spin's key-value store, one
 //! transaction per event with SQLite's defaults (as Spin's `set` does), in
-//! WAL mode like the app's files (`tasks-wal`).
+//! WAL mode like the app's files (`tasks-wal`), or with `--journal delete` in
+//! the rollback journal Spin gives a file it creates itself.
 //! Prints `ready` once subscribed and exits after N events, printing the
 //! time from the first message to the last commit.
 
@@ -20,6 +21,7 @@ use tasks_domain::{Timestamp, keys, merge};
 async fn main() -> anyhow::Result<()> {
     let (mut server, mut subject, mut db, mut count) =
         (String::new(), String::new(), String::new(), 0usize);
+    let mut journal = "wal".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -30,10 +32,15 @@ async fn main() -> anyhow::Result<()> {
             "--subject" => subject = value,
             "--db" => db = value,
             "--count" => count = value.parse()?,
+            "--journal" => journal = value,
             other => bail!("unknown argument {other:?}"),
         }
     }
-    tasks_seed::use_wal(std::path::Path::new(&db))?;
+    match journal.as_str() {
+        "wal" => drop(tasks_seed::use_wal(std::path::Path::new(&db))?),
+        "delete" => {}
+        other => bail!("--journal is wal or delete, not {other:?}"),
+    }
     let conn = Connection::open(&db)?;
     conn.execute(
         "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))",
