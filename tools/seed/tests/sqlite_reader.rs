@@ -1,15 +1,11 @@
 //! The task reader over real SQLite files in Spin's key-value format.
 
+mod common;
+
+use common::temp_db;
 use tasks_domain::{ListRequest, ReadError, Status, Task, Timestamp, keys};
 use tasks_seed::SqliteKv;
 use tasks_storage::{KeyValue, TaskReader};
-
-fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tasks-seed-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::create_dir_all(&dir);
-    dir.join("kv.db")
-}
 
 #[test]
 fn reader_pages_over_sqlite_and_stores_its_index_locally() -> anyhow::Result<()> {

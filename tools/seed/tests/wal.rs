@@ -1,16 +1,12 @@
 //! `use_wal` on real SQLite files: the mode sticks for later connections, and
 //! a file another connection holds keeps its mode instead of failing.
 
+mod common;
+
+use common::temp_db;
 use rusqlite::Connection;
 use tasks_seed::{Journal, SqliteKv, use_wal};
 use tasks_storage::KeyValue;
-
-fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tasks-wal-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::create_dir_all(&dir);
-    dir.join("kv.db")
-}
 
 fn mode(db: &std::path::Path) -> anyhow::Result<String> {
     Ok(Connection::open(db)?.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
