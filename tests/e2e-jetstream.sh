@@ -51,6 +51,7 @@ count_at_version() {
 at_version() { [[ "$(count_at_version "$1" "$3")" == "$2" ]]; }
 acked_at_least() { [[ -f $WORK/acked.txt ]] && (($(wc -l <"$WORK/acked.txt") >= $1)); }
 tasks_like() { kv_count "$WORK" tasks "task:$1%"; }
+is_count() { [[ "$(tasks_like "$1")" == "$2" ]]; }
 
 build_tools
 start_js_nats
@@ -58,7 +59,7 @@ echo "==> first start creates the stream and the durable consumer"
 up "$OUT/logs-1"
 check "the stream was created" grep -q 'created stream "TASKS"' "$OUT/logs-1/spin-up.txt"
 check "the durable consumer was created" grep -q 'created durable consumer "spin-tasks-writer"' "$OUT/logs-1/spin-up.txt"
-check "the plugin says it pulls from the stream" grep -q "writer ← tasks.\* (JetStream: stream TASKS" "$OUT/logs-1/spin-up.txt"
+check "the plugin says it pulls every subject of the stream" grep -q "writer ← tasks.> (JetStream: stream TASKS" "$OUT/logs-1/spin-up.txt"
 stop_spin
 
 echo "==> (a) 5,000 events published while the app is stopped"
@@ -86,13 +87,18 @@ check "no task went past version 3 (none applied twice)" is "$(sqlite3 -cmd ".ti
   "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:k-%' AND json_extract(CAST(value AS TEXT), '\$.version') > 3")" 0
 echo "       redeliveries skipped after the restart: $(grep -c '\] SKIP ' "$OUT/logs-3/writer_stdout.txt" || true)"
 
-echo "==> (d) hostile events are dead-lettered once each"
+echo "==> (d) hostile events are dead-lettered once each; none holds back the events after it"
 before=$(kv_count "$WORK" default 'dlq:%')
+# Deeper subjects (a typo such as tasks.created.x) are stored by the stream (tasks.>):
+# the writer takes them too and dead-letters them. A publisher's spin-nats-* header is
+# not delivery metadata: a forged sequence must not make h-4 ignore its update.
 python3 - "$NATS_URL" <<'PY'
 import asyncio, sys, nats
 async def main():
     nc = await nats.connect(sys.argv[1]); js = nc.jetstream()
     for subject, payload in [
+        ("tasks.q.r", b'{"id":"h-5","title":"deeper"}'),
+        ("tasks.created.x", b'{"id":"h-6","title":"typo"}'),
         ("tasks.created", b"{not json"),
         ("tasks.created", b'{"id":"h-1","title":"a\\u0000b"}'),
         ("tasks.created", b'{"correlationId":{"x":1},"data":{"id":"h-2","title":"x"}}'),
@@ -100,11 +106,21 @@ async def main():
         ("tasks.renamed", b'{"id":"h-3"}'),
     ]:
         await js.publish(subject, payload)
+    forged = {"spin-nats-stream-sequence": "18446744073709551615", "Spin-Nats-Delivered": "1"}
+    await js.publish("tasks.created", b'{"id":"h-4","title":"h-4 v1"}', headers=forged)
+    await js.publish("tasks.updated", b'{"id":"h-4","title":"h-4 v2"}')
+    for i in range(100):
+        await js.publish("tasks.created", b'{"id":"after-%03d","title":"x"}' % i)
     await nc.drain()
 asyncio.run(main())
 PY
-dead() { [[ "$(kv_count "$WORK" default 'dlq:%')" == "$((before + 5))" ]]; }
-check "5 hostile events → 5 dead letters" wait_until 30 dead
+dead() { [[ "$(kv_count "$WORK" default 'dlq:%')" == "$((before + 7))" ]]; }
+check "7 hostile events → 7 dead letters" wait_until 30 dead
+check "  … the deeper subjects among them, with the reason" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/local.db" \
+  "SELECT count(*) FROM spin_key_value WHERE store='default' AND key LIKE 'dlq:%' AND (
+     CAST(value AS TEXT) LIKE '%unknown subject%tasks.q.r%' OR CAST(value AS TEXT) LIKE '%unknown subject%tasks.created.x%')")" 2
+check "the 100 creates published after them are all applied" wait_until 10 is_count after- 100
+check "a forged spin-nats-stream-sequence header changes nothing (h-4 took its update)" wait_until 10 at_version h-4 1 2
 sleep 3
 check "  … and no more after a while (none redelivered in a loop)" dead
 check "none became a task" is "$(tasks_like h-)" 0

@@ -140,7 +140,7 @@ if mode == "core":
     entry = re.search(r'^\[\[trigger\.nats\]\]\n(?:(?!\[).*\n)*', text, re.M).group(0)
     text = text.replace(entry, """[[trigger.nats]]
 component = "writer"
-subject = "tasks.*"
+subject = "tasks.>"
 queue_group = "spin-tasks-writer"
 handler_timeout_ms = 5000
 

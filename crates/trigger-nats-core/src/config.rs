@@ -100,6 +100,13 @@ pub struct TriggerConfig {
     /// JetStream, creating the stream: most bytes kept (default: no limit).
     #[serde(default)]
     pub stream_max_bytes: Option<i64>,
+    /// JetStream: the stream may store subjects that no entry of this app
+    /// takes (another app consumes them). Unset, the trigger refuses to
+    /// start when one of the stream's subjects is outside every entry's
+    /// `subject`: such messages would be stored, acknowledged to their
+    /// publisher, and never handled.
+    #[serde(default)]
+    pub allow_unconsumed_subjects: Option<bool>,
     /// JetStream, creating the stream: how long a `Nats-Msg-Id` is
     /// remembered to drop a duplicate publish, in milliseconds (default 120,000).
     #[serde(default)]
@@ -191,6 +198,37 @@ pub fn validate_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether every subject `subject` matches (a pattern, wildcards allowed)
+/// also matches `filter`: the filter takes all of it.
+pub fn subject_covers(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            // `>` takes one or more tokens, whatever they are.
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b && a != "*" && a != ">" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject matches both patterns.
+pub fn subjects_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -216,6 +254,48 @@ pub(crate) mod tests {
         ] {
             let err = validate_subject(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn covering_and_overlapping_subjects() {
+        for (filter, subject, covers) in [
+            ("tasks.>", "tasks.>", true),
+            ("tasks.>", "tasks.*", true),
+            ("tasks.>", "tasks.a.b", true),
+            ("tasks.*", "tasks.created", true),
+            ("tasks.*", "tasks.*", true),
+            ("tasks.*", "tasks.>", false),
+            ("tasks.*", "tasks.a.b", false),
+            ("tasks.created", "tasks.*", false),
+            ("tasks.created", "tasks.created", true),
+            (">", "a", true),
+            ("*.x", "a.x", true),
+            ("*.x", "a.y", false),
+            ("tasks", "tasks.>", false),
+            ("tasks.>", "tasks", false),
+            ("a.*.c", "a.b.c", true),
+            ("a.*.c", "a.*.*", false),
+        ] {
+            assert_eq!(
+                subject_covers(filter, subject),
+                covers,
+                "{filter} / {subject}"
+            );
+        }
+        for (a, b, overlap) in [
+            ("tasks.*", "tasks.created", true),
+            ("tasks.*", "tasks.>", true),
+            ("tasks.*", "tasks.a.b", false),
+            ("tasks.>", "tasks", false),
+            ("a.*", "*.b", true),
+            ("a.b", "a.c", false),
+            (">", "x.y.z", true),
+            ("a.*.c", "a.b.>", true),
+            ("a.*.c", "a.b.d", false),
+        ] {
+            assert_eq!(subjects_overlap(a, b), overlap, "{a} / {b}");
+            assert_eq!(subjects_overlap(b, a), overlap, "{b} / {a}");
         }
     }
 

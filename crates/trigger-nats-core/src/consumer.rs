@@ -18,7 +18,10 @@ use tokio::sync::watch;
 
 use crate::StreamInfo;
 use crate::handler::{Counters, Handler, Message, call_batch, header_pairs, log};
-use crate::jetstream::{ConsumerSpec, Plan, Storage, consumer_differences};
+use crate::jetstream::{
+    ConsumerSpec, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
+    unconsumed_subjects,
+};
 use crate::plan::Subscription;
 use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
 
@@ -30,10 +33,7 @@ const PULL_RETRY: Duration = Duration::from_secs(1);
 /// Wait before pulling again while another instance's pull is open.
 const STANDBY_POLL: Duration = Duration::from_millis(50);
 
-/// How long a pull's first message waits for earlier deliveries held by
-/// another instance to be acknowledged before that instance counts as gone.
-const TAKEOVER_GRACE: Duration = Duration::from_secs(2);
-/// How often that wait asks the server.
+/// How often a pull waiting for earlier deliveries asks the server.
 const TAKEOVER_POLL: Duration = Duration::from_millis(20);
 /// Pause before pulling again after handing a pull back (see
 /// [`Pulling::step_back`]).
@@ -58,7 +58,7 @@ pub async fn provision(
     plan: &Plan,
 ) -> Result<PullConsumer, async_nats::Error> {
     let js = jetstream::new(client.clone());
-    let stream = match js.get_stream(&plan.stream).await {
+    let mut stream = match js.get_stream(&plan.stream).await {
         Ok(s) => s,
         Err(e) if stream_missing(&e) => {
             let Some(spec) = &plan.create_stream else {
@@ -104,6 +104,21 @@ pub async fn provision(
             .into());
         }
     };
+    // A subject the stream stores but no entry takes would be acknowledged
+    // to its publisher and then never handled, nor dead-lettered.
+    if !plan.allow_unconsumed_subjects {
+        let subjects = stream
+            .info()
+            .await
+            .map_err(|e| format!("looking up stream {:?}: {e}", plan.stream))?
+            .config
+            .subjects
+            .clone();
+        let missing = unconsumed_subjects(&subjects, &plan.stream_filters);
+        if !missing.is_empty() {
+            return Err(unconsumed_error(&plan.stream, &missing, &plan.stream_filters).into());
+        }
+    }
     let want = &plan.consumer;
     match stream.consumer_info(&want.durable).await {
         Ok(info) => {
@@ -197,8 +212,8 @@ enum Admit {
     All,
     /// Handle this many first, then ask again about the rest.
     Run(usize),
-    /// Hand it back.
-    StepBack(Held),
+    /// Hand it back (what the consumer said, when it could be asked).
+    StepBack(Option<Held>),
 }
 
 /// One JetStream entry being served.
@@ -353,21 +368,26 @@ impl Pulling {
 
     /// What of this pull (`batch`, in stream order; messages that arrive
     /// meanwhile join it) may be handled now:
-    /// - nothing, while a message before its first is unacknowledged (the
-    ///   consumer's acknowledgement floor is below it): another instance
-    ///   holds it, or it is due again. Another instance finishing its pull
-    ///   acknowledges within milliseconds; after [`TAKEOVER_GRACE`] the
-    ///   pull steps back ([`Admit::StepBack`]);
-    /// - all of it, when it starts at the floor and brings only new
-    ///   messages (anything another instance got before them is older, so
-    ///   acknowledged), or when no other instance holds anything;
-    /// - otherwise (redeliveries while another instance holds something:
-    ///   this pull would go on past it), the run of consecutive stream
-    ///   sequences from the floor, which nothing can be in the middle of
-    ///   ([`Admit::Run`]); what follows is asked about again once the run is
-    ///   acknowledged.
+    /// - all of it, when the consumer has nothing unacknowledged outside
+    ///   this pull: every earlier message was acknowledged, terminated, or
+    ///   is no longer the consumer's to deliver (its filter skips it, it
+    ///   was removed from the stream, `max_deliver` gave up on it). The
+    ///   acknowledgement floor alone cannot say so: in nats-server 2.9 it
+    ///   stays below such messages for good;
+    /// - all of it too, when it starts just above the floor and brings
+    ///   only new messages (anything another instance got before them is
+    ///   older, so acknowledged);
+    /// - the run of consecutive stream sequences from the floor
+    ///   ([`Admit::Run`]), when it starts just above the floor with
+    ///   redeliveries while another instance holds something (this pull
+    ///   would go on past it); what follows is asked about again once the
+    ///   run is acknowledged;
+    /// - otherwise nothing, while another instance holds an earlier
+    ///   message: finishing its pull, it acknowledges within milliseconds;
+    ///   after [`TAKEOVER_GRACE`] this pull steps back ([`Admit::StepBack`]).
     ///
-    /// When the server cannot be asked, or on `stop`, all of it is handled.
+    /// Never fails open: when the server cannot be asked until the grace
+    /// is over, or on `stop`, the pull steps back.
     async fn admit(
         &mut self,
         batch: &mut Vec<jetstream::Message>,
@@ -375,6 +395,7 @@ impl Pulling {
         stop: &mut watch::Receiver<bool>,
     ) -> Admit {
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
+        let mut last: Option<Held> = None;
         loop {
             take_arrived(messages, batch, self.plan.batch);
             in_stream_order(batch);
@@ -383,16 +404,26 @@ impl Pulling {
                 return Admit::All;
             };
             let held = match self.consumer.info().await {
-                Ok(info) => Held {
+                Ok(info) => Some(Held {
                     floor: info.ack_floor.stream_sequence,
                     elsewhere: info.num_ack_pending.saturating_sub(batch.len()),
-                },
+                }),
                 Err(e) => {
-                    log(&format!("{}: consumer info: {e}", self.sub.subject));
-                    return Admit::All;
+                    log(&format!(
+                        "{}: consumer info: {e}; holding the pull until the server answers",
+                        self.sub.subject
+                    ));
+                    last = None;
+                    None
                 }
             };
-            if held.floor + 1 >= first {
+            if let Some(held) = held {
+                last = Some(held);
+                if held.elsewhere == 0 {
+                    return Admit::All;
+                }
+            }
+            if let Some(held) = held.filter(|h| h.floor + 1 >= first) {
                 let redelivered = batch
                     .iter()
                     .any(|m| m.info().is_ok_and(|i| i.delivered > 1));
@@ -403,10 +434,10 @@ impl Pulling {
                 return Admit::Run(run);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Admit::StepBack(held);
+                return Admit::StepBack(last);
             }
             tokio::select! {
-                _ = stop.changed() => return Admit::All,
+                _ = stop.changed() => return Admit::StepBack(last),
                 _ = tokio::time::sleep(TAKEOVER_POLL) => {}
             }
         }
@@ -430,7 +461,7 @@ impl Pulling {
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
-        held: Held,
+        held: Option<Held>,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
     ) {
@@ -441,12 +472,19 @@ impl Pulling {
         in_stream_order(&mut back);
         self.settle_all(&back, false).await;
         let first = back.first().map_or(0, stream_sequence);
+        let why = match held {
+            Some(held) => format!(
+                "earlier messages are still held elsewhere (acknowledged up to stream sequence {}, {} unacknowledged outside this pull, \
+                 which starts at {first})",
+                held.floor, held.elsewhere
+            ),
+            None => format!(
+                "the server did not say whether earlier messages are held elsewhere (this pull starts at {first})"
+            ),
+        };
         log(&format!(
-            "{}: earlier messages are still held elsewhere (acknowledged up to stream sequence {}, {} unacknowledged outside this pull, \
-             which starts at {first}); handed back the {} it brought, pulling again in {} ms",
+            "{}: {why}; handed back the {} it brought, pulling again in {} ms",
             self.sub.subject,
-            held.floor,
-            held.elsewhere,
             back.len(),
             STEP_BACK_PAUSE.as_millis()
         ));

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::HANDLER_TIMEOUT_HEADER;
 use crate::plan::Subscription;
+use crate::{HANDLER_TIMEOUT_HEADER, RESERVED_HEADER_PREFIX};
 
 /// One message, as the handler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,17 +25,28 @@ pub struct Message {
     pub stream: Option<StreamInfo>,
 }
 
-/// A message's headers as (name, value) pairs, a repeated name once per value.
+/// A message's headers as (name, value) pairs, a repeated name once per
+/// value, without any the publisher set under the plugin's own prefix
+/// ([`RESERVED_HEADER_PREFIX`]): those are delivery metadata only the
+/// plugin may set (a forged `spin-nats-stream-sequence` would have a guest
+/// skip every later event of an entity).
 pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
     headers
         .iter()
         .flat_map(|h| h.iter())
+        .filter(|(name, _)| !is_reserved(name.as_ref()))
         .flat_map(|(name, values)| {
             values
                 .iter()
                 .map(move |v| (name.to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// Whether a header name is the plugin's to set.
+fn is_reserved(name: &str) -> bool {
+    name.get(..RESERVED_HEADER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
 }
 
 /// What a handler returns: `Err` carries the reason, sent back to requesters.

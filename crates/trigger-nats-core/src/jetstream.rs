@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::config::{TriggerConfig, validate_subject};
+use crate::config::{TriggerConfig, subject_covers, validate_subject};
 
 /// Default [`Plan::batch`].
 pub const DEFAULT_BATCH: usize = 100;
@@ -23,6 +23,15 @@ pub const DEFAULT_MAX_WAIT_MS: u64 = 1_000;
 const MAX_WAIT_MS: std::ops::RangeInclusive<u64> = 10..=30_000;
 /// Default `stream_duplicate_window_ms` (the server's own default).
 pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
+/// How long a pull's first message waits for earlier deliveries held by
+/// another instance to be acknowledged before the pull is handed back
+/// (`consumer.rs`).
+pub const TAKEOVER_GRACE: Duration = Duration::from_secs(2);
+/// Smallest `ack_wait_ms`: twice [`TAKEOVER_GRACE`]. A pull's messages wait
+/// up to the grace before they are handled, and the first progress
+/// acknowledgement comes a third of `ack_wait` into the call; both must fit
+/// in `ack_wait`, or the messages are delivered again while held.
+pub const MIN_ACK_WAIT_MS: u64 = 2 * TAKEOVER_GRACE.as_millis() as u64;
 
 /// Where a created stream keeps its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +85,12 @@ pub struct Plan {
     pub create_stream: Option<StreamSpec>,
     /// The consumer, created when missing.
     pub consumer: ConsumerSpec,
+    /// The subjects of every entry of the app on this stream (this one's
+    /// included): together they must take every subject the stream stores,
+    /// unless [`Plan::allow_unconsumed_subjects`].
+    pub stream_filters: Vec<String>,
+    /// Another app consumes what this app's entries do not take.
+    pub allow_unconsumed_subjects: bool,
     /// Most messages handed to one guest call.
     pub batch: usize,
     /// Longest one pull waits for messages.
@@ -108,6 +123,10 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ("batch", e.batch.is_some()),
         ("max_wait_ms", e.max_wait_ms.is_some()),
         ("max_ack_pending", e.max_ack_pending.is_some()),
+        (
+            "allow_unconsumed_subjects",
+            e.allow_unconsumed_subjects.is_some(),
+        ),
         ("stream_subjects", e.stream_subjects.is_some()),
         ("stream_storage", e.stream_storage.is_some()),
         ("stream_replicas", e.stream_replicas.is_some()),
@@ -155,6 +174,13 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ));
     }
     let ack_wait_ms = e.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS);
+    if ack_wait_ms < MIN_ACK_WAIT_MS {
+        return Err(format!(
+            "ack_wait_ms must be at least {MIN_ACK_WAIT_MS} (got {ack_wait_ms}): a pull may wait {} ms \
+             for an instance that holds earlier messages before it is handled",
+            TAKEOVER_GRACE.as_millis()
+        ));
+    }
     if ack_wait_ms <= handler_timeout_ms {
         return Err(format!(
             "ack_wait_ms ({ack_wait_ms}) must be more than handler_timeout_ms ({handler_timeout_ms}): \
@@ -182,7 +208,10 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
     }
     let create_stream = match &e.stream_subjects {
         None => {
-            let creating = js_only[7..].iter().find(|(_, set)| *set);
+            let creating = js_only
+                .iter()
+                .skip_while(|(name, _)| *name != "stream_storage")
+                .find(|(_, set)| *set);
             if let Some((name, _)) = creating {
                 return Err(format!(
                     "{name} only applies when creating the stream: set stream_subjects too"
@@ -236,9 +265,35 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             max_deliver,
             max_ack_pending,
         },
+        stream_filters: vec![e.subject.clone()],
+        allow_unconsumed_subjects: e.allow_unconsumed_subjects.unwrap_or(false),
         batch,
         max_wait: Duration::from_millis(max_wait_ms),
     }))
+}
+
+/// The subjects of `stream_subjects` (patterns) that no filter of
+/// `filters` takes whole: messages on them would be stored and never
+/// handled.
+pub fn unconsumed_subjects(stream_subjects: &[String], filters: &[String]) -> Vec<String> {
+    stream_subjects
+        .iter()
+        .filter(|s| !filters.iter().any(|f| subject_covers(f, s)))
+        .cloned()
+        .collect()
+}
+
+/// The refusal for a stream storing `unconsumed` subjects no entry takes.
+pub fn unconsumed_error(stream: &str, unconsumed: &[String], filters: &[String]) -> String {
+    format!(
+        "stream {stream:?} stores {} that no [[trigger.nats]] entry takes (entries on it take {}): \
+         such messages would be acknowledged to their publisher and never handled. Widen the entry's \
+         subject (e.g. \"{}\"; the component can dead-letter what it does not know), or set \
+         allow_unconsumed_subjects = true when another app consumes them",
+        unconsumed.join(", "),
+        filters.join(", "),
+        unconsumed.first().map_or(">", String::as_str),
+    )
 }
 
 /// What differs between the consumer the manifest asks for and the one the

@@ -27,6 +27,11 @@ pub use config::{Credentials, TriggerConfig, TriggerMetadata};
 pub use inflight::InFlight;
 pub use plan::Subscription;
 
+/// Prefix of the headers the plugin sets ([`HANDLER_TIMEOUT_HEADER`],
+/// [`STREAM_SEQUENCE_HEADER`], [`DELIVERED_HEADER`]); a publisher's headers
+/// under it are dropped before a component sees the message, in both modes.
+pub const RESERVED_HEADER_PREFIX: &str = "spin-nats-";
+
 /// Header added to the second call of a component whose first call for a
 /// message ran past its `handler_timeout_ms` and was cancelled; its value is
 /// the timeout in milliseconds. The component should record the message

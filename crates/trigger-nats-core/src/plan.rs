@@ -1,7 +1,10 @@
 //! The manifest's `[[trigger.nats]]` entries, checked and turned into the
 //! subscriptions the listener opens (core NATS, or JetStream).
 
-use crate::config::{ConfigError, MAX_IN_FLIGHT, TriggerConfig, validate_subject};
+use crate::config::{
+    ConfigError, MAX_IN_FLIGHT, TriggerConfig, subjects_overlap, validate_subject,
+};
+use crate::jetstream::{unconsumed_error, unconsumed_subjects};
 
 /// One subscription the listener will open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +85,77 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
         }
         subs.push(sub);
     }
+    share_streams(&mut subs)?;
+    refuse_both_modes(&subs)?;
     Ok(subs)
+}
+
+/// Gives each JetStream entry the subjects of every entry on its stream,
+/// and refuses a stream the manifest creates with subjects none of them
+/// takes (the listener checks an existing stream the same way).
+fn share_streams(subs: &mut [Subscription]) -> Result<(), ConfigError> {
+    let on = |subs: &[Subscription], stream: &str| -> Vec<String> {
+        subs.iter()
+            .filter(|s| s.jetstream.as_ref().is_some_and(|p| p.stream == stream))
+            .map(|s| s.subject.clone())
+            .collect()
+    };
+    let streams: Vec<String> = subs
+        .iter()
+        .filter_map(|s| s.jetstream.as_ref().map(|p| p.stream.clone()))
+        .collect();
+    for stream in streams {
+        let filters = on(subs, &stream);
+        let plans = || {
+            subs.iter()
+                .filter_map(|s| s.jetstream.as_ref())
+                .filter(|p| p.stream == stream)
+        };
+        let allowed = plans().any(|p| p.allow_unconsumed_subjects);
+        for spec in plans().filter_map(|p| p.create_stream.as_ref()) {
+            let missing = unconsumed_subjects(&spec.subjects, &filters);
+            if !missing.is_empty() && !allowed {
+                return Err(ConfigError(unconsumed_error(&stream, &missing, &filters)));
+            }
+        }
+        for s in subs.iter_mut() {
+            if let Some(p) = s.jetstream.as_mut().filter(|p| p.stream == stream) {
+                p.stream_filters = filters.clone();
+                p.allow_unconsumed_subjects = allowed;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a component taking the same subject from core NATS and from a
+/// stream: JetStream stores what core NATS also delivers, so each message
+/// would be handled twice.
+fn refuse_both_modes(subs: &[Subscription]) -> Result<(), ConfigError> {
+    for core in subs.iter().filter(|s| s.jetstream.is_none()) {
+        for js in subs.iter().filter(|s| s.jetstream.is_some()) {
+            let stream_subjects = js
+                .jetstream
+                .as_ref()
+                .and_then(|p| p.create_stream.as_ref())
+                .map(|c| c.subjects.clone())
+                .unwrap_or_default();
+            let clash = std::iter::once(&js.subject)
+                .chain(stream_subjects.iter())
+                .any(|s| subjects_overlap(&core.subject, s));
+            if core.component == js.component && clash {
+                return Err(ConfigError(format!(
+                    "[[trigger.nats]] for component {:?}: subject {:?} (core NATS) overlaps {:?} (JetStream, stream {:?}): \
+                     every message on both would be handled twice; take it in one mode",
+                    core.component,
+                    core.subject,
+                    js.subject,
+                    js.jetstream.as_ref().map_or("", |p| p.stream.as_str())
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -117,6 +190,78 @@ mod tests {
                 .0
                 .contains("listed twice")
         );
+        Ok(())
+    }
+
+    fn js(subject: &str, extra: serde_json::Value) -> TriggerConfig {
+        let mut v = serde_json::json!({"component": "writer", "subject": subject,
+            "stream": "TASKS", "consumer": "c"});
+        if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+            m.extend(x.clone());
+        }
+        serde_json::from_value(v).expect("an entry")
+    }
+
+    #[test]
+    fn a_stream_storing_subjects_no_entry_takes_is_refused() -> Result<(), ConfigError> {
+        let created = serde_json::json!({"stream_subjects": ["tasks.>"]});
+        let err = plan(&[js("tasks.*", created.clone())]).expect_err("tasks.a.b untaken");
+        assert!(
+            err.0
+                .contains("stores tasks.> that no [[trigger.nats]] entry takes"),
+            "{}",
+            err.0
+        );
+        assert!(err.0.contains("allow_unconsumed_subjects"), "{}", err.0);
+        plan(&[js("tasks.>", created.clone())])?;
+        // Two entries on one stream share it: together they take tasks.>.
+        let two = plan(&[
+            js("tasks.>", created.clone()),
+            TriggerConfig {
+                component: "audit".into(),
+                consumer: Some("audit".into()),
+                ..js("tasks.created", serde_json::json!({}))
+            },
+        ])?;
+        let filters = |i: usize| two[i].jetstream.as_ref().map(|p| p.stream_filters.clone());
+        assert_eq!(
+            filters(0),
+            Some(vec!["tasks.>".into(), "tasks.created".into()])
+        );
+        assert_eq!(filters(1), filters(0));
+        let allowed = plan(&[js(
+            "tasks.*",
+            serde_json::json!({"stream_subjects": ["tasks.>"], "allow_unconsumed_subjects": true}),
+        )])?;
+        assert!(
+            allowed[0]
+                .jetstream
+                .as_ref()
+                .is_some_and(|p| p.allow_unconsumed_subjects)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn one_component_cannot_take_a_subject_in_both_modes() -> Result<(), ConfigError> {
+        let err = plan(&[entry("tasks.created"), js("tasks.>", serde_json::json!({}))])
+            .expect_err("both modes");
+        assert!(err.0.contains("handled twice"), "{}", err.0);
+        let err = plan(&[
+            entry("tasks.x.y"),
+            js("tasks.*", serde_json::json!({"stream_subjects": ["tasks.>"], "allow_unconsumed_subjects": true})),
+        ])
+        .expect_err("the stream stores what core takes");
+        assert!(err.0.contains("handled twice"), "{}", err.0);
+        // Another component may take them both ways; unrelated subjects too.
+        plan(&[
+            TriggerConfig {
+                component: "logger".into(),
+                ..entry("tasks.created")
+            },
+            js("tasks.>", serde_json::json!({})),
+        ])?;
+        plan(&[entry("orders.*"), js("tasks.>", serde_json::json!({}))])?;
         Ok(())
     }
 }

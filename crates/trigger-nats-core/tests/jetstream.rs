@@ -65,7 +65,7 @@ impl Drop for JsServer {
 
 /// The subscription a `[[trigger.nats]]` entry with these fields plans.
 fn js_sub(fields: serde_json::Value) -> Subscription {
-    let mut entry = json!({"component": "writer", "subject": "tasks.*",
+    let mut entry = json!({"component": "writer", "subject": "tasks.>",
         "stream": "TASKS", "consumer": "spin-tasks-writer",
         "stream_subjects": ["tasks.>"], "handler_timeout_ms": 1000, "ack_wait_ms": 5000});
     if let (Some(e), Some(f)) = (entry.as_object_mut(), fields.as_object()) {
@@ -395,7 +395,7 @@ async fn the_consumer_resumes_after_a_server_restart() -> TestResult {
 async fn deliveries_a_dead_instance_left_come_back_before_newer_messages() -> TestResult {
     let server = JsServer::start();
     let client = async_nats::connect(server.url()).await?;
-    let sub = js_sub(json!({"ack_wait_ms": 2000}));
+    let sub = js_sub(json!({"ack_wait_ms": 4000}));
     let plan = sub.jetstream.clone().expect("plan");
     provision(&client, &plan).await?;
     publish(&server.url(), 10, "e").await?;
@@ -421,7 +421,7 @@ async fn deliveries_a_dead_instance_left_come_back_before_newer_messages() -> Te
     let want: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
     assert_eq!(rec.payloads(), want, "the three came back first");
     assert!(
-        started.elapsed() >= Duration::from_secs(2),
+        started.elapsed() >= Duration::from_secs(4),
         "it waited for them"
     );
     running.stop().await?;
@@ -734,7 +734,7 @@ async fn a_store_that_stalls_every_instance_holds_delivery_back_only_while_it_st
 #[tokio::test]
 async fn a_standby_does_not_overtake_messages_an_instance_died_holding() -> TestResult {
     let server = JsServer::start();
-    let sub = js_sub(json!({"batch": 20, "ack_wait_ms": 3000, "max_wait_ms": 1000}));
+    let sub = js_sub(json!({"batch": 20, "ack_wait_ms": 4000, "max_wait_ms": 1000}));
     let client = async_nats::connect(server.url()).await?;
     provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
     // (instance, payload) in the order handling started; each call takes 150 ms,
@@ -809,8 +809,8 @@ async fn a_standby_does_not_overtake_messages_an_instance_died_holding() -> Test
 #[tokio::test]
 async fn a_pull_that_takes_longer_than_ack_wait_is_not_delivered_again() -> TestResult {
     let server = JsServer::start();
-    // Five messages, 1.2 s each, in one pull: 6 s, more than twice ack_wait.
-    let sub = js_sub(json!({"batch": 5, "handler_timeout_ms": 2000, "ack_wait_ms": 2500}));
+    // Five messages, 2 s each, in one pull: 10 s, more than twice ack_wait.
+    let sub = js_sub(json!({"batch": 5, "handler_timeout_ms": 3000, "ack_wait_ms": 4000}));
     let client = async_nats::connect(server.url()).await?;
     provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
     publish(&server.url(), 5, "slow-").await?;
@@ -827,14 +827,14 @@ async fn a_pull_that_takes_longer_than_ack_wait_is_not_delivered_again() -> Test
                         String::from_utf8_lossy(&msg.payload)
                     ));
                 }
-                tokio::time::sleep(Duration::from_millis(1200)).await;
+                tokio::time::sleep(Duration::from_millis(2000)).await;
                 Ok(())
             })
         })
     };
     let running = run_listener(&server.url(), sub, handler).await?;
     let count = || calls.lock().map(|c| c.len()).unwrap_or(0);
-    assert!(until(15, || count() >= 5).await);
+    assert!(until(20, || count() >= 5).await);
     // Long enough for a redelivery to show up if the server had given up on them.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let seen = calls.lock().map(|c| c.clone()).unwrap_or_default();
@@ -846,5 +846,194 @@ async fn a_pull_that_takes_longer_than_ack_wait_is_not_delivered_again() -> Test
         "all acknowledged"
     );
     running.stop().await?;
+    Ok(())
+}
+
+/// The stream TASKS (subjects `tasks.>`) made by hand, as an operator or
+/// another app would, before the trigger starts.
+async fn stream_by_hand(url: &str) -> TestResult {
+    let js = jetstream::new(async_nats::connect(url).await?);
+    js.create_stream(jetstream::stream::Config {
+        name: "TASKS".into(),
+        subjects: vec!["tasks.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_storing_subjects_no_entry_takes_is_refused_by_name() -> TestResult {
+    let server = JsServer::start();
+    stream_by_hand(&server.url()).await?;
+    let client = async_nats::connect(server.url()).await?;
+    let narrow = js_sub(json!({"subject": "tasks.*", "stream_subjects": null}));
+    let err = provision(&client, narrow.jetstream.as_ref().ok_or("JetStream mode")?)
+        .await
+        .expect_err("tasks.a.b would be stored and never handled")
+        .to_string();
+    assert!(
+        err.contains("stores tasks.> that no [[trigger.nats]] entry takes"),
+        "{err}"
+    );
+    let wide = js_sub(json!({"stream_subjects": null}));
+    provision(&client, wide.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_the_filter_skips_does_not_hold_back_the_ones_after_it() -> TestResult {
+    // nats-server 2.9 leaves the acknowledgement floor below a message the
+    // consumer's filter skips until a later acknowledgement: a pull that
+    // waited for the floor to reach its first message waited for good.
+    let server = JsServer::start();
+    stream_by_hand(&server.url()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.publish("tasks.q.r", "deeper".into()).await?.await?;
+    publish(&server.url(), 20, "after-").await?;
+    let sub = js_sub(json!({"subject": "tasks.*", "stream_subjects": null,
+        "allow_unconsumed_subjects": true}));
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    assert!(
+        until(5, || rec.payloads().len() >= 20).await,
+        "handled {:?}",
+        rec.payloads()
+    );
+    let want: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    assert_eq!(rec.payloads(), want);
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_on_a_deeper_subject_reaches_the_component() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.publish("tasks.created.x", "typo".into()).await?.await?;
+    publish(&server.url(), 3, "ok-").await?;
+    assert!(
+        until(5, || rec.payloads().len() >= 4).await,
+        "{:?}",
+        rec.payloads()
+    );
+    assert_eq!(rec.payloads(), ["typo", "ok-0", "ok-1", "ok-2"]);
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_publisher_cannot_set_the_plugins_delivery_headers() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(STREAM_SEQUENCE_HEADER, "18446744073709551615");
+    headers.insert("Spin-Nats-Delivered", "99");
+    headers.insert(HANDLER_TIMEOUT_HEADER, "5000");
+    headers.insert("X-Correlation-Id", "cid-1");
+    js.publish_with_headers("tasks.created", headers, "forged".into())
+        .await?
+        .await?;
+    assert!(until(5, || !rec.payloads().is_empty()).await);
+    let seen = rec
+        .seen
+        .lock()
+        .map(|s| s[0].clone())
+        .map_err(|e| e.to_string())?;
+    let lower: Vec<(String, String)> = seen
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    assert_eq!(
+        lower,
+        [
+            ("x-correlation-id".to_owned(), "cid-1".to_owned()),
+            (STREAM_SEQUENCE_HEADER.to_owned(), "1".to_owned()),
+            (DELIVERED_HEADER.to_owned(), "1".to_owned()),
+        ],
+        "only the plugin's own values"
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stop_while_earlier_messages_are_held_elsewhere_hands_the_pull_back() -> TestResult {
+    // One instance holds a slow pull; the other is handed newer messages
+    // (max_ack_pending leaves room) and must wait for it. Stopped during that
+    // wait, it hands them back; it used to handle them, ahead of the old ones.
+    let server = JsServer::start();
+    let sub = js_sub(json!({"batch": 5, "max_ack_pending": 10,
+        "handler_timeout_ms": 3000, "ack_wait_ms": 10000}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    let handled: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let handler = |instance: usize| -> Arc<dyn listener::Handler> {
+        let handled = handled.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let handled = handled.clone();
+            Box::pin(async move {
+                let payload = String::from_utf8_lossy(&msg.payload).into_owned();
+                if payload.starts_with("old-") {
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                }
+                if let Ok(mut h) = handled.lock() {
+                    h.push((instance, payload));
+                }
+                Ok(())
+            })
+        })
+    };
+    let mut running = [
+        Some(run_listener(&server.url(), sub.clone(), handler(0)).await?),
+        Some(run_listener(&server.url(), sub, handler(1)).await?),
+    ];
+    publish(&server.url(), 5, "old-").await?;
+    let holder = || handled.lock().ok().and_then(|h| h.first().map(|(i, _)| *i));
+    assert!(
+        until(5, || holder().is_some()).await,
+        "an instance took the old ones"
+    );
+    let holder = holder().unwrap_or(0);
+    publish(&server.url(), 5, "new-").await?;
+    // The other one's pull brought the new ones and waits (up to 2 s): stop it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(r) = running[1 - holder].take() {
+        r.stop().await?;
+    }
+    let by = |instance: usize| -> Vec<String> {
+        handled
+            .lock()
+            .map(|h| {
+                h.iter()
+                    .filter(|(i, _)| *i == instance)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        by(1 - holder).is_empty(),
+        "handled {:?} while the other instance held older messages",
+        by(1 - holder)
+    );
+    assert!(
+        until(20, || by(holder).len() >= 10).await,
+        "{:?}",
+        by(holder)
+    );
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("old-{i}"))
+        .chain((0..5).map(|i| format!("new-{i}")))
+        .collect();
+    assert_eq!(by(holder), want);
+    if let Some(r) = running[holder].take() {
+        r.stop().await?;
+    }
     Ok(())
 }

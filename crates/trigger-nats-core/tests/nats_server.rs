@@ -84,6 +84,9 @@ async fn headers_subject_and_reply_reach_the_handler() -> TestResult {
     let client = async_nats::connect(&server.url).await?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("X-Correlation-Id", "cid-77");
+    // The plugin's own headers are not a publisher's to set: dropped.
+    headers.insert("spin-nats-stream-sequence", "18446744073709551615");
+    headers.insert("SPIN-NATS-HANDLER-TIMEOUT", "1000");
     client
         .request_with_headers("tasks.deleted", headers, "x".into())
         .await?;
