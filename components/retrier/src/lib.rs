@@ -93,10 +93,15 @@ impl bindings::Guest for RetrierComponent {
         if let Err(e) = metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
             log(&format!("[-] METRICS compaction — FAILED: {e}"));
         }
-        if report.applied + report.rescheduled + report.dead > 0 {
+        if report.applied + report.already_applied + report.rescheduled + report.dead > 0 {
             log(&format!(
-                "[-] TICK outbox={} applied={} rescheduled={} dead={} skipped={}",
-                report.found, report.applied, report.rescheduled, report.dead, report.skipped
+                "[-] TICK outbox={} applied={} already_applied={} rescheduled={} dead={} skipped={}",
+                report.found,
+                report.applied,
+                report.already_applied,
+                report.rescheduled,
+                report.dead,
+                report.skipped
             ));
         }
         Ok(())

@@ -1,13 +1,18 @@
 //! Every key-value key spin-tasks writes is built here, prefixed by purpose,
 //! so each job enumerates exactly its own keys.
 //!
-//! Store `tasks` (the backend chosen by runtime config) holds task documents
-//! and the membership stamp. Store `feed` holds the change feed and the
+//! Store `tasks` (the backend chosen by runtime config) holds task documents,
+//! the tombstones of deleted tasks and the membership stamp. Store `feed` holds the change feed and the
 //! counters behind `/metrics`. Store `default` (always local) holds derived data
 //! such as the listing index.
 
 /// Prefix of task documents in the `tasks` store.
 pub const TASK_PREFIX: &str = "task:";
+
+/// Prefix of tombstones in the `tasks` store: `gone:<id>`, the stream
+/// sequence of the delete that removed task `<id>` (see
+/// `tasks_storage::events::tombstone`).
+pub const TOMBSTONE_PREFIX: &str = "gone:";
 
 /// Key in the `tasks` store that changes whenever a task is added or removed.
 ///
@@ -118,6 +123,11 @@ pub fn metrics_delta(seq: u64) -> String {
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
+}
+
+/// `gone:<id>`: the tombstone of task `<id>`.
+pub fn tombstone(id: &str) -> String {
+    format!("{TOMBSTONE_PREFIX}{id}")
 }
 
 /// The id in a `task:<id>` key, or `None` for any other key.

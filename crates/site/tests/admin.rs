@@ -81,6 +81,7 @@ fn dead_letter(kv: &MemoryKv, n: i64, payload: &str) -> String {
         task_id: Some(format!("t-{n}")),
         errors: vec!["KV PUT failed".into()],
         attempts: 5,
+        stream_seq: Some(41),
         ..DeadLetter::new(
             "tasks.created",
             RawPayload::keep(payload.as_bytes()),

@@ -147,6 +147,9 @@ impl EventOutcome {
 pub enum RetryOutcome {
     /// Applied and removed from the outbox.
     Applied,
+    /// Applied already (a redelivery, or a replayed dead letter the task
+    /// has moved past): removed from the outbox without a write.
+    Skipped,
     /// Failed again; tried later.
     Rescheduled,
     /// Out of attempts, or refused for good: a dead letter.
@@ -157,6 +160,7 @@ impl RetryOutcome {
     fn as_str(self) -> &'static str {
         match self {
             RetryOutcome::Applied => "applied",
+            RetryOutcome::Skipped => "skipped",
             RetryOutcome::Rescheduled => "rescheduled",
             RetryOutcome::DeadLettered => "dead_lettered",
         }

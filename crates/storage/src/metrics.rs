@@ -218,7 +218,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "tasks_retries_total",
         kind: "counter",
-        help: "Outbox records the retrier tried, by subject and outcome (applied, rescheduled, dead_lettered).",
+        help: "Outbox records the retrier tried, by subject and outcome (applied, skipped: applied already, rescheduled, dead_lettered).",
     },
     Family {
         name: "tasks_dead_letters_created_total",

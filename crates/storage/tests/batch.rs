@@ -114,8 +114,9 @@ fn a_task_s_events_fold_in_order_and_a_redelivered_batch_changes_nothing() {
     );
     assert_eq!(h.task("old").map(|t| t.version), Some(2));
     assert!(h.task("gone").is_none());
-    // One read, one delete-many, one set-many (k-1 and the stamp), one
-    // compare-and-swap (old, which existed).
+    // One read (documents and tombstones), one set-many of the tombstone, one
+    // delete-many, one set-many (k-1 and the stamp), one compare-and-swap
+    // (old, which existed).
     let calls = h.tasks.calls();
     assert_eq!(
         (
@@ -124,7 +125,7 @@ fn a_task_s_events_fold_in_order_and_a_redelivered_batch_changes_nothing() {
             calls.set_many,
             calls.cas_write
         ),
-        (1, 1, 1, 1),
+        (1, 1, 2, 1),
         "{calls:?}"
     );
     // The same pull again (a crash after the commit, before the ack).
@@ -277,6 +278,46 @@ fn after_a_message_cannot_be_recorded_the_rest_is_not_recorded_either() {
 }
 
 /// The task store as comparable JSON: id → document.
+#[test]
+fn a_delete_leaves_a_tombstone_that_older_events_delivered_again_cannot_pass() {
+    for batched in [true, false] {
+        let h = Harness::new();
+        let run = |msgs: &[Msg]| {
+            if batched {
+                batch_on(&h, &h.tasks, msgs)
+            } else {
+                one_by_one(&h, msgs)
+            }
+        };
+        run(&[
+            create("a", "a v1", 1),
+            update("a", "a v2", 2),
+            delete("a", 3),
+        ]);
+        assert!(h.task("a").is_none());
+        // The create and the update come again (a consumer replaying the stream).
+        let again = run(&[create("a", "a v1", 1), update("a", "a v2", 2)]);
+        assert!(h.task("a").is_none(), "resurrected (batched: {batched})");
+        assert_eq!(applied(&again), 2, "skipped, not dead-lettered: {again:?}");
+        assert!(h.dead_letters().is_empty(), "batched: {batched}");
+        assert!(h.logged(
+            "SKIP CREATE task=a — stream sequence 1 is older than the task's delete (at 3)"
+        ));
+        // Re-created later; the old delete comes again and must not remove it.
+        run(&[create("a", "a again", 4), update("b-unrelated", "x", 5)]);
+        run(&[delete("a", 3), create("c", "c", 6)]);
+        assert_eq!(
+            h.task("a").map(|t| (t.title, t.stream_seq)),
+            Some(("a again".to_owned(), Some(4))),
+            "batched: {batched}"
+        );
+        // A later delete of the same id replaces the tombstone.
+        run(&[delete("a", 7), create("d", "d", 8)]);
+        run(&[create("a", "a again", 4), create("e", "e", 9)]);
+        assert!(h.task("a").is_none(), "batched: {batched}");
+    }
+}
+
 fn tasks_of(h: &Harness) -> Vec<(String, Option<Task>)> {
     h.tasks
         .keys_with_prefix(keys::TASK_PREFIX)
@@ -350,7 +391,16 @@ fn a_batch_ends_where_one_by_one_ends() {
         let again = &msgs[msgs.len() - tail..];
         let redelivered = batch_on(&batched, &batched.tasks, again);
         prop_assert!(redelivered.iter().all(Result::is_ok));
-        prop_assert_eq!(tasks_of(&batched), before);
+        prop_assert_eq!(tasks_of(&batched), before.clone());
+        // Nor does any earlier event delivered again alone, either way (a
+        // consumer replaying the stream, a lost acknowledgement).
+        let before_single = tasks_of(&single);
+        for m in &msgs {
+            batch_on(&batched, &batched.tasks, std::slice::from_ref(m));
+            prop_assert_eq!(tasks_of(&batched), before.clone(), "after {:?}", m);
+            one_by_one(&single, std::slice::from_ref(m));
+            prop_assert_eq!(tasks_of(&single), before_single.clone(), "after {:?}", m);
+        }
         Ok::<(), TestCaseError>(())
     });
 }

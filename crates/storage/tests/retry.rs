@@ -322,6 +322,7 @@ fn replay_refuses_what_cannot_apply_and_double_replays() {
             reason: "r".into(),
             errors: vec![],
             attempts: 5,
+            stream_seq: None,
             received_at: None,
             at: now,
             replaying: Some(now),
@@ -490,6 +491,48 @@ fn a_deferred_stream_message_keeps_its_sequence_through_the_outbox() {
     let again = h.deliver_on(&h.tasks, &msg(r#"{"id":"t-1","title":"A"}"#));
     assert!(matches!(again, Ok(Handled::Applied { .. })), "{again:?}");
     assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
+}
+
+#[test]
+fn a_replayed_dead_letter_the_task_has_moved_past_is_skipped_and_counted_so() {
+    let h = Harness::new();
+    let msg = |subject: &'static str, payload: &'static str, seq: u64| Incoming {
+        subject,
+        payload: payload.as_bytes(),
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(seq),
+    };
+    // An update that came before its task: a dead letter that keeps its sequence.
+    let early = h.deliver_on(
+        &h.tasks,
+        &msg("tasks.updated", r#"{"id":"t-1","title":"stale"}"#, 2),
+    );
+    assert!(matches!(early, Ok(Handled::Rejected { .. })), "{early:?}");
+    let (id, record) = dead_letters::list(&h.local, None, 10)
+        .expect("list")
+        .items
+        .remove(0);
+    assert_eq!(record.stream_seq, Some(2));
+    // The task is created later in the stream.
+    h.deliver_on(
+        &h.tasks,
+        &msg("tasks.created", r#"{"id":"t-1","title":"new"}"#, 3),
+    )
+    .expect("applied");
+    // An operator replays the dead letter: the task has moved past it.
+    replay_dead_letter(&h.local, &id, Timestamp(h.now.get())).expect("replayed");
+    assert_eq!(h.outbox()[0].stream_seq, Some(2));
+    h.advance(1_000);
+    let report = h.tick();
+    assert_eq!(
+        (report.applied, report.already_applied),
+        (0, 1),
+        "{report:?}"
+    );
+    assert_eq!(h.task("t-1").map(|t| t.title), Some("new".to_owned()));
+    assert!(h.logged("SKIPPED, applied already (tasks.updated"));
+    assert!(h.outbox().is_empty());
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tasks_domain::event::{Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys, merge};
 
+use crate::events::tombstone::{self, Tombstone};
 use crate::feed::{Change, Journal};
 use crate::kv::{AtomicKv, StoreError};
 use crate::read::page_cache;
@@ -52,8 +53,10 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     /// Applies a parsed event as of `now` (the event's own time on replay).
     /// The one code path for direct writes and retries. `seq` is the event's
     /// stream sequence when it came from a JetStream stream: an event at or
-    /// below the one last applied to the task is a redelivery, skipped:
-    /// `Ok(false)`. Each change written goes to the journal.
+    /// below the one last applied to the task (or, when the task has no
+    /// document, at or below its tombstone's) is a redelivery, skipped:
+    /// `Ok(false)`. A delete with a sequence leaves a tombstone
+    /// ([`crate::events::tombstone`]). Each change written goes to the journal.
     pub fn apply(
         &self,
         ev: &Event,
@@ -63,6 +66,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     ) -> Result<bool, Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
+            if let Some(seq) = seq
+                && !self.tombstone_before_delete(ev, cid, seq, now)?
+            {
+                return Ok(false);
+            }
             let start = Instant::now();
             self.tasks
                 .delete_many(vec![key.clone()])
@@ -97,7 +105,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     None
                 }
             };
-            if self.applied_already(ev, cid, seq, existing.as_ref()) {
+            let gone = match (&existing, seq) {
+                (None, Some(_)) => self.tombstone_seq(cid, &ev.id)?,
+                _ => None,
+            };
+            if self.applied_already(ev, cid, seq, existing.as_ref(), gone) {
                 return Ok(false);
             }
             let next = merged(ev, existing.as_ref(), now, seq).map_err(Failure::Permanent)?;
@@ -148,27 +160,88 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     }
 
     /// Whether `ev`, from stream sequence `seq`, is a redelivery of an event
-    /// applied to `existing` already (at or below the sequence it keeps);
-    /// logs the skip.
+    /// applied already: at or below the sequence `existing` keeps or, when
+    /// the task has no document, at or below its tombstone's (`gone`); logs
+    /// the skip.
     pub(super) fn applied_already(
         &self,
         ev: &Event,
         cid: &str,
         seq: Option<u64>,
         existing: Option<&Task>,
+        gone: Option<u64>,
     ) -> bool {
-        let Some((seq, last)) = seq.zip(existing.and_then(|t| t.stream_seq)) else {
+        let last = match existing {
+            Some(t) => t.stream_seq,
+            None => gone,
+        };
+        let Some((seq, last)) = seq.zip(last) else {
             return false;
         };
         if seq > last {
             return false;
         }
+        let why = if existing.is_some() {
+            format!("stream sequence {seq} is applied already (last {last})")
+        } else {
+            format!("stream sequence {seq} is older than the task's delete (at {last})")
+        };
         (self.log)(&format!(
-            "[{cid}] SKIP {} task={} — stream sequence {seq} is applied already (last {last})",
+            "[{cid}] SKIP {} task={} — {why}",
             ev.kind.verb(),
             ev.id
         ));
         true
+    }
+
+    /// For a delete at stream sequence `seq`: reads the task and its
+    /// tombstone in one call; `false` when the delete is a redelivery (the
+    /// task was re-created by a later event, or deleted at or after `seq`
+    /// already), else writes the tombstone and returns `true`, for the
+    /// document to be removed next.
+    fn tombstone_before_delete(
+        &self,
+        ev: &Event,
+        cid: &str,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<bool, Failure> {
+        let key = keys::task(&ev.id);
+        let gone_key = keys::tombstone(&ev.id);
+        let start = Instant::now();
+        let mut found = self
+            .tasks
+            .get_many(&[key.clone(), gone_key.clone()])
+            .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?
+            .into_iter();
+        let existing = found
+            .next()
+            .flatten()
+            .and_then(|b| Task::from_json(&b).ok());
+        let gone = Tombstone::seq_of(found.next().flatten().as_deref());
+        if self.applied_already(ev, cid, Some(seq), existing.as_ref(), gone) {
+            return Ok(false);
+        }
+        let record = tombstone::new(seq, now)
+            .to_bytes(&gone_key)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let start = Instant::now();
+        self.tasks
+            .set_many(vec![(gone_key.clone(), record)])
+            .map_err(|e| self.store_failed(cid, "PUT", &gone_key, start, e))?;
+        self.log_ok(cid, "PUT", &gone_key, start);
+        Ok(true)
+    }
+
+    /// The stream sequence of task `id`'s tombstone, if it has one.
+    fn tombstone_seq(&self, cid: &str, id: &str) -> Result<Option<u64>, Failure> {
+        let key = keys::tombstone(id);
+        let start = Instant::now();
+        let found = self
+            .tasks
+            .get(&key)
+            .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
+        Ok(Tombstone::seq_of(found.as_deref()))
     }
 
     /// With `verify_writes`, reads `key` back and logs whether it holds

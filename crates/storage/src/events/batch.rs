@@ -3,10 +3,12 @@
 //!
 //! 1. one local read: the pending counter of every task the batch touches
 //!    and the `tasks` store's health;
-//! 2. one read of every task document the batch touches;
+//! 2. one read of every task document the batch touches, with their
+//!    tombstones when the messages carry stream sequences;
 //! 3. the events of each task folded in memory, in order (stream-sequence
 //!    skips, merges, updates of unknown tasks refused);
-//! 4. the commit: one `delete-many` for deleted tasks, one `set-many` for
+//! 4. the commit: one `set-many` of the tombstones of deleted tasks, then
+//!    one `delete-many` for them, one `set-many` for
 //!    tasks new to the store (with the membership stamp, last), and a
 //!    compare-and-swap per task that existed (the rule for updates);
 //! 5. in message order: dead letters, and the outbox for what could not
@@ -27,6 +29,7 @@ use tasks_domain::{Task, Timestamp, keys};
 use crate::counts::EventOutcome;
 use crate::events::apply::{Writer, change, merged};
 use crate::events::health::{self, StoreHealth};
+use crate::events::tombstone::{self, Tombstone};
 use crate::events::writer::{Handled, Incoming};
 use crate::feed::Change;
 use crate::kv::{AtomicKv, StoreError, decode_counter};
@@ -60,6 +63,11 @@ struct Fold {
     events: Vec<usize>,
     /// Whether some event changed it (a skipped redelivery does not).
     changed: bool,
+    /// The sequence of its tombstone, as read or left by a delete of the
+    /// batch.
+    gone: Option<u64>,
+    /// A tombstone to write (a delete of the batch with a sequence).
+    tombstone: Option<u64>,
 }
 
 /// How a task's commit went.
@@ -104,9 +112,23 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .filter(|id| behind.get(*id).copied().unwrap_or(0) == 0)
             .collect();
         let start = Instant::now();
-        let keys: Vec<String> = fast.iter().map(|id| keys::task(id)).collect();
+        let mut keys: Vec<String> = fast.iter().map(|id| keys::task(id)).collect();
+        let sequenced = msgs.iter().any(|m| m.stream_sequence.is_some());
+        if sequenced {
+            keys.extend(fast.iter().map(|id| keys::tombstone(id)));
+        }
         let docs = match self.tasks.get_many(&keys) {
-            Ok(docs) => docs,
+            Ok(mut docs) => {
+                let gones = if sequenced {
+                    docs.split_off(fast.len())
+                } else {
+                    Vec::new()
+                };
+                let mut gones = gones.into_iter();
+                docs.into_iter()
+                    .map(|d| (d, Tombstone::seq_of(gones.next().flatten().as_deref())))
+                    .collect::<Vec<_>>()
+            }
             Err(e) => {
                 (self.log)(&format!(
                     "KV GET-MANY {} tasks — FAILED ({} ms): {e}; handling the batch of {} one by one",
@@ -118,7 +140,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             }
         };
         let mut folds: HashMap<&str, Fold> = HashMap::new();
-        for (id, doc) in fast.iter().zip(docs) {
+        for (id, (doc, gone)) in fast.iter().zip(docs) {
             let state = match doc.as_deref().map(Task::from_json) {
                 None => None,
                 Some(Ok(t)) => Some(t),
@@ -132,6 +154,8 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     state,
                     events: Vec::new(),
                     changed: false,
+                    gone,
+                    tombstone: None,
                 },
             );
         }
@@ -263,12 +287,18 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         now: Timestamp,
         seq: Option<u64>,
     ) -> Result<Option<Change>, String> {
-        if self.applied_already(ev, cid, seq, fold.state.as_ref()) {
+        if self.applied_already(ev, cid, seq, fold.state.as_ref(), fold.gone) {
             return Ok(None);
         }
         let before = fold.state.clone();
         fold.state = match ev.kind {
-            EventKind::Deleted => None,
+            EventKind::Deleted => {
+                if seq.is_some() {
+                    fold.gone = seq;
+                    fold.tombstone = seq;
+                }
+                None
+            }
             _ => {
                 if let (EventKind::Created, Some(old)) = (ev.kind, &fold.state) {
                     (self.log)(&format!(
@@ -350,7 +380,28 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
         let mut wrote = false;
 
-        if !deleted.is_empty() {
+        // Tombstones first: a crash before the documents go leaves both, and
+        // the deletes, delivered again, still apply.
+        let tombstones: Vec<(String, Vec<u8>)> = deleted
+            .iter()
+            .filter_map(|id| {
+                let seq = folds.get(id)?.tombstone?;
+                let key = keys::tombstone(id);
+                let record = tombstone::new(seq, now).to_bytes(&key).ok()?;
+                Some((key, record))
+            })
+            .collect();
+        if !tombstones.is_empty() {
+            let start = Instant::now();
+            if let Err(e) = self.tasks.set_many(tombstones) {
+                let error = fail(self, &deleted, "PUT (tombstone)", start, e);
+                for id in &deleted {
+                    result.insert(id, Committed::Failed(error.clone()));
+                }
+                down = Some(error);
+            }
+        }
+        if !deleted.is_empty() && down.is_none() {
             let start = Instant::now();
             match self
                 .tasks

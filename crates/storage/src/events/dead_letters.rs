@@ -70,6 +70,11 @@ pub struct DeadLetter {
     /// Retries made before it was dead-lettered.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// Its JetStream stream sequence, when it came from a stream: a replay
+    /// carries it, so an event the task has moved past is skipped, not
+    /// applied over newer state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
     /// When the event first arrived, when it differs from `at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<Timestamp>,
@@ -104,6 +109,7 @@ impl DeadLetter {
             reason,
             errors: Vec::new(),
             attempts: 0,
+            stream_seq: None,
             received_at: None,
             at,
             replaying: None,

@@ -92,6 +92,7 @@ impl OutboxEntry {
             task_id: Some(self.task_id.clone()),
             errors: self.backoff.errors.clone(),
             attempts: self.backoff.retries,
+            stream_seq: self.stream_seq,
             received_at: Some(self.received_at),
             ..DeadLetter::new(
                 &self.subject,
@@ -196,6 +197,7 @@ pub fn replay_dead_letter<L: AtomicKv>(
         record.received_at.unwrap_or(record.at),
     );
     entry.backoff.next_attempt_at = now;
+    entry.stream_seq = record.stream_seq;
     let outbox_key = enqueue(local, &entry)?;
     local.delete_many(vec![key])?;
     Ok(outbox_key)

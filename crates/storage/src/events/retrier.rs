@@ -84,6 +84,8 @@ enum Outcome {
 pub struct TickReport {
     /// Records applied and removed.
     pub applied: usize,
+    /// Records removed without a write: applied already (stream sequence).
+    pub already_applied: usize,
     /// Records that failed again and were rescheduled.
     pub rescheduled: usize,
     /// Records dead-lettered.
@@ -333,13 +335,22 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             }
             let early = !entry.due_at(now);
             match result {
-                Ok(()) => {
+                Ok(true) => {
                     self.log(&format!(
                         "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — OK ({}, {key})",
                         entry.subject
                     ));
                     report.applied += 1;
                     self.counted(&entry.subject, RetryOutcome::Applied);
+                    done.push(key);
+                }
+                Ok(false) => {
+                    self.log(&format!(
+                        "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — SKIPPED, applied already ({}, {key})",
+                        entry.subject
+                    ));
+                    report.already_applied += 1;
+                    self.counted(&entry.subject, RetryOutcome::Skipped);
                     done.push(key);
                 }
                 Err(Failure::Permanent(reason)) => {
@@ -423,13 +434,13 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         Ok(outcome)
     }
 
-    fn try_once(&self, entry: &OutboxEntry, cid: &str) -> Result<(), Failure> {
+    /// Applies the record once: `Ok(false)` when it was applied already.
+    fn try_once(&self, entry: &OutboxEntry, cid: &str) -> Result<bool, Failure> {
         let payload = entry.raw.bytes();
         let ev =
             event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
         self.writer
             .apply(&ev, cid, entry.received_at, entry.stream_seq)
-            .map(drop)
     }
 
     fn counted(&self, subject: &str, outcome: RetryOutcome) {

@@ -188,6 +188,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let key = keys::dead_letter(now.millis(), &(self.unique)());
         let record = DeadLetter {
             task_id,
+            stream_seq: msg.stream_sequence,
             ..DeadLetter::new(
                 msg.subject,
                 RawPayload::keep(msg.payload),
