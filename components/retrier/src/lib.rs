@@ -75,6 +75,7 @@ impl bindings::Guest for RetrierComponent {
             log: &log,
             verify_writes: notify::verify_writes(),
             journal: &journal,
+            commit_until: None,
         };
         let report = Retrier {
             writer: &writer,

@@ -30,6 +30,16 @@ fn incoming(m: &Message) -> Incoming<'_> {
     }
 }
 
+/// The earliest lease end of the messages (the plugin gives every message
+/// of a call the same one): past it the writer writes nothing.
+fn commit_until(messages: &[Message]) -> Option<Timestamp> {
+    messages
+        .iter()
+        .filter_map(Message::lease_until_ms)
+        .min()
+        .map(|ms| Timestamp(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
 /// Handles the messages in order, one outcome each: `Ok` whenever the event
 /// is safely recorded (applied, dead-lettered or deferred); `Err` only when
 /// not even the local store could record it. Each change goes to the change
@@ -61,8 +71,13 @@ pub fn handle_messages_with<L: AtomicKv>(
         log: &log,
         verify_writes: notify::verify_writes(),
         journal: &journal,
+        commit_until: None,
     };
     let incoming: Vec<Incoming> = messages.iter().map(incoming).collect();
+    let writer = Writer {
+        commit_until: commit_until(messages),
+        ..writer
+    };
     let outcomes = writer.handle_batch(&incoming);
     // With Spin's own store the writes are in place now; on Cloudflare the
     // retrier tells the web after the flush.

@@ -317,6 +317,8 @@ pub struct Harness {
     pub lines: RefCell<Vec<String>>,
     /// What the writer recorded for the change feed and the counters.
     pub journal: crate::feed::Journal,
+    /// The writer's `commit_until` (the trigger's delivery lease), in Unix ms.
+    pub lease: Cell<Option<i64>>,
     counter: Cell<u32>,
 }
 
@@ -340,6 +342,7 @@ impl Harness {
             verify: Cell::new(false),
             lines: RefCell::new(Vec::new()),
             journal: crate::feed::Journal::new(),
+            lease: Cell::new(None),
             counter: Cell::new(0),
         }
     }
@@ -362,6 +365,7 @@ impl Harness {
             log: &log,
             verify_writes: self.verify.get(),
             journal: &self.journal,
+            commit_until: self.lease.get().map(Timestamp),
         };
         f(&writer)
     }

@@ -318,6 +318,54 @@ fn a_delete_leaves_a_tombstone_that_older_events_delivered_again_cannot_pass() {
     }
 }
 
+#[test]
+fn past_the_delivery_lease_nothing_is_written_or_recorded() {
+    // The instance is paused after reading, past the lease the trigger gave
+    // the call: when it resumes, it writes nothing (another instance holds
+    // the events now) and records nothing locally either.
+    for batched in [true, false] {
+        let h = Harness::new();
+        h.send("tasks.created", r#"{"id":"old","title":"old"}"#);
+        h.lease.set(Some(h.now.get() + 1_000));
+        let pause = || h.now.set(h.now.get() + 60_000);
+        let paused = Hooked::new(&h.tasks, HookAt::TaskRead, pause);
+        let msgs = [
+            create("a", "a", 1),
+            update("old", "old 2", 2),
+            delete("old", 3),
+            update("ghost", "x", 4),
+            ("tasks.created", "{oops".to_owned(), Some(5)),
+        ];
+        let outcomes = if batched {
+            // Paused between the batch's read and its commit.
+            batch_on(&h, &paused, &msgs)
+        } else {
+            // Paused before the first message.
+            pause();
+            one_by_one(&h, &msgs)
+        };
+        assert!(
+            outcomes.iter().all(Result::is_err),
+            "batched: {batched}: {outcomes:?}"
+        );
+        assert!(h.task("a").is_none());
+        assert_eq!(h.task("old").map(|t| t.title), Some("old".to_owned()));
+        assert!(
+            h.dead_letters().is_empty() && h.outbox().is_empty(),
+            "batched: {batched}"
+        );
+        assert!(
+            h.logged("the delivery's lease ended at"),
+            "batched: {batched}"
+        );
+        // Within the lease, the same events apply.
+        h.lease.set(Some(h.now.get() + 60_000));
+        let outcomes = batch_on(&h, &h.tasks, &msgs);
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert!(h.task("a").is_some() && h.task("old").is_none());
+    }
+}
+
 fn tasks_of(h: &Harness) -> Vec<(String, Option<Task>)> {
     h.tasks
         .keys_with_prefix(keys::TASK_PREFIX)

@@ -17,11 +17,12 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::StreamInfo;
-use crate::handler::{Counters, Handler, Message, call_batch, header_pairs, log};
+use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
     ConsumerSpec, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
     unconsumed_subjects,
 };
+use crate::lease::Lease;
 use crate::plan::Subscription;
 use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
 
@@ -247,6 +248,7 @@ impl Pulling {
         let mut stopping = false;
         let mut handled = 0usize;
         while !stopping {
+            let requested = tokio::time::Instant::now();
             let pull = self
                 .consumer
                 .batch()
@@ -264,6 +266,12 @@ impl Pulling {
                     }
                 }
             };
+            let lease = Lease::new(
+                requested,
+                self.plan.consumer.ack_wait,
+                self.sub.handler_timeout,
+                &self.sub.subject,
+            );
             // Handled messages are acknowledged once the pull is over: until
             // then they count against max_ack_pending, so no other instance is
             // handed newer messages (of the same tasks, maybe) while this one
@@ -315,9 +323,10 @@ impl Pulling {
                             run = true;
                         }
                         Admit::StepBack(held) => {
-                            self.settle_all(&done, true).await;
+                            self.settle_all(&done, true, &lease).await;
                             done.clear();
-                            self.step_back(batch, held, &mut messages, &mut stop).await;
+                            self.step_back(batch, held, &mut messages, &mut stop, &lease)
+                                .await;
                             stopping |= *stop.borrow();
                             break;
                         }
@@ -327,7 +336,7 @@ impl Pulling {
                 }
                 handled += batch.len();
                 let (ok, back) = self
-                    .handle_keeping_alive(batch, &done, &mut messages, &mut rest)
+                    .handle_keeping_alive(batch, &done, &mut messages, &mut rest, &lease)
                     .await;
                 done.extend(ok);
                 if !back.is_empty() {
@@ -341,8 +350,8 @@ impl Pulling {
                         back.push(m);
                     }
                     in_stream_order(&mut back);
-                    self.settle_all(&done, true).await;
-                    self.settle_all(&back, false).await;
+                    self.settle_all(&done, true, &lease).await;
+                    self.settle_all(&back, false, &lease).await;
                     done.clear();
                     tokio::select! {
                         _ = stop.changed() => stopping = true,
@@ -354,11 +363,11 @@ impl Pulling {
                     // A run handled ahead of the rest of the pull: acknowledged
                     // now, so the floor reaches what comes after it.
                     run = false;
-                    self.settle_all(&done, true).await;
+                    self.settle_all(&done, true, &lease).await;
                     done.clear();
                 }
             }
-            self.settle_all(&done, true).await;
+            self.settle_all(&done, true, &lease).await;
         }
         log(&format!(
             "{}: stopped pulling ({handled} messages handled)",
@@ -464,13 +473,14 @@ impl Pulling {
         held: Option<Held>,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
+        lease: &Lease,
     ) {
         let mut back = batch;
         while let Some(Ok(m)) = messages.next().await {
             back.push(m);
         }
         in_stream_order(&mut back);
-        self.settle_all(&back, false).await;
+        self.settle_all(&back, false, lease).await;
         let first = back.first().map_or(0, stream_sequence);
         let why = match held {
             Some(held) => format!(
@@ -531,9 +541,10 @@ impl Pulling {
     async fn handle(
         &self,
         batch: Vec<jetstream::Message>,
+        gate: &LeaseGate<'_>,
     ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
         let messages = batch.iter().map(to_message).collect();
-        let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages).await;
+        let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await;
         let failed = outcomes.iter().position(Result::is_err);
         for outcome in outcomes
             .iter()
@@ -564,17 +575,24 @@ impl Pulling {
     /// acknowledged until the pull is over) and those that arrived meanwhile
     /// (moved from `messages` to `arrived`, to be handled next) are still
     /// being worked on, so a pull that takes longer than `ack_wait` is not
-    /// delivered again while this instance holds it.
+    /// delivered again while this instance holds it. Each time the server
+    /// confirms, the pull's lease grows; each guest call is first given the
+    /// lease's end (`lease.rs`).
     async fn handle_keeping_alive(
         &self,
         batch: Vec<jetstream::Message>,
         done: &[jetstream::Message],
         messages: &mut pull::Batch,
         arrived: &mut Vec<jetstream::Message>,
+        lease: &Lease,
     ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
         let held: Vec<jetstream::Message> = batch.iter().chain(done).cloned().collect();
         let every = self.plan.consumer.ack_wait / 3;
-        let handling = self.handle(batch);
+        let gate = LeaseGate {
+            lease,
+            held: held.clone(),
+        };
+        let handling = self.handle(batch, &gate);
         tokio::pin!(handling);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
@@ -582,18 +600,36 @@ impl Pulling {
                 result = &mut handling => return result,
                 _ = tick.tick() => {
                     take_arrived(messages, arrived, self.plan.batch);
-                    for msg in held.iter().chain(arrived.iter()) {
-                        // Best effort: a lost one only risks a redelivery, which
-                        // the component recognises by stream sequence.
-                        let _ = msg.ack_with(AckKind::Progress).await;
-                    }
+                    let all: Vec<jetstream::Message> =
+                        held.iter().chain(arrived.iter()).cloned().collect();
+                    lease.renew(&all).await;
                 }
             }
         }
     }
 
-    /// Settles each of `msgs` (see [`Pulling::settle`]).
-    async fn settle_all(&self, msgs: &[jetstream::Message], ok: bool) {
+    /// Settles each of `msgs` (see [`Pulling::settle`]), unless the pull's
+    /// lease is over: then the server may have delivered them to another
+    /// instance, and an acknowledgement from here would free a third one
+    /// to overtake it (a hand-back would deliver them twice at once).
+    async fn settle_all(&self, msgs: &[jetstream::Message], ok: bool, lease: &Lease) {
+        if msgs.is_empty() {
+            return;
+        }
+        if lease.expired() {
+            log(&format!(
+                "{}: held {} messages past ack_wait (this instance was paused, or cut off from the server): \
+                 leaving them to the server, which delivers them again; not {}",
+                self.sub.subject,
+                msgs.len(),
+                if ok {
+                    "acknowledging them"
+                } else {
+                    "handing them back"
+                }
+            ));
+            return;
+        }
         for msg in msgs {
             self.settle(msg, ok).await;
         }
@@ -608,6 +644,19 @@ impl Pulling {
                 self.sub.subject
             ));
         }
+    }
+}
+
+/// The lease gate of one guest call: renews the pull's lease over the
+/// messages this instance holds when a call would not fit in it.
+struct LeaseGate<'a> {
+    lease: &'a Lease,
+    held: Vec<jetstream::Message>,
+}
+
+impl Gate for LeaseGate<'_> {
+    fn open(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
+        Box::pin(self.lease.for_call(&self.held))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::plan::Subscription;
-use crate::{HANDLER_TIMEOUT_HEADER, RESERVED_HEADER_PREFIX};
+use crate::{HANDLER_TIMEOUT_HEADER, LEASE_HEADER, RESERVED_HEADER_PREFIX};
 
 /// One message, as the handler sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +109,34 @@ impl Counters {
     }
 }
 
+/// Asked before each guest call of a JetStream delivery (`lease.rs`): the
+/// Unix time in milliseconds the guest may commit until, or why the
+/// messages must not be handed to it.
+pub(crate) trait Gate: Sync {
+    /// Opens the gate for one call.
+    fn open(&self) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
+}
+
+/// `msg` with the lease header for a call (replacing an earlier one).
+fn leased(mut msg: Message, until_ms: u64) -> Message {
+    msg.headers.retain(|(n, _)| n != LEASE_HEADER);
+    msg.headers
+        .push((LEASE_HEADER.to_owned(), until_ms.to_string()));
+    msg
+}
+
+/// Asks `gate` (if any) for a call on `msgs`: them with the lease header,
+/// or why not to call.
+async fn through(gate: Option<&dyn Gate>, msgs: Vec<Message>) -> Result<Vec<Message>, String> {
+    match gate {
+        None => Ok(msgs),
+        Some(g) => {
+            let until = g.open().await?;
+            Ok(msgs.into_iter().map(|m| leased(m, until)).collect())
+        }
+    }
+}
+
 /// Hands `batch` to the handler in order, one call per message for a
 /// component that takes one at a time, else one call for all of them; each
 /// call is bounded as in [`call_with_deadline`]. Returns one outcome per
@@ -118,6 +146,7 @@ pub(crate) async fn call_batch(
     handler: &dyn Handler,
     sub: &Subscription,
     batch: Vec<Message>,
+    gate: Option<&dyn Gate>,
 ) -> Vec<Result<(), String>> {
     if !handler.takes_batches(&sub.component) {
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -126,7 +155,7 @@ pub(crate) async fn call_batch(
             let outcome = if failed {
                 Err("not handled: an earlier message failed".to_owned())
             } else {
-                call_with_deadline(handler, sub, msg).await
+                call_with_deadline(handler, sub, msg, gate).await
             };
             failed |= outcome.is_err();
             outcomes.push(outcome);
@@ -148,7 +177,11 @@ pub(crate) async fn call_batch(
             vec![Err(reason); n]
         }
     };
-    match tokio::time::timeout(limit, handler.handle_batch(component, batch.clone())).await {
+    let first = match through(gate, batch.clone()).await {
+        Ok(first) => first,
+        Err(reason) => return vec![Err(reason); n],
+    };
+    match tokio::time::timeout(limit, handler.handle_batch(component, first)).await {
         Ok(outcomes) => checked(outcomes),
         Err(_) => {
             let ms = limit.as_millis();
@@ -163,6 +196,10 @@ pub(crate) async fn call_batch(
                     m
                 })
                 .collect();
+            let again = match through(gate, again).await {
+                Ok(again) => again,
+                Err(reason) => return vec![Err(reason); n],
+            };
             match tokio::time::timeout(limit, handler.handle_batch(component, again)).await {
                 Ok(outcomes) => checked(outcomes),
                 Err(_) => vec![
@@ -183,9 +220,11 @@ pub(crate) async fn call_with_deadline(
     handler: &dyn Handler,
     sub: &Subscription,
     message: Message,
+    gate: Option<&dyn Gate>,
 ) -> Result<(), String> {
     let limit = sub.handler_timeout;
     let component = &sub.component;
+    let message = through(gate, vec![message]).await?.remove(0);
     let first = handler.handle(component, message.clone());
     match tokio::time::timeout(limit, first).await {
         Ok(result) => result,
@@ -199,6 +238,7 @@ pub(crate) async fn call_with_deadline(
             again
                 .headers
                 .push((HANDLER_TIMEOUT_HEADER.to_owned(), ms.to_string()));
+            let again = through(gate, vec![again]).await?.remove(0);
             tokio::time::timeout(limit, handler.handle(component, again))
                 .await
                 .unwrap_or_else(|_| {

@@ -15,6 +15,8 @@ mod handler;
 #[cfg(feature = "runtime")]
 mod inflight;
 pub mod jetstream;
+#[cfg(feature = "runtime")]
+pub mod lease;
 #[cfg(all(feature = "runtime", unix))]
 pub mod lifecycle;
 #[cfg(feature = "runtime")]
@@ -28,7 +30,7 @@ pub use inflight::InFlight;
 pub use plan::Subscription;
 
 /// Prefix of the headers the plugin sets ([`HANDLER_TIMEOUT_HEADER`],
-/// [`STREAM_SEQUENCE_HEADER`], [`DELIVERED_HEADER`]); a publisher's headers
+/// [`STREAM_SEQUENCE_HEADER`], [`DELIVERED_HEADER`], [`LEASE_HEADER`]); a publisher's headers
 /// under it are dropped before a component sees the message, in both modes.
 pub const RESERVED_HEADER_PREFIX: &str = "spin-nats-";
 
@@ -41,6 +43,14 @@ pub const HANDLER_TIMEOUT_HEADER: &str = "spin-nats-handler-timeout";
 /// Header added to a message taken from a JetStream stream: its sequence
 /// number in the stream (a redelivered message carries the same one).
 pub const STREAM_SEQUENCE_HEADER: &str = "spin-nats-stream-sequence";
+
+/// Header added to each message of a JetStream guest call: the Unix time in
+/// milliseconds until which the message is surely this instance's. After
+/// it the server may have delivered it to another instance, so a component
+/// must not commit the message's effects any more (an instance paused or
+/// cut off from the server past `ack_wait` learns so here; see the
+/// plugin's `lease` module).
+pub const LEASE_HEADER: &str = "spin-nats-lease-until-ms";
 
 /// Header added to a message taken from a JetStream stream: how many times
 /// it has been delivered (1 the first time).

@@ -287,7 +287,7 @@ impl Serving {
         };
         let subject = message.subject.clone();
         let reply_to = message.reply.clone();
-        let result = call_with_deadline(self.handler.as_ref(), &self.sub, message).await;
+        let result = call_with_deadline(self.handler.as_ref(), &self.sub, message, None).await;
         self.counters.count(&result);
         if let Err(e) = &result {
             log(&format!(

@@ -18,7 +18,15 @@ use trigger_nats_core::config::{self, TriggerConfig};
 use trigger_nats_core::consumer::provision;
 use trigger_nats_core::listener::{self, HandlerFuture, Message};
 use trigger_nats_core::plan::{self, Subscription};
-use trigger_nats_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
+use trigger_nats_core::{
+    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_SEQUENCE_HEADER,
+};
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// A `nats-server -js` whose store is a fresh directory, removed at drop.
 struct JsServer {
@@ -947,8 +955,19 @@ async fn a_publisher_cannot_set_the_plugins_delivery_headers() -> TestResult {
     let lower: Vec<(String, String)> = seen
         .headers
         .iter()
+        .filter(|(n, _)| n != LEASE_HEADER)
         .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
         .collect();
+    let lease = seen
+        .headers
+        .iter()
+        .find(|(n, _)| n == LEASE_HEADER)
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .ok_or("the plugin's lease header")?;
+    assert!(
+        lease > unix_ms() + 1_000,
+        "the lease covers a call: {lease}"
+    );
     assert_eq!(
         lower,
         [
@@ -1035,5 +1054,107 @@ async fn a_stop_while_earlier_messages_are_held_elsewhere_hands_the_pull_back() 
     if let Some(r) = running[holder].take() {
         r.stop().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_instance_paused_past_ack_wait_learns_it_lost_its_messages_and_leaves_them_alone()
+-> TestResult {
+    // Instance A freezes (its whole runtime, as under SIGSTOP) in its first
+    // call for longer than ack_wait; the server delivers the messages to B.
+    // When A wakes up, its call's lease header is in the past, so a
+    // component checking it commits nothing, and A neither acknowledges nor
+    // hands back what B now holds.
+    let server = JsServer::start();
+    let sub = js_sub(json!({"batch": 5, "ack_wait_ms": 4000}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    // (instance, payload) of each commit, in order.
+    let commits: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let handler = |instance: usize| -> Arc<dyn listener::Handler> {
+        let commits = commits.clone();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(instance == 0));
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let commits = commits.clone();
+            let frozen = frozen.clone();
+            Box::pin(async move {
+                if frozen.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(6500));
+                }
+                // B is still working on them when A wakes up.
+                if instance == 1 && msg.payload.starts_with(b"m") {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                }
+                let lease = msg
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == LEASE_HEADER)
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if unix_ms() >= lease {
+                    return Err("lease over: not committed".to_owned());
+                }
+                if let Ok(mut c) = commits.lock() {
+                    c.push((instance, String::from_utf8_lossy(&msg.payload).into_owned()));
+                }
+                Ok(())
+            })
+        })
+    };
+    // A on a runtime of its own, so that freezing it freezes nothing else.
+    let (a_stop, a_stopped) = tokio::sync::oneshot::channel::<()>();
+    let a_url = server.url();
+    let a_sub = sub.clone();
+    let a_handler = handler(0);
+    let a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let running = run_listener(&a_url, a_sub, a_handler)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = a_stopped.await;
+            running.stop().await.map(drop)
+        })
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish(&server.url(), 5, "m").await?;
+    // A has them (and is frozen) before B starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = run_listener(&server.url(), sub, handler(1)).await?;
+    let count = || commits.lock().map(|c| c.len()).unwrap_or(0);
+    assert!(
+        until(20, || count() >= 5).await,
+        "{:?}",
+        commits.lock().map(|c| c.clone())
+    );
+    // A wakes up meanwhile; more messages come after.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publish(&server.url(), 5, "n").await?;
+    assert!(
+        until(20, || count() >= 10).await,
+        "{:?}",
+        commits.lock().map(|c| c.clone())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen: Vec<String> = commits
+        .lock()
+        .map(|c| c.iter().map(|(_, p)| p.clone()).collect())
+        .unwrap_or_default();
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("m{i}"))
+        .chain((0..5).map(|i| format!("n{i}")))
+        .collect();
+    assert_eq!(seen, want, "each committed once, in order");
+    assert_eq!(
+        consumer_counts(&server.url()).await?,
+        (0, 0),
+        "all acknowledged"
+    );
+    let _ = a_stop.send(());
+    a.join().map_err(|_| "A panicked")??;
+    b.stop().await?;
     Ok(())
 }

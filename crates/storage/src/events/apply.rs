@@ -25,6 +25,9 @@ pub enum Failure {
     Unavailable(String),
     /// Compare-and-swap kept losing to other writers; the store works.
     Contended(String),
+    /// The delivery's lease ended before the write ([`Writer::commit_until`]):
+    /// another instance may hold the event now, so nothing is written here.
+    Fenced(String),
 }
 
 /// Applies events to the `tasks` store, keeping dead letters and the outbox
@@ -47,9 +50,28 @@ pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
     /// Where each change that reached the `tasks` store and each counted
     /// outcome go; the caller commits it to the feed (see [`crate::feed`]).
     pub journal: &'a Journal,
+    /// Until when the events handled are surely this instance's (the
+    /// trigger's delivery lease, `spin-nats-lease-until-ms`); after it no
+    /// store write is made for them: the trigger has them delivered again,
+    /// to whichever instance holds them then. `None`: no lease (core NATS,
+    /// the retrier).
+    pub commit_until: Option<Timestamp>,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
+    /// `Err` once the delivery's lease is over ([`Writer::commit_until`]):
+    /// checked before every write, so an instance paused or cut off from
+    /// the server past `ack_wait` writes nothing when it resumes.
+    pub fn fence(&self) -> Result<(), Failure> {
+        match self.commit_until {
+            Some(until) if (self.clock)() >= until => Err(Failure::Fenced(format!(
+                "not written: the delivery's lease ended at {until} (this instance was paused or cut off \
+                 from NATS past ack_wait); the event is delivered again"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies a parsed event as of `now` (the event's own time on replay).
     /// The one code path for direct writes and retries. `seq` is the event's
     /// stream sequence when it came from a JetStream stream: an event at or
@@ -71,6 +93,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             {
                 return Ok(false);
             }
+            self.fence()?;
             let start = Instant::now();
             self.tasks
                 .delete_many(vec![key.clone()])
@@ -113,6 +136,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 return Ok(false);
             }
             let next = merged(ev, existing.as_ref(), now, seq).map_err(Failure::Permanent)?;
+            self.fence()?;
             let start = Instant::now();
             if existing.is_none() {
                 // A new id: the document and the new membership stamp go in one
@@ -225,6 +249,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let record = tombstone::new(seq, now)
             .to_bytes(&gone_key)
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        self.fence()?;
         let start = Instant::now();
         self.tasks
             .set_many(vec![(gone_key.clone(), record)])

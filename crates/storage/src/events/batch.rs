@@ -27,7 +27,7 @@ use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{Task, Timestamp, keys};
 
 use crate::counts::EventOutcome;
-use crate::events::apply::{Writer, change, merged};
+use crate::events::apply::{Failure, Writer, change, merged};
 use crate::events::health::{self, StoreHealth};
 use crate::events::tombstone::{self, Tombstone};
 use crate::events::writer::{Handled, Incoming};
@@ -340,7 +340,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
         let cid_of = |id: &str| last_cid.get(id).copied().unwrap_or("-");
         let mut result: HashMap<&str, Committed> = HashMap::new();
-        let mut down: Option<String> = None;
+        // Past the delivery's lease nothing is written; the events take the
+        // store-failed path, whose records are fenced too (`Writer::fence`).
+        let fenced = |this: &Self| match this.fence() {
+            Err(Failure::Fenced(reason)) => Some(reason),
+            _ => None,
+        };
+        let mut down: Option<String> = fenced(self);
         let mut fail = |this: &Self, ids: &[&'f str], op: &str, start: Instant, e: StoreError| {
             for id in ids {
                 (this.log)(&format!(
@@ -379,7 +385,6 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             }
         }
         let mut wrote = false;
-
         // Tombstones first: a crash before the documents go leaves both, and
         // the deletes, delivered again, still apply.
         let tombstones: Vec<(String, Vec<u8>)> = deleted
@@ -391,7 +396,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 Some((key, record))
             })
             .collect();
-        if !tombstones.is_empty() {
+        if !tombstones.is_empty() && down.is_none() {
             let start = Instant::now();
             if let Err(e) = self.tasks.set_many(tombstones) {
                 let error = fail(self, &deleted, "PUT (tombstone)", start, e);
@@ -460,6 +465,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             }
         }
         for (id, doc) in swapped {
+            if down.is_none() {
+                down = fenced(self);
+            }
             if let Some(error) = &down {
                 result.insert(id, Committed::Failed(not_tried(error)));
                 continue;

@@ -362,7 +362,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     self.counted(&entry.subject, RetryOutcome::DeadLettered);
                     done.push(key);
                 }
-                Err(Failure::Unavailable(error) | Failure::Contended(error)) if early => {
+                Err(
+                    Failure::Unavailable(error)
+                    | Failure::Contended(error)
+                    | Failure::Fenced(error),
+                ) if early => {
                     // A probe ahead of this record's schedule: not an attempt.
                     self.log(&format!(
                         "[{cid}] PROBE task={task_id} — still failing: {error}"
@@ -374,7 +378,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
                     break;
                 }
-                Err(Failure::Unavailable(error) | Failure::Contended(error)) => {
+                Err(
+                    Failure::Unavailable(error)
+                    | Failure::Contended(error)
+                    | Failure::Fenced(error),
+                ) => {
                     let mut entry = OutboxEntry {
                         claim: None,
                         ..entry

@@ -146,6 +146,10 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         self.defer(msg, &cid, ev.id, error, now)
                     }
                     Err(Failure::Contended(error)) => self.defer(msg, &cid, ev.id, error, now),
+                    Err(Failure::Fenced(reason)) => {
+                        (self.log)(&format!("[{cid}] FENCED task={} — {reason}", ev.id));
+                        Err(StoreError::Other(reason))
+                    }
                 }
             }
         }
@@ -185,6 +189,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         reason: String,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
+        self.fenced_record(cid)?;
         let key = keys::dead_letter(now.millis(), &(self.unique)());
         let record = DeadLetter {
             task_id,
@@ -219,6 +224,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         error: String,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
+        self.fenced_record(cid)?;
         let mut entry = outbox_entry(msg, cid, &task_id, now);
         let delay = entry.backoff.first_failed(now, error.clone());
         let key = self.enqueue(cid, &entry)?;
@@ -242,6 +248,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         behind: i64,
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
+        self.fenced_record(cid)?;
         let entry = outbox_entry(msg, cid, &task_id, now);
         let key = self.enqueue(cid, &entry)?;
         self.counted(msg, EventOutcome::Queued);
@@ -253,6 +260,19 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             correlation_id: cid.to_owned(),
             key,
             behind,
+        })
+    }
+
+    /// [`Writer::fence`] before a local record (dead letter, outbox): after
+    /// the lease another instance records the event, once.
+    fn fenced_record(&self, cid: &str) -> Result<(), StoreError> {
+        self.fence().map_err(|f| {
+            let reason = match f {
+                Failure::Fenced(r) => r,
+                other => format!("{other:?}"),
+            };
+            (self.log)(&format!("[{cid}] FENCED — {reason}"));
+            StoreError::Other(reason)
         })
     }
 

@@ -24,7 +24,9 @@ use std::fmt::Display;
 
 /// A message's place in a JetStream stream (the plugin's own type).
 pub use trigger_nats_core::StreamInfo;
-pub use trigger_nats_core::{DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, STREAM_SEQUENCE_HEADER};
+pub use trigger_nats_core::{
+    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_SEQUENCE_HEADER,
+};
 pub use trigger_nats_macro::nats_component;
 
 /// One NATS message as the plugin delivers it.
@@ -81,6 +83,14 @@ impl Message {
         self.stream
             .map(|s| s.sequence)
             .or_else(|| self.header(STREAM_SEQUENCE_HEADER)?.trim().parse().ok())
+    }
+
+    /// In JetStream mode, the Unix time in milliseconds until which this
+    /// instance surely holds the message (the plugin's lease): after it the
+    /// server may have delivered it to another instance, so a handler must
+    /// not commit the message's effects any more. `None` in core mode.
+    pub fn lease_until_ms(&self) -> Option<u64> {
+        self.header(LEASE_HEADER)?.trim().parse().ok()
     }
 
     /// How many times it has been delivered, from [`Message::stream`] or
