@@ -13,7 +13,7 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-he
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude bench-hello-p3-kv --exclude tasks-cf-kv
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
@@ -23,6 +23,7 @@ help:
 	@echo "make plugin  install the trigger-cron plugin and build + install this tree's trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make stop    stop the nats-server make nats started (.spin/nats-server.pid), nothing else"
+	@echo "make test-chaos SEEDS=N  the history checker (tests/e2e-chaos.sh) over seeds 1..N, faults injected"
 	@echo "make test-cloudflare  the Cloudflare KV client against Cloudflare's emulator (miniflare), direct and behind cf-fault-proxy"
 	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline), retry (order-check cost, outbox drain),"
 	@echo "             Cloudflare, change stream (200 clients) and counting-cost benchmarks"
@@ -93,6 +94,11 @@ test-e2e: build plugin
 # Scale-out (3-node NATS cluster, Redis, 3 instances; about 6 minutes), also part of make test.
 test-cluster: build plugin
 	tests/e2e-cluster.sh
+
+# The history checker over many seeds (make test runs seeds 1-3): make test-chaos SEEDS=20
+SEEDS ?= 20
+test-chaos: build plugin
+	CHAOS_SEEDS="$$(seq -s ' ' 1 $(SEEDS))" tests/e2e-chaos.sh
 
 # The long property run (about 10 minutes on 2 cores); not part of make test.
 test-properties-long:

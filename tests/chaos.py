@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""The history checker of tests/e2e-chaos.sh: a seeded random history of task events,
+published to JetStream with an independent client (PyPI nats-py), and a check of what the
+app made of it against a model of what it should have made.
+
+  chaos.py publish --server URL --seed S --events N --prefix P --history FILE [--rate R]
+  chaos.py check --base URL --history FILE --token T [--timeout S]
+
+publish: N events over about N/12 tasks: creates, updates, deletes, creates of existing and
+of deleted tasks (re-creates), updates of deleted tasks, in a random order per task; each
+task's events go out one after another (each awaits the stream's acknowledgement), tasks
+interleave. Among them, stray events on subjects the stream stores but the writer cannot use
+(`tasks.<kind>.x`, `tasks.other`), malformed payloads, and valid events carrying a forged
+`spin-nats-stream-sequence` header. Every event has a `Nats-Msg-Id`, so a publish that failed
+(the server died) is sent again, for up to 120 s, and the stream stores it once. --rate
+spreads the publishing over time, so the faults the suite injects land in the middle of it.
+The history (every event, in publish order per task) goes to FILE.
+
+check: the model applies each task's events in order (a create makes version 1, or + 1 over
+an existing task; an update + 1, or a dead letter when the task does not exist; a delete
+removes it). It waits until every task reads back (GET /api/tasks/<id>) as the model says, or
+--timeout passes, then names every anomaly:
+  missing      the model has the task, the app does not (an event lost);
+  resurrected  the app has a task the model deleted;
+  lost         the app is behind the model (version lower: an update lost);
+  doubled      the app is past the model (version higher: an event applied twice);
+  reordered    same version, other title or status (events applied out of order);
+and compares the run's dead letters (GET /api/dead-letters) with the events that must be
+dead letters, each exactly once. Exits 1 on any anomaly.
+"""
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+
+STATUSES = ["pending", "in_progress", "completed", "cancelled"]
+
+
+def history(seed: int, events: int, prefix: str) -> list:
+    """The events, in one global publish order that keeps each task's order."""
+    rng = random.Random(seed)
+    tasks = max(1, events // 12)
+    per_task = {f"{prefix}{i:05d}": [] for i in range(tasks)}
+    ids = list(per_task)
+    alive = dict.fromkeys(ids, False)
+    strays = []
+    for n in range(events):
+        roll = rng.random()
+        if roll < 0.02:
+            kind = rng.choice(["created", "updated", "deleted"])
+            tid = rng.choice(ids)
+            strays.append({"subject": rng.choice([f"tasks.{kind}.x", "tasks.other"]),
+                           "payload": json.dumps({"id": tid, "title": f"{tid} stray{n}"}),
+                           "expect": "dead"})
+            continue
+        if roll < 0.03:
+            strays.append({"subject": "tasks.created", "payload": "{oops " + prefix + str(n),
+                           "expect": "dead"})
+            continue
+        tid = rng.choice(ids)
+        evs = per_task[tid]
+        k = len(evs) + 1
+        if not evs:
+            kind = "created"
+        elif alive[tid]:
+            kind = rng.choices(["updated", "deleted", "created"], weights=[75, 10, 15])[0]
+        else:
+            kind = rng.choices(["created", "updated", "deleted"], weights=[75, 20, 5])[0]
+        alive[tid] = kind != "deleted"
+        ev = {"task": tid, "k": k, "subject": f"tasks.{kind}"}
+        body = {"id": tid}
+        if kind != "deleted":
+            body["title"] = f"{tid} e{k}"
+            if rng.random() < 0.3:
+                body["status"] = rng.choice(STATUSES)
+        ev["body"] = body
+        ev["forged"] = rng.random() < 0.05
+        evs.append(ev)
+    # One global order: a random interleaving of the tasks' sequences, strays among them.
+    queues = [list(v) for v in per_task.values() if v] + [[s] for s in strays]
+    order = []
+    while queues:
+        i = rng.randrange(len(queues))
+        order.append(queues[i].pop(0))
+        if not queues[i]:
+            queues.pop(i)
+    return order
+
+
+def model(events: list):
+    """(final state per task: None or (version, title, status), events that must be dead letters)."""
+    state, dead = {}, []
+    for ev in events:
+        if "task" not in ev:
+            dead.append(ev)
+            continue
+        tid, kind, body = ev["task"], ev["subject"].split(".")[1], ev["body"]
+        cur = state.get(tid)
+        if kind == "deleted":
+            state[tid] = None
+        elif kind == "created":
+            if cur is None:
+                state[tid] = (1, body["title"], body.get("status", "pending"))
+            else:
+                state[tid] = (cur[0] + 1, body["title"], body.get("status", cur[2]))
+        elif cur is None:
+            dead.append(ev)
+        else:
+            state[tid] = (cur[0] + 1, body["title"], body.get("status", cur[2]))
+    return state, dead
+
+
+async def publish(args) -> int:
+    import nats
+
+    events = history(args.seed, args.events, args.prefix)
+    with open(args.history, "w") as f:
+        json.dump({"seed": args.seed, "prefix": args.prefix, "events": events}, f)
+    nc = await nats.connect(servers=args.server.split(","), max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2, connect_timeout=2)
+    js = nc.jetstream(timeout=5)
+    # Each task's events in order: one lane per task, a bounded number of lanes at once.
+    lanes, order = {}, []
+    for i, ev in enumerate(events):
+        key = ev.get("task", f"stray-{i}")
+        lanes.setdefault(key, []).append((i, ev))
+        if key not in order:
+            order.append(key)
+    gate = asyncio.Semaphore(32)
+    interval = 1.0 / args.rate if args.rate else 0.0
+    next_slot = [time.monotonic()]
+    failed = [0]
+    done = [0]
+
+    async def one(i: int, ev: dict) -> None:
+        if interval:
+            slot = next_slot[0] = max(next_slot[0] + interval, time.monotonic())
+            await asyncio.sleep(max(0.0, slot - time.monotonic()))
+        if "task" in ev:
+            subject, payload = ev["subject"], json.dumps(ev["body"]).encode()
+        else:
+            subject, payload = ev["subject"], ev["payload"].encode()
+        headers = {"Nats-Msg-Id": f"{args.prefix}{i}"}
+        if ev.get("forged"):
+            headers["spin-nats-stream-sequence"] = "18446744073709551615"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                await js.publish(subject, payload, headers=headers)
+                done[0] += 1
+                return
+            except Exception as e:  # the server died or is electing: send it again
+                if time.monotonic() > deadline:
+                    print(f"not acknowledged after 120 s: {subject} #{i}: {e}", file=sys.stderr)
+                    failed[0] += 1
+                    return
+                await asyncio.sleep(0.2)
+
+    async def lane(key: str) -> None:
+        async with gate:
+            for i, ev in lanes[key]:
+                await one(i, ev)
+
+    started = time.monotonic()
+    await asyncio.gather(*(lane(k) for k in order))
+    await nc.drain()
+    print(f"published {done[0]} of {len(events)} events in {time.monotonic() - started:.1f} s"
+          f" ({failed[0]} not acknowledged)")
+    return 1 if failed[0] else 0
+
+
+def get_json(url: str, token: str = ""):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def read_tasks(base: str, ids) -> dict:
+    out = {}
+    for tid in ids:
+        status, body = get_json(f"{base}/api/tasks/{tid}")
+        if status == 200:
+            out[tid] = (body["version"], body["title"], body["status"])
+        elif status == 404:
+            out[tid] = None
+        else:
+            out[tid] = ("error", status)
+    return out
+
+
+def anomalies(want: dict, have: dict) -> dict:
+    kinds = {k: [] for k in ["missing", "resurrected", "lost", "doubled", "reordered", "unreadable"]}
+    for tid, w in want.items():
+        h = have.get(tid)
+        if isinstance(h, tuple) and h and h[0] == "error":
+            kinds["unreadable"].append((tid, h[1]))
+        elif w is None and h is not None:
+            kinds["resurrected"].append((tid, h))
+        elif w is not None and h is None:
+            kinds["missing"].append((tid, w))
+        elif w is None:
+            continue
+        elif h[0] < w[0]:
+            kinds["lost"].append((tid, w, h))
+        elif h[0] > w[0]:
+            kinds["doubled"].append((tid, w, h))
+        elif h != w:
+            kinds["reordered"].append((tid, w, h))
+    return kinds
+
+
+def dead_letters(base: str, token: str, prefix: str) -> list:
+    found, cursor = [], None
+    while True:
+        url = f"{base}/api/dead-letters?limit=100" + (f"&cursor={cursor}" if cursor else "")
+        status, page = get_json(url, token)
+        if status != 200:
+            raise SystemExit(f"GET /api/dead-letters answered {status}")
+        for d in page["deadLetters"]:
+            if prefix in d.get("payload", ""):
+                found.append(d)
+        cursor = page.get("nextCursor")
+        if not cursor:
+            return found
+
+
+def check(args) -> int:
+    run = json.load(open(args.history))
+    want, dead = model(run["events"])
+    ids = sorted(want)
+    deadline = time.monotonic() + args.timeout
+    started = time.monotonic()
+    while True:
+        have = read_tasks(args.base, ids)
+        found = anomalies(want, have)
+        if not any(found.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    settled = time.monotonic() - started
+    letters = dead_letters(args.base, args.token, run["prefix"])
+    wanted = sorted(ev["payload"] if "payload" in ev else json.dumps(ev["body"]) for ev in dead)
+    got = sorted(d.get("payload", "") for d in letters)
+    # Dead letters keep the payload as published; compare the multisets.
+    extra = list(got)
+    for w in wanted:
+        if w in extra:
+            extra.remove(w)
+    missing = list(wanted)
+    for g in got:
+        if g in missing:
+            missing.remove(g)
+    events = len(run["events"])
+    tasks_alive = sum(1 for v in want.values() if v is not None)
+    print(f"seed {run['seed']}: {events} events, {len(ids)} tasks ({tasks_alive} at the end), "
+          f"{len(dead)} dead letters due; settled in {settled:.1f} s")
+    bad = 0
+    for kind, items in found.items():
+        if items:
+            bad += len(items)
+            print(f"  {kind}: {len(items)}, e.g. {items[:3]}")
+    if missing:
+        bad += len(missing)
+        print(f"  dead letters missing: {len(missing)}, e.g. {missing[:3]}")
+    if extra:
+        bad += len(extra)
+        print(f"  dead letters extra (twice, or not due): {len(extra)}, e.g. {extra[:3]}")
+    print(f"  anomalies: {bad}")
+    return 1 if bad else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("publish")
+    p.add_argument("--server", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--events", type=int, default=3000)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--history", required=True)
+    p.add_argument("--rate", type=float, default=0)
+    c = sub.add_parser("check")
+    c.add_argument("--base", required=True)
+    c.add_argument("--history", required=True)
+    c.add_argument("--token", required=True)
+    c.add_argument("--timeout", type=float, default=120)
+    args = ap.parse_args()
+    if args.cmd == "publish":
+        return asyncio.run(publish(args))
+    return check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The history checker, in the style of Jepsen: for each seed, a random history of task events
+# (tests/chaos.py: creates, updates, deletes, re-creates, updates of deleted tasks, stray
+# subjects, malformed payloads, forged delivery headers) is published to JetStream with
+# acknowledgements and Nats-Msg-Id by an independent client (PyPI nats-py), while faults are
+# injected into the app; then every task is read back through the API and compared with the
+# model, and the dead letters with the events that must be dead letters.
+#
+# On loopback: one nats-server with JetStream, one Redis holding every store
+# (runtime-config.redis.toml's layout), two `spin up` instances of the app as shipped sharing
+# the durable consumer and the stores, with ack_wait_ms 6000 and handler_timeout_ms 2000 so
+# that a pause past ack_wait takes seconds, not a minute. Faults, in a seeded order, while the
+# history is published:
+#   kill9     kill -9 of one instance (its process group), started again 1 s later;
+#   stop      SIGSTOP of one instance for ack_wait + 2 s, then SIGCONT;
+#   nats      kill -9 of nats-server, started again on its store 1 s later;
+#   store     Redis shut down for 5 s, started again on its append-only file.
+#   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 tests/e2e-chaos.sh    (make test-chaos SEEDS=N)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SEEDS=${CHAOS_SEEDS:-1 2 3}
+EVENTS=${CHAOS_EVENTS:-3000}
+# Events per second the publisher keeps to: the faults land in the middle of the history.
+RATE=${CHAOS_RATE:-100}
+ACK_WAIT_MS=6000
+require_spin_and_plugin
+require_tools curl jq python3 nats-server redis-server redis-cli
+python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+
+suite_dirs e2e-chaos
+SPIN_PIDS=() PORTS=() REDIS_PID=""
+cleanup() {
+  local p
+  for p in "${SPIN_PIDS[@]}"; do
+    [[ -n $p ]] || continue
+    kill -CONT -- "-$p" 2>/dev/null
+    SPIN_PID=$p; stop_spin
+  done
+  [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null
+  wait 2>/dev/null
+  stop_all
+}
+on_exit cleanup
+export SPIN_VARIABLE_ADMIN_TOKEN="chaos-$RANDOM$RANDOM$RANDOM$RANDOM"
+build_tools
+
+NATS_PORT=$(free_port)
+start_nats "$NATS_PORT" "$OUT/nats-server.log"
+REDIS_PORT=$(free_port)
+redis_start() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
+    --appendfsync always --save "" >>"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_until 10 redis_up redis-cli -p "$REDIS_PORT"
+}
+redis_start
+write_shared_runtime_config "$WORK" "$REDIS_PORT"
+
+# The app as shipped, with a shorter ack_wait and handler timeout.
+app_manifest jetstream "$WORK/spin.toml"
+python3 - "$WORK/spin.toml" "$ACK_WAIT_MS" <<'PY'
+import re, sys
+p, ack = sys.argv[1], sys.argv[2]
+s = open(p).read()
+for key, value in [("ack_wait_ms", ack), ("handler_timeout_ms", "2000")]:
+    s, n = re.subn(rf"^{key} = \d+$", f"{key} = {value}", s, count=1, flags=re.M)
+    assert n == 1, f"the manifest's {key} line moved"
+open(p, "w").write(s)
+PY
+export SPIN_MANIFEST="$WORK/spin.toml"
+
+# instance I: (re)starts `spin up` instance I on its port.
+instance() {
+  PORTS[$1]=${PORTS[$1]:-$(free_port)}
+  start_spin "$WORK" "${PORTS[$1]}" "$OUT/logs-$1" "state-$1"
+  SPIN_PIDS[$1]=$SPIN_PID; SPIN_PID=""
+  wait_http "http://127.0.0.1:${PORTS[$1]}/health" 60
+  wait_log "$OUT/logs-$1/spin-up.txt" "writer ← tasks" 30
+}
+instance 0
+instance 1
+
+# The faults. Each takes the instance (or server) down and brings it back.
+fault_kill9() {
+  local i=$1
+  kill -KILL -- "-${SPIN_PIDS[$i]}" 2>/dev/null || true
+  sleep 1
+  instance "$i"
+}
+fault_stop() {
+  local i=$1
+  kill -STOP -- "-${SPIN_PIDS[$i]}"
+  sleep $((ACK_WAIT_MS / 1000 + 2))
+  kill -CONT -- "-${SPIN_PIDS[$i]}"
+}
+fault_nats() {
+  kill -KILL "$NATS_PID"
+  wait "$NATS_PID" 2>/dev/null || true
+  sleep 1
+  start_nats "$NATS_PORT" "$OUT/nats-server.log"
+}
+fault_store() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill -KILL "$REDIS_PID"
+  wait "$REDIS_PID" 2>/dev/null || true
+  sleep 5
+  redis_start
+}
+
+total_anomalies=0
+for seed in $SEEDS; do
+  echo "==> seed $seed: $EVENTS events at $RATE/s, faults while they are published"
+  history="$WORK/history-$seed.json"
+  python3 "$ROOT/tests/chaos.py" publish --server "$NATS_URL" --seed "$seed" --events "$EVENTS" \
+    --prefix "s$seed-" --history "$history" --rate "$RATE" >"$OUT/publish-$seed.txt" 2>&1 &
+  publisher=$!
+  # The order of the faults and which instance each hits, from the seed.
+  RANDOM=$seed
+  faults=(kill9 stop nats store)
+  for ((n = ${#faults[@]} - 1; n > 0; n--)); do
+    k=$((RANDOM % (n + 1))); t=${faults[n]}; faults[n]=${faults[k]}; faults[k]=$t
+  done
+  sleep 2
+  for f in "${faults[@]}"; do
+    i=$((RANDOM % 2))
+    echo "       $(date +%T) fault: $f (instance $i)"
+    "fault_$f" "$i"
+    sleep 2
+  done
+  check "seed $seed: every event acknowledged by the stream" wait "$publisher"
+  sed 's/^/       /' "$OUT/publish-$seed.txt"
+  if python3 "$ROOT/tests/chaos.py" check --base "http://127.0.0.1:${PORTS[0]}" --history "$history" \
+    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --timeout 120 >"$OUT/check-$seed.txt" 2>&1; then
+    anomalies=0
+  else
+    anomalies=1
+  fi
+  sed 's/^/       /' "$OUT/check-$seed.txt"
+  check "seed $seed: every task as the model says, every dead letter once" is "$anomalies" 0
+  total_anomalies=$((total_anomalies + anomalies))
+done
+
+summary e2e-chaos
