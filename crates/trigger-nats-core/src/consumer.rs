@@ -58,6 +58,18 @@ pub async fn provision(
     client: &async_nats::Client,
     plan: &Plan,
 ) -> Result<PullConsumer, async_nats::Error> {
+    provision_from(client, plan, None).await
+}
+
+/// [`provision`]; a consumer created here starts at stream sequence
+/// `start` when given (one made again after it was deleted under a
+/// running trigger: from just after what this instance acknowledged, not
+/// the whole stream again).
+async fn provision_from(
+    client: &async_nats::Client,
+    plan: &Plan,
+    start: Option<u64>,
+) -> Result<PullConsumer, async_nats::Error> {
     let js = jetstream::new(client.clone());
     let mut stream = match js.get_stream(&plan.stream).await {
         Ok(s) => s,
@@ -149,7 +161,8 @@ pub async fn provision(
             }
             if !differences.is_empty() {
                 return Err(format!(
-                    "{} differs from the manifest: {}. Change the manifest to match, or remove the consumer (nats consumer rm {} {}) to have it created anew",
+                    "{} differs from the manifest: {}. Change the manifest to match, or remove the consumer (nats consumer rm {} {}) to have it created anew \
+                     (a consumer made at start-up delivers the whole stream again: the component must recognise what it applied, e.g. by stream sequence)",
                     describe(plan),
                     differences.join("; "),
                     plan.stream,
@@ -163,7 +176,10 @@ pub async fn provision(
                 durable_name: Some(want.durable.clone()),
                 filter_subject: want.filter_subject.clone(),
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: match start {
+                    None => DeliverPolicy::All,
+                    Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                },
                 ack_wait: want.ack_wait,
                 max_deliver: want.max_deliver,
                 max_ack_pending: want.max_ack_pending,
@@ -175,8 +191,9 @@ pub async fn provision(
                 .create_consumer(config)
                 .await
                 .map_err(|e| format!("creating {}: {e}", describe(plan)))?;
+            let from = start.map_or_else(String::new, |s| format!(", from stream sequence {s}"));
             log(&format!(
-                "created {} (filter {}, ack_wait {} ms, max_deliver {}, max_ack_pending {})",
+                "created {} (filter {}, ack_wait {} ms, max_deliver {}, max_ack_pending {}{from})",
                 describe(plan),
                 want.filter_subject,
                 want.ack_wait.as_millis(),
@@ -219,7 +236,10 @@ enum Admit {
 
 /// One JetStream entry being served.
 pub(crate) struct Pulling {
+    pub(crate) client: async_nats::Client,
     pub(crate) consumer: PullConsumer,
+    /// The highest stream sequence this instance acknowledged.
+    pub(crate) acked_up_to: std::sync::atomic::AtomicU64,
     pub(crate) plan: Plan,
     pub(crate) sub: Subscription,
     pub(crate) handler: Arc<dyn Handler>,
@@ -262,8 +282,10 @@ impl Pulling {
                     log(&format!("{}: pull failed: {e}; retrying", self.sub.subject));
                     tokio::select! {
                         _ = stop.changed() => break,
-                        _ = tokio::time::sleep(PULL_RETRY) => continue,
+                        _ = tokio::time::sleep(PULL_RETRY) => {}
                     }
+                    self.recheck().await;
+                    continue;
                 }
             };
             let lease = Lease::new(
@@ -303,6 +325,7 @@ impl Pulling {
                         }
                         Some(Err(e)) => {
                             log(&format!("{}: {e}", self.sub.subject));
+                            self.recheck().await;
                             break;
                         }
                         // This pull is done (full or expired).
@@ -608,6 +631,20 @@ impl Pulling {
         }
     }
 
+    /// After a failed pull: the consumer as the manifest wants it, made
+    /// again when it was deleted under the running trigger (from just after
+    /// what this instance acknowledged), checked again when it exists (it
+    /// may have been made again by someone else, with other settings). A
+    /// consumer that differs is not pulled from: the difference is logged
+    /// and the check repeated on the next failure.
+    async fn recheck(&mut self) {
+        let start = self.acked_up_to.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        match provision_from(&self.client, &self.plan, Some(start)).await {
+            Ok(consumer) => self.consumer = consumer,
+            Err(e) => log(&format!("{}: {e}", self.sub.subject)),
+        }
+    }
+
     /// Settles each of `msgs` (see [`Pulling::settle`]), unless the pull's
     /// lease is over: then the server may have delivered them to another
     /// instance, and an acknowledgement from here would free a third one
@@ -638,6 +675,10 @@ impl Pulling {
     /// Acknowledges the message, or hands it back for redelivery at once.
     async fn settle(&self, msg: &jetstream::Message, ok: bool) {
         let kind = if ok { AckKind::Ack } else { AckKind::Nak(None) };
+        if ok {
+            self.acked_up_to
+                .fetch_max(stream_sequence(msg), std::sync::atomic::Ordering::SeqCst);
+        }
         if let Err(e) = msg.ack_with(kind).await {
             log(&format!(
                 "{}: could not settle a message ({e}); it is delivered again after ack_wait",

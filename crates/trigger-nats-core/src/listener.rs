@@ -151,7 +151,9 @@ pub async fn run(
                 sub.component, sub.subject, plan.stream, plan.consumer.durable, plan.batch
             ));
             let pulling = crate::consumer::Pulling {
+                client: client.clone(),
                 consumer,
+                acked_up_to: Default::default(),
                 plan,
                 sub,
                 handler: handler.clone(),

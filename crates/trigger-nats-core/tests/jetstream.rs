@@ -1158,3 +1158,47 @@ async fn an_instance_paused_past_ack_wait_learns_it_lost_its_messages_and_leaves
     b.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consumer_deleted_under_the_trigger_is_made_again_from_where_it_was() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    publish(&server.url(), 5, "before-").await?;
+    assert!(
+        until(5, || rec.payloads().len() >= 5).await,
+        "{:?}",
+        rec.payloads()
+    );
+    // Give the pull time to end and acknowledge them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.get_stream("TASKS")
+        .await?
+        .delete_consumer("spin-tasks-writer")
+        .await?;
+    publish(&server.url(), 5, "after-").await?;
+    assert!(
+        until(15, || rec.payloads().len() >= 10).await,
+        "{:?}",
+        rec.payloads()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("before-{i}"))
+        .chain((0..5).map(|i| format!("after-{i}")))
+        .collect();
+    assert_eq!(
+        rec.payloads(),
+        want,
+        "the new ones once, the old ones not again"
+    );
+    let info = js
+        .get_stream("TASKS")
+        .await?
+        .consumer_info("spin-tasks-writer")
+        .await?;
+    assert_eq!(info.config.max_waiting, 1, "made as the trigger makes it");
+    running.stop().await?;
+    Ok(())
+}
