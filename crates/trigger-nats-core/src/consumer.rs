@@ -240,6 +240,9 @@ pub(crate) struct Pulling {
     pub(crate) consumer: PullConsumer,
     /// The highest stream sequence this instance acknowledged.
     pub(crate) acked_up_to: std::sync::atomic::AtomicU64,
+    /// Why the consumer is not pulled from (it differs from the manifest,
+    /// or could not be looked at), until [`Pulling::recheck`] clears it.
+    pub(crate) refused: Option<String>,
     pub(crate) plan: Plan,
     pub(crate) sub: Subscription,
     pub(crate) handler: Arc<dyn Handler>,
@@ -268,6 +271,14 @@ impl Pulling {
         let mut stopping = false;
         let mut handled = 0usize;
         while !stopping {
+            if self.refused.is_some() {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(PULL_RETRY) => {}
+                }
+                self.recheck().await;
+                continue;
+            }
             let requested = tokio::time::Instant::now();
             let pull = self
                 .consumer
@@ -640,8 +651,23 @@ impl Pulling {
     async fn recheck(&mut self) {
         let start = self.acked_up_to.load(std::sync::atomic::Ordering::SeqCst) + 1;
         match provision_from(&self.client, &self.plan, Some(start)).await {
-            Ok(consumer) => self.consumer = consumer,
-            Err(e) => log(&format!("{}: {e}", self.sub.subject)),
+            Ok(consumer) => {
+                if self.refused.take().is_some() {
+                    log(&format!(
+                        "{}: the consumer is usable again",
+                        self.sub.subject
+                    ));
+                }
+                self.consumer = consumer;
+            }
+            Err(e) => {
+                let why = e.to_string();
+                // Once per reason: it is checked again every second.
+                if self.refused.as_deref() != Some(why.as_str()) {
+                    log(&format!("{}: not pulling: {why}", self.sub.subject));
+                }
+                self.refused = Some(why);
+            }
         }
     }
 

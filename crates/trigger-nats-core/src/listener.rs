@@ -154,6 +154,7 @@ pub async fn run(
                 client: client.clone(),
                 consumer,
                 acked_up_to: Default::default(),
+                refused: None,
                 plan,
                 sub,
                 handler: handler.clone(),

@@ -1202,3 +1202,41 @@ async fn a_consumer_deleted_under_the_trigger_is_made_again_from_where_it_was() 
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consumer_made_again_with_other_settings_is_not_pulled_from() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let stream = js.get_stream("TASKS").await?;
+    stream.delete_consumer("spin-tasks-writer").await?;
+    // Someone makes it again at once, with pulls of many instances at a time.
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("spin-tasks-writer".into()),
+            filter_subject: "tasks.>".into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(5),
+            max_ack_pending: 100,
+            max_waiting: 512,
+            ..Default::default()
+        })
+        .await?;
+    publish(&server.url(), 3, "x-").await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        rec.payloads().is_empty(),
+        "pulled from it: {:?}",
+        rec.payloads()
+    );
+    // Put back as the manifest has it: the trigger takes it up again.
+    stream.delete_consumer("spin-tasks-writer").await?;
+    assert!(
+        until(15, || rec.payloads().len() >= 3).await,
+        "{:?}",
+        rec.payloads()
+    );
+    running.stop().await?;
+    Ok(())
+}
