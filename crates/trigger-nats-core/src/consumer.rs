@@ -336,6 +336,10 @@ impl Pulling {
                         }
                         Some(Err(e)) => {
                             log(&format!("{}: {e}", self.sub.subject));
+                            tokio::select! {
+                                _ = stop.changed() => stopping = true,
+                                _ = tokio::time::sleep(PULL_RETRY) => {}
+                            }
                             self.recheck().await;
                             break;
                         }
