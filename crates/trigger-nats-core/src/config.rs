@@ -100,6 +100,17 @@ pub struct TriggerConfig {
     /// JetStream, creating the stream: most bytes kept (default: no limit).
     #[serde(default)]
     pub stream_max_bytes: Option<i64>,
+    /// JetStream: where a message goes that the component failed on
+    /// `max_attempts` times in a row: published there through JetStream (a
+    /// stream must store the subject) with the reason, then terminated, so
+    /// the messages after it go on. Unset: a failing message is retried
+    /// until it succeeds, holding back the ones after it.
+    #[serde(default)]
+    pub dead_letter_subject: Option<String>,
+    /// JetStream: failed calls of one message before it goes to
+    /// `dead_letter_subject` (default 5; needs `dead_letter_subject`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
     /// JetStream: the stream may store subjects that no entry of this app
     /// takes (another app consumes them). Unset, the trigger refuses to
     /// start when one of the stream's subjects is outside every entry's

@@ -24,7 +24,10 @@ use crate::jetstream::{
 };
 use crate::lease::Lease;
 use crate::plan::Subscription;
-use crate::{DELIVERED_HEADER, STREAM_SEQUENCE_HEADER};
+use crate::{
+    DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SEQUENCE_HEADER, DEAD_LETTER_SUBJECT_HEADER,
+    DELIVERED_HEADER, STREAM_SEQUENCE_HEADER,
+};
 
 /// Pause before pulling again after the handler failed on a message (which
 /// is handed back at once, so the next pull starts with it).
@@ -240,6 +243,9 @@ pub(crate) struct Pulling {
     pub(crate) consumer: PullConsumer,
     /// The highest stream sequence this instance acknowledged.
     pub(crate) acked_up_to: std::sync::atomic::AtomicU64,
+    /// Failed calls in a row, by stream sequence (see
+    /// [`Pulling::dead_letter_if_spent`]).
+    pub(crate) failures: std::collections::HashMap<u64, u32>,
     /// Why the consumer is not pulled from (it differs from the manifest,
     /// or could not be looked at), until [`Pulling::recheck`] clears it.
     pub(crate) refused: Option<String>,
@@ -373,16 +379,25 @@ impl Pulling {
                     stopping |= *stop.borrow();
                 }
                 handled += batch.len();
-                let (ok, back) = self
+                let Split { ok, back, reason } = self
                     .handle_keeping_alive(batch, &done, &mut messages, &mut rest, &lease)
                     .await;
+                for m in &ok {
+                    self.failures.remove(&stream_sequence(m));
+                }
                 done.extend(ok);
                 if !back.is_empty() {
+                    let mut back = back;
+                    if self
+                        .dead_letter_if_spent(&back[0], reason.as_deref().unwrap_or(""), &lease)
+                        .await
+                    {
+                        back.remove(0);
+                    }
                     // The failed message, what followed it, and what this pull
                     // still brings go back together once the pull is over (handed
                     // back sooner, they would come straight back into it), and the
                     // next pull waits, so it starts with the failed message.
-                    let mut back = back;
                     back.append(&mut rest);
                     while let Some(Ok(m)) = messages.next().await {
                         back.push(m);
@@ -576,11 +591,7 @@ impl Pulling {
     /// batches, else one per message, in order) and splits it: the messages
     /// up to the first that failed (to acknowledge), and that one with the
     /// rest (for redelivery, in order).
-    async fn handle(
-        &self,
-        batch: Vec<jetstream::Message>,
-        gate: &LeaseGate<'_>,
-    ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
+    async fn handle(&self, batch: Vec<jetstream::Message>, gate: &LeaseGate<'_>) -> Split {
         let messages = batch.iter().map(to_message).collect();
         let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await;
         let failed = outcomes.iter().position(Result::is_err);
@@ -591,6 +602,7 @@ impl Pulling {
             self.counters.count(outcome);
         }
         let mut batch = batch;
+        let reason = failed.and_then(|i| outcomes[i].as_ref().err().cloned());
         let back = match failed {
             None => Vec::new(),
             Some(i) => {
@@ -605,7 +617,75 @@ impl Pulling {
                 batch.split_off(i)
             }
         };
-        (batch, back)
+        Split {
+            ok: batch,
+            back,
+            reason,
+        }
+    }
+
+    /// Counts a failed call of `msg`; after the entry's `max_attempts` in a
+    /// row, publishes it to its `dead_letter_subject` (awaiting the
+    /// stream's acknowledgement; `Nats-Msg-Id` makes a second attempt store
+    /// it once) and terminates it, so the messages after it go on. Returns
+    /// whether it was dead-lettered.
+    async fn dead_letter_if_spent(
+        &mut self,
+        msg: &jetstream::Message,
+        reason: &str,
+        lease: &Lease,
+    ) -> bool {
+        let Some(spec) = self.plan.dead_letter.clone() else {
+            return false;
+        };
+        let seq = stream_sequence(msg);
+        let failed = self.failures.entry(seq).or_default();
+        *failed += 1;
+        if *failed < spec.max_attempts || lease.expired() {
+            return false;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in header_pairs(msg.headers.as_ref()) {
+            headers.append(name.as_str(), value.as_str());
+        }
+        let msg_id = format!("{}:{}:{seq}", self.plan.stream, self.plan.consumer.durable);
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        headers.insert(DEAD_LETTER_SUBJECT_HEADER, msg.subject.as_str());
+        headers.insert(DEAD_LETTER_SEQUENCE_HEADER, seq.to_string().as_str());
+        // One line, bounded: a header value cannot hold a line break.
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(1024)
+            .collect();
+        headers.insert(DEAD_LETTER_REASON_HEADER, reason.as_str());
+        let js = jetstream::new(self.client.clone());
+        let stored = match js
+            .publish_with_headers(spec.subject.clone(), headers, msg.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            log(&format!(
+                "{}: could not dead-letter stream sequence {seq} to {:?} ({e}; does a stream store that subject?); it is tried again",
+                self.sub.subject, spec.subject
+            ));
+            return false;
+        }
+        if let Err(e) = msg.ack_with(AckKind::Term).await {
+            log(&format!(
+                "{}: dead-lettered stream sequence {seq}, but could not terminate it ({e}): it may come again",
+                self.sub.subject
+            ));
+        }
+        self.failures.remove(&seq);
+        log(&format!(
+            "{}: component {} failed {} times on stream sequence {seq} ({}): dead-lettered to {}, the messages after it go on",
+            self.sub.subject, self.sub.component, spec.max_attempts, msg.subject, spec.subject
+        ));
+        true
     }
 
     /// [`Pulling::handle`], telling the server every third of `ack_wait`
@@ -623,7 +703,7 @@ impl Pulling {
         messages: &mut pull::Batch,
         arrived: &mut Vec<jetstream::Message>,
         lease: &Lease,
-    ) -> (Vec<jetstream::Message>, Vec<jetstream::Message>) {
+    ) -> Split {
         let held: Vec<jetstream::Message> = batch.iter().chain(done).cloned().collect();
         let every = self.plan.consumer.ack_wait / 3;
         let gate = LeaseGate {
@@ -716,6 +796,14 @@ impl Pulling {
             ));
         }
     }
+}
+
+/// A batch after the handler: the messages up to the first that failed,
+/// that one with the rest, and why it failed.
+pub(crate) struct Split {
+    ok: Vec<jetstream::Message>,
+    back: Vec<jetstream::Message>,
+    reason: Option<String>,
 }
 
 /// The lease gate of one guest call: renews the pull's lease over the

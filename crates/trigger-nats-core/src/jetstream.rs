@@ -21,6 +21,8 @@ pub const DEFAULT_ACK_WAIT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_WAIT_MS: u64 = 1_000;
 /// Allowed `max_wait_ms` values.
 const MAX_WAIT_MS: std::ops::RangeInclusive<u64> = 10..=30_000;
+/// Default `max_attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Default `stream_duplicate_window_ms` (the server's own default).
 pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
 /// How long a pull's first message waits for earlier deliveries held by
@@ -76,6 +78,15 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
 }
 
+/// Where a message the component keeps failing on goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterSpec {
+    /// The subject it is published on (a stream must store it).
+    pub subject: String,
+    /// Failed calls in a row before it goes there.
+    pub max_attempts: u32,
+}
+
 /// JetStream settings of one entry, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -91,6 +102,8 @@ pub struct Plan {
     pub stream_filters: Vec<String>,
     /// Another app consumes what this app's entries do not take.
     pub allow_unconsumed_subjects: bool,
+    /// Where a message goes after `max_attempts` failed calls, if anywhere.
+    pub dead_letter: Option<DeadLetterSpec>,
     /// Most messages handed to one guest call.
     pub batch: usize,
     /// Longest one pull waits for messages.
@@ -127,6 +140,8 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             "allow_unconsumed_subjects",
             e.allow_unconsumed_subjects.is_some(),
         ),
+        ("dead_letter_subject", e.dead_letter_subject.is_some()),
+        ("max_attempts", e.max_attempts.is_some()),
         ("stream_subjects", e.stream_subjects.is_some()),
         ("stream_storage", e.stream_storage.is_some()),
         ("stream_replicas", e.stream_replicas.is_some()),
@@ -206,6 +221,35 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             "max_ack_pending ({max_ack_pending}) must be at least batch ({batch})"
         ));
     }
+    let dead_letter = match (&e.dead_letter_subject, e.max_attempts) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err("max_attempts needs dead_letter_subject (where the message goes)".into());
+        }
+        (Some(subject), attempts) => {
+            validate_subject(subject)?;
+            if subject.contains(['*', '>']) {
+                return Err(format!(
+                    "dead_letter_subject {subject:?} must be one subject, without wildcards"
+                ));
+            }
+            if subject_covers(&e.subject, subject) {
+                return Err(format!(
+                    "dead_letter_subject {subject:?} is taken by the entry's own subject {:?}: \
+                     a dead letter would come back to the component",
+                    e.subject
+                ));
+            }
+            let max_attempts = attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+            if max_attempts == 0 {
+                return Err("max_attempts must be at least 1".into());
+            }
+            Some(DeadLetterSpec {
+                subject: subject.clone(),
+                max_attempts,
+            })
+        }
+    };
     let create_stream = match &e.stream_subjects {
         None => {
             let creating = js_only
@@ -267,6 +311,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         },
         stream_filters: vec![e.subject.clone()],
         allow_unconsumed_subjects: e.allow_unconsumed_subjects.unwrap_or(false),
+        dead_letter,
         batch,
         max_wait: Duration::from_millis(max_wait_ms),
     }))
@@ -390,7 +435,19 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let cases: [(TriggerConfig, &str); 11] = [
+        let cases: [(TriggerConfig, &str); 14] = [
+            (
+                js(serde_json::json!({"max_attempts": 3})),
+                "max_attempts needs dead_letter_subject",
+            ),
+            (
+                js(serde_json::json!({"dead_letter_subject": "dlq.*"})),
+                "must be one subject, without wildcards",
+            ),
+            (
+                js(serde_json::json!({"dead_letter_subject": "tasks.dlq"})),
+                "is taken by the entry's own subject",
+            ),
             (
                 serde_json::from_value(
                     serde_json::json!({"component":"w","subject":"a","batch":5}),

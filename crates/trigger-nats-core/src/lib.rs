@@ -52,6 +52,18 @@ pub const STREAM_SEQUENCE_HEADER: &str = "spin-nats-stream-sequence";
 /// plugin's `lease` module).
 pub const LEASE_HEADER: &str = "spin-nats-lease-until-ms";
 
+/// Header of a dead letter the plugin publishes (`dead_letter_subject`):
+/// the subject the message was published on.
+pub const DEAD_LETTER_SUBJECT_HEADER: &str = "spin-nats-dead-letter-subject";
+
+/// Header of a dead letter the plugin publishes: its sequence in the stream
+/// it came from.
+pub const DEAD_LETTER_SEQUENCE_HEADER: &str = "spin-nats-dead-letter-sequence";
+
+/// Header of a dead letter the plugin publishes: the component's last
+/// error (one line, at most 1,024 characters).
+pub const DEAD_LETTER_REASON_HEADER: &str = "spin-nats-dead-letter-reason";
+
 /// Header added to a message taken from a JetStream stream: how many times
 /// it has been delivered (1 the first time).
 pub const DELIVERED_HEADER: &str = "spin-nats-delivered";

@@ -155,6 +155,7 @@ pub async fn run(
                 consumer,
                 acked_up_to: Default::default(),
                 refused: None,
+                failures: Default::default(),
                 plan,
                 sub,
                 handler: handler.clone(),

@@ -1240,3 +1240,59 @@ async fn a_consumer_made_again_with_other_settings_is_not_pulled_from() -> TestR
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_message_the_component_keeps_failing_on_is_dead_lettered_and_the_rest_go_on() -> TestResult
+{
+    let server = JsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.create_stream(jetstream::stream::Config {
+        name: "DLQ".into(),
+        subjects: vec!["dlq.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let sub = js_sub(json!({"dead_letter_subject": "dlq.writer", "max_attempts": 3}));
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Correlation-Id", "cid-poison");
+    js.publish("tasks.created", "a-0".into()).await?.await?;
+    js.publish_with_headers("tasks.created", headers, "fail".into())
+        .await?
+        .await?;
+    publish(&server.url(), 2, "b-").await?;
+    assert!(
+        until(20, || rec.payloads().iter().any(|p| p == "b-1")).await,
+        "{:?}",
+        rec.payloads()
+    );
+    let calls = rec.payloads();
+    assert_eq!(
+        calls,
+        ["a-0", "fail", "fail", "fail", "b-0", "b-1"],
+        "three calls, then the rest in order"
+    );
+    let mut dlq = js.get_stream("DLQ").await?;
+    assert_eq!(dlq.info().await?.state.messages, 1);
+    let letter = dlq.get_raw_message(1).await?;
+    let header = |name: &str| {
+        letter
+            .headers
+            .get(name)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(letter.payload.as_ref(), b"fail");
+    assert_eq!(header("spin-nats-dead-letter-subject"), "tasks.created");
+    assert_eq!(header("spin-nats-dead-letter-sequence"), "2");
+    assert_eq!(
+        header("spin-nats-dead-letter-reason"),
+        "handler refused \"fail\""
+    );
+    assert_eq!(header("X-Correlation-Id"), "cid-poison");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(consumer_counts(&server.url()).await?, (0, 0), "none left");
+    running.stop().await?;
+    Ok(())
+}
