@@ -48,12 +48,6 @@ build_tools
 NATS_PORT=$(free_port)
 start_nats "$NATS_PORT" "$OUT/nats-server.log"
 REDIS_PORT=$(free_port)
-redis_start() {
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
-    --appendfsync always --save "" >>"$OUT/redis.log" 2>&1 &
-  REDIS_PID=$!
-  wait_until 10 redis_up redis-cli -p "$REDIS_PORT"
-}
 redis_start
 write_shared_runtime_config "$WORK" "$REDIS_PORT"
 

@@ -70,12 +70,6 @@ PY
 }
 check "the cluster elects a JetStream leader" wait_until --every 0.5 30 jetstream_ready
 REDIS_PORT=$(free_port)
-redis_start() {
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
-    --appendfsync always --save "" >>"$OUT/redis.log" 2>&1 &
-  REDIS_PID=$!
-  wait_until 10 redis_up redis-cli -p "$REDIS_PORT"
-}
 redis_start
 write_shared_runtime_config "$WORK" "$REDIS_PORT"
 

@@ -322,6 +322,15 @@ outbox() { kv_count "${1:-$WORK}" default 'outbox:%'; }
 outbox_empty() { [[ "$(outbox "$@")" == 0 ]]; }
 # now: the time in seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
+# redis_start: (re)starts a Redis on REDIS_PORT with its append-only file (fsync on every
+# write) in WORK, logging to OUT/redis.log; sets REDIS_PID. A restart finds what it held.
+redis_start() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
+    --appendfsync always --save "" >>"$OUT/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_until 10 redis_up redis-cli -p "$REDIS_PORT"
+}
+
 # redis_up REDIS_CLI...: that redis-cli command line (program and options) gets PONG to a PING.
 redis_up() { grep -q PONG <<<"$("$@" ping 2>/dev/null)"; }
 
