@@ -49,6 +49,7 @@ fn task_from_wit(t: Task) -> domain::Task {
         updated_at: domain::Timestamp(t.updated_at),
         version: t.version,
         stream_seq: None,
+        stream_epoch: None,
     }
 }
 

@@ -8,12 +8,14 @@ pub mod cursor;
 pub mod event;
 pub mod keys;
 pub mod merge;
+pub mod position;
 pub mod read;
 pub mod status;
 pub mod task;
 pub mod time;
 pub mod validate;
 
+pub use position::StreamPos;
 pub use read::{DEFAULT_LIMIT, ListRequest, MAX_LIMIT, Page, ReadError};
 pub use status::Status;
 pub use task::Task;

@@ -20,6 +20,7 @@ pub fn created(existing: Option<&Task>, id: &str, fields: &Fields, now: Timestam
             updated_at: now,
             version: 1,
             stream_seq: None,
+            stream_epoch: None,
         },
     }
 }
@@ -40,5 +41,6 @@ pub fn updated(old: &Task, fields: &Fields, now: Timestamp) -> Task {
         updated_at: now.max(old.updated_at),
         version: old.version + 1,
         stream_seq: old.stream_seq,
+        stream_epoch: old.stream_epoch,
     }
 }

@@ -32,9 +32,18 @@ pub struct Task {
     /// so the API, leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_seq: Option<u64>,
+    /// The epoch of the stream `stream_seq` is in (see
+    /// [`crate::StreamPos`]); stored documents only, like it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u64>,
 }
 
 impl Task {
+    /// Where the last event applied to it stands in its stream, if known.
+    pub fn stream_pos(&self) -> Option<crate::StreamPos> {
+        crate::StreamPos::from_parts(self.stream_seq, self.stream_epoch)
+    }
+
     /// Checks every field against the rules in [`validate`].
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::validate_id(&self.id)?;
@@ -76,6 +85,7 @@ mod tests {
             updated_at: Timestamp(1_795_327_315_000),
             version: 3,
             stream_seq: None,
+            stream_epoch: None,
         }
     }
 

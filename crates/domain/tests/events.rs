@@ -255,6 +255,7 @@ fn stored() -> Task {
         updated_at: Timestamp(2_000),
         version: 4,
         stream_seq: None,
+        stream_epoch: None,
     }
 }
 

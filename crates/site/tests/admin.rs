@@ -82,6 +82,7 @@ fn dead_letter(kv: &MemoryKv, n: i64, payload: &str) -> String {
         errors: vec!["KV PUT failed".into()],
         attempts: 5,
         stream_seq: Some(41),
+        stream_epoch: None,
         ..DeadLetter::new(
             "tasks.created",
             RawPayload::keep(payload.as_bytes()),

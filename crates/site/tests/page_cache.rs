@@ -34,6 +34,7 @@ impl TaskSource for Caching {
                 updated_at: Timestamp(0),
                 version: 1,
                 stream_seq: None,
+                stream_epoch: None,
             }],
             next_cursor: None,
         })

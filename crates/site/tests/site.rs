@@ -71,6 +71,7 @@ fn task(id: &str, title: &str, status: Status) -> Task {
         updated_at: Timestamp(1_795_327_374_123),
         version: 2,
         stream_seq: None,
+        stream_epoch: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn incoming(m: &Message) -> Incoming<'_> {
         header_correlation_id: m.header(CORRELATION_HEADER),
         handler_timed_out_ms: m.handler_timed_out_ms(),
         stream_sequence: m.stream_sequence(),
+        stream_epoch: m.stream_epoch(),
     }
 }
 

@@ -395,6 +395,7 @@ impl Harness {
             header_correlation_id: None,
             handler_timed_out_ms: None,
             stream_sequence: None,
+            stream_epoch: None,
         };
         self.deliver_on(&self.tasks, &msg)
             .expect("the local store works, so every message is recorded")

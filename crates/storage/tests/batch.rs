@@ -22,6 +22,7 @@ fn incoming(msgs: &[Msg]) -> Vec<Incoming<'_>> {
             header_correlation_id: None,
             handler_timed_out_ms: None,
             stream_sequence: *seq,
+            stream_epoch: None,
         })
         .collect()
 }
@@ -363,6 +364,69 @@ fn past_the_delivery_lease_nothing_is_written_or_recorded() {
         let outcomes = batch_on(&h, &h.tasks, &msgs);
         assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
         assert!(h.task("a").is_some() && h.task("old").is_none());
+    }
+}
+
+#[test]
+fn events_of_a_stream_made_again_apply_and_late_ones_of_the_old_stream_do_not() {
+    for batched in [true, false] {
+        let h = Harness::new();
+        // (subject, payload, sequence, epoch)
+        let run = |msgs: &[(&'static str, String, u64, u64)]| {
+            let incoming: Vec<Incoming> = msgs
+                .iter()
+                .map(|(subject, payload, seq, epoch)| Incoming {
+                    subject,
+                    payload: payload.as_bytes(),
+                    header_correlation_id: None,
+                    handler_timed_out_ms: None,
+                    stream_sequence: Some(*seq),
+                    stream_epoch: Some(*epoch),
+                })
+                .collect();
+            if batched {
+                h.with_writer(&h.tasks, |w| w.handle_batch(&incoming))
+            } else {
+                incoming
+                    .iter()
+                    .map(|m| h.with_writer(&h.tasks, |w| w.handle(m)))
+                    .collect()
+            }
+        };
+        let ev = |subject, id: &str, title: &str, seq, epoch| {
+            (
+                subject,
+                json!({"id": id, "title": title}).to_string(),
+                seq,
+                epoch,
+            )
+        };
+        run(&[
+            ev("tasks.created", "a", "a v1", 1, 100),
+            ev("tasks.updated", "a", "a v2", 900, 100),
+            ev("tasks.created", "g", "g", 901, 100),
+            ("tasks.deleted", json!({"id": "g"}).to_string(), 902, 100),
+        ]);
+        // The stream is made again (epoch 200): its sequences start at 1.
+        run(&[
+            ev("tasks.updated", "a", "a v3", 1, 200),
+            ev("tasks.created", "g", "g again", 2, 200),
+        ]);
+        assert_eq!(
+            h.task("a")
+                .map(|t| (t.title, t.version, t.stream_seq, t.stream_epoch)),
+            Some(("a v3".to_owned(), 3, Some(1), Some(200))),
+            "batched: {batched}"
+        );
+        assert_eq!(h.task("g").map(|t| t.title), Some("g again".to_owned()));
+        // A late delivery from the old stream changes nothing.
+        run(&[
+            ev("tasks.updated", "a", "stale", 901, 100),
+            ("tasks.deleted", json!({"id": "g"}).to_string(), 903, 100),
+        ]);
+        assert_eq!(h.task("a").map(|t| t.title), Some("a v3".to_owned()));
+        assert!(h.task("g").is_some(), "batched: {batched}");
+        assert!(h.logged("of an older incarnation of the stream is applied already"));
     }
 }
 

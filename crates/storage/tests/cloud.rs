@@ -200,6 +200,7 @@ impl Stores {
                 header_correlation_id: None,
                 handler_timed_out_ms: None,
                 stream_sequence: None,
+                stream_epoch: None,
             })
         })
         .expect("recorded")
@@ -708,6 +709,7 @@ fn a_batch_on_the_working_copy_flushes_each_task_at_its_last_version() {
             header_correlation_id: None,
             handler_timed_out_ms: None,
             stream_sequence: Some(*seq),
+            stream_epoch: None,
         })
         .collect();
     let (clock, unique, log) = (s.clock(), s.unique(), s.log());

@@ -203,6 +203,7 @@ fn deliver(h: &Harness, subject: &str, payload: serde_json::Value, seq: Option<u
         header_correlation_id: None,
         handler_timed_out_ms: None,
         stream_sequence: seq,
+        stream_epoch: None,
     };
     h.deliver_on(&h.tasks, &msg).expect("recorded");
 }
@@ -295,6 +296,7 @@ fn a_batch_records_the_same_changes_as_one_by_one() {
             header_correlation_id: None,
             handler_timed_out_ms: None,
             stream_sequence: *seq,
+            stream_epoch: None,
         })
         .collect();
     batch.with_writer(&batch.tasks, |w| w.handle_batch(&incoming));

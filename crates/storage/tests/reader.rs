@@ -14,6 +14,7 @@ fn task(id: &str, status: Status) -> Task {
         updated_at: Timestamp(2_000),
         version: 1,
         stream_seq: None,
+        stream_epoch: None,
     }
 }
 

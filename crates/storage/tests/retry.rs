@@ -323,6 +323,7 @@ fn replay_refuses_what_cannot_apply_and_double_replays() {
             errors: vec![],
             attempts: 5,
             stream_seq: None,
+            stream_epoch: None,
             received_at: None,
             at: now,
             replaying: Some(now),
@@ -442,6 +443,7 @@ fn a_message_whose_first_call_hung_is_parked_without_calling_the_store() {
             header_correlation_id: None,
             handler_timed_out_ms: Some(5_000),
             stream_sequence: None,
+            stream_epoch: None,
         })
     });
     assert!(
@@ -473,6 +475,7 @@ fn a_deferred_stream_message_keeps_its_sequence_through_the_outbox() {
         header_correlation_id: None,
         handler_timed_out_ms: None,
         stream_sequence: Some(9),
+        stream_epoch: None,
     };
     let deferred = h.deliver_on(&h.tasks, &msg(r#"{"id":"t-1","title":"A"}"#));
     assert!(
@@ -502,6 +505,7 @@ fn a_replayed_dead_letter_the_task_has_moved_past_is_skipped_and_counted_so() {
         header_correlation_id: None,
         handler_timed_out_ms: None,
         stream_sequence: Some(seq),
+        stream_epoch: None,
     };
     // An update that came before its task: a dead letter that keeps its sequence.
     let early = h.deliver_on(

@@ -28,6 +28,7 @@ fn send_on<T: AtomicKv>(
             header_correlation_id: header,
             handler_timed_out_ms: None,
             stream_sequence: None,
+            stream_epoch: None,
         },
     )
 }
@@ -343,6 +344,7 @@ fn deliver_seq(h: &Harness, subject: &str, payload: &str, seq: u64) -> Handled {
             header_correlation_id: None,
             handler_timed_out_ms: None,
             stream_sequence: Some(seq),
+            stream_epoch: None,
         },
     )
     .expect("recorded")

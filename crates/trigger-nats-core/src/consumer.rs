@@ -26,7 +26,7 @@ use crate::lease::Lease;
 use crate::plan::Subscription;
 use crate::{
     DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SEQUENCE_HEADER, DEAD_LETTER_SUBJECT_HEADER,
-    DELIVERED_HEADER, STREAM_SEQUENCE_HEADER,
+    DELIVERED_HEADER, STREAM_EPOCH_HEADER, STREAM_SEQUENCE_HEADER,
 };
 
 /// Pause before pulling again after the handler failed on a message (which
@@ -61,18 +61,19 @@ pub async fn provision(
     client: &async_nats::Client,
     plan: &Plan,
 ) -> Result<PullConsumer, async_nats::Error> {
-    provision_from(client, plan, None).await
+    Ok(provision_from(client, plan, None).await?.0)
 }
 
-/// [`provision`]; a consumer created here starts at stream sequence
-/// `start` when given (one made again after it was deleted under a
+/// [`provision`], with the stream's epoch; a consumer created here starts
+/// at the stream sequence of `resume` (epoch, sequence) when the stream is
+/// still that incarnation (one made again after it was deleted under a
 /// running trigger: from just after what this instance acknowledged, not
-/// the whole stream again).
+/// the whole stream again); in a stream made again, from its start.
 async fn provision_from(
     client: &async_nats::Client,
     plan: &Plan,
-    start: Option<u64>,
-) -> Result<PullConsumer, async_nats::Error> {
+    resume: Option<(u64, u64)>,
+) -> Result<(PullConsumer, u64), async_nats::Error> {
     let js = jetstream::new(client.clone());
     let mut stream = match js.get_stream(&plan.stream).await {
         Ok(s) => s,
@@ -135,6 +136,8 @@ async fn provision_from(
             return Err(unconsumed_error(&plan.stream, &missing, &plan.stream_filters).into());
         }
     }
+    let epoch = epoch_of(stream.cached_info());
+    let start = resume.filter(|(e, _)| *e == epoch).map(|(_, s)| s);
     let want = &plan.consumer;
     match stream.consumer_info(&want.durable).await {
         Ok(info) => {
@@ -206,10 +209,25 @@ async fn provision_from(
         }
         Err(e) => return Err(format!("looking up {}: {e}", describe(plan)).into()),
     }
-    Ok(stream
+    let consumer = stream
         .get_consumer::<pull::Config>(&want.durable)
         .await
-        .map_err(|e| format!("opening {}: {e}", describe(plan)))?)
+        .map_err(|e| format!("opening {}: {e}", describe(plan)))?;
+    Ok((consumer, epoch))
+}
+
+/// The stream's epoch: when it was made, in Unix nanoseconds.
+fn epoch_of(info: &stream::Info) -> u64 {
+    u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0)
+}
+
+/// The consumer of `plan` and its stream's epoch, as [`provision`] makes
+/// them ready.
+pub(crate) async fn provision_with_epoch(
+    client: &async_nats::Client,
+    plan: &Plan,
+) -> Result<(PullConsumer, u64), async_nats::Error> {
+    provision_from(client, plan, None).await
 }
 
 /// Whether a stream lookup failed because the stream does not exist.
@@ -241,6 +259,8 @@ enum Admit {
 pub(crate) struct Pulling {
     pub(crate) client: async_nats::Client,
     pub(crate) consumer: PullConsumer,
+    /// The stream's epoch (see [`crate::STREAM_EPOCH_HEADER`]).
+    pub(crate) epoch: u64,
     /// The highest stream sequence this instance acknowledged.
     pub(crate) acked_up_to: std::sync::atomic::AtomicU64,
     /// Failed calls in a row, by stream sequence (see
@@ -592,7 +612,7 @@ impl Pulling {
     /// up to the first that failed (to acknowledge), and that one with the
     /// rest (for redelivery, in order).
     async fn handle(&self, batch: Vec<jetstream::Message>, gate: &LeaseGate<'_>) -> Split {
-        let messages = batch.iter().map(to_message).collect();
+        let messages = batch.iter().map(|m| to_message(m, self.epoch)).collect();
         let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await;
         let failed = outcomes.iter().position(Result::is_err);
         for outcome in outcomes
@@ -734,8 +754,17 @@ impl Pulling {
     /// and the check repeated on the next failure.
     async fn recheck(&mut self) {
         let start = self.acked_up_to.load(std::sync::atomic::Ordering::SeqCst) + 1;
-        match provision_from(&self.client, &self.plan, Some(start)).await {
-            Ok(consumer) => {
+        match provision_from(&self.client, &self.plan, Some((self.epoch, start))).await {
+            Ok((consumer, epoch)) => {
+                if epoch != self.epoch {
+                    log(&format!(
+                        "{}: stream {:?} was made again (epoch {} → {epoch}): its sequences start again",
+                        self.sub.subject, self.plan.stream, self.epoch
+                    ));
+                    self.epoch = epoch;
+                    self.acked_up_to
+                        .store(0, std::sync::atomic::Ordering::SeqCst);
+                }
                 if self.refused.take().is_some() {
                     log(&format!(
                         "{}: the consumer is usable again",
@@ -843,7 +872,7 @@ fn in_stream_order(msgs: &mut [jetstream::Message]) {
 
 /// The message as the handler sees it: subject, payload, headers, plus the
 /// stream sequence and delivery count as headers.
-fn to_message(msg: &jetstream::Message) -> Message {
+fn to_message(msg: &jetstream::Message, epoch: u64) -> Message {
     let mut headers = header_pairs(msg.headers.as_ref());
     let stream = msg.info().ok().map(|info| StreamInfo {
         sequence: info.stream_sequence,
@@ -852,6 +881,7 @@ fn to_message(msg: &jetstream::Message) -> Message {
     });
     if let Some(info) = &stream {
         headers.push((STREAM_SEQUENCE_HEADER.to_owned(), info.sequence.to_string()));
+        headers.push((STREAM_EPOCH_HEADER.to_owned(), epoch.to_string()));
         headers.push((DELIVERED_HEADER.to_owned(), info.delivered.to_string()));
     }
     Message {

@@ -30,7 +30,8 @@ pub use inflight::InFlight;
 pub use plan::Subscription;
 
 /// Prefix of the headers the plugin sets ([`HANDLER_TIMEOUT_HEADER`],
-/// [`STREAM_SEQUENCE_HEADER`], [`DELIVERED_HEADER`], [`LEASE_HEADER`]); a publisher's headers
+/// [`STREAM_SEQUENCE_HEADER`], [`STREAM_EPOCH_HEADER`], [`DELIVERED_HEADER`],
+/// [`LEASE_HEADER`]); a publisher's headers
 /// under it are dropped before a component sees the message, in both modes.
 pub const RESERVED_HEADER_PREFIX: &str = "spin-nats-";
 
@@ -63,6 +64,12 @@ pub const DEAD_LETTER_SEQUENCE_HEADER: &str = "spin-nats-dead-letter-sequence";
 /// Header of a dead letter the plugin publishes: the component's last
 /// error (one line, at most 1,024 characters).
 pub const DEAD_LETTER_REASON_HEADER: &str = "spin-nats-dead-letter-reason";
+
+/// Header added to a message taken from a JetStream stream: the stream's
+/// epoch, the time it was made in Unix nanoseconds. A stream deleted and
+/// made again starts its sequences again; the epoch tells the incarnations
+/// apart, so a component comparing sequences compares (epoch, sequence).
+pub const STREAM_EPOCH_HEADER: &str = "spin-nats-stream-epoch";
 
 /// Header added to a message taken from a JetStream stream: how many times
 /// it has been delivered (1 the first time).

@@ -145,7 +145,7 @@ pub async fn run(
             failed: failed.clone(),
         };
         if let Some(plan) = sub.jetstream.clone() {
-            let consumer = crate::consumer::provision(&client, &plan).await?;
+            let (consumer, epoch) = crate::consumer::provision_with_epoch(&client, &plan).await?;
             log(&format!(
                 "{} ← {} (JetStream: stream {}, durable consumer {}, batch {})",
                 sub.component, sub.subject, plan.stream, plan.consumer.durable, plan.batch
@@ -153,6 +153,7 @@ pub async fn run(
             let pulling = crate::consumer::Pulling {
                 client: client.clone(),
                 consumer,
+                epoch,
                 acked_up_to: Default::default(),
                 refused: None,
                 failures: Default::default(),

@@ -19,7 +19,8 @@ use trigger_nats_core::consumer::provision;
 use trigger_nats_core::listener::{self, HandlerFuture, Message};
 use trigger_nats_core::plan::{self, Subscription};
 use trigger_nats_core::{
-    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_SEQUENCE_HEADER,
+    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_EPOCH_HEADER,
+    STREAM_SEQUENCE_HEADER,
 };
 
 fn unix_ms() -> u64 {
@@ -941,6 +942,7 @@ async fn a_publisher_cannot_set_the_plugins_delivery_headers() -> TestResult {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(STREAM_SEQUENCE_HEADER, "18446744073709551615");
     headers.insert("Spin-Nats-Delivered", "99");
+    headers.insert(STREAM_EPOCH_HEADER, "1");
     headers.insert(HANDLER_TIMEOUT_HEADER, "5000");
     headers.insert("X-Correlation-Id", "cid-1");
     js.publish_with_headers("tasks.created", headers, "forged".into())
@@ -955,9 +957,19 @@ async fn a_publisher_cannot_set_the_plugins_delivery_headers() -> TestResult {
     let lower: Vec<(String, String)> = seen
         .headers
         .iter()
-        .filter(|(n, _)| n != LEASE_HEADER)
+        .filter(|(n, _)| n != LEASE_HEADER && n != STREAM_EPOCH_HEADER)
         .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
         .collect();
+    let epochs: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(STREAM_EPOCH_HEADER))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        epochs.len() == 1 && epochs[0] != "1",
+        "the stream's own epoch only: {epochs:?}"
+    );
     let lease = seen
         .headers
         .iter()
@@ -1293,6 +1305,78 @@ async fn a_message_the_component_keeps_failing_on_is_dead_lettered_and_the_rest_
     assert_eq!(header("X-Correlation-Id"), "cid-poison");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(consumer_counts(&server.url()).await?, (0, 0), "none left");
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_made_again_is_told_apart_by_its_epoch() -> TestResult {
+    let server = JsServer::start();
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), js_sub(json!({})), rec.handler()).await?;
+    publish(&server.url(), 3, "old-").await?;
+    assert!(
+        until(5, || rec.payloads().len() >= 3).await,
+        "{:?}",
+        rec.payloads()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An operator deletes the stream and makes it again: sequences start at 1.
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.delete_stream("TASKS").await?;
+    stream_by_hand(&server.url()).await?;
+    publish(&server.url(), 3, "new-").await?;
+    assert!(
+        until(15, || rec.payloads().len() >= 6).await,
+        "{:?}",
+        rec.payloads()
+    );
+    let seen = rec
+        .seen
+        .lock()
+        .map(|s| s.clone())
+        .map_err(|e| e.to_string())?;
+    let header = |m: &Message, name: &str| {
+        m.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let at: Vec<(String, String, String)> = seen
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.payload).into_owned(),
+                header(m, STREAM_SEQUENCE_HEADER),
+                header(m, STREAM_EPOCH_HEADER),
+            )
+        })
+        .collect();
+    let epochs: Vec<&str> = at.iter().map(|(_, _, e)| e.as_str()).collect();
+    assert!(
+        epochs[..3].iter().all(|e| *e == epochs[0]) && epochs[3..].iter().all(|e| *e == epochs[3]),
+        "{at:?}"
+    );
+    assert!(
+        epochs[3].parse::<u64>()? > epochs[0].parse::<u64>()?,
+        "the new stream's epoch is later: {at:?}"
+    );
+    let payloads: Vec<(&str, &str)> = at
+        .iter()
+        .map(|(p, s, _)| (p.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            ("old-0", "1"),
+            ("old-1", "2"),
+            ("old-2", "3"),
+            ("new-0", "1"),
+            ("new-1", "2"),
+            ("new-2", "3")
+        ]
+    );
     running.stop().await?;
     Ok(())
 }

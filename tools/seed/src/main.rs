@@ -40,6 +40,7 @@ fn build(p: Partial, at: Timestamp) -> anyhow::Result<Task> {
         updated_at: at,
         version: 1,
         stream_seq: None,
+        stream_epoch: None,
     })
 }
 

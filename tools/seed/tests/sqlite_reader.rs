@@ -28,6 +28,7 @@ fn reader_pages_over_sqlite_and_stores_its_index_locally() -> anyhow::Result<()>
             updated_at: Timestamp(0),
             version: 1,
             stream_seq: None,
+            stream_epoch: None,
         };
         pairs.push((keys::task(&t.id), t.to_json()));
     }

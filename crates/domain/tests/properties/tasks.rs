@@ -48,6 +48,7 @@ fn valid_task() -> impl Strategy<Value = Task> {
                 updated_at: Timestamp(updated),
                 version,
                 stream_seq: None,
+                stream_epoch: None,
             },
         )
 }

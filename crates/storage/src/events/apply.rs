@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use tasks_domain::event::{Event, EventKind};
-use tasks_domain::{Task, Timestamp, keys, merge};
+use tasks_domain::{StreamPos, Task, Timestamp, keys, merge};
 
 use crate::events::tombstone::{self, Tombstone};
 use crate::feed::{Change, Journal};
@@ -84,7 +84,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         ev: &Event,
         cid: &str,
         now: Timestamp,
-        seq: Option<u64>,
+        seq: Option<StreamPos>,
     ) -> Result<bool, Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
@@ -129,7 +129,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 }
             };
             let gone = match (&existing, seq) {
-                (None, Some(_)) => self.tombstone_seq(cid, &ev.id)?,
+                (None, Some(_)) => self.tombstone_pos(cid, &ev.id)?,
                 _ => None,
             };
             if self.applied_already(ev, cid, seq, existing.as_ref(), gone) {
@@ -191,24 +191,30 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         &self,
         ev: &Event,
         cid: &str,
-        seq: Option<u64>,
+        seq: Option<StreamPos>,
         existing: Option<&Task>,
-        gone: Option<u64>,
+        gone: Option<StreamPos>,
     ) -> bool {
         let last = match existing {
-            Some(t) => t.stream_seq,
+            Some(t) => t.stream_pos(),
             None => gone,
         };
-        let Some((seq, last)) = seq.zip(last) else {
+        let Some((pos, last)) = seq.zip(last) else {
             return false;
         };
-        if seq > last {
+        if !pos.at_or_before(last) {
             return false;
         }
-        let why = if existing.is_some() {
-            format!("stream sequence {seq} is applied already (last {last})")
+        let (seq, last_seq) = (pos.seq, last.seq);
+        let across = if pos.epoch != last.epoch && pos.epoch.is_some() && last.epoch.is_some() {
+            " of an older incarnation of the stream"
         } else {
-            format!("stream sequence {seq} is older than the task's delete (at {last})")
+            ""
+        };
+        let why = if existing.is_some() {
+            format!("stream sequence {seq}{across} is applied already (last {last_seq})")
+        } else {
+            format!("stream sequence {seq}{across} is older than the task's delete (at {last_seq})")
         };
         (self.log)(&format!(
             "[{cid}] SKIP {} task={} — {why}",
@@ -227,7 +233,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         &self,
         ev: &Event,
         cid: &str,
-        seq: u64,
+        seq: StreamPos,
         now: Timestamp,
     ) -> Result<bool, Failure> {
         let key = keys::task(&ev.id);
@@ -242,7 +248,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .next()
             .flatten()
             .and_then(|b| Task::from_json(&b).ok());
-        let gone = Tombstone::seq_of(found.next().flatten().as_deref());
+        let gone = Tombstone::pos_of(found.next().flatten().as_deref());
         if self.applied_already(ev, cid, Some(seq), existing.as_ref(), gone) {
             return Ok(false);
         }
@@ -258,15 +264,15 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         Ok(true)
     }
 
-    /// The stream sequence of task `id`'s tombstone, if it has one.
-    fn tombstone_seq(&self, cid: &str, id: &str) -> Result<Option<u64>, Failure> {
+    /// Where task `id`'s delete stood in its stream, if it has a tombstone.
+    fn tombstone_pos(&self, cid: &str, id: &str) -> Result<Option<StreamPos>, Failure> {
         let key = keys::tombstone(id);
         let start = Instant::now();
         let found = self
             .tasks
             .get(&key)
             .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
-        Ok(Tombstone::seq_of(found.as_deref()))
+        Ok(Tombstone::pos_of(found.as_deref()))
     }
 
     /// With `verify_writes`, reads `key` back and logs whether it holds
@@ -367,13 +373,16 @@ pub(super) fn merged(
     ev: &Event,
     existing: Option<&Task>,
     now: Timestamp,
-    seq: Option<u64>,
+    seq: Option<StreamPos>,
 ) -> Result<Task, String> {
     let mut next = match (ev.kind, existing) {
         (EventKind::Updated, None) => return Err(format!("update of unknown task {:?}", ev.id)),
         (EventKind::Updated, Some(old)) => merge::updated(old, &ev.fields, now),
         _ => merge::created(existing, &ev.id, &ev.fields, now),
     };
-    next.stream_seq = seq.or(next.stream_seq);
+    if let Some(pos) = seq {
+        next.stream_seq = Some(pos.seq);
+        next.stream_epoch = pos.epoch;
+    }
     Ok(next)
 }

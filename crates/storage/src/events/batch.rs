@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tasks_domain::event::{self, Event, EventKind};
-use tasks_domain::{Task, Timestamp, keys};
+use tasks_domain::{StreamPos, Task, Timestamp, keys};
 
 use crate::counts::EventOutcome;
 use crate::events::apply::{Failure, Writer, change, merged};
@@ -65,9 +65,9 @@ struct Fold {
     changed: bool,
     /// The sequence of its tombstone, as read or left by a delete of the
     /// batch.
-    gone: Option<u64>,
+    gone: Option<StreamPos>,
     /// A tombstone to write (a delete of the batch with a sequence).
-    tombstone: Option<u64>,
+    tombstone: Option<StreamPos>,
 }
 
 /// How a task's commit went.
@@ -126,7 +126,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 };
                 let mut gones = gones.into_iter();
                 docs.into_iter()
-                    .map(|d| (d, Tombstone::seq_of(gones.next().flatten().as_deref())))
+                    .map(|d| (d, Tombstone::pos_of(gones.next().flatten().as_deref())))
                     .collect::<Vec<_>>()
             }
             Err(e) => {
@@ -174,7 +174,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     Some(fold) => {
                         let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
                         (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
-                        match self.fold(fold, ev, &cid, now, msg.stream_sequence) {
+                        match self.fold(fold, ev, &cid, now, msg.stream_pos()) {
                             Ok(change) => {
                                 fold.events.push(i);
                                 Plan::Apply {
@@ -285,7 +285,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         ev: &Event,
         cid: &str,
         now: Timestamp,
-        seq: Option<u64>,
+        seq: Option<StreamPos>,
     ) -> Result<Option<Change>, String> {
         if self.applied_already(ev, cid, seq, fold.state.as_ref(), fold.gone) {
             return Ok(None);

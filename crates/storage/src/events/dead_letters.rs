@@ -75,6 +75,9 @@ pub struct DeadLetter {
     /// applied over newer state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_seq: Option<u64>,
+    /// The epoch of that stream ([`tasks_domain::StreamPos`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u64>,
     /// When the event first arrived, when it differs from `at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<Timestamp>,
@@ -110,6 +113,7 @@ impl DeadLetter {
             errors: Vec::new(),
             attempts: 0,
             stream_seq: None,
+            stream_epoch: None,
             received_at: None,
             at,
             replaying: None,

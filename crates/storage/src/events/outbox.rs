@@ -48,6 +48,9 @@ pub struct OutboxEntry {
     /// Its sequence in a JetStream stream, if it came from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_seq: Option<u64>,
+    /// The epoch of that stream ([`tasks_domain::StreamPos`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u64>,
     /// The retrier run working on this record (and the task's records
     /// behind it), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,7 @@ impl OutboxEntry {
             backoff: Backoff::due(received_at),
             received_at,
             stream_seq: None,
+            stream_epoch: None,
             claim: None,
         }
     }
@@ -93,6 +97,7 @@ impl OutboxEntry {
             errors: self.backoff.errors.clone(),
             attempts: self.backoff.retries,
             stream_seq: self.stream_seq,
+            stream_epoch: self.stream_epoch,
             received_at: Some(self.received_at),
             ..DeadLetter::new(
                 &self.subject,
@@ -198,6 +203,7 @@ pub fn replay_dead_letter<L: AtomicKv>(
     );
     entry.backoff.next_attempt_at = now;
     entry.stream_seq = record.stream_seq;
+    entry.stream_epoch = record.stream_epoch;
     let outbox_key = enqueue(local, &entry)?;
     local.delete_many(vec![key])?;
     Ok(outbox_key)

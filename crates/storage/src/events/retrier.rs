@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tasks_domain::{Timestamp, event, keys};
+use tasks_domain::{StreamPos, Timestamp, event, keys};
 
 use crate::backoff::{MAX_ATTEMPTS, Next};
 use crate::counts::RetryOutcome;
@@ -447,8 +447,12 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let payload = entry.raw.bytes();
         let ev =
             event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
-        self.writer
-            .apply(&ev, cid, entry.received_at, entry.stream_seq)
+        self.writer.apply(
+            &ev,
+            cid,
+            entry.received_at,
+            StreamPos::from_parts(entry.stream_seq, entry.stream_epoch),
+        )
     }
 
     fn counted(&self, subject: &str, outcome: RetryOutcome) {

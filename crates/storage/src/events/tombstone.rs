@@ -20,7 +20,7 @@
 //! document carries its own, higher sequence, which then decides.
 
 use serde::{Deserialize, Serialize};
-use tasks_domain::Timestamp;
+use tasks_domain::{StreamPos, Timestamp};
 
 use crate::kv::{StoreError, encode};
 
@@ -30,6 +30,9 @@ use crate::kv::{StoreError, encode};
 pub struct Tombstone {
     /// Stream sequence of the delete.
     pub stream_seq: u64,
+    /// The epoch of its stream ([`StreamPos`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u64>,
     /// When it was applied (Unix milliseconds).
     pub deleted_at: i64,
 }
@@ -40,19 +43,23 @@ impl Tombstone {
         encode(key, &self)
     }
 
-    /// The stream sequence in a stored record; an unreadable one counts as
-    /// none (the events then apply as they would without it).
-    pub fn seq_of(bytes: Option<&[u8]>) -> Option<u64> {
+    /// The delete's position in a stored record; an unreadable one counts
+    /// as none (the events then apply as they would without it).
+    pub fn pos_of(bytes: Option<&[u8]>) -> Option<StreamPos> {
         bytes
             .and_then(|b| serde_json::from_slice::<Tombstone>(b).ok())
-            .map(|t| t.stream_seq)
+            .map(|t| StreamPos {
+                epoch: t.stream_epoch,
+                seq: t.stream_seq,
+            })
     }
 }
 
-/// The tombstone of a delete at `seq`, as of `now`.
-pub fn new(seq: u64, now: Timestamp) -> Tombstone {
+/// The tombstone of a delete at `pos`, as of `now`.
+pub fn new(pos: StreamPos, now: Timestamp) -> Tombstone {
     Tombstone {
-        stream_seq: seq,
+        stream_seq: pos.seq,
+        stream_epoch: pos.epoch,
         deleted_at: now.millis(),
     }
 }
@@ -63,15 +70,20 @@ mod tests {
 
     #[test]
     fn round_trip_and_unreadable() -> Result<(), StoreError> {
-        let t = new(42, Timestamp(7));
-        let bytes = t.to_bytes("gone:t-1")?;
+        let at = StreamPos {
+            epoch: Some(9),
+            seq: 42,
+        };
+        let bytes = new(at, Timestamp(7)).to_bytes("gone:t-1")?;
         assert_eq!(
             String::from_utf8_lossy(&bytes),
-            r#"{"streamSeq":42,"deletedAt":7}"#
+            r#"{"streamSeq":42,"streamEpoch":9,"deletedAt":7}"#
         );
-        assert_eq!(Tombstone::seq_of(Some(&bytes)), Some(42));
-        assert_eq!(Tombstone::seq_of(Some(b"{oops")), None);
-        assert_eq!(Tombstone::seq_of(None), None);
+        assert_eq!(Tombstone::pos_of(Some(&bytes)), Some(at));
+        let older = br#"{"streamSeq":42,"deletedAt":7}"#;
+        assert_eq!(Tombstone::pos_of(Some(older)), Some(StreamPos::seq(42)));
+        assert_eq!(Tombstone::pos_of(Some(b"{oops")), None);
+        assert_eq!(Tombstone::pos_of(None), None);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! behind a task's deferred events so they apply in order.
 
 use tasks_domain::event;
-use tasks_domain::{Timestamp, keys};
+use tasks_domain::{StreamPos, Timestamp, keys};
 
 use crate::counts::EventOutcome;
 use crate::events::apply::{Failure, Writer};
@@ -28,6 +28,16 @@ pub struct Incoming<'a> {
     /// Its sequence in a JetStream stream (the `spin-nats-stream-sequence`
     /// header), so a redelivery applies at most once.
     pub stream_sequence: Option<u64>,
+    /// The epoch of that stream (the `spin-nats-stream-epoch` header): a
+    /// stream made again starts its sequences again.
+    pub stream_epoch: Option<u64>,
+}
+
+impl Incoming<'_> {
+    /// Where it stands in its stream, if it came from one.
+    pub fn stream_pos(&self) -> Option<StreamPos> {
+        StreamPos::from_parts(self.stream_sequence, self.stream_epoch)
+    }
 }
 
 /// What became of a message. Every variant means it is safely recorded.
@@ -130,7 +140,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     );
                     return self.defer(msg, &cid, ev.id, error, now);
                 }
-                match self.apply(&ev, &cid, now, msg.stream_sequence) {
+                match self.apply(&ev, &cid, now, msg.stream_pos()) {
                     Ok(wrote) => {
                         self.counted(msg, applied_or_skipped(wrote));
                         Ok(Handled::Applied {
@@ -194,6 +204,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let record = DeadLetter {
             task_id,
             stream_seq: msg.stream_sequence,
+            stream_epoch: msg.stream_epoch,
             ..DeadLetter::new(
                 msg.subject,
                 RawPayload::keep(msg.payload),
@@ -304,6 +315,7 @@ pub(super) fn applied_or_skipped(wrote: bool) -> EventOutcome {
 fn outbox_entry(msg: &Incoming, cid: &str, task_id: &str, now: Timestamp) -> OutboxEntry {
     OutboxEntry {
         stream_seq: msg.stream_sequence,
+        stream_epoch: msg.stream_epoch,
         ..OutboxEntry::new(msg.subject, msg.payload, cid, task_id, now)
     }
 }

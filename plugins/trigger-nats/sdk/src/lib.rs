@@ -25,7 +25,8 @@ use std::fmt::Display;
 /// A message's place in a JetStream stream (the plugin's own type).
 pub use trigger_nats_core::StreamInfo;
 pub use trigger_nats_core::{
-    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_SEQUENCE_HEADER,
+    DELIVERED_HEADER, HANDLER_TIMEOUT_HEADER, LEASE_HEADER, STREAM_EPOCH_HEADER,
+    STREAM_SEQUENCE_HEADER,
 };
 pub use trigger_nats_macro::nats_component;
 
@@ -83,6 +84,13 @@ impl Message {
         self.stream
             .map(|s| s.sequence)
             .or_else(|| self.header(STREAM_SEQUENCE_HEADER)?.trim().parse().ok())
+    }
+
+    /// In JetStream mode, the epoch of the stream (when it was made, in
+    /// Unix nanoseconds): a stream made again starts its sequences again,
+    /// so compare (epoch, sequence), not the sequence alone.
+    pub fn stream_epoch(&self) -> Option<u64> {
+        self.header(STREAM_EPOCH_HEADER)?.trim().parse().ok()
     }
 
     /// In JetStream mode, the Unix time in milliseconds until which this
