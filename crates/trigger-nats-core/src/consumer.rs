@@ -302,7 +302,9 @@ impl Pulling {
                     _ = stop.changed() => break,
                     _ = tokio::time::sleep(PULL_RETRY) => {}
                 }
-                self.recheck().await;
+                if self.recheck_unless_stopped(&mut stop).await {
+                    break;
+                }
                 continue;
             }
             let requested = tokio::time::Instant::now();
@@ -321,7 +323,9 @@ impl Pulling {
                         _ = stop.changed() => break,
                         _ = tokio::time::sleep(PULL_RETRY) => {}
                     }
-                    self.recheck().await;
+                    if self.recheck_unless_stopped(&mut stop).await {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -366,7 +370,9 @@ impl Pulling {
                                 _ = stop.changed() => stopping = true,
                                 _ = tokio::time::sleep(PULL_RETRY) => {}
                             }
-                            self.recheck().await;
+                            if !stopping {
+                                stopping = self.recheck_unless_stopped(&mut stop).await;
+                            }
                             break;
                         }
                         // This pull is done (full or expired).
@@ -752,6 +758,19 @@ impl Pulling {
     /// may have been made again by someone else, with other settings). A
     /// consumer that differs is not pulled from: the difference is logged
     /// and the check repeated on the next failure.
+    /// [`Pulling::recheck`], given up on `stop` (with the server gone its
+    /// requests wait seconds each, and a stop must not). Returns whether
+    /// the stop came.
+    async fn recheck_unless_stopped(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        if *stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.changed() => true,
+            _ = self.recheck() => false,
+        }
+    }
+
     async fn recheck(&mut self) {
         let start = self.acked_up_to.load(std::sync::atomic::Ordering::SeqCst) + 1;
         match provision_from(&self.client, &self.plan, Some((self.epoch, start))).await {
