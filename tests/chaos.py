@@ -120,8 +120,12 @@ async def publish(args) -> int:
     events = history(args.seed, args.events, args.prefix)
     with open(args.history, "w") as f:
         json.dump({"seed": args.seed, "prefix": args.prefix, "events": events}, f)
+    async def quiet(_e) -> None:
+        # The server going away is one of the faults: publishes retry on their own.
+        return None
+
     nc = await nats.connect(servers=args.server.split(","), max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.2, connect_timeout=2)
+                            reconnect_time_wait=0.2, connect_timeout=2, error_cb=quiet)
     js = nc.jetstream(timeout=5)
     # Each task's events in order: one lane per task, a bounded number of lanes at once.
     lanes, order = {}, []

@@ -150,6 +150,17 @@ pub fn dead_letter(at_millis: i64, unique: &str) -> String {
     timed(DLQ_PREFIX, at_millis, unique)
 }
 
+/// Prefix of the markers of stream events dead-lettered already (store
+/// `default`): `seen:dlq:<epoch>:<seq>`, holding the dead letter's key.
+pub const DEAD_LETTER_SEEN_PREFIX: &str = "seen:dlq:";
+
+/// `seen:dlq:<epoch>:<seq>` (epoch 0 when unknown): the marker of the stream
+/// event at that position, once it is a dead letter, so a redelivery of it
+/// is not dead-lettered twice.
+pub fn dead_letter_seen(epoch: Option<u64>, seq: u64) -> String {
+    format!("{DEAD_LETTER_SEEN_PREFIX}{}:{seq}", epoch.unwrap_or(0))
+}
+
 /// `dlq:<millis>-<seq, 12 digits>-<unique>`: the dead letter of flush record
 /// `seq`; the records of one flush run keep their order.
 pub fn flush_dead_letter(at_millis: i64, seq: i64, unique: &str) -> String {

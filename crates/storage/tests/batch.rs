@@ -430,6 +430,42 @@ fn events_of_a_stream_made_again_apply_and_late_ones_of_the_old_stream_do_not() 
     }
 }
 
+#[test]
+fn a_stream_event_dead_lettered_and_delivered_again_is_one_dead_letter() {
+    for batched in [true, false] {
+        let h = Harness::new();
+        let msgs = [
+            ("tasks.created", "{oops".to_owned(), Some(5)),
+            update("ghost", "x", 6),
+            ("tasks.other", json!({"id": "a"}).to_string(), Some(7)),
+        ];
+        let run = |msgs: &[Msg]| {
+            if batched {
+                batch_on(&h, &h.tasks, msgs)
+            } else {
+                one_by_one(&h, msgs)
+            }
+        };
+        run(&msgs);
+        // The acknowledgement was lost: the same pull comes again.
+        let again = run(&msgs);
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, Ok(Handled::Rejected { .. }))),
+            "{again:?}"
+        );
+        assert_eq!(h.dead_letters().len(), 3, "batched: {batched}");
+        assert!(h.logged("(delivered again: dead-lettered already as dlq:"));
+        // Without a stream sequence (core NATS) there is nothing to tell them apart by.
+        run(&[
+            ("tasks.created", "{oops".to_owned(), None),
+            ("tasks.created", "{oops".to_owned(), None),
+        ]);
+        assert_eq!(h.dead_letters().len(), 5, "batched: {batched}");
+    }
+}
+
 fn tasks_of(h: &Harness) -> Vec<(String, Option<Task>)> {
     h.tasks
         .keys_with_prefix(keys::TASK_PREFIX)

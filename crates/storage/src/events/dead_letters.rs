@@ -122,7 +122,20 @@ impl DeadLetter {
 
     /// Writes it under `key` (from [`keys::dead_letter`] or its kin).
     pub fn store(&self, local: &dyn KeyValue, key: &str) -> Result<(), StoreError> {
-        local.set_many(vec![(key.to_owned(), encode(key, self)?)])
+        self.store_with(local, key, None)
+    }
+
+    /// [`DeadLetter::store`], with `also` (a marker such as
+    /// [`keys::dead_letter_seen`]) in the same `set-many`.
+    pub fn store_with(
+        &self,
+        local: &dyn KeyValue,
+        key: &str,
+        also: Option<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut pairs = vec![(key.to_owned(), encode(key, self)?)];
+        pairs.extend(also);
+        local.set_many(pairs)
     }
 }
 

@@ -200,6 +200,26 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
         self.fenced_record(cid)?;
+        // A stream event delivered again after it was dead-lettered (its
+        // acknowledgement was lost, or the instance died before it) is one
+        // dead letter, not two.
+        let seen = msg
+            .stream_pos()
+            .map(|p| keys::dead_letter_seen(p.epoch, p.seq));
+        if let Some(seen) = &seen
+            && let Some(earlier) = self.local.get(seen)?
+        {
+            let earlier = String::from_utf8_lossy(&earlier).into_owned();
+            (self.log)(&format!(
+                "[{cid}] REJECT {}: {reason} (delivered again: dead-lettered already as {earlier})",
+                msg.subject
+            ));
+            return Ok(Handled::Rejected {
+                correlation_id: cid.to_owned(),
+                key: earlier,
+                reason,
+            });
+        }
         let key = keys::dead_letter(now.millis(), &(self.unique)());
         let record = DeadLetter {
             task_id,
@@ -214,11 +234,14 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             )
         };
         (self.log)(&format!("[{cid}] REJECT {}: {reason}", msg.subject));
-        record.store(self.local, &key).inspect_err(|e| {
-            (self.log)(&format!(
-                "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
-            ));
-        })?;
+        let marker = seen.map(|s| (s, key.clone().into_bytes()));
+        record
+            .store_with(self.local, &key, marker)
+            .inspect_err(|e| {
+                (self.log)(&format!(
+                    "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
+                ));
+            })?;
         self.counted(msg, EventOutcome::Rejected);
         Ok(Handled::Rejected {
             correlation_id: cid.to_owned(),
