@@ -236,6 +236,45 @@ fn a_permanent_failure_dead_letters_at_once_and_the_queue_moves_on() {
 }
 
 #[test]
+fn a_stream_event_parked_twice_is_one_dead_letter() {
+    // A call cancelled after it parked the event, made again: the same
+    // stream event is in the outbox twice, and can never apply.
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    let msg = Incoming {
+        subject: "tasks.updated",
+        payload: br#"{"id":"ghost","title":"x"}"#,
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(12),
+        stream_epoch: Some(3),
+    };
+    for _ in 0..2 {
+        let parked = h.deliver_on(&h.tasks, &msg);
+        assert!(
+            matches!(
+                parked,
+                Ok(Handled::Deferred { .. } | Handled::Queued { .. })
+            ),
+            "{parked:?}"
+        );
+    }
+    assert_eq!(h.outbox().len(), 2);
+    h.tasks.set_down(false);
+    h.advance(1_000);
+    h.tick();
+    h.advance(5_000);
+    h.tick();
+    assert!(h.outbox().is_empty());
+    let letters = h.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        (letters[0].stream_seq, letters[0].stream_epoch),
+        (Some(12), Some(3))
+    );
+}
+
+#[test]
 fn a_claimed_task_is_left_to_the_tick_that_holds_it() {
     let h = Harness::new();
     h.tasks.set_down(true);

@@ -123,7 +123,10 @@ pub fn enqueue<L: AtomicKv>(local: &L, entry: &OutboxEntry) -> Result<String, St
 
 /// Writes the dead letter of outbox record `key`; returns its key, which
 /// carries the record's outbox sequence number so the records buried in one
-/// run keep their order.
+/// run keep their order. A stream event that is a dead letter already (the
+/// same event parked twice: a call cancelled half-way and made again, a
+/// redelivery) is not buried twice: the earlier dead letter's key is
+/// returned (see [`keys::dead_letter_seen`]).
 pub fn bury(
     local: &dyn KeyValue,
     key: &str,
@@ -131,8 +134,19 @@ pub fn bury(
     reason: String,
     now: Timestamp,
 ) -> Result<String, StoreError> {
+    let seen = entry
+        .stream_seq
+        .map(|seq| keys::dead_letter_seen(entry.stream_epoch, seq));
+    if let Some(seen) = &seen
+        && let Some(earlier) = local.get(seen)?
+    {
+        return Ok(String::from_utf8_lossy(&earlier).into_owned());
+    }
     let dead = keys::dead_letter(now.millis(), keys::outbox_seq(key).unwrap_or(key));
-    entry.dead_letter(reason, now).store(local, &dead)?;
+    let marker = seen.map(|s| (s, dead.clone().into_bytes()));
+    entry
+        .dead_letter(reason, now)
+        .store_with(local, &dead, marker)?;
     Ok(dead)
 }
 
