@@ -90,6 +90,7 @@ test-e2e: build plugin
 	tests/e2e-live.sh
 	tests/e2e-template.sh
 	tests/e2e-cluster.sh
+	tests/e2e-chaos.sh
 
 # Scale-out (3-node NATS cluster, Redis, 3 instances; about 6 minutes), also part of make test.
 test-cluster: build plugin

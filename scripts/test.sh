@@ -62,7 +62,7 @@ if command -v spin >/dev/null || [[ ${CI:-} == true ]]; then
 else
   stage plugin step echo "SKIPPED: spin not installed (fix: install the Spin CLI >= 4.0 from https://spinframework.dev/install)"
 fi
-for suite in e2e e2e-nats e2e-jetstream e2e-retry e2e-cloudflare e2e-live e2e-template e2e-cluster; do
+for suite in e2e e2e-nats e2e-jetstream e2e-retry e2e-cloudflare e2e-live e2e-template e2e-cluster e2e-chaos; do
   stage "$suite" suite "tests/$suite.sh"
 done
 
