@@ -125,6 +125,10 @@ pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
 }
 
+/// Key in the `tasks` store written with the first tombstone: while it is
+/// absent no task has one, and a batch does not look for them.
+pub const TOMBSTONES_WRITTEN: &str = "meta:tombstones";
+
 /// `gone:<id>`: the tombstone of task `<id>`.
 pub fn tombstone(id: &str) -> String {
     format!("{TOMBSTONE_PREFIX}{id}")

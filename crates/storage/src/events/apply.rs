@@ -257,8 +257,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
         self.fence()?;
         let start = Instant::now();
+        let written = (keys::TOMBSTONES_WRITTEN.to_owned(), b"1".to_vec());
         self.tasks
-            .set_many(vec![(gone_key.clone(), record)])
+            .set_many(vec![(gone_key.clone(), record), written])
             .map_err(|e| self.store_failed(cid, "PUT", &gone_key, start, e))?;
         self.log_ok(cid, "PUT", &gone_key, start);
         Ok(true)

@@ -115,20 +115,25 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut keys: Vec<String> = fast.iter().map(|id| keys::task(id)).collect();
         let sequenced = msgs.iter().any(|m| m.stream_sequence.is_some());
         if sequenced {
-            keys.extend(fast.iter().map(|id| keys::tombstone(id)));
+            keys.push(keys::TOMBSTONES_WRITTEN.to_owned());
         }
-        let docs = match self.tasks.get_many(&keys) {
-            Ok(mut docs) => {
-                let gones = if sequenced {
-                    docs.split_off(fast.len())
-                } else {
-                    Vec::new()
-                };
-                let mut gones = gones.into_iter();
-                docs.into_iter()
-                    .map(|d| (d, Tombstone::pos_of(gones.next().flatten().as_deref())))
-                    .collect::<Vec<_>>()
-            }
+        let read = self.tasks.get_many(&keys).and_then(|mut docs| {
+            // The tombstones, in a second read, once the store has any.
+            let any_tombstone = sequenced && docs.pop().flatten().is_some();
+            let gones = if any_tombstone {
+                let gone_keys: Vec<String> = fast.iter().map(|id| keys::tombstone(id)).collect();
+                self.tasks.get_many(&gone_keys)?
+            } else {
+                Vec::new()
+            };
+            let mut gones = gones.into_iter();
+            Ok(docs
+                .into_iter()
+                .map(|d| (d, Tombstone::pos_of(gones.next().flatten().as_deref())))
+                .collect::<Vec<_>>())
+        });
+        let docs = match read {
+            Ok(docs) => docs,
             Err(e) => {
                 (self.log)(&format!(
                     "KV GET-MANY {} tasks — FAILED ({} ms): {e}; handling the batch of {} one by one",
@@ -387,7 +392,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut wrote = false;
         // Tombstones first: a crash before the documents go leaves both, and
         // the deletes, delivered again, still apply.
-        let tombstones: Vec<(String, Vec<u8>)> = deleted
+        let mut tombstones: Vec<(String, Vec<u8>)> = deleted
             .iter()
             .filter_map(|id| {
                 let seq = folds.get(id)?.tombstone?;
@@ -397,6 +402,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             })
             .collect();
         if !tombstones.is_empty() && down.is_none() {
+            tombstones.push((keys::TOMBSTONES_WRITTEN.to_owned(), b"1".to_vec()));
             let start = Instant::now();
             if let Err(e) = self.tasks.set_many(tombstones) {
                 let error = fail(self, &deleted, "PUT (tombstone)", start, e);

@@ -9,7 +9,9 @@
 //! an update would be dead-lettered as an update of an unknown task. So a
 //! delete that carries a stream sequence first writes `gone:<id>` holding
 //! it, then removes the document; an event on a task without a document is
-//! skipped when its sequence is at or below the tombstone's.
+//! skipped when its sequence is at or below the tombstone's. The first
+//! tombstone also writes `meta:tombstones`; until it exists a batch does not
+//! look for tombstones at all.
 //!
 //! Written before the document is removed: a crash in between leaves the
 //! document and the tombstone, and the delete, delivered again, still
