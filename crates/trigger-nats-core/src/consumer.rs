@@ -298,11 +298,7 @@ impl Pulling {
         let mut handled = 0usize;
         while !stopping {
             if self.refused.is_some() {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    _ = tokio::time::sleep(PULL_RETRY) => {}
-                }
-                if self.recheck_unless_stopped(&mut stop).await {
+                if self.recheck_later(&mut stop).await {
                     break;
                 }
                 continue;
@@ -319,11 +315,7 @@ impl Pulling {
                 Ok(m) => m,
                 Err(e) => {
                     log(&format!("{}: pull failed: {e}; retrying", self.sub.subject));
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        _ = tokio::time::sleep(PULL_RETRY) => {}
-                    }
-                    if self.recheck_unless_stopped(&mut stop).await {
+                    if self.recheck_later(&mut stop).await {
                         break;
                     }
                     continue;
@@ -366,13 +358,7 @@ impl Pulling {
                         }
                         Some(Err(e)) => {
                             log(&format!("{}: {e}", self.sub.subject));
-                            tokio::select! {
-                                _ = stop.changed() => stopping = true,
-                                _ = tokio::time::sleep(PULL_RETRY) => {}
-                            }
-                            if !stopping {
-                                stopping = self.recheck_unless_stopped(&mut stop).await;
-                            }
+                            stopping = self.recheck_later(&mut stop).await;
                             break;
                         }
                         // This pull is done (full or expired).
@@ -758,12 +744,16 @@ impl Pulling {
     /// may have been made again by someone else, with other settings). A
     /// consumer that differs is not pulled from: the difference is logged
     /// and the check repeated on the next failure.
-    /// [`Pulling::recheck`], given up on `stop` (with the server gone its
-    /// requests wait seconds each, and a stop must not). Returns whether
-    /// the stop came.
-    async fn recheck_unless_stopped(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+    /// After [`PULL_RETRY`], [`Pulling::recheck`]; both given up on `stop`
+    /// (with the server gone its requests wait seconds each, and a stop
+    /// must not). Returns whether the stop came.
+    async fn recheck_later(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         if *stop.borrow() {
             return true;
+        }
+        tokio::select! {
+            _ = stop.changed() => return true,
+            _ = tokio::time::sleep(PULL_RETRY) => {}
         }
         tokio::select! {
             _ = stop.changed() => true,
