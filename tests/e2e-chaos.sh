@@ -37,8 +37,11 @@ cleanup() {
     kill -CONT -- "-$p" 2>/dev/null
     SPIN_PID=$p; stop_spin
   done
-  [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null
-  wait 2>/dev/null
+  if [[ -n $REDIS_PID ]]; then
+    kill "$REDIS_PID" 2>/dev/null
+    wait "$REDIS_PID" 2>/dev/null
+  fi
+  # Not a bare `wait`: nats-server (stopped by stop_all) is a child too.
   stop_all
 }
 on_exit cleanup
