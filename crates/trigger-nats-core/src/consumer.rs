@@ -718,10 +718,7 @@ impl Pulling {
     ) -> Split {
         let held: Vec<jetstream::Message> = batch.iter().chain(done).cloned().collect();
         let every = self.plan.consumer.ack_wait / 3;
-        let gate = LeaseGate {
-            lease,
-            held: held.clone(),
-        };
+        let gate = LeaseGate { lease, held: &held };
         let handling = self.handle(batch, &gate);
         tokio::pin!(handling);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -848,12 +845,12 @@ pub(crate) struct Split {
 /// messages this instance holds when a call would not fit in it.
 struct LeaseGate<'a> {
     lease: &'a Lease,
-    held: Vec<jetstream::Message>,
+    held: &'a [jetstream::Message],
 }
 
 impl Gate for LeaseGate<'_> {
     fn open(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
-        Box::pin(self.lease.for_call(&self.held))
+        Box::pin(self.lease.for_call(self.held))
     }
 }
 
