@@ -7,8 +7,8 @@
 //! each task's records are claimed with compare-and-swap first.
 
 use tasks_domain::Timestamp;
+use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
-use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE};
 use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_spin_kv::{feed, notify};
 use tasks_storage::cloud::Flusher;
@@ -67,6 +67,7 @@ impl bindings::Guest for RetrierComponent {
             .map_err(failed)?;
         }
         let journal = Journal::new();
+        let feed_store = feed::store();
         let writer = Writer {
             tasks: &tasks,
             local: &local,
@@ -75,6 +76,7 @@ impl bindings::Guest for RetrierComponent {
             log: &log,
             verify_writes: notify::verify_writes(),
             journal: &journal,
+            feed: &feed_store,
             commit_until: None,
         };
         let report = Retrier {
@@ -84,13 +86,12 @@ impl bindings::Guest for RetrierComponent {
         .tick();
         // What the run applied goes to the change feed even if it then
         // failed; then the counters are folded, with the gauges it measured.
-        feed::commit(&journal, "-");
+        feed::commit(&journal, &feed_store, "-");
         let report = report.map_err(failed)?;
         let gauges = Gauges {
             outbox: report.found as u64,
             dead_letters: report.dead_letters as u64,
         };
-        let feed_store = SpinKv::open_lenient(FEED_STORE);
         if let Err(e) = metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
             log(&format!("[-] METRICS compaction — FAILED: {e}"));
         }

@@ -5,14 +5,24 @@ use tasks_storage::feed::Journal;
 use crate::tasks::FEED_STORE;
 use crate::{SpinKv, log};
 
-/// Writes what `journal` recorded to the `feed` store (one increment, one
-/// `set-many`). A failure loses those feed entries and counts, never an
-/// event (they are applied and recorded already), and is logged.
-pub fn commit(journal: &Journal, cid: &str) {
-    let feed = SpinKv::open_lenient(FEED_STORE);
-    if let Err(e) = journal.commit(&feed) {
-        log(&format!(
-            "[{cid}] KV PUT feed — FAILED: {e}; the change feed and /metrics miss this call's changes"
-        ));
+/// The `feed` store, opened on its first call.
+pub fn store() -> SpinKv {
+    SpinKv::open_lenient(FEED_STORE)
+}
+
+/// Writes what `journal` recorded to `feed` (one increment, one
+/// `set-many`); `false` when that failed, which is logged. The changes of
+/// stream events are kept by the records their writes stored: a caller
+/// that has the events delivered again records them then (see
+/// `tasks_storage::feed`).
+pub fn commit(journal: &Journal, feed: &SpinKv, cid: &str) -> bool {
+    match journal.commit(feed) {
+        Ok(_) => true,
+        Err(e) => {
+            log(&format!(
+                "[{cid}] KV PUT feed — FAILED: {e}; this call's changes and counts are not in the change feed and /metrics"
+            ));
+            false
+        }
     }
 }

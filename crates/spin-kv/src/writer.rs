@@ -43,8 +43,9 @@ fn commit_until(messages: &[Message]) -> Option<Timestamp> {
 
 /// Handles the messages in order, one outcome each: `Ok` whenever the event
 /// is safely recorded (applied, dead-lettered or deferred); `Err` only when
-/// not even the local store could record it. Each change goes to the change
-/// feed and each outcome to the counters behind `/metrics`.
+/// not even the local store could record it, or the change feed could not
+/// be written. Each change goes to the change feed and each outcome to the
+/// counters behind `/metrics`.
 pub fn handle_messages<L: AtomicKv>(
     messages: &[Message],
     local: &L,
@@ -64,6 +65,7 @@ pub fn handle_messages_with<L: AtomicKv>(
     // the events go to the outbox through the same path.
     let start = Instant::now();
     let tasks = TasksStore::from_config();
+    let feed_store = feed::store();
     let writer = Writer {
         tasks: &tasks,
         local,
@@ -72,6 +74,7 @@ pub fn handle_messages_with<L: AtomicKv>(
         log: &log,
         verify_writes: notify::verify_writes(),
         journal: &journal,
+        feed: &feed_store,
         commit_until: None,
     };
     let incoming: Vec<Incoming> = messages.iter().map(incoming).collect();
@@ -110,6 +113,15 @@ pub fn handle_messages_with<L: AtomicKv>(
         .map(Handled::correlation_id)
         .next()
         .unwrap_or("-");
-    feed::commit(&journal, cid);
+    if !feed::commit(&journal, &feed_store, cid) {
+        // Not acknowledged: delivered again, the events are found applied
+        // and their changes recorded then (a core NATS message is not
+        // delivered again; its changes are lost to the feed, not its writes).
+        let reason = "not acknowledged: the change feed write failed; delivered again";
+        return outcomes
+            .iter()
+            .map(|_| Err(StoreError::Unavailable(reason.to_owned())))
+            .collect();
+    }
     outcomes.into_iter().map(|o| o.map(drop)).collect()
 }

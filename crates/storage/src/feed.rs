@@ -8,6 +8,16 @@
 //! [`crate::metrics`]) in one `set-many`. A call with counts but no change
 //! still takes one number; its slot holds no change.
 //!
+//! Changes of stream events take their numbers before the write that makes
+//! them ([`Journal::reserve`]), and the task document (or tombstone) that
+//! write stores keeps them ([`Reserved`], the record's `journal` field). The
+//! feed is written after the tasks, in another store: a call that dies in
+//! between (or whose feed write fails, which leaves its events
+//! unacknowledged) has its events delivered again, finds them applied
+//! already, and puts their kept changes in their slots then
+//! ([`Journal::refill`]), counted as applied: each change reaches the feed
+//! and the counters once.
+//!
 //! Reading: [`read_after`] reads the head, then the slots after a sequence
 //! number. A slot not written yet (its writer is between the increment and
 //! the `set-many`) stops the read there; [`Cursor`] steps over one that stays
@@ -21,7 +31,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use tasks_domain::event::EventKind;
 use tasks_domain::keys::{self, FEED_CAPACITY};
-use tasks_domain::{Status, Timestamp};
+use tasks_domain::{Status, StreamPos, Task, Timestamp};
 
 use crate::counts::{Counts, Delta};
 use crate::kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
@@ -106,9 +116,122 @@ struct Slot {
     change: Option<Change>,
 }
 
+/// A change whose feed number was taken before the write that made it,
+/// with the stream position of its event: the record that write stores
+/// keeps it (`journal`), until the next call that writes the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reserved {
+    /// Its number in the feed.
+    pub slot: u64,
+    /// The stream sequence of its event.
+    pub stream_seq: u64,
+    /// That stream's epoch ([`StreamPos`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u64>,
+    /// The change.
+    pub change: Change,
+}
+
+impl Reserved {
+    /// Where its event stands in its stream.
+    pub fn pos(&self) -> StreamPos {
+        StreamPos {
+            epoch: self.stream_epoch,
+            seq: self.stream_seq,
+        }
+    }
+}
+
+/// The reserved changes a stored record keeps (its `journal` field); none
+/// for a record without one or one that does not parse.
+pub fn kept(record: Option<&[u8]>) -> Vec<Reserved> {
+    #[derive(Deserialize)]
+    struct Kept {
+        #[serde(default)]
+        journal: Vec<Reserved>,
+    }
+    record
+        .and_then(|b| serde_json::from_slice::<Kept>(b).ok())
+        .map(|k| k.journal)
+        .unwrap_or_default()
+}
+
+/// A task document as stored: the task and the reserved changes of the call
+/// writing it (none: exactly [`Task::to_json`]).
+pub fn stored_doc(task: &Task, journal: &[Reserved]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        #[serde(flatten)]
+        task: &'a Task,
+        journal: &'a [Reserved],
+    }
+    if journal.is_empty() {
+        return task.to_json();
+    }
+    // Serializing plain strings and numbers cannot fail.
+    serde_json::to_vec(&Doc { task, journal }).unwrap_or_else(|_| task.to_json())
+}
+
+/// Which of `kept` did not reach their slots (the call that wrote them
+/// ended before the feed): the slot holds another change, none, or
+/// nothing. One read. A slot a later lap of the ring has taken is not lost:
+/// no reader can see it any more.
+pub fn lost(feed: &dyn FeedStore, kept: &[Reserved]) -> Result<Vec<bool>, StoreError> {
+    let mut wanted = vec![keys::FEED_HEAD.to_owned()];
+    wanted.extend(kept.iter().map(|r| keys::feed_slot(r.slot)));
+    let mut values = feed.get_many(&wanted)?.into_iter();
+    let head = values
+        .next()
+        .flatten()
+        .and_then(|v| decode_counter(&v))
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    Ok(kept
+        .iter()
+        .zip(values)
+        .map(|(r, value)| {
+            if head >= r.slot + FEED_CAPACITY {
+                return false;
+            }
+            match value.and_then(|v| serde_json::from_slice::<Slot>(&v).ok()) {
+                Some(s) if s.seq == r.slot => s.change.as_ref() != Some(&r.change),
+                Some(s) => s.seq < r.slot,
+                None => true,
+            }
+        })
+        .collect())
+}
+
+/// The part of the `feed` store [`Journal::reserve`] and the check before a
+/// [`Journal::refill`] use (every [`AtomicKv`] is one).
+pub trait FeedStore: KeyValue {
+    /// Takes `n` numbers: one increment of [`keys::FEED_HEAD`]; returns the
+    /// last.
+    fn take(&self, n: u64) -> Result<u64, StoreError>;
+}
+
+impl<F: AtomicKv> FeedStore for F {
+    fn take(&self, n: u64) -> Result<u64, StoreError> {
+        let last = self.increment(keys::FEED_HEAD, n as i64)?;
+        u64::try_from(last)
+            .map_err(|_| StoreError::Other(format!("{} is negative: {last}", keys::FEED_HEAD)))
+    }
+}
+
+/// One recorded change: in a slot of its own (reserved or refilled) or
+/// numbered at commit.
+struct Recorded {
+    slot: Option<u64>,
+    pos: Option<StreamPos>,
+    change: Change,
+}
+
 /// What one call changed and counted, committed by [`Journal::commit`].
 pub struct Journal {
-    changes: RefCell<Vec<Change>>,
+    recorded: RefCell<Vec<Recorded>>,
+    /// Every range this call took ([`Journal::reserve`]): first, length.
+    reserved: RefCell<Vec<(u64, u64)>>,
     counts: RefCell<Counts>,
     counting: bool,
 }
@@ -123,7 +246,8 @@ impl Journal {
     /// An empty journal.
     pub fn new() -> Self {
         Journal {
-            changes: RefCell::default(),
+            recorded: RefCell::default(),
+            reserved: RefCell::default(),
             counts: RefCell::default(),
             counting: true,
         }
@@ -138,9 +262,66 @@ impl Journal {
         }
     }
 
-    /// Records a change that reached the `tasks` store.
+    /// Takes `n` feed numbers for changes about to be written (one store
+    /// call); returns the first. Each is either recorded with
+    /// [`Journal::changed_in`] once its write succeeds or committed as a
+    /// slot without a change.
+    pub fn reserve(&self, feed: &dyn FeedStore, n: u64) -> Result<u64, StoreError> {
+        let last = feed.take(n.max(1))?;
+        let first = last + 1 - n.max(1);
+        self.reserved.borrow_mut().push((first, n.max(1)));
+        Ok(first)
+    }
+
+    /// Records a change that reached the `tasks` store (numbered at commit).
     pub fn changed(&self, change: Change) {
-        self.changes.borrow_mut().push(change);
+        self.recorded.borrow_mut().push(Recorded {
+            slot: None,
+            pos: None,
+            change,
+        });
+    }
+
+    /// Records a change that reached the `tasks` store in the slot reserved
+    /// for it.
+    pub fn changed_in(&self, reserved: Reserved) {
+        self.recorded.borrow_mut().push(Recorded {
+            slot: Some(reserved.slot),
+            pos: Some(reserved.pos()),
+            change: reserved.change,
+        });
+    }
+
+    /// Records the change of an earlier call that wrote it and died before
+    /// the feed (its slot holds no such change): written to its slot with
+    /// this call's.
+    pub fn refill(&self, reserved: Reserved) {
+        self.changed_in(reserved);
+    }
+
+    /// Whether this call recorded a change in `slot` already (its own, or
+    /// refilled): such a change is not lost, only not committed yet.
+    pub fn holds(&self, slot: u64) -> bool {
+        self.recorded.borrow().iter().any(|r| r.slot == Some(slot))
+    }
+
+    /// The reserved changes recorded so far for task `id`: what a record of
+    /// it written now keeps ([`stored_doc`]).
+    pub fn kept_for(&self, id: &str) -> Vec<Reserved> {
+        self.recorded
+            .borrow()
+            .iter()
+            .filter(|r| r.change.id == id)
+            .filter_map(|r| {
+                let (slot, pos) = (r.slot?, r.pos?);
+                Some(Reserved {
+                    slot,
+                    stream_seq: pos.seq,
+                    stream_epoch: pos.epoch,
+                    change: r.change.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Adds to the counts (see [`crate::metrics`] for the series).
@@ -150,25 +331,93 @@ impl Journal {
         }
     }
 
-    /// The changes recorded so far.
+    /// The changes recorded so far, in the order recorded.
     pub fn changes(&self) -> Vec<Change> {
-        self.changes.borrow().clone()
+        self.recorded
+            .borrow()
+            .iter()
+            .map(|r| r.change.clone())
+            .collect()
     }
 
-    /// Appends what was recorded to the feed (see [`append`]) and empties
-    /// the journal; nothing to write writes nothing.
-    pub fn commit<F: AtomicKv>(&self, feed: &F) -> Result<Option<u64>, StoreError> {
-        let changes = std::mem::take(&mut *self.changes.borrow_mut());
+    /// Appends what was recorded to the feed and empties the journal: the
+    /// reserved ranges (a slot whose write did not happen holds no change)
+    /// and refilled slots, then the other changes and the counts with one
+    /// increment (see [`append`]); all in one `set-many`. Nothing to write
+    /// writes nothing.
+    pub fn commit(&self, feed: &dyn FeedStore) -> Result<Option<u64>, StoreError> {
+        let recorded = std::mem::take(&mut *self.recorded.borrow_mut());
+        let reserved = std::mem::take(&mut *self.reserved.borrow_mut());
         let counts = std::mem::take(&mut *self.counts.borrow_mut());
-        append(feed, changes, counts)
+        let mut slotted: Vec<(u64, Change)> = Vec::new();
+        let mut loose: Vec<Change> = Vec::new();
+        for r in recorded {
+            match r.slot {
+                Some(slot) => slotted.push((slot, r.change)),
+                None => loose.push(r.change),
+            }
+        }
+        if reserved.is_empty() && slotted.is_empty() {
+            return append(feed, loose, counts);
+        }
+        let ours = |seq: u64| reserved.iter().any(|&(f, n)| (f..f + n).contains(&seq));
+        // Refilled slots (an earlier call's) go in as they are.
+        let mut pairs = Vec::new();
+        for (seq, change) in slotted.iter().filter(|(seq, _)| !ours(*seq)) {
+            pairs.push(slot_pair(*seq, Some(change.clone()))?);
+        }
+        // This call's ranges: the reserved ones, then one for the others.
+        let mut ranges: Vec<(u64, Vec<Option<Change>>)> = reserved
+            .iter()
+            .map(|&(first, n)| {
+                let changes = (first..first + n)
+                    .map(|seq| {
+                        slotted
+                            .iter()
+                            .find(|(s, _)| *s == seq)
+                            .map(|(_, c)| c.clone())
+                    })
+                    .collect();
+                (first, changes)
+            })
+            .collect();
+        if !loose.is_empty() || (ranges.is_empty() && !counts.is_empty()) {
+            let span = loose.len().max(1) as u64;
+            let first = feed.take(span)? + 1 - span;
+            let mut loose = loose.into_iter();
+            ranges.push((first, (0..span).map(|_| loose.next()).collect()));
+        }
+        let mut counts = Some(counts);
+        let mut last = None;
+        for (first, changes) in ranges {
+            let span = changes.len() as u64;
+            for (seq, change) in (first..).zip(changes) {
+                pairs.push(slot_pair(seq, change)?);
+            }
+            // Each range has a delta (the counts go with the first), so the
+            // fold never waits on one (see crate::metrics).
+            let key = keys::metrics_delta(first);
+            let counts = counts.take().unwrap_or_default();
+            pairs.push((key.clone(), encode(&key, &Delta { span, counts })?));
+            last = last.max(Some(first + span - 1));
+        }
+        feed.set_many(pairs)?;
+        Ok(last)
     }
+}
+
+/// The slot pair of change number `seq`.
+fn slot_pair(seq: u64, change: Option<Change>) -> Result<(String, Vec<u8>), StoreError> {
+    let key = keys::feed_slot(seq);
+    let value = encode(&key, &Slot { seq, change })?;
+    Ok((key, value))
 }
 
 /// Writes `changes` to the feed with `counts`: one increment, one
 /// `set-many`. Returns the last sequence number taken (`None`: nothing to
 /// write).
-pub fn append<F: AtomicKv>(
-    feed: &F,
+pub fn append(
+    feed: &dyn FeedStore,
     changes: Vec<Change>,
     counts: Counts,
 ) -> Result<Option<u64>, StoreError> {
@@ -176,19 +425,12 @@ pub fn append<F: AtomicKv>(
         return Ok(None);
     }
     let span = changes.len().max(1) as u64;
-    let last = feed.increment(keys::FEED_HEAD, span as i64)?;
-    let last = u64::try_from(last)
-        .map_err(|_| StoreError::Other(format!("{} is negative: {last}", keys::FEED_HEAD)))?;
+    let last = feed.take(span)?;
     let first = last + 1 - span;
     let mut pairs = Vec::with_capacity(span as usize + 1);
     let mut changes = changes.into_iter();
     for seq in first..=last {
-        let key = keys::feed_slot(seq);
-        let slot = Slot {
-            seq,
-            change: changes.next(),
-        };
-        pairs.push((key.clone(), encode(&key, &slot)?));
+        pairs.push(slot_pair(seq, changes.next())?);
     }
     let delta_key = keys::metrics_delta(first);
     pairs.push((

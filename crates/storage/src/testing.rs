@@ -317,6 +317,9 @@ pub struct Harness {
     pub lines: RefCell<Vec<String>>,
     /// What the writer recorded for the change feed and the counters.
     pub journal: crate::feed::Journal,
+    /// The `feed` store (the writer takes change numbers from it; tests
+    /// commit the journal to it).
+    pub feed: MemoryKv,
     /// The writer's `commit_until` (the trigger's delivery lease), in Unix ms.
     pub lease: Cell<Option<i64>>,
     counter: Cell<u32>,
@@ -342,6 +345,7 @@ impl Harness {
             verify: Cell::new(false),
             lines: RefCell::new(Vec::new()),
             journal: crate::feed::Journal::new(),
+            feed: MemoryKv::new(),
             lease: Cell::new(None),
             counter: Cell::new(0),
         }
@@ -365,6 +369,7 @@ impl Harness {
             log: &log,
             verify_writes: self.verify.get(),
             journal: &self.journal,
+            feed: &self.feed,
             commit_until: self.lease.get().map(Timestamp),
         };
         f(&writer)

@@ -192,6 +192,7 @@ impl Stores {
                 log: &log,
                 verify_writes: false,
                 journal: &Journal::new(),
+                feed: &MemoryKv::new(),
                 commit_until: None,
             }
             .handle(&Incoming {
@@ -722,6 +723,7 @@ fn a_batch_on_the_working_copy_flushes_each_task_at_its_last_version() {
             log: &log,
             verify_writes: false,
             journal: &Journal::new(),
+            feed: &MemoryKv::new(),
             commit_until: None,
         }
         .handle_batch(&incoming)

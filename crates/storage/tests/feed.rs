@@ -255,9 +255,8 @@ fn the_writer_records_each_change_once_with_versions_and_statuses() {
             (ChangeKind::Deleted, None, None, None),
         ]
     );
-    let feed = MemoryKv::new();
-    h.journal.commit(&feed).expect("in memory");
-    let snap = metrics::snapshot(&feed).expect("in memory");
+    h.journal.commit(&h.feed).expect("in memory");
+    let snap = metrics::snapshot(&h.feed).expect("in memory");
     let text = metrics::render(&snap);
     for line in [
         "tasks_events_total{outcome=\"applied\",subject=\"tasks.created\"} 1",
@@ -469,4 +468,166 @@ fn prometheus_text_has_help_type_cumulative_buckets_and_escaped_labels() {
             assert!(line.starts_with(family), "{line} outside {family}");
         }
     }
+}
+
+/// What a change says of its task, without when and by whom.
+type Said = (
+    ChangeKind,
+    String,
+    Option<u64>,
+    Option<Status>,
+    Option<Status>,
+);
+
+/// Every change the feed holds, in feed order, stepping over slots that
+/// hold none or were never written.
+fn feed_changes(feed: &MemoryKv) -> Vec<Said> {
+    let head = feed::head(feed).expect("in memory");
+    let mut said = Vec::new();
+    let mut after = 0;
+    while after < head {
+        match feed::read_after(feed, after, 1_000).expect("in memory") {
+            Read::Entries { entries, next, .. } => {
+                said.extend(entries.into_iter().map(|e| {
+                    let c = e.change;
+                    (c.kind, c.id, c.version, c.status, c.previous_status)
+                }));
+                after = if next > after { next } else { after + 1 };
+            }
+            Read::Reset { .. } => unreachable!("fewer changes than the ring holds"),
+        }
+    }
+    said
+}
+
+/// The `tasks_events_total{outcome="applied",…}` lines of the counters.
+fn applied_counts(feed: &MemoryKv) -> Vec<String> {
+    let text = metrics::render(&metrics::snapshot(feed).expect("in memory"));
+    text.lines()
+        .filter(|l| l.starts_with("tasks_events_total{outcome=\"applied\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How a call of the history below ends.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Its feed write lands and its messages are acknowledged.
+    Done,
+    /// It ends after its task writes, before its feed write (killed, or
+    /// the feed write failed): its messages are delivered again.
+    EndsBeforeFeed,
+    /// Its feed write lands but its acknowledgement is lost: its messages
+    /// are delivered again.
+    AckLost,
+}
+
+#[test]
+fn each_change_reaches_the_feed_and_the_counters_once_whichever_calls_end_before_the_feed() {
+    use proptest::prelude::*;
+    use tasks_proptest_kit::{check, fed};
+    let one = (0..4usize, 0..10u8, "[a-z]{0,4}").prop_map(|(task, kind, title)| {
+        let id = ["a", "b", "c", "d"][task];
+        match kind {
+            0..=3 => (
+                "tasks.created",
+                json!({"id": id, "title": format!("{id} {title}")}),
+            ),
+            4..=6 => (
+                "tasks.updated",
+                json!({"id": id, "title": format!("{id} {title}!")}),
+            ),
+            7 => ("tasks.updated", json!({"id": id, "status": "completed"})),
+            8 => ("tasks.deleted", json!({"id": id})),
+            _ => ("tasks.created", json!({"title": "no id"})),
+        }
+    });
+    let calls = prop::collection::vec(
+        (
+            1..6usize,
+            any::<bool>(),
+            prop_oneof![
+                3 => Just(Fate::Done),
+                2 => Just(Fate::EndsBeforeFeed),
+                1 => Just(Fate::AckLost),
+            ],
+        ),
+        0..30,
+    );
+    let history = (prop::collection::vec(one, 1..30), calls);
+    check(
+        "each change once in the feed",
+        history,
+        |(events, calls)| {
+            fed();
+            let msgs: Vec<(&str, String, Option<u64>)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (s, p))| (*s, p.to_string(), Some(i as u64 + 1)))
+                .collect();
+            fn incoming<'m>(m: &'m (&'static str, String, Option<u64>)) -> Incoming<'m> {
+                Incoming {
+                    subject: m.0,
+                    payload: m.1.as_bytes(),
+                    header_correlation_id: None,
+                    handler_timed_out_ms: None,
+                    stream_sequence: m.2,
+                    stream_epoch: None,
+                }
+            }
+            // What each event changes, delivered once each, in its own call.
+            let model = Harness::new();
+            model.step.set(0);
+            for m in &msgs {
+                model
+                    .deliver_on(&model.tasks, &incoming(m))
+                    .expect("recorded");
+                model.journal.commit(&model.feed).expect("in memory");
+            }
+            // The same events through calls that end early or lose their acks;
+            // what a call did not see acknowledged is delivered again first.
+            let h = Harness::new();
+            h.step.set(0);
+            let mut calls = calls.into_iter();
+            let mut next = 0;
+            while next < msgs.len() {
+                let (len, batched, fate) = calls.next().unwrap_or((3, true, Fate::Done));
+                let call: Vec<Incoming> = msgs[next..(next + len).min(msgs.len())]
+                    .iter()
+                    .map(incoming)
+                    .collect();
+                let outcomes = if batched {
+                    h.with_writer(&h.tasks, |w| w.handle_batch(&call))
+                } else {
+                    call.iter()
+                        .map(|m| h.with_writer(&h.tasks, |w| w.handle(m)))
+                        .collect()
+                };
+                prop_assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                match fate {
+                    Fate::Done => {
+                        h.journal.commit(&h.feed).expect("in memory");
+                        next += call.len();
+                    }
+                    Fate::EndsBeforeFeed => {
+                        // Its feed write goes nowhere.
+                        h.journal.commit(&MemoryKv::new()).expect("in memory");
+                    }
+                    Fate::AckLost => {
+                        h.journal.commit(&h.feed).expect("in memory");
+                    }
+                }
+            }
+            let (got, want) = (feed_changes(&h.feed), feed_changes(&model.feed));
+            let of = |said: &[Said], id: &str| -> Vec<Said> {
+                said.iter().filter(|s| s.1 == id).cloned().collect()
+            };
+            for id in ["a", "b", "c", "d"] {
+                prop_assert_eq!(of(&got, id), of(&want, id), "task {}", id);
+            }
+            prop_assert_eq!(got.len(), want.len());
+            prop_assert_eq!(applied_counts(&h.feed), applied_counts(&model.feed));
+            Ok::<(), TestCaseError>(())
+        },
+    );
 }

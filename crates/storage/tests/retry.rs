@@ -596,3 +596,52 @@ fn a_probe_that_waited_out_the_outage_still_replays_everything_at_once() {
     assert_eq!(r.applied, 3, "{r:?}");
     assert!(h.outbox().is_empty());
 }
+
+#[test]
+fn a_replay_whose_change_misses_the_feed_stays_queued_and_its_change_is_recorded_once() {
+    use tasks_storage::events::outbox::CLAIM_MILLIS;
+    use tasks_storage::feed::{self, Read};
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    let msg = Incoming {
+        subject: "tasks.created",
+        payload: br#"{"id":"t-1","title":"A"}"#,
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(9),
+        stream_epoch: None,
+    };
+    let deferred = h.deliver_on(&h.tasks, &msg);
+    assert!(
+        matches!(deferred, Ok(Handled::Deferred { .. })),
+        "{deferred:?}"
+    );
+    h.journal.commit(&h.feed).expect("in memory");
+    h.tasks.set_down(false);
+    h.advance(2_000);
+    // The replay writes the task; then the feed store fails.
+    let tasks = Hooked::new(&h.tasks, HookAt::Write, || h.feed.set_down(true));
+    assert_eq!(h.tick_on(&tasks).applied, 1);
+    assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
+    assert_eq!(h.outbox().len(), 1, "kept until its change is recorded");
+    h.feed.set_down(false);
+    h.advance(CLAIM_MILLIS + 1_000);
+    let report = h.tick();
+    assert_eq!(
+        (report.applied, report.already_applied),
+        (1, 0),
+        "{report:?}"
+    );
+    assert!(h.outbox().is_empty());
+    h.journal.commit(&h.feed).expect("in memory");
+    let changes: Vec<(String, Option<u64>)> = match feed::read_after(&h.feed, 0, 100) {
+        Ok(Read::Entries { entries, .. }) => entries
+            .into_iter()
+            .map(|e| (e.change.id, e.change.version))
+            .collect(),
+        other => unreachable!("{other:?}"),
+    };
+    assert_eq!(changes, [("t-1".to_owned(), Some(1))]);
+    // Delivered once more: skipped, nothing recorded.
+    assert_eq!(h.tick().applied, 0);
+}

@@ -9,7 +9,7 @@ use tasks_domain::event::{Event, EventKind};
 use tasks_domain::{StreamPos, Task, Timestamp, keys, merge};
 
 use crate::events::tombstone::{self, Tombstone};
-use crate::feed::{Change, Journal};
+use crate::feed::{self, Change, FeedStore, Journal, Reserved};
 use crate::kv::{AtomicKv, StoreError};
 use crate::read::page_cache;
 
@@ -28,6 +28,10 @@ pub enum Failure {
     /// The delivery's lease ended before the write ([`Writer::commit_until`]):
     /// another instance may hold the event now, so nothing is written here.
     Fenced(String),
+    /// The `feed` store failed before the write (taking the change's number,
+    /// or reading whether an earlier call's change reached it): nothing is
+    /// written, so no change goes unrecorded; the event is delivered again.
+    NoFeed(String),
 }
 
 /// Applies events to the `tasks` store, keeping dead letters and the outbox
@@ -50,6 +54,9 @@ pub struct Writer<'a, T: AtomicKv, L: AtomicKv> {
     /// Where each change that reached the `tasks` store and each counted
     /// outcome go; the caller commits it to the feed (see [`crate::feed`]).
     pub journal: &'a Journal,
+    /// The `feed` store: the numbers of stream events' changes are taken
+    /// before their writes ([`Journal::reserve`]).
+    pub feed: &'a dyn FeedStore,
     /// Until when the events handled are surely this instance's (the
     /// trigger's delivery lease, `spin-nats-lease-until-ms`); after it no
     /// store write is made for them: the trigger has them delivered again,
@@ -88,11 +95,15 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     ) -> Result<bool, Failure> {
         let key = keys::task(&ev.id);
         if ev.kind == EventKind::Deleted {
-            if let Some(seq) = seq
-                && !self.tombstone_before_delete(ev, cid, seq, now)?
-            {
-                return Ok(false);
-            }
+            let deleted = change(ev, None, None, cid, now);
+            let reserved = match seq {
+                Some(seq) => match self.tombstone_before_delete(ev, cid, seq, now, &deleted)? {
+                    Delete::Write(reserved) => Some(reserved),
+                    Delete::Skip => return Ok(false),
+                    Delete::Refilled => return Ok(true),
+                },
+                None => None,
+            };
             self.fence()?;
             let start = Instant::now();
             self.tasks
@@ -102,16 +113,21 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             self.restamp(cid, &ev.id);
             self.pages_changed(cid);
             self.verify(cid, &key, None);
-            self.journal.changed(change(ev, None, None, cid, now));
+            match reserved {
+                Some(reserved) => self.journal.changed_in(reserved),
+                None => self.journal.changed(deleted),
+            }
             return Ok(true);
         }
+        // The feed number of this event's change, taken at its first write.
+        let mut slot: Option<u64> = None;
         for attempt in 1..=CAS_ATTEMPTS {
             let start = Instant::now();
             let (cas, current) = self
                 .tasks
                 .cas_read(&key)
                 .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
-            let existing = match current.map(|b| Task::from_json(&b)) {
+            let existing = match current.as_deref().map(Task::from_json) {
                 None => None,
                 Some(Ok(t)) => Some(t),
                 Some(Err(e)) if ev.kind == EventKind::Updated => {
@@ -128,37 +144,58 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     None
                 }
             };
-            let gone = match (&existing, seq) {
-                (None, Some(_)) => self.tombstone_pos(cid, &ev.id)?,
+            let gone_record = match (&existing, seq) {
+                (None, Some(_)) => self.tombstone_record(cid, &ev.id)?,
                 _ => None,
             };
+            let gone = Tombstone::pos_of(gone_record.as_deref());
             if self.applied_already(ev, cid, seq, existing.as_ref(), gone) {
-                return Ok(false);
+                let record = if existing.is_some() {
+                    current.as_deref()
+                } else {
+                    gone_record.as_deref()
+                };
+                return self.refill_if_lost(cid, record, seq);
             }
             let next = merged(ev, existing.as_ref(), now, seq).map_err(Failure::Permanent)?;
             self.fence()?;
+            let made = change(ev, Some(&next), existing.as_ref(), cid, now);
+            let reserved = match seq {
+                Some(pos) => {
+                    let slot = match slot {
+                        Some(slot) => slot,
+                        None => *slot.insert(self.take_number(cid, &ev.id)?),
+                    };
+                    Some(reserve(slot, pos, made.clone()))
+                }
+                None => None,
+            };
+            let doc = self.stored(&next, reserved.as_ref());
+            let record = |reserved: Option<Reserved>| match reserved {
+                Some(reserved) => self.journal.changed_in(reserved),
+                None => self.journal.changed(made.clone()),
+            };
             let start = Instant::now();
             if existing.is_none() {
                 // A new id: the document and the new membership stamp go in one
                 // set-many, one transaction (one commit instead of two). Two
                 // concurrent creates of the same new id are last-writer-wins;
                 // updates below keep full compare-and-swap.
-                let pairs = vec![(key.clone(), next.to_json()), self.new_stamp()];
+                let pairs = vec![(key.clone(), doc.clone()), self.new_stamp()];
                 self.tasks
                     .set_many(pairs)
                     .map_err(|e| self.store_failed(cid, "PUT", &key, start, e))?;
                 self.log_ok(cid, "PUT", &key, start);
                 self.pages_changed(cid);
-                self.verify(cid, &key, Some(&next.to_json()));
-                self.journal
-                    .changed(change(ev, Some(&next), None, cid, now));
+                self.verify(cid, &key, Some(&doc));
+                record(reserved);
                 return Ok(true);
             }
-            match self.tasks.cas_write(cas, next.to_json()) {
+            match self.tasks.cas_write(cas, doc.clone()) {
                 Ok(true) => {
                     self.log_ok(cid, "PUT", &key, start);
                     self.pages_changed(cid);
-                    self.verify(cid, &key, Some(&next.to_json()));
+                    self.verify(cid, &key, Some(&doc));
                     match existing {
                         None => {}
                         Some(_) if ev.kind == EventKind::Created => (self.log)(&format!(
@@ -167,9 +204,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         )),
                         Some(_) => {}
                     }
-                    let before = existing.as_ref();
-                    self.journal
-                        .changed(change(ev, Some(&next), before, cid, now));
+                    record(reserved);
                     return Ok(true);
                 }
                 Ok(false) => (self.log)(&format!(
@@ -225,9 +260,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
     }
 
     /// For a delete at stream sequence `seq`: reads the task and its
-    /// tombstone in one call; `false` when the delete is a redelivery (the
-    /// task was re-created by a later event, or deleted at or after `seq`
-    /// already), else writes the tombstone and returns `true`, for the
+    /// tombstone in one call; [`Delete::Skip`] when the delete is a
+    /// redelivery (the task was re-created by a later event, or deleted at or
+    /// after `seq` already; [`Delete::Refilled`] when its change had not
+    /// reached the feed), else takes the change's feed number, writes the
+    /// tombstone (keeping the change) and returns [`Delete::Write`], for the
     /// document to be removed next.
     fn tombstone_before_delete(
         &self,
@@ -235,7 +272,8 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         cid: &str,
         seq: StreamPos,
         now: Timestamp,
-    ) -> Result<bool, Failure> {
+        deleted: &Change,
+    ) -> Result<Delete, Failure> {
         let key = keys::task(&ev.id);
         let gone_key = keys::tombstone(&ev.id);
         let start = Instant::now();
@@ -244,36 +282,101 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .get_many(&[key.clone(), gone_key.clone()])
             .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?
             .into_iter();
-        let existing = found
-            .next()
-            .flatten()
-            .and_then(|b| Task::from_json(&b).ok());
-        let gone = Tombstone::pos_of(found.next().flatten().as_deref());
+        let doc = found.next().flatten();
+        let existing = doc.as_deref().and_then(|b| Task::from_json(b).ok());
+        let gone_record = found.next().flatten();
+        let gone = Tombstone::pos_of(gone_record.as_deref());
         if self.applied_already(ev, cid, Some(seq), existing.as_ref(), gone) {
-            return Ok(false);
+            let record = if existing.is_some() { doc } else { gone_record };
+            return Ok(
+                match self.refill_if_lost(cid, record.as_deref(), Some(seq))? {
+                    true => Delete::Refilled,
+                    false => Delete::Skip,
+                },
+            );
         }
+        self.fence()?;
+        let reserved = reserve(self.take_number(cid, &ev.id)?, seq, deleted.clone());
+        let mut kept = self.journal.kept_for(&ev.id);
+        kept.push(reserved.clone());
         let record = tombstone::new(seq, now)
+            .keeping(kept)
             .to_bytes(&gone_key)
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
-        self.fence()?;
         let start = Instant::now();
         let written = (keys::TOMBSTONES_WRITTEN.to_owned(), b"1".to_vec());
         self.tasks
             .set_many(vec![(gone_key.clone(), record), written])
             .map_err(|e| self.store_failed(cid, "PUT", &gone_key, start, e))?;
         self.log_ok(cid, "PUT", &gone_key, start);
-        Ok(true)
+        Ok(Delete::Write(reserved))
     }
 
-    /// Where task `id`'s delete stood in its stream, if it has a tombstone.
-    fn tombstone_pos(&self, cid: &str, id: &str) -> Result<Option<StreamPos>, Failure> {
+    /// Task `id`'s tombstone, if it has one.
+    fn tombstone_record(&self, cid: &str, id: &str) -> Result<Option<Vec<u8>>, Failure> {
         let key = keys::tombstone(id);
         let start = Instant::now();
-        let found = self
-            .tasks
+        self.tasks
             .get(&key)
-            .map_err(|e| self.store_failed(cid, "GET", &key, start, e))?;
-        Ok(Tombstone::pos_of(found.as_deref()))
+            .map_err(|e| self.store_failed(cid, "GET", &key, start, e))
+    }
+
+    /// Takes the feed number of the change a write is about to make.
+    fn take_number(&self, cid: &str, id: &str) -> Result<u64, Failure> {
+        self.journal.reserve(self.feed, 1).map_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV INCREMENT {} — FAILED: {e}; task={id} not written",
+                keys::FEED_HEAD
+            ));
+            Failure::NoFeed(format!("taking a change feed number failed: {e}"))
+        })
+    }
+
+    /// `task` as stored: with the reserved changes this call made to it
+    /// so far and `reserved` (see [`crate::feed`]).
+    fn stored(&self, task: &Task, reserved: Option<&Reserved>) -> Vec<u8> {
+        let mut kept = self.journal.kept_for(&task.id);
+        kept.extend(reserved.cloned());
+        feed::stored_doc(task, &kept)
+    }
+
+    /// For an event at `seq` skipped as applied already, `record` being the
+    /// task's document or tombstone: when the call that applied it kept its
+    /// change there and died before the change reached the feed, records it
+    /// for its slot now and returns `true` (it counts as applied).
+    pub(super) fn refill_if_lost(
+        &self,
+        cid: &str,
+        record: Option<&[u8]>,
+        seq: Option<StreamPos>,
+    ) -> Result<bool, Failure> {
+        let Some(pos) = seq else { return Ok(false) };
+        let kept: Vec<Reserved> = feed::kept(record)
+            .into_iter()
+            .filter(|r| r.pos() == pos && !self.journal.holds(r.slot))
+            .collect();
+        if kept.is_empty() {
+            return Ok(false);
+        }
+        let lost = feed::lost(self.feed, &kept).map_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV GET feed — FAILED: {e}; cannot tell whether stream sequence {} reached the feed",
+                pos.seq
+            ));
+            Failure::NoFeed(format!("reading the change feed failed: {e}"))
+        })?;
+        let mut refilled = false;
+        for (r, lost) in kept.into_iter().zip(lost) {
+            if lost {
+                (self.log)(&format!(
+                    "[{cid}] FEED change {} of task={} (stream sequence {}) recorded now: the call that applied it ended before the feed",
+                    r.slot, r.change.id, pos.seq
+                ));
+                self.journal.refill(r);
+                refilled = true;
+            }
+        }
+        Ok(refilled)
     }
 
     /// With `verify_writes`, reads `key` back and logs whether it holds
@@ -342,6 +445,26 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 keys::TASKS_STAMP
             ));
         }
+    }
+}
+
+/// What [`Writer::tombstone_before_delete`] found.
+enum Delete {
+    /// Remove the document; the change is this reserved one.
+    Write(Reserved),
+    /// Applied already.
+    Skip,
+    /// Applied already; its change had not reached the feed and is recorded now.
+    Refilled,
+}
+
+/// The reserved change `change`, of the event at `pos`, in feed slot `slot`.
+pub(super) fn reserve(slot: u64, pos: StreamPos, change: Change) -> Reserved {
+    Reserved {
+        slot,
+        stream_seq: pos.seq,
+        stream_epoch: pos.epoch,
+        change,
     }
 }
 

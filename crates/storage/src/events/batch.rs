@@ -7,11 +7,15 @@
 //!    tombstones when the messages carry stream sequences;
 //! 3. the events of each task folded in memory, in order (stream-sequence
 //!    skips, merges, updates of unknown tasks refused);
-//! 4. the commit: one `set-many` of the tombstones of deleted tasks, then
+//! 4. when the batch holds events applied already whose records keep
+//!    their changes, one read of the feed (did those changes reach it?);
+//!    one increment of the feed head for the numbers of the changes to
+//!    write (see [`crate::feed`]);
+//! 5. the commit: one `set-many` of the tombstones of deleted tasks, then
 //!    one `delete-many` for them, one `set-many` for
 //!    tasks new to the store (with the membership stamp, last), and a
 //!    compare-and-swap per task that existed (the rule for updates);
-//! 5. in message order: dead letters, and the outbox for what could not
+//! 6. in message order: dead letters, and the outbox for what could not
 //!    be committed.
 //!
 //! Whatever does not fit the fast path goes through [`Writer::handle`] one
@@ -27,21 +31,25 @@ use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{StreamPos, Task, Timestamp, keys};
 
 use crate::counts::EventOutcome;
-use crate::events::apply::{Failure, Writer, change, merged};
+use crate::events::apply::{Failure, Writer, change, merged, reserve};
 use crate::events::health::{self, StoreHealth};
 use crate::events::tombstone::{self, Tombstone};
 use crate::events::writer::{Handled, Incoming};
-use crate::feed::Change;
+use crate::feed::{self, Change, Reserved};
 use crate::kv::{AtomicKv, StoreError, decode_counter};
 
 /// What the fast path decided for one message.
 enum Plan {
-    /// Applied once its task commits (`change`), or skipped as applied
-    /// already (`None`).
+    /// Applied once its task commits (`change`, in feed slot `reserved`
+    /// when it has a stream position), or skipped as applied already
+    /// (`None`; `refill`: its change, kept by the task's record, did not
+    /// reach the feed).
     Apply {
         cid: String,
         id: String,
         change: Option<Change>,
+        reserved: Option<Box<Reserved>>,
+        refill: Option<Box<Reserved>>,
     },
     /// Refused for good: a dead letter.
     Reject {
@@ -68,6 +76,10 @@ struct Fold {
     gone: Option<StreamPos>,
     /// A tombstone to write (a delete of the batch with a sequence).
     tombstone: Option<StreamPos>,
+    /// The reserved changes its document and tombstone keep, as read.
+    kept: Vec<Reserved>,
+    /// Those its records keep once written (see [`crate::feed`]).
+    keep: Vec<Reserved>,
 }
 
 /// How a task's commit went.
@@ -129,7 +141,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             let mut gones = gones.into_iter();
             Ok(docs
                 .into_iter()
-                .map(|d| (d, Tombstone::pos_of(gones.next().flatten().as_deref())))
+                .map(|d| (d, gones.next().flatten()))
                 .collect::<Vec<_>>())
         });
         let docs = match read {
@@ -146,6 +158,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         };
         let mut folds: HashMap<&str, Fold> = HashMap::new();
         for (id, (doc, gone)) in fast.iter().zip(docs) {
+            let mut kept = feed::kept(doc.as_deref());
+            kept.extend(feed::kept(gone.as_deref()));
+            let gone = Tombstone::pos_of(gone.as_deref());
             let state = match doc.as_deref().map(Task::from_json) {
                 None => None,
                 Some(Ok(t)) => Some(t),
@@ -161,6 +176,8 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     changed: false,
                     gone,
                     tombstone: None,
+                    kept,
+                    keep: Vec::new(),
                 },
             );
         }
@@ -182,10 +199,23 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         match self.fold(fold, ev, &cid, now, msg.stream_pos()) {
                             Ok(change) => {
                                 fold.events.push(i);
+                                let pos = msg.stream_pos();
+                                let refill = match (&change, pos) {
+                                    (None, Some(pos)) => {
+                                        let ours = |r: &Reserved| self.journal.holds(r.slot);
+                                        fold.kept
+                                            .iter()
+                                            .find(|r| r.pos() == pos && !ours(r))
+                                            .map(|r| Box::new(r.clone()))
+                                    }
+                                    _ => None,
+                                };
                                 Plan::Apply {
                                     cid,
                                     id: ev.id.clone(),
                                     change,
+                                    reserved: None,
+                                    refill,
                                 }
                             }
                             Err(reason) => Plan::Reject {
@@ -200,6 +230,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             plans.push(plan);
         }
 
+        if let Err(reason) = self.number_changes(&mut folds, &mut plans, msgs) {
+            (self.log)(&format!(
+                "KV feed — FAILED: {reason}; the batch of {} is not written and is delivered again",
+                msgs.len()
+            ));
+            return msgs.iter().map(|_| not_numbered(&reason)).collect();
+        }
         let committed = self.commit(&folds, &plans, health);
 
         // Record, in message order.
@@ -207,16 +244,24 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut failed = false;
         for ((msg, plan), ev) in msgs.iter().zip(plans).zip(&parsed) {
             let outcome = match plan {
-                Plan::Apply { cid, id, change } => match committed.get(id.as_str()) {
+                Plan::Apply {
+                    cid,
+                    id,
+                    change,
+                    reserved,
+                    refill,
+                } => match committed.get(id.as_str()) {
                     Some(Committed::Ok) => {
-                        let outcome = if change.is_some() {
+                        let outcome = if change.is_some() || refill.is_some() {
                             EventOutcome::Applied
                         } else {
                             EventOutcome::Skipped
                         };
                         self.counted(msg, outcome);
-                        if let Some(change) = change {
-                            self.journal.changed(change);
+                        match (reserved.or(refill), change) {
+                            (Some(reserved), _) => self.journal.changed_in(*reserved),
+                            (None, Some(change)) => self.journal.changed(change),
+                            (None, None) => {}
                         }
                         Ok(Handled::Applied {
                             correlation_id: cid,
@@ -239,6 +284,90 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             outcomes.push(outcome);
         }
         outcomes
+    }
+
+    /// Before the commit: keeps the refills whose changes did not reach the
+    /// feed (one feed read), takes the feed numbers of the changes of
+    /// stream events (one increment), and tells each task what its records
+    /// keep. `Err`: the feed store failed, and nothing is written.
+    fn number_changes(
+        &self,
+        folds: &mut HashMap<&str, Fold>,
+        plans: &mut [Plan],
+        msgs: &[Incoming],
+    ) -> Result<(), String> {
+        let refills: Vec<Reserved> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Apply { refill, .. } => refill.as_deref().cloned(),
+                _ => None,
+            })
+            .collect();
+        if !refills.is_empty() {
+            let lost = feed::lost(self.feed, &refills)
+                .map_err(|e| format!("reading the change feed failed: {e}"))?;
+            let mut lost = lost.into_iter();
+            for plan in plans.iter_mut() {
+                if let Plan::Apply { refill, cid, .. } = plan
+                    && let Some(r) = refill
+                {
+                    if lost.next() == Some(true) {
+                        (self.log)(&format!(
+                            "[{cid}] FEED change {} of task={} (stream sequence {}) recorded now: the call that applied it ended before the feed",
+                            r.slot, r.change.id, r.stream_seq
+                        ));
+                    } else {
+                        *refill = None;
+                    }
+                }
+            }
+        }
+        let numbered = |p: &Plan, m: &Incoming| {
+            matches!(
+                p,
+                Plan::Apply {
+                    change: Some(_),
+                    ..
+                }
+            ) && m.stream_pos().is_some()
+        };
+        let n = plans
+            .iter()
+            .zip(msgs)
+            .filter(|(p, m)| numbered(p, m))
+            .count() as u64;
+        let mut next = match n {
+            0 => 0,
+            n => self
+                .journal
+                .reserve(self.feed, n)
+                .map_err(|e| format!("taking {n} change feed numbers failed: {e}"))?,
+        };
+        for (plan, msg) in plans.iter_mut().zip(msgs) {
+            let Plan::Apply {
+                id,
+                change,
+                reserved,
+                refill,
+                ..
+            } = plan
+            else {
+                continue;
+            };
+            let Some(fold) = folds.get_mut(id.as_str()) else {
+                continue;
+            };
+            if fold.keep.is_empty() {
+                fold.keep = self.journal.kept_for(id);
+            }
+            if let (Some(change), Some(pos)) = (change.as_ref(), msg.stream_pos()) {
+                *reserved = Some(Box::new(reserve(next, pos, change.clone())));
+                next += 1;
+            }
+            fold.keep
+                .extend(reserved.as_deref().or(refill.as_deref()).cloned());
+        }
+        Ok(())
     }
 
     /// Handles each message through [`Writer::handle`], stopping at the
@@ -374,15 +503,16 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .filter(|(_, f)| changed(f) && f.state.is_none())
             .map(|(id, _)| *id)
             .collect();
+        let doc = |f: &Fold| Some(feed::stored_doc(f.state.as_ref()?, &f.keep));
         let new: Vec<(&str, Vec<u8>)> = folds
             .iter()
             .filter(|(_, f)| changed(f) && f.original.is_none())
-            .filter_map(|(id, f)| Some((*id, f.state.as_ref()?.to_json())))
+            .filter_map(|(id, f)| Some((*id, doc(f)?)))
             .collect();
         let swapped: Vec<(&str, Vec<u8>)> = folds
             .iter()
             .filter(|(_, f)| changed(f) && f.original.is_some())
-            .filter_map(|(id, f)| Some((*id, f.state.as_ref()?.to_json())))
+            .filter_map(|(id, f)| Some((*id, doc(f)?)))
             .collect();
         for (id, f) in folds {
             if !f.changed && !f.events.is_empty() {
@@ -395,9 +525,12 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut tombstones: Vec<(String, Vec<u8>)> = deleted
             .iter()
             .filter_map(|id| {
-                let seq = folds.get(id)?.tombstone?;
+                let fold = folds.get(id)?;
                 let key = keys::tombstone(id);
-                let record = tombstone::new(seq, now).to_bytes(&key).ok()?;
+                let record = tombstone::new(fold.tombstone?, now)
+                    .keeping(fold.keep.clone())
+                    .to_bytes(&key)
+                    .ok()?;
                 Some((key, record))
             })
             .collect();
@@ -514,13 +647,20 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             for (id, f) in folds {
                 let batch_written = f.changed && (f.original.is_none() || f.state.is_none());
                 if batch_written && matches!(result.get(id), Some(Committed::Ok)) {
-                    let doc = f.state.as_ref().map(Task::to_json);
-                    self.verify(cid_of(id), &keys::task(id), doc.as_deref());
+                    self.verify(cid_of(id), &keys::task(id), doc(f).as_deref());
                 }
             }
         }
         result
     }
+}
+
+/// The outcome of a message of a batch not written because the feed store
+/// failed before it (see [`Failure::NoFeed`]).
+fn not_numbered(reason: &str) -> Result<Handled, StoreError> {
+    Err(StoreError::Unavailable(format!(
+        "not written: {reason}; the event is delivered again"
+    )))
 }
 
 /// The outcome of a message left unrecorded after an earlier one failed.

@@ -365,7 +365,8 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 Err(
                     Failure::Unavailable(error)
                     | Failure::Contended(error)
-                    | Failure::Fenced(error),
+                    | Failure::Fenced(error)
+                    | Failure::NoFeed(error),
                 ) if early => {
                     // A probe ahead of this record's schedule: not an attempt.
                     self.log(&format!(
@@ -381,7 +382,8 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 Err(
                     Failure::Unavailable(error)
                     | Failure::Contended(error)
-                    | Failure::Fenced(error),
+                    | Failure::Fenced(error)
+                    | Failure::NoFeed(error),
                 ) => {
                     let mut entry = OutboxEntry {
                         claim: None,
@@ -426,6 +428,17 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             next = records
                 .next()
                 .filter(|(_, e)| (force || e.due_at(now)) && !e.claimed_at(now));
+        }
+        // What this task's records changed reaches the feed before the
+        // records go: if it cannot, they stay, are replayed, are found
+        // applied, and their changes are recorded then (see crate::feed).
+        if !done.is_empty()
+            && let Err(e) = w.journal.commit(w.feed)
+        {
+            self.log(&format!(
+                "[-] KV PUT feed — FAILED: {e}; task={task_id}'s replayed records stay in the outbox until their changes are recorded"
+            ));
+            return Ok(outcome);
         }
         if !done.is_empty() {
             // Lowered before the records go: a writer that reads the count

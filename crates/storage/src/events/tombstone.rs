@@ -24,10 +24,11 @@
 use serde::{Deserialize, Serialize};
 use tasks_domain::{StreamPos, Timestamp};
 
+use crate::feed::Reserved;
 use crate::kv::{StoreError, encode};
 
 /// The record under `gone:<id>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tombstone {
     /// Stream sequence of the delete.
@@ -37,12 +38,20 @@ pub struct Tombstone {
     pub stream_epoch: Option<u64>,
     /// When it was applied (Unix milliseconds).
     pub deleted_at: i64,
+    /// The reserved changes of the call that wrote it (see [`crate::feed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<Reserved>,
 }
 
 impl Tombstone {
     /// The record's bytes, for `key`.
-    pub fn to_bytes(self, key: &str) -> Result<Vec<u8>, StoreError> {
-        encode(key, &self)
+    pub fn to_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        encode(key, self)
+    }
+
+    /// The same, keeping the reserved changes `journal`.
+    pub fn keeping(self, journal: Vec<Reserved>) -> Self {
+        Tombstone { journal, ..self }
     }
 
     /// The delete's position in a stored record; an unreadable one counts
@@ -63,6 +72,7 @@ pub fn new(pos: StreamPos, now: Timestamp) -> Tombstone {
         stream_seq: pos.seq,
         stream_epoch: pos.epoch,
         deleted_at: now.millis(),
+        journal: Vec::new(),
     }
 }
 

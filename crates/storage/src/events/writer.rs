@@ -160,6 +160,13 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                         (self.log)(&format!("[{cid}] FENCED task={} — {reason}", ev.id));
                         Err(StoreError::Other(reason))
                     }
+                    Err(Failure::NoFeed(reason)) => {
+                        (self.log)(&format!(
+                            "[{cid}] NOT WRITTEN task={} — {reason}; the event is delivered again",
+                            ev.id
+                        ));
+                        Err(StoreError::Unavailable(reason))
+                    }
                 }
             }
         }
