@@ -4,7 +4,8 @@ published to JetStream with an independent client (PyPI nats-py), and a check of
 app made of it against a model of what it should have made.
 
   chaos.py publish --server URL --seed S --events N --prefix P --history FILE [--rate R]
-  chaos.py check --base URL --history FILE --token T [--timeout S]
+  chaos.py mark --base URL --token T --out FILE
+  chaos.py check --base URL --history FILE --token T [--mark FILE] [--timeout S]
 
 publish: N events over about N/12 tasks: creates, updates, deletes, creates of existing and
 of deleted tasks (re-creates), updates of deleted tasks, in a random order per task; each
@@ -26,15 +27,24 @@ removes it). It waits until every task reads back (GET /api/tasks/<id>) as the m
   doubled      the app is past the model (version higher: an event applied twice);
   reordered    same version, other title or status (events applied out of order);
 and compares the run's dead letters (GET /api/dead-letters) with the events that must be
-dead letters, each exactly once. Exits 1 on any anomaly.
+dead letters, each exactly once. With --mark (what `mark` read before the history was
+published: the change feed's head and the counters), it also reads the change stream
+(GET /api/events from that head) and compares each task's changes with the model's, in
+order (kind and version; each applied event once: `feed` anomalies), and the counters' growth
+(events and replays applied, GET /metrics) with the number of events the model applies
+(`counters`). Exits 1 on any anomaly.
 """
 import argparse
 import asyncio
+import http.client
 import json
 import random
+import re
+import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 STATUSES = ["pending", "in_progress", "completed", "cancelled"]
@@ -92,8 +102,9 @@ def history(seed: int, events: int, prefix: str) -> list:
 
 
 def model(events: list):
-    """(final state per task: None or (version, title, status), events that must be dead letters)."""
-    state, dead = {}, []
+    """(final state per task: None or (version, title, status), events that must be dead letters,
+    the changes each task goes through: (kind, version or None) in order)."""
+    state, dead, changes = {}, [], {}
     for ev in events:
         if "task" not in ev:
             dead.append(ev)
@@ -109,9 +120,12 @@ def model(events: list):
                 state[tid] = (cur[0] + 1, body["title"], body.get("status", cur[2]))
         elif cur is None:
             dead.append(ev)
+            continue
         else:
             state[tid] = (cur[0] + 1, body["title"], body.get("status", cur[2]))
-    return state, dead
+        after = state[tid]
+        changes.setdefault(tid, []).append((kind, after[0] if after else None))
+    return state, dead, changes
 
 
 async def publish(args) -> int:
@@ -177,6 +191,68 @@ async def publish(args) -> int:
     return 1 if failed[0] else 0
 
 
+def get_text(url: str, token: str) -> str:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def counters(base: str, token: str) -> dict:
+    """The feed head and the applied counts (events and replays) from GET /metrics."""
+    text = get_text(f"{base}/metrics", token)
+    applied, head = 0, None
+    for line in text.splitlines():
+        m = re.match(r'tasks_(events|retries)_total\{outcome="applied",[^}]*\} (\d+)$', line)
+        if m:
+            applied += int(m.group(2))
+        m = re.match(r"tasks_change_feed_head (\d+)$", line)
+        if m:
+            head = int(m.group(1))
+    if head is None:
+        raise SystemExit(f"GET /metrics has no tasks_change_feed_head:\n{text[:500]}")
+    return {"head": head, "applied": applied}
+
+
+def mark(args) -> int:
+    json.dump(counters(args.base, args.token), open(args.out, "w"))
+    return 0
+
+
+def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0) -> dict:
+    """Each task's changes in the change stream after `after`, as (kind, version): read until
+    the stream has passed `upto` and then stays quiet for `quiet` s (a slot never written is
+    stepped over after 5 s), or 300 s pass."""
+    url = urllib.parse.urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=quiet)
+    conn.request("GET", f"/api/events?after={after}")
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise SystemExit(f"GET /api/events answered {resp.status}")
+    found, last, data, deadline = {}, after, None, time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            try:
+                line = resp.fp.readline()
+            except (socket.timeout, TimeoutError):
+                if last >= upto:
+                    break
+                continue
+            if not line:
+                break
+            line = line.decode().rstrip("\n")
+            if line.startswith("id:"):
+                last = int(line[3:].strip())
+            elif line.startswith("data:"):
+                data = json.loads(line[5:])
+            elif line == "" and data is not None:
+                if data.get("id", "").startswith(prefix):
+                    found.setdefault(data["id"], []).append((data["kind"], data.get("version")))
+                data = None
+    finally:
+        conn.close()
+    return found
+
+
 def get_json(url: str, token: str = ""):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
@@ -237,7 +313,7 @@ def dead_letters(base: str, token: str, prefix: str) -> list:
 
 def check(args) -> int:
     run = json.load(open(args.history))
-    want, dead = model(run["events"])
+    want, dead, changes = model(run["events"])
     ids = sorted(want)
     deadline = time.monotonic() + args.timeout
     started = time.monotonic()
@@ -275,6 +351,21 @@ def check(args) -> int:
     if extra:
         bad += len(extra)
         print(f"  dead letters extra (twice, or not due): {len(extra)}, e.g. {extra[:3]}")
+    if args.mark:
+        before = json.load(open(args.mark))
+        now = counters(args.base, args.token)
+        feed = read_feed(args.base, before["head"], now["head"], run["prefix"])
+        wrong = [(t, c, feed.get(t, [])) for t, c in sorted(changes.items()) if feed.get(t, []) != c]
+        wrong += [(t, [], c) for t, c in sorted(feed.items()) if t not in changes]
+        applied = sum(len(c) for c in changes.values())
+        print(f"  change stream: {sum(len(c) for c in feed.values())} changes of {applied} "
+              f"applied events; counters: {now['applied'] - before['applied']} applied")
+        if wrong:
+            bad += len(wrong)
+            print(f"  feed: {len(wrong)} tasks whose changes differ (model, stream), e.g. {wrong[:2]}")
+        if now["applied"] - before["applied"] != applied:
+            bad += 1
+            print(f"  counters: {now['applied'] - before['applied']} applied counted, {applied} due")
     print(f"  anomalies: {bad}")
     return 1 if bad else 0
 
@@ -294,9 +385,16 @@ def main() -> int:
     c.add_argument("--history", required=True)
     c.add_argument("--token", required=True)
     c.add_argument("--timeout", type=float, default=120)
+    c.add_argument("--mark")
+    m = sub.add_parser("mark")
+    m.add_argument("--base", required=True)
+    m.add_argument("--token", required=True)
+    m.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.cmd == "publish":
         return asyncio.run(publish(args))
+    if args.cmd == "mark":
+        return mark(args)
     return check(args)
 
 

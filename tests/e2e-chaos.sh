@@ -4,7 +4,9 @@
 # subjects, malformed payloads, forged delivery headers) is published to JetStream with
 # acknowledgements and Nats-Msg-Id by an independent client (PyPI nats-py), while faults are
 # injected into the app; then every task is read back through the API and compared with the
-# model, and the dead letters with the events that must be dead letters.
+# model, the dead letters with the events that must be dead letters, the change stream
+# (GET /api/events) with each task's changes in the model, and the applied counters of /metrics
+# with the number of events the model applies.
 #
 # On loopback: one nats-server with JetStream, one Redis holding every store
 # (runtime-config.redis.toml's layout), two `spin up` instances of the app as shipped sharing
@@ -108,6 +110,8 @@ total_anomalies=0
 for seed in $SEEDS; do
   echo "==> seed $seed: $EVENTS events at $RATE/s, faults while they are published"
   history="$WORK/history-$seed.json"
+  python3 "$ROOT/tests/chaos.py" mark --base "http://127.0.0.1:${PORTS[0]}" \
+    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --out "$WORK/mark-$seed.json"
   python3 "$ROOT/tests/chaos.py" publish --server "$NATS_URL" --seed "$seed" --events "$EVENTS" \
     --prefix "s$seed-" --history "$history" --rate "$RATE" >"$OUT/publish-$seed.txt" 2>&1 &
   publisher=$!
@@ -127,13 +131,15 @@ for seed in $SEEDS; do
   check "seed $seed: every event acknowledged by the stream" wait "$publisher"
   sed 's/^/       /' "$OUT/publish-$seed.txt"
   if python3 "$ROOT/tests/chaos.py" check --base "http://127.0.0.1:${PORTS[0]}" --history "$history" \
-    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --timeout 120 >"$OUT/check-$seed.txt" 2>&1; then
+    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --mark "$WORK/mark-$seed.json" --timeout 120 \
+    >"$OUT/check-$seed.txt" 2>&1; then
     anomalies=0
   else
     anomalies=1
   fi
   sed 's/^/       /' "$OUT/check-$seed.txt"
-  check "seed $seed: every task as the model says, every dead letter once" is "$anomalies" 0
+  check "seed $seed: every task as the model says, every dead letter once, each change once in the stream and the counters" \
+    is "$anomalies" 0
   total_anomalies=$((total_anomalies + anomalies))
 done
 

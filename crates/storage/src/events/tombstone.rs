@@ -20,6 +20,10 @@
 //! long as the stream holds the task's events, which without `max_age` is
 //! for good; it costs one small key per deleted id. A re-created task's
 //! document carries its own, higher sequence, which then decides.
+//!
+//! Like a task document, a tombstone keeps the changes of the call that
+//! wrote it with their feed numbers (`journal`, see [`crate::feed`]), so a
+//! delete whose change missed the feed is recorded when delivered again.
 
 use serde::{Deserialize, Serialize};
 use tasks_domain::{StreamPos, Timestamp};
