@@ -9,15 +9,20 @@
 # with the number of events the model applies.
 #
 # On loopback: one nats-server with JetStream, one Redis holding every store
-# (runtime-config.redis.toml's layout), two `spin up` instances of the app as shipped sharing
-# the durable consumer and the stores, with ack_wait_ms 6000 and handler_timeout_ms 2000 so
-# that a pause past ack_wait takes seconds, not a minute. Faults, in a seeded order, while the
-# history is published:
+# (runtime-config.redis.toml's layout), CHAOS_INSTANCES (2) `spin up` instances of the app as
+# shipped sharing the durable consumer and the stores, each reaching nats-server through its
+# own TCP fault proxy (tests/tcp_fault_proxy.py), with ack_wait_ms 6000 and
+# handler_timeout_ms 2000 so that a pause past ack_wait takes seconds, not a minute. Faults,
+# in a seeded order, each on a seeded instance, while the history is published:
 #   kill9     kill -9 of one instance (its process group), started again 1 s later;
 #   stop      SIGSTOP of one instance for ack_wait + 2 s, then SIGCONT;
+#   stall     one instance's NATS connection stalled (no byte either way, the connection
+#             open) for ack_wait + 2 s;
+#   cut       one instance's NATS connection reset (it reconnects);
 #   nats      kill -9 of nats-server, started again on its store 1 s later;
 #   store     Redis shut down for 5 s, started again on its append-only file.
-#   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 tests/e2e-chaos.sh    (make test-chaos SEEDS=N)
+#   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 tests/e2e-chaos.sh
+#   (make test-chaos SEEDS=N)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -25,15 +30,17 @@ SEEDS=${CHAOS_SEEDS:-1 2 3}
 EVENTS=${CHAOS_EVENTS:-3000}
 # Events per second the publisher keeps to: the faults land in the middle of the history.
 RATE=${CHAOS_RATE:-100}
+INSTANCES=${CHAOS_INSTANCES:-2}
 ACK_WAIT_MS=6000
 require_spin_and_plugin
 require_tools curl jq python3 nats-server redis-server redis-cli
 python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
 
 suite_dirs e2e-chaos
-SPIN_PIDS=() PORTS=() REDIS_PID=""
+SPIN_PIDS=() PORTS=() PROXY_PIDS=() PROXY_PORTS=() REDIS_PID=""
 cleanup() {
   local p
+  for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   for p in "${SPIN_PIDS[@]}"; do
     [[ -n $p ]] || continue
     kill -CONT -- "-$p" 2>/dev/null
@@ -69,16 +76,24 @@ open(p, "w").write(s)
 PY
 export SPIN_MANIFEST="$WORK/spin.toml"
 
-# instance I: (re)starts `spin up` instance I on its port.
+# proxy I: instance I's TCP fault proxy to nats-server (kept across nats-server restarts).
+proxy() {
+  PROXY_PORTS[$1]=$(free_port)
+  python3 "$ROOT/tests/tcp_fault_proxy.py" --listen "${PROXY_PORTS[$1]}" --to "127.0.0.1:$NATS_PORT" \
+    >>"$OUT/proxy-$1.txt" 2>&1 &
+  PROXY_PIDS[$1]=$!
+  wait_log "$OUT/proxy-$1.txt" "listening on" 10
+}
+# instance I: (re)starts `spin up` instance I on its port, reaching NATS through proxy I.
 instance() {
   PORTS[$1]=${PORTS[$1]:-$(free_port)}
-  start_spin "$WORK" "${PORTS[$1]}" "$OUT/logs-$1" "state-$1"
+  SPIN_VARIABLE_NATS_URL="nats://127.0.0.1:${PROXY_PORTS[$1]}" \
+    start_spin "$WORK" "${PORTS[$1]}" "$OUT/logs-$1" "state-$1"
   SPIN_PIDS[$1]=$SPIN_PID; SPIN_PID=""
   wait_http "http://127.0.0.1:${PORTS[$1]}/health" 60
   wait_log "$OUT/logs-$1/spin-up.txt" "writer ← tasks" 30
 }
-instance 0
-instance 1
+for ((i = 0; i < INSTANCES; i++)); do proxy "$i"; instance "$i"; done
 
 # The faults. Each takes the instance (or server) down and brings it back.
 fault_kill9() {
@@ -92,6 +107,14 @@ fault_stop() {
   kill -STOP -- "-${SPIN_PIDS[$i]}"
   sleep $((ACK_WAIT_MS / 1000 + 2))
   kill -CONT -- "-${SPIN_PIDS[$i]}"
+}
+fault_stall() {
+  kill -USR1 "${PROXY_PIDS[$1]}"
+  sleep $((ACK_WAIT_MS / 1000 + 2))
+  kill -USR1 "${PROXY_PIDS[$1]}"
+}
+fault_cut() {
+  kill -USR2 "${PROXY_PIDS[$1]}"
 }
 fault_nats() {
   kill -KILL "$NATS_PID"
@@ -117,13 +140,13 @@ for seed in $SEEDS; do
   publisher=$!
   # The order of the faults and which instance each hits, from the seed.
   RANDOM=$seed
-  faults=(kill9 stop nats store)
+  faults=(kill9 stop stall cut nats store)
   for ((n = ${#faults[@]} - 1; n > 0; n--)); do
     k=$((RANDOM % (n + 1))); t=${faults[n]}; faults[n]=${faults[k]}; faults[k]=$t
   done
   sleep 2
   for f in "${faults[@]}"; do
-    i=$((RANDOM % 2))
+    i=$((RANDOM % INSTANCES))
     echo "       $(date +%T) fault: $f (instance $i)"
     "fault_$f" "$i"
     sleep 2
