@@ -5,15 +5,15 @@
 # the stores. Each burst is N tasks: a create and two updates each, published round-robin to
 # the three nodes (tests/js_publish.py, PyPI nats-py, Nats-Msg-Id on every event). After each:
 # every task at version 3 with its last title (each event applied exactly once, in order)
-# and the applied counters on /metrics (direct and by a retrier) up by exactly 3N (after the
-# Redis outage: not above 3N, see there).
+# and the applied counters on /metrics (direct and by a retrier) up by exactly 3N.
 #   1. events/s with 1, 2 and 3 instances running;
 #   2. kill -9 of one NATS node mid-burst;
 #   3. kill -9 of one `spin up` instance mid-burst (its in-flight events come back to the
 #      others);
 #   4. a dead letter made by one instance is listed through another's web and replayed
 #      through a third's (an update older than its task's create: the replay is skipped);
-#   5. Redis shut down for 10 s mid-burst, then started again on its append-only file.
+#   5. Redis shut down for 10 s mid-burst, then started again on its append-only file: how
+#      long until the writers' calls get through again, and how long the backlog then takes.
 #   CLUSTER_TASKS=3334 [CLUSTER_SCENARIOS="1 2 3 4 5"] tests/e2e-cluster.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -229,23 +229,54 @@ redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
 wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""
 sleep 10
 redis_start
+back=$(now)
+# Read from Redis itself, not through an instance: the change feed's head (every writer call
+# that gets through moves it) and how many of the burst's tasks are at version 3.
+feed_head() { redis-cli -p "$REDIS_PORT" -n 2 GET feed:head; }
+at_v3() {
+  redis-cli -p "$REDIS_PORT" -n 0 EVAL '
+    local n, cursor = 0, "0"
+    repeat
+      local r = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", 1000)
+      cursor = r[1]
+      for _, k in ipairs(r[2]) do
+        local v = redis.call("GET", k)
+        if v and string.find(v, "\"version\":3,", 1, true) then n = n + 1 end
+      end
+    until cursor == "0"
+    return n' 0 "task:rd-*"
+}
+head_at_return=$(feed_head)
+moved() { [[ $(feed_head) != "$head_at_return" ]]; }
+all_in_redis() { [[ $(at_v3) -eq $TASKS ]]; }
+reconnected=-1 drained_after=-1
+if wait_until --every 0.2 180 moved; then
+  reconnected=$(python3 -c "print(round($(now) - $back, 1))"); t_moved=$(now)
+  wait_until --every 0.2 180 all_in_redis &&
+    drained_after=$(python3 -c "print(round($(now) - $t_moved, 1))")
+fi
 wait "$BURST_PID" || true
-# A call cancelled while Redis was away may have written its tasks but not its counts (they
-# go with the change feed, after the tasks): its redelivery is then skipped, so the applied
-# counters may end below 3N here, never above. The versions prove each event applied once.
-drained=true back=$(now)
+echo "       Redis back: the writers' first store call got through after $reconnected s; the burst was all applied $drained_after s after that"
+# Spin 4.0.2's Redis store (redis-rs 0.32 ConnectionManager, default configuration) tries to
+# reconnect 1 s and then 60 s apart, and store calls wait for the attempt in progress: the
+# time until the first call gets through is Spin's (docs/decisions.md); what follows is ours.
+check "every event applied once Redis answers the writers again, within 15 s (took $drained_after s)" \
+  python3 -c "import sys; sys.exit(not 0 <= $drained_after <= 15)"
+drained=true
 wait_until --every 0.5 180 all_at_v3 rd- "$TASKS" 2>/dev/null || drained=false
-check "every event applied exactly once, in order, once Redis is back (settled $(python3 -c "print(round($(now) - $back))") s after the burst ended)" $drained
+check "every event applied exactly once, in order, through the API (settled $(python3 -c "print(round($(now) - $back))") s after Redis returned)" $drained
 $drained || unsettled rd- "$before"
-# The counters once they stop moving (the retriers fold the counts every second).
+# The counters once they stop moving (the retriers fold the counts every second): each event
+# counted once, though calls were cut off between their task writes and the feed (a call
+# whose feed write fails is not acknowledged; its redelivery records what it missed).
 applied=-1
 for _ in $(seq 60); do
   a=$(($(applied_total) - before))
   [[ $a -eq $applied ]] && break
   applied=$a; sleep 3
 done
-check "the applied counters are not above the events published ($applied of $((3 * TASKS)))" \
-  test "$applied" -le $((3 * TASKS))
+check "the applied counters count each event once ($applied of $((3 * TASKS)))" \
+  is "$applied" $((3 * TASKS))
 api /metrics | grep -E '^tasks_(events|retries)_total|^tasks_change_feed_head' | sed 's/^/       /'
 # What the durable consumer looked like at the end (for a failure's diagnosis).
 python3 - "$SERVERS" >"$OUT/consumer.json" 2>&1 <<'PY' || true
