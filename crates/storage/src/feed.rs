@@ -25,8 +25,9 @@
 //! [`keys::FEED_CAPACITY`] behind gets [`Read::Reset`]: what it missed is
 //! overwritten.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tasks_domain::event::EventKind;
@@ -39,6 +40,10 @@ use crate::kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
 /// How long a reader waits on a slot that is not written before stepping
 /// over it (its writer died between taking the number and writing it).
 pub const GAP_MILLIS: i64 = 5_000;
+
+/// A call whose first reserved number is older than this at its commit
+/// writes its counts under a number taken then (see [`Journal::commit`]).
+const LATE_MILLIS: u64 = (GAP_MILLIS / 2) as u64;
 
 /// What happened to a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +237,8 @@ pub struct Journal {
     recorded: RefCell<Vec<Recorded>>,
     /// Every range this call took ([`Journal::reserve`]): first, length.
     reserved: RefCell<Vec<(u64, u64)>>,
+    /// When the first of them was taken.
+    reserved_at: Cell<Option<Instant>>,
     counts: RefCell<Counts>,
     counting: bool,
 }
@@ -248,6 +255,7 @@ impl Journal {
         Journal {
             recorded: RefCell::default(),
             reserved: RefCell::default(),
+            reserved_at: Cell::new(None),
             counts: RefCell::default(),
             counting: true,
         }
@@ -270,6 +278,9 @@ impl Journal {
         let last = feed.take(n.max(1))?;
         let first = last + 1 - n.max(1);
         self.reserved.borrow_mut().push((first, n.max(1)));
+        if self.reserved_at.get().is_none() {
+            self.reserved_at.set(Some(Instant::now()));
+        }
         Ok(first)
     }
 
@@ -381,15 +392,28 @@ impl Journal {
                 (first, changes)
             })
             .collect();
-        if !loose.is_empty() || (ranges.is_empty() && !counts.is_empty()) {
+        // The counts go with the first range, unless its numbers were taken
+        // so long ago that the fold may have stepped over them (it waits
+        // GAP_MILLIS on a range whose delta has not come): then with a
+        // range taken now.
+        let late = self
+            .reserved_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= Duration::from_millis(LATE_MILLIS));
+        if !loose.is_empty() || ((ranges.is_empty() || late) && !counts.is_empty()) {
             let span = loose.len().max(1) as u64;
             let first = feed.take(span)? + 1 - span;
             let mut loose = loose.into_iter();
             ranges.push((first, (0..span).map(|_| loose.next()).collect()));
         }
+        let counted = if late {
+            ranges.len().saturating_sub(1)
+        } else {
+            0
+        };
         let mut counts = Some(counts);
         let mut last = None;
-        for (first, changes) in ranges {
+        for (i, (first, changes)) in ranges.into_iter().enumerate() {
             let span = changes.len() as u64;
             for (seq, change) in (first..).zip(changes) {
                 pairs.push(slot_pair(seq, change)?);
@@ -397,7 +421,10 @@ impl Journal {
             // Each range has a delta (the counts go with the first), so the
             // fold never waits on one (see crate::metrics).
             let key = keys::metrics_delta(first);
-            let counts = counts.take().unwrap_or_default();
+            let counts = match i == counted {
+                true => counts.take().unwrap_or_default(),
+                false => Counts::default(),
+            };
             pairs.push((key.clone(), encode(&key, &Delta { span, counts })?));
             last = last.max(Some(first + span - 1));
         }

@@ -631,3 +631,39 @@ fn each_change_reaches_the_feed_and_the_counters_once_whichever_calls_end_before
         },
     );
 }
+
+#[test]
+fn a_call_that_took_long_since_its_numbers_counts_under_a_number_taken_at_its_commit() {
+    let feed = MemoryKv::new();
+    let journal = feed::Journal::new();
+    let first = journal.reserve(&feed, 1).expect("in memory");
+    journal.count(|c| c.event("tasks.updated", EventOutcome::Applied));
+    // Past half the fold's wait: the fold may step over the reserved
+    // number before this commit lands.
+    std::thread::sleep(std::time::Duration::from_millis(
+        GAP_MILLIS as u64 / 2 + 100,
+    ));
+    journal.changed_in(feed::Reserved {
+        slot: first,
+        stream_seq: 7,
+        stream_epoch: None,
+        change: change("a"),
+    });
+    assert_eq!(journal.commit(&feed).expect("in memory"), Some(first + 1));
+    let delta = |seq| {
+        feed.peek(&keys::metrics_delta(seq))
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    assert!(
+        !delta(first).unwrap_or_default().contains("tasks.updated"),
+        "{:?}",
+        delta(first)
+    );
+    assert!(
+        delta(first + 1)
+            .unwrap_or_default()
+            .contains("tasks.updated")
+    );
+    let text = metrics::render(&metrics::snapshot(&feed).expect("in memory"));
+    assert!(text.contains(APPLIED_UPDATES), "{text}");
+}
