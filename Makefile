@@ -23,7 +23,7 @@ help:
 	@echo "make plugin  install the trigger-cron plugin and build + install this tree's trigger-nats"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make stop    stop the nats-server make nats started (.spin/nats-server.pid), nothing else"
-	@echo "make test-chaos SEEDS=N INSTANCES=I  the history checker (tests/e2e-chaos.sh) over seeds 1..N, I instances, faults injected"
+	@echo "make test-chaos SEEDS=N INSTANCES=I CLUSTER=0|1  the history checker (tests/e2e-chaos.sh) over seeds 1..N, I instances, faults injected"
 	@echo "make test-cloudflare  the Cloudflare KV client against Cloudflare's emulator (miniflare), direct and behind cf-fault-proxy"
 	@echo "make bench   HTTP (10,000 tasks, wrk), ingest (vs a native baseline), retry (order-check cost, outbox drain),"
 	@echo "             Cloudflare, change stream (200 clients) and counting-cost benchmarks"
@@ -97,11 +97,12 @@ test-cluster: build plugin
 	tests/e2e-cluster.sh
 
 # The history checker over many seeds (make test runs seeds 1-3 with two instances):
-# make test-chaos SEEDS=20 INSTANCES=3
+# make test-chaos SEEDS=20 INSTANCES=3 CLUSTER=1 (a 3-node NATS cluster; 0: one server)
 SEEDS ?= 20
 INSTANCES ?= 3
+CLUSTER ?= 1
 test-chaos: build plugin
-	CHAOS_SEEDS="$$(seq -s ' ' 1 $(SEEDS))" CHAOS_INSTANCES=$(INSTANCES) tests/e2e-chaos.sh
+	CHAOS_SEEDS="$$(seq -s ' ' 1 $(SEEDS))" CHAOS_INSTANCES=$(INSTANCES) CHAOS_CLUSTER=$(CLUSTER) tests/e2e-chaos.sh
 
 # The long property run (about 10 minutes on 2 cores); not part of make test.
 test-properties-long:

@@ -19,10 +19,11 @@
 #   stall     one instance's NATS connection stalled (no byte either way, the connection
 #             open) for ack_wait + 2 s;
 #   cut       one instance's NATS connection reset (it reconnects);
-#   nats      kill -9 of nats-server, started again on its store 1 s later;
+#   nats      kill -9 of nats-server (with CHAOS_CLUSTER=1, of one node of a 3-node cluster
+#             whose stream has 3 replicas), started again on its store 1 s later;
 #   store     Redis shut down for 5 s, started again on its append-only file.
-#   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 tests/e2e-chaos.sh
-#   (make test-chaos SEEDS=N)
+#   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 CHAOS_CLUSTER=0 tests/e2e-chaos.sh
+#   (make test-chaos SEEDS=N INSTANCES=I CLUSTER=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -31,6 +32,7 @@ EVENTS=${CHAOS_EVENTS:-3000}
 # Events per second the publisher keeps to: the faults land in the middle of the history.
 RATE=${CHAOS_RATE:-100}
 INSTANCES=${CHAOS_INSTANCES:-2}
+CLUSTER=${CHAOS_CLUSTER:-0}
 ACK_WAIT_MS=6000
 require_spin_and_plugin
 require_tools curl jq python3 nats-server redis-server redis-cli
@@ -41,6 +43,7 @@ SPIN_PIDS=() PORTS=() PROXY_PIDS=() PROXY_PORTS=() REDIS_PID=""
 cleanup() {
   local p
   for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   for p in "${SPIN_PIDS[@]}"; do
     [[ -n $p ]] || continue
     kill -CONT -- "-$p" 2>/dev/null
@@ -57,8 +60,14 @@ on_exit cleanup
 export SPIN_VARIABLE_ADMIN_TOKEN="chaos-$RANDOM$RANDOM$RANDOM$RANDOM"
 build_tools
 
-NATS_PORT=$(free_port)
-start_nats "$NATS_PORT" "$OUT/nats-server.log"
+if ((CLUSTER)); then
+  echo "==> a 3-node NATS cluster"
+  start_cluster
+  NATS_URL=$SERVERS
+else
+  NATS_PORT=$(free_port)
+  start_nats "$NATS_PORT" "$OUT/nats-server.log"
+fi
 REDIS_PORT=$(free_port)
 redis_start
 write_shared_runtime_config "$WORK" "$REDIS_PORT"
@@ -74,20 +83,32 @@ for key, value in [("ack_wait_ms", ack), ("handler_timeout_ms", "2000")]:
     assert n == 1, f"the manifest's {key} line moved"
 open(p, "w").write(s)
 PY
+if ((CLUSTER)); then
+  sed -i 's/^stream_subjects = \["tasks.>"\]$/&\nstream_replicas = 3/' "$WORK/spin.toml"
+  grep -q '^stream_replicas = 3$' "$WORK/spin.toml"
+fi
 export SPIN_MANIFEST="$WORK/spin.toml"
 
-# proxy I: instance I's TCP fault proxy to nats-server (kept across nats-server restarts).
+# proxy I: instance I's TCP fault proxy to nats-server, or to node I % 3 of the cluster
+# (kept across server restarts).
 proxy() {
+  local to=${NATS_PORT:-}
+  ((CLUSTER)) && to=${CLIENT[$(($1 % 3))]}
   PROXY_PORTS[$1]=$(free_port)
-  python3 "$ROOT/tests/tcp_fault_proxy.py" --listen "${PROXY_PORTS[$1]}" --to "127.0.0.1:$NATS_PORT" \
+  python3 "$ROOT/tests/tcp_fault_proxy.py" --listen "${PROXY_PORTS[$1]}" --to "127.0.0.1:$to" \
     >>"$OUT/proxy-$1.txt" 2>&1 &
   PROXY_PIDS[$1]=$!
   wait_log "$OUT/proxy-$1.txt" "listening on" 10
 }
-# instance I: (re)starts `spin up` instance I on its port, reaching NATS through proxy I.
+# instance I: (re)starts `spin up` instance I on its port, reaching NATS through proxy I
+# (in a cluster, then the two other nodes directly).
 instance() {
+  local url="nats://127.0.0.1:${PROXY_PORTS[$1]}" k
+  if ((CLUSTER)); then
+    for k in 1 2; do url+=",nats://127.0.0.1:${CLIENT[$((($1 + k) % 3))]}"; done
+  fi
   PORTS[$1]=${PORTS[$1]:-$(free_port)}
-  SPIN_VARIABLE_NATS_URL="nats://127.0.0.1:${PROXY_PORTS[$1]}" \
+  SPIN_VARIABLE_NATS_URL=$url \
     start_spin "$WORK" "${PORTS[$1]}" "$OUT/logs-$1" "state-$1"
   SPIN_PIDS[$1]=$SPIN_PID; SPIN_PID=""
   wait_http "http://127.0.0.1:${PORTS[$1]}/health" 60
@@ -117,6 +138,15 @@ fault_cut() {
   kill -USR2 "${PROXY_PIDS[$1]}"
 }
 fault_nats() {
+  if ((CLUSTER)); then
+    local k=$((RANDOM % 3))
+    echo "         (node $k)"
+    kill -KILL "${NODE_PIDS[$k]}"
+    wait "${NODE_PIDS[$k]}" 2>/dev/null || true
+    sleep 1
+    node "$k"
+    return
+  fi
   kill -KILL "$NATS_PID"
   wait "$NATS_PID" 2>/dev/null || true
   sleep 1

@@ -27,7 +27,7 @@ require_tools curl jq python3 nats-server redis-server redis-cli
 python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
 
 suite_dirs e2e-cluster
-NODE_PIDS=() SPIN_PIDS=() REDIS_PID="" KILLED_GROUPS=()
+SPIN_PIDS=() REDIS_PID="" KILLED_GROUPS=()
 cleanup() {
   local p
   for p in "${SPIN_PIDS[@]}"; do [[ -n $p ]] && { SPIN_PID=$p; stop_spin; }; done
@@ -45,30 +45,7 @@ build_tools
 cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
 
 echo "==> a 3-node NATS cluster with JetStream, one Redis"
-CLIENT=() ROUTE=()
-for i in 0 1 2; do CLIENT+=("$(free_port)"); ROUTE+=("$(free_port)"); done
-routes=$(printf 'nats://127.0.0.1:%s,' "${ROUTE[@]}"); routes=${routes%,}
-# node I: (re)starts node I on its ports and store.
-node() {
-  nats-server -a 127.0.0.1 -p "${CLIENT[$1]}" -n "node$1" -js -sd "$WORK/nats-$1" \
-    --cluster_name spin-tasks --cluster "nats://127.0.0.1:${ROUTE[$1]}" --routes "$routes" \
-    >>"$OUT/nats-$1.log" 2>&1 &
-  NODE_PIDS[$1]=$!
-}
-for i in 0 1 2; do node "$i"; done
-SERVERS=$(printf 'nats://127.0.0.1:%s,' "${CLIENT[@]}"); SERVERS=${SERVERS%,}
-jetstream_ready() {
-  python3 - "$SERVERS" <<'PY' 2>/dev/null
-import asyncio, sys
-import nats
-async def main():
-    nc = await nats.connect(servers=sys.argv[1].split(","), connect_timeout=1, max_reconnect_attempts=0)
-    await nc.jetstream(timeout=1).account_info()
-    await nc.close()
-asyncio.run(main())
-PY
-}
-check "the cluster elects a JetStream leader" wait_until --every 0.5 30 jetstream_ready
+check "the cluster elects a JetStream leader" start_cluster
 REDIS_PORT=$(free_port)
 redis_start
 write_shared_runtime_config "$WORK" "$REDIS_PORT"

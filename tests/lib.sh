@@ -189,6 +189,38 @@ named_rate() {
 # use_core_mode: the suite runs the writer on core NATS (app_manifest core into WORK).
 use_core_mode() { app_manifest core "$WORK/spin.toml"; export SPIN_MANIFEST="$WORK/spin.toml"; }
 
+# start_cluster: a 3-node nats-server cluster with JetStream on loopback (stores in
+# $WORK/nats-I, logs in $OUT/nats-I.log); sets CLIENT and ROUTE (the nodes' ports), NODE_PIDS
+# and SERVERS (every node's URL); returns once JetStream has a leader. `node I` restarts
+# node I on its ports and store; the caller stops NODE_PIDS.
+CLIENT=() ROUTE=() NODE_PIDS=()
+node() {
+  local routes
+  routes=$(printf 'nats://127.0.0.1:%s,' "${ROUTE[@]}"); routes=${routes%,}
+  nats-server -a 127.0.0.1 -p "${CLIENT[$1]}" -n "node$1" -js -sd "$WORK/nats-$1" \
+    --cluster_name spin-tasks --cluster "nats://127.0.0.1:${ROUTE[$1]}" --routes "$routes" \
+    >>"$OUT/nats-$1.log" 2>&1 &
+  NODE_PIDS[$1]=$!
+}
+jetstream_ready() {
+  python3 - "$SERVERS" <<'PY' 2>/dev/null
+import asyncio, sys
+import nats
+async def main():
+    nc = await nats.connect(servers=sys.argv[1].split(","), connect_timeout=1, max_reconnect_attempts=0)
+    await nc.jetstream(timeout=1).account_info()
+    await nc.close()
+asyncio.run(main())
+PY
+}
+start_cluster() {
+  local i
+  for i in 0 1 2; do CLIENT[i]=$(free_port); ROUTE[i]=$(free_port); done
+  for i in 0 1 2; do node "$i"; done
+  SERVERS=$(printf 'nats://127.0.0.1:%s,' "${CLIENT[@]}"); SERVERS=${SERVERS%,}
+  wait_until --every 0.5 30 jetstream_ready
+}
+
 # start_spin STORE_DIR PORT|- LOG_DIR [STATE_NAME]: runs `spin up` in its own
 # process group. Instances started with the same STORE_DIR share the stores.
 start_spin() {
