@@ -113,14 +113,17 @@ pub fn handle_messages_with<L: AtomicKv>(
         .map(Handled::correlation_id)
         .next()
         .unwrap_or("-");
-    if !feed::commit(&journal, &feed_store, cid) {
+    if let Err(failure) = writer.commit_journal() {
         // Not acknowledged: delivered again, the events are found applied
         // and their changes recorded then (a core NATS message is not
         // delivered again; its changes are lost to the feed, not its writes).
-        let reason = "not acknowledged: the change feed write failed; delivered again";
+        log(&format!(
+            "[{cid}] FEED — {failure:?}; the call's messages are not acknowledged"
+        ));
+        let reason = format!("not acknowledged: {failure:?}");
         return outcomes
             .iter()
-            .map(|_| Err(StoreError::Unavailable(reason.to_owned())))
+            .map(|_| Err(StoreError::Unavailable(reason.clone())))
             .collect();
     }
     outcomes.into_iter().map(|o| o.map(drop)).collect()

@@ -667,3 +667,79 @@ fn a_call_that_took_long_since_its_numbers_counts_under_a_number_taken_at_its_co
     let text = metrics::render(&metrics::snapshot(&feed).expect("in memory"));
     assert!(text.contains(APPLIED_UPDATES), "{text}");
 }
+
+#[test]
+fn a_call_past_its_lease_leaves_the_feed_to_the_redelivery_which_records_each_change_once() {
+    // An instance writes its tasks, then is paused past its lease before
+    // writing the feed; the events go to another instance, which finds them
+    // applied and records their changes. The first instance, resumed,
+    // writes no feed record of its own: the changes and counts stay once.
+    let h = Harness::new();
+    h.lease.set(Some(h.now.get() + 1_000));
+    let msgs = [
+        ("tasks.created", json!({"id": "a", "title": "A"}), 1),
+        ("tasks.updated", json!({"id": "a", "title": "A2"}), 2),
+        ("tasks.created", json!({"id": "b", "title": "B"}), 3),
+    ];
+    let payloads: Vec<String> = msgs.iter().map(|(_, p, _)| p.to_string()).collect();
+    let incoming: Vec<Incoming> = msgs
+        .iter()
+        .zip(&payloads)
+        .map(|((subject, _, seq), payload)| Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: Some(*seq),
+            stream_epoch: None,
+        })
+        .collect();
+    let outcomes = h.with_writer(&h.tasks, |w| w.handle_batch(&incoming));
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    h.now.set(h.now.get() + 60_000);
+    // The other instance (the same stores, its own call) gets the events.
+    let journal = feed::Journal::new();
+    let b = tasks_storage::Writer {
+        tasks: &h.tasks,
+        local: &h.local,
+        clock: &|| Timestamp(h.now.get()),
+        unique: &|| "b".to_owned(),
+        log: &|_: &str| {},
+        verify_writes: false,
+        journal: &journal,
+        feed: &h.feed,
+        commit_until: None,
+    };
+    let outcomes = b.handle_batch(&incoming);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    b.commit_journal().expect("no lease");
+    // The first instance resumes: its feed write is fenced.
+    let fenced = h.with_writer(&h.tasks, |w| w.commit_journal());
+    assert!(
+        matches!(
+            fenced,
+            Err(tasks_storage::events::apply::Failure::Fenced(_))
+        ),
+        "{fenced:?}"
+    );
+    let other = h;
+    let said: Vec<(ChangeKind, String, Option<u64>)> = feed_changes(&other.feed)
+        .into_iter()
+        .map(|(kind, id, version, ..)| (kind, id, version))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (ChangeKind::Created, "a".to_owned(), Some(1)),
+            (ChangeKind::Updated, "a".to_owned(), Some(2)),
+            (ChangeKind::Created, "b".to_owned(), Some(1)),
+        ]
+    );
+    assert_eq!(
+        applied_counts(&other.feed),
+        [
+            "tasks_events_total{outcome=\"applied\",subject=\"tasks.created\"} 2",
+            "tasks_events_total{outcome=\"applied\",subject=\"tasks.updated\"} 1",
+        ]
+    );
+}

@@ -79,6 +79,18 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
     }
 
+    /// Writes what the journal recorded to the feed ([`Journal::commit`]),
+    /// unless the delivery's lease is over: then whoever holds the events
+    /// now records their changes (an event found applied whose change
+    /// missed the feed is recorded then), and writing them here as well
+    /// would count them twice.
+    pub fn commit_journal(&self) -> Result<Option<u64>, Failure> {
+        self.fence()?;
+        self.journal
+            .commit(self.feed)
+            .map_err(|e| Failure::NoFeed(format!("writing the change feed failed: {e}")))
+    }
+
     /// Applies a parsed event as of `now` (the event's own time on replay).
     /// The one code path for direct writes and retries. `seq` is the event's
     /// stream sequence when it came from a JetStream stream: an event at or

@@ -433,10 +433,10 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         // records go: if it cannot, they stay, are replayed, are found
         // applied, and their changes are recorded then (see crate::feed).
         if !done.is_empty()
-            && let Err(e) = w.journal.commit(w.feed)
+            && let Err(e) = w.commit_journal()
         {
             self.log(&format!(
-                "[-] KV PUT feed — FAILED: {e}; task={task_id}'s replayed records stay in the outbox until their changes are recorded"
+                "[-] FEED task={task_id} — {e:?}; its replayed records stay in the outbox until their changes are recorded"
             ));
             return Ok(outcome);
         }
