@@ -352,6 +352,14 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         feed::stored_doc(task, &kept)
     }
 
+    /// Logs a change recorded for an earlier call that ended before the feed.
+    pub(super) fn log_refilled(&self, cid: &str, r: &Reserved) {
+        (self.log)(&format!(
+            "[{cid}] FEED change {} of task={} (stream sequence {}) recorded now: the call that applied it ended before the feed",
+            r.slot, r.change.id, r.stream_seq
+        ));
+    }
+
     /// For an event at `seq` skipped as applied already, `record` being the
     /// task's document or tombstone: when the call that applied it kept its
     /// change there and died before the change reached the feed, records it
@@ -380,10 +388,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let mut refilled = false;
         for (r, lost) in kept.into_iter().zip(lost) {
             if lost {
-                (self.log)(&format!(
-                    "[{cid}] FEED change {} of task={} (stream sequence {}) recorded now: the call that applied it ended before the feed",
-                    r.slot, r.change.id, pos.seq
-                ));
+                self.log_refilled(cid, &r);
                 self.journal.refill(r);
                 refilled = true;
             }

@@ -258,6 +258,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                             EventOutcome::Skipped
                         };
                         self.counted(msg, outcome);
+                        if let Some(r) = &refill {
+                            self.log_refilled(&cid, r);
+                        }
                         match (reserved.or(refill), change) {
                             (Some(reserved), _) => self.journal.changed_in(*reserved),
                             (None, Some(change)) => self.journal.changed(change),
@@ -308,17 +311,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 .map_err(|e| format!("reading the change feed failed: {e}"))?;
             let mut lost = lost.into_iter();
             for plan in plans.iter_mut() {
-                if let Plan::Apply { refill, cid, .. } = plan
-                    && let Some(r) = refill
+                if let Plan::Apply { refill, .. } = plan
+                    && refill.is_some()
+                    && lost.next() != Some(true)
                 {
-                    if lost.next() == Some(true) {
-                        (self.log)(&format!(
-                            "[{cid}] FEED change {} of task={} (stream sequence {}) recorded now: the call that applied it ended before the feed",
-                            r.slot, r.change.id, r.stream_seq
-                        ));
-                    } else {
-                        *refill = None;
-                    }
+                    *refill = None;
                 }
             }
         }
