@@ -220,26 +220,45 @@ def mark(args) -> int:
 
 def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0) -> dict:
     """Each task's changes in the change stream after `after`, as (kind, version): read until
-    the stream has passed `upto` and then stays quiet for `quiet` s (a slot never written is
-    stepped over after 5 s), or 300 s pass."""
+    the stream has passed `upto` and then stays quiet for `quiet` s, or stays quiet three
+    times that (a slot never written is stepped over after 5 s), or 300 s pass."""
+    import queue
+    import threading
+
     url = urllib.parse.urlparse(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=quiet)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
     conn.request("GET", f"/api/events?after={after}")
     resp = conn.getresponse()
     if resp.status != 200:
         raise SystemExit(f"GET /api/events answered {resp.status}")
+    conn.sock.settimeout(None)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for line in resp:
+                lines.put(line.decode().rstrip("\n"))
+        except Exception:  # the connection closed under it: the stream ends
+            pass
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     found, last, data, deadline = {}, after, None, time.monotonic() + 300
+    silences = 0
     try:
         while time.monotonic() < deadline:
             try:
-                line = resp.fp.readline()
-            except (socket.timeout, TimeoutError):
-                if last >= upto:
+                line = lines.get(timeout=quiet)
+            except queue.Empty:
+                # Slots without a change (counts only) send nothing: past the last change the
+                # stream is silent though its number is below `upto`.
+                silences += 1
+                if last >= upto or silences >= 3:
                     break
                 continue
-            if not line:
+            silences = 0
+            if line is None:
                 break
-            line = line.decode().rstrip("\n")
             if line.startswith("id:"):
                 last = int(line[3:].strip())
             elif line.startswith("data:"):
@@ -249,6 +268,7 @@ def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0)
                     found.setdefault(data["id"], []).append((data["kind"], data.get("version")))
                 data = None
     finally:
+        conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
     return found
 
