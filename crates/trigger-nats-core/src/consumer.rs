@@ -870,10 +870,28 @@ fn stream_sequence(msg: &jetstream::Message) -> u64 {
     msg.info().map_or(0, |i| i.stream_sequence)
 }
 
-/// Sorts messages of one consumer by stream sequence: the order they are
-/// handled and handed back in.
-fn in_stream_order(msgs: &mut [jetstream::Message]) {
-    msgs.sort_by_key(stream_sequence);
+/// Sorts messages of one consumer by stream sequence, the order they are
+/// handled and handed back in, keeping one delivery of each: the server can
+/// deliver a message again into a pull that holds it already (handed back
+/// by another instance while its `ack_wait` ran out), and a pull counted
+/// twice would look, to [`Pulling::admit`], like one holding everything
+/// unacknowledged. The latest delivery is kept (its count is the truest);
+/// an acknowledgement settles the stream sequence, whichever delivery sends it.
+fn in_stream_order(msgs: &mut Vec<jetstream::Message>) {
+    distinct_in_order(msgs, |m| {
+        let delivered = m.info().map_or(0, |i| i.delivered);
+        (stream_sequence(m), delivered)
+    });
+}
+
+/// [`in_stream_order`] over any item with a (stream sequence, delivery
+/// count) key.
+fn distinct_in_order<T>(items: &mut Vec<T>, key: impl Fn(&T) -> (u64, i64)) {
+    items.sort_by_key(|m| {
+        let (seq, delivered) = key(m);
+        (seq, std::cmp::Reverse(delivered))
+    });
+    items.dedup_by_key(|m| key(m).0);
 }
 
 /// The message as the handler sees it: subject, payload, headers, plus the
@@ -896,5 +914,18 @@ fn to_message(msg: &jetstream::Message, epoch: u64) -> Message {
         headers,
         reply: None,
         stream,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_in_order;
+
+    #[test]
+    fn a_pull_is_handled_in_stream_order_once_per_message_keeping_its_latest_delivery() {
+        // (stream sequence, delivery count): 1700 came twice into the pull.
+        let mut pull = vec![(1702, 1), (1700, 2), (1701, 1), (1700, 3), (1699, 2)];
+        distinct_in_order(&mut pull, |&(seq, delivered)| (seq, delivered));
+        assert_eq!(pull, [(1699, 2), (1700, 3), (1701, 1), (1702, 1)]);
     }
 }
