@@ -256,9 +256,11 @@ def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0)
                 if last >= upto or silences >= 3:
                     break
                 continue
-            silences = 0
             if line is None:
                 break
+            if line.startswith(":"):
+                continue  # a heartbeat comment: silence as far as changes go
+            silences = 0
             if line.startswith("id:"):
                 last = int(line[3:].strip())
             elif line.startswith("data:"):
