@@ -258,11 +258,10 @@ def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0)
                 continue
             if line is None:
                 break
-            if line.startswith(":"):
-                continue  # a heartbeat comment: silence as far as changes go
-            silences = 0
+            # Heartbeat comments and blank lines are silence as far as changes go.
             if line.startswith("id:"):
                 last = int(line[3:].strip())
+                silences = 0
             elif line.startswith("data:"):
                 data = json.loads(line[5:])
             elif line == "" and data is not None:
