@@ -12,6 +12,18 @@ use tasks_storage::metrics::{self, Counts, EventOutcome, Gauges, RetryOutcome};
 use tasks_storage::testing::{Harness, HookAt, Hooked, MemoryKv};
 use tasks_storage::{AtomicKv, Incoming};
 
+/// A message of a JetStream stream (no headers): what these tests deliver.
+fn stream_msg<'m>(subject: &'m str, payload: &'m str, seq: Option<u64>) -> Incoming<'m> {
+    Incoming {
+        subject,
+        payload: payload.as_bytes(),
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: seq,
+        stream_epoch: None,
+    }
+}
+
 fn change(id: &str) -> Change {
     Change {
         kind: ChangeKind::Updated,
@@ -289,14 +301,7 @@ fn a_batch_records_the_same_changes_as_one_by_one() {
     let incoming: Vec<Incoming> = msgs
         .iter()
         .zip(&payloads)
-        .map(|((subject, _, seq), payload)| Incoming {
-            subject,
-            payload: payload.as_bytes(),
-            header_correlation_id: None,
-            handler_timed_out_ms: None,
-            stream_sequence: *seq,
-            stream_epoch: None,
-        })
+        .map(|((subject, _, seq), payload)| stream_msg(subject, payload, *seq))
         .collect();
     batch.with_writer(&batch.tasks, |w| w.handle_batch(&incoming));
     let single = Harness::new();
@@ -685,14 +690,7 @@ fn a_call_past_its_lease_leaves_the_feed_to_the_redelivery_which_records_each_ch
     let incoming: Vec<Incoming> = msgs
         .iter()
         .zip(&payloads)
-        .map(|((subject, _, seq), payload)| Incoming {
-            subject,
-            payload: payload.as_bytes(),
-            header_correlation_id: None,
-            handler_timed_out_ms: None,
-            stream_sequence: Some(*seq),
-            stream_epoch: None,
-        })
+        .map(|((subject, _, seq), payload)| stream_msg(subject, payload, Some(*seq)))
         .collect();
     let outcomes = h.with_writer(&h.tasks, |w| w.handle_batch(&incoming));
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
