@@ -21,6 +21,8 @@ use trigger_nats_core::config::{self, TriggerConfig, TriggerMetadata};
 use trigger_nats_core::lifecycle::Ancestry;
 use trigger_nats_core::listener::{self, BatchFuture, Handler, HandlerFuture, Message};
 
+pub mod redis_store;
+
 /// Host bindings of the guest worlds in `plugins/trigger-nats/wit`: one message per call.
 mod single {
     wasmtime::component::bindgen!({

@@ -2,11 +2,11 @@
 //! `[[trigger.nats]]` entries.
 
 use clap::Parser;
-use spin_runtime_factors::FactorsBuilder;
 use spin_trigger::cli::FactorsTriggerCommand;
 use trigger_nats::NatsTrigger;
+use trigger_nats::redis_store::NatsFactorsBuilder;
 
-type Command = FactorsTriggerCommand<NatsTrigger, FactorsBuilder>;
+type Command = FactorsTriggerCommand<NatsTrigger, NatsFactorsBuilder>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
