@@ -149,15 +149,32 @@ check "d-1 ends as create + update" is "$(field d-1 '[.title,.status,.version]|j
 check "dead letters gone" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
 check "replay logged with the request's correlation id" grep -q "REPLAY dlq:$create_id → outbox:" "$OUT/logs/web_stdout.txt"
 
-echo "==> Redis stopped: a hung call is cancelled, the events are parked, nothing is lost"
+# The writer reaches Redis through trigger-nats's own client (crates/trigger-nats-redis): a
+# Redis that does not answer fails the call after 2 s, below the writer's 5 s handler
+# deadline (the deadline itself is tested in crates/trigger-nats-core), and a stopped Redis
+# fails it at once.
+echo "==> Redis frozen (SIGSTOP): the writer's call gives up after 2 s, the event is parked"
 check "the store counts as up again (a retry succeeded)" is "$(kv_count "$WORK" default 'health:%')" "0"
+kill -STOP "$REDIS_PID"
+t0=$(date +%s%N)
+check "a create is acknowledged although Redis does not answer" is \
+  "$(nats_tool request tasks.created '{"id":"f-1","title":"Published while Redis is frozen","correlationId":"cid-f1"}' --timeout-ms 20000)" '{"ok":true}'
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "  … after the client's 2 s response timeout, before the 5 s handler deadline ($ms ms)" \
+  test "$ms" -ge 1900 -a "$ms" -lt 4500
+check "the writer parked it" logged writer "[cid-f1] DEFER tasks.created task=f-1"
+kill -CONT "$REDIS_PID"
+check "f-1 is applied once Redis answers" wait_until 60 outbox_empty
+
+echo "==> Redis stopped: the writer's calls fail at once, the events are parked, nothing is lost"
+check "the store counts as up again" wait_until 30 bash -c "[[ \$(sqlite3 -cmd '.timeout 5000' '$WORK/local.db' \"SELECT count(*) FROM spin_key_value WHERE key LIKE 'health:%'\") == 0 ]]"
 stop_redis
 t0=$(date +%s%N)
 check "a create is acknowledged although Redis is stopped" is \
   "$(nats_tool request tasks.created '{"id":"s-1","title":"Published while Redis is stopped","correlationId":"cid-s1"}' --timeout-ms 20000)" '{"ok":true}'
-echo "       acknowledged after $(( ($(date +%s%N) - t0) / 1000000 )) ms (handler_timeout_ms = 5000)"
-check "trigger-nats cancelled the hung call" grep -q "writer: handler ran past 5000 ms on tasks.created" "$OUT/logs/spin-up.txt"
-check "the writer parked it and marked the store down" logged writer "[cid-s1] STORE tasks is DOWN: the tasks store did not answer within 5000 ms"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "  … at once ($ms ms)" test "$ms" -lt 2000
+check "the writer parked it and marked the store down" logged writer "[cid-s1] STORE tasks is DOWN: KV GET task:s-1 failed: store unavailable"
 nats_tool request tasks.updated '{"id":"s-1","status":"completed","correlationId":"cid-s2"}' >/dev/null
 nats_tool request tasks.created '{"id":"s-2","title":"Also while stopped","correlationId":"cid-s3"}' >/dev/null
 check "the next events defer at once" is "$(outbox)" "3"
@@ -173,7 +190,11 @@ else
   wait_http "http://127.0.0.1:$PORT/health" 60
   check "after a restart the outbox drains" wait_until 60 outbox_empty
 fi
-check "s-1 is create + update, in order" is "$(field s-1 '[.title,.status,.version]|join(",")')" "Published while Redis is stopped,completed,2"
+# Read through the web (http trigger): Spin 4.0.2's own Redis store, which may wait out its
+# 60 s reconnection backoff after the outage (docs/decisions.md).
+s1() { is "$(field s-1 '[.title,.status,.version]|join(",")')" "Published while Redis is stopped,completed,2"; }
+check "s-1 is create + update, in order" wait_until 90 s1
 check "s-2 created" is "$(field s-2 '.version')" "1"
+check "f-1 created" is "$(field f-1 '.version')" "1"
 
 summary e2e-retry
