@@ -29,9 +29,10 @@ pub const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(250);
 /// Attempts per reconnection before the waiting calls fail; the next call
 /// starts a new round.
 pub const RECONNECT_ATTEMPTS: usize = 4;
-/// A call on a connection that does not answer fails after this long.
-/// Below trigger-nats's shortest handler deadline, so a stalled Redis ends
-/// in an error the component sees, not in a cancelled call.
+/// A call on a connection that does not answer fails after this long:
+/// below the writer's handler deadline (5 s; the trigger's default is
+/// 30 s), so a frozen Redis ends in an error the component handles, not
+/// in a cancelled call.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection attempt fails after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
