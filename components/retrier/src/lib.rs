@@ -10,10 +10,11 @@ use tasks_domain::Timestamp;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
 use tasks_spin_kv::{SpinKv, log, unique};
-use tasks_spin_kv::{feed, notify, outbox};
-use tasks_storage::StoreError;
+use tasks_spin_kv::{feed, notify};
 use tasks_storage::cloud::Flusher;
+use tasks_storage::feed::Journal;
 use tasks_storage::metrics::{self, Gauges};
+use tasks_storage::{Retrier, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]
@@ -65,13 +66,45 @@ impl bindings::Guest for RetrierComponent {
             })
             .map_err(failed)?;
         }
-        let report = outbox::replay(&tasks, &local, BUDGET_MILLIS).map_err(failed)?;
+        let journal = Journal::new();
+        let feed_store = feed::store();
+        let writer = Writer {
+            tasks: &tasks,
+            local: &local,
+            clock: &Timestamp::now,
+            unique: &unique,
+            log: &log,
+            verify_writes: notify::verify_writes(),
+            journal: &journal,
+            feed: &feed_store,
+            commit_until: None,
+        };
+        let report = Retrier {
+            writer: &writer,
+            budget_millis: BUDGET_MILLIS,
+        }
+        .tick();
+        // What the run applied goes to the change feed even if it then
+        // failed; then the counters are folded, with the gauges it measured.
+        feed::commit(&journal, &feed_store, "-");
+        let report = report.map_err(failed)?;
         let gauges = Gauges {
             outbox: report.found as u64,
             dead_letters: report.dead_letters as u64,
         };
-        if let Err(e) = metrics::compact(&feed::store(), Some(gauges), Timestamp::now()) {
+        if let Err(e) = metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
             log(&format!("[-] METRICS compaction — FAILED: {e}"));
+        }
+        if report.applied + report.already_applied + report.rescheduled + report.dead > 0 {
+            log(&format!(
+                "[-] TICK outbox={} applied={} already_applied={} rescheduled={} dead={} skipped={}",
+                report.found,
+                report.applied,
+                report.already_applied,
+                report.rescheduled,
+                report.dead,
+                report.skipped
+            ));
         }
         Ok(())
     }

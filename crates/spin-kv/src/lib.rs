@@ -6,7 +6,6 @@ pub mod cloudflare;
 pub mod counters;
 pub mod feed;
 pub mod notify;
-pub mod outbox;
 pub mod tasks;
 pub mod writer;
 

@@ -15,14 +15,7 @@ use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
 use trigger_nats_sdk::Message;
 
 use crate::tasks::TasksStore;
-use crate::{feed, log, notify, outbox, unique};
-
-/// How long the replay after a call that parked events may start new tasks:
-/// well inside the writer's handler deadline (5 s), since the call's
-/// acknowledgements wait for it.
-const REPLAY_BUDGET_MILLIS: i64 = 500;
-/// A call that took longer than this leaves the replay to the next call.
-const REPLAY_AFTER_MILLIS: u128 = 1_000;
+use crate::{feed, log, notify, unique};
 
 /// What the storage logic needs of a message: the correlation header, the
 /// trigger's handler-timeout mark and the JetStream sequence, read through
@@ -132,22 +125,6 @@ pub fn handle_messages_with<L: AtomicKv>(
             .iter()
             .map(|_| Err(StoreError::Unavailable(reason.clone())))
             .collect();
-    }
-    // Events left in the outbox: replay it now rather than leave them (and
-    // every later event of their tasks) to the retrier (see `crate::outbox`).
-    // Not in a call made again after a timeout (it must not wait on the
-    // store), nor after a slow call: the replay may probe a store that is
-    // down, and the acknowledgements wait for it; the next call replays.
-    let waiting = outcomes
-        .iter()
-        .any(|o| matches!(o, Ok(Handled::Deferred { .. } | Handled::Queued { .. })));
-    let timed_out = messages.iter().any(|m| m.handler_timed_out_ms().is_some());
-    if waiting
-        && !timed_out
-        && start.elapsed().as_millis() < REPLAY_AFTER_MILLIS
-        && let Err(e) = outbox::replay(&tasks, local, REPLAY_BUDGET_MILLIS)
-    {
-        log(&format!("[{cid}] TICK after the call — FAILED: {e}"));
     }
     outcomes.into_iter().map(|o| o.map(drop)).collect()
 }
