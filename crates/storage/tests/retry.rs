@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use tasks_domain::{Status, Timestamp, keys};
 use tasks_storage::backoff::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after};
 use tasks_storage::events::dead_letters::{self, DeadLetter};
+use tasks_storage::events::health::WRITER_CIRCUIT_MILLIS;
 use tasks_storage::events::outbox::{OutboxEntry, ReplayError, replay_dead_letter};
 use tasks_storage::events::retrier::due_queues;
 use tasks_storage::lease::Claim;
@@ -432,6 +433,57 @@ fn a_store_that_is_down_gets_one_call_per_tick_not_one_per_event() {
         h.send("tasks.updated", r#"{"id":"a","status":"completed"}"#),
         Handled::Applied { .. }
     ));
+}
+
+/// The retrier may be stuck on a slower client than the writer's (Spin's
+/// Redis store reconnects after about a minute, trigger-nats's within a
+/// second): once the store is back the writer must not go on deferring, or
+/// every task it touches queues behind the retrier.
+#[test]
+fn the_writer_calls_the_store_again_a_second_after_its_last_failure_without_a_retrier_run() {
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    assert!(matches!(
+        h.send("tasks.created", r#"{"id":"a","title":"A"}"#),
+        Handled::Deferred { .. }
+    ));
+    h.tasks.set_down(false);
+    h.tasks.reset_calls();
+    // Right after a failure: deferred without a call (one failing call a second at most).
+    assert!(matches!(
+        h.send("tasks.created", r#"{"id":"b","title":"B"}"#),
+        Handled::Deferred { .. }
+    ));
+    assert_eq!(h.tasks.calls().get, 0);
+    // A second later, with no retrier run in between: tried, and applied.
+    h.advance(WRITER_CIRCUIT_MILLIS);
+    assert!(matches!(
+        h.send("tasks.created", r#"{"id":"c","title":"C"}"#),
+        Handled::Applied { .. }
+    ));
+    let batch: Vec<Incoming> = [r#"{"id":"d","title":"D"}"#, r#"{"id":"e","title":"E"}"#]
+        .iter()
+        .map(|p| Incoming {
+            subject: "tasks.created",
+            payload: p.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: None,
+            stream_epoch: None,
+        })
+        .collect();
+    let outcomes = h.with_writer(&h.tasks, |w| w.handle_batch(&batch));
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Handled::Applied { .. }))),
+        "{outcomes:?}"
+    );
+    // What was deferred still waits for the retrier, which replays it in order.
+    assert_eq!(h.task("a"), None);
+    h.advance(1_000);
+    assert_eq!(h.tick().applied, 2);
+    assert!(h.task("a").is_some() && h.task("b").is_some());
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         let Some((behind, health)) = self.batch_local_state(&ids) else {
             return self.one_by_one(msgs);
         };
-        if health.as_ref().is_some_and(|h| h.is_down(now)) {
+        if health.as_ref().is_some_and(|h| h.writer_defers(now)) {
             return self.one_by_one(msgs);
         }
         let fast: Vec<&str> = ids

@@ -9,8 +9,19 @@ use crate::kv::{AtomicKv, KeyValue, StoreError, encode};
 use crate::lease::{self, Claim};
 
 /// How long after its last observed failure the `tasks` store counts as
-/// down: the writer defers at once meanwhile, then tries it again.
+/// down for the retrier: it probes (one call per run) meanwhile, instead of
+/// running every due record.
 pub const CIRCUIT_MILLIS: i64 = 30_000;
+
+/// How long after its last observed failure the writer defers new events
+/// at once instead of calling the `tasks` store; then the next call tries
+/// it (one failing call a second at most). Short, so the writer is back as
+/// soon as its own client is (trigger-nats's Redis client reconnects within
+/// a second), without waiting for a retrier run to find the store up: the
+/// retrier may be waiting on a slower client (Spin's own Redis store, under
+/// trigger-cron), and what the writer defers meanwhile queues every later
+/// event of its task behind it.
+pub const WRITER_CIRCUIT_MILLIS: i64 = 1_000;
 
 /// How long a retrier run's probe of the store lasts.
 pub const PROBE_MILLIS: i64 = 30_000;
@@ -32,9 +43,14 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    /// Whether the store counts as down at `now`.
+    /// Whether the store counts as down at `now` (for the retrier).
     pub fn is_down(&self, now: Timestamp) -> bool {
         now.millis() - self.last_failure_at.millis() < CIRCUIT_MILLIS
+    }
+
+    /// Whether the writer defers at `now` without calling the store.
+    pub fn writer_defers(&self, now: Timestamp) -> bool {
+        now.millis() - self.last_failure_at.millis() < WRITER_CIRCUIT_MILLIS
     }
 
     /// The record after one more failure at `now` (the probe released).

@@ -131,7 +131,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     health::mark_down(self.local, self.log, &cid, health, &error, now);
                     return self.defer(msg, &cid, ev.id, error, now);
                 }
-                if let Some(h) = health.as_ref().filter(|h| h.is_down(now)) {
+                if let Some(h) = health.as_ref().filter(|h| h.writer_defers(now)) {
                     let error = format!(
                         "not tried: the tasks store is down (since {}, last error {} ms ago: {})",
                         h.down_since,
