@@ -36,6 +36,13 @@ pub const RECONNECT_ATTEMPTS: usize = 4;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection attempt fails after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A Redis that has just started answers `LOADING` until its data is in
+/// memory: a call waits for it, asking again this often, for at most
+/// [`LOADING_WAIT`]. Failing instead would make the writer park events in
+/// the outbox just as Redis comes back.
+const LOADING_POLL: Duration = Duration::from_millis(50);
+/// The longest a call waits for Redis to finish loading.
+pub const LOADING_WAIT: Duration = Duration::from_millis(1_500);
 /// Keys asked per `SCAN` step.
 const SCAN_COUNT: usize = 1_000;
 
@@ -111,11 +118,22 @@ impl RedisKv {
             .map_err(|e| self.fail(e))
     }
 
+    /// Runs a command that may run twice: after the connection turned out
+    /// dead (the first call after Redis restarted finds it so), it is sent
+    /// once more, on the connection made meanwhile.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         let mut connection = self.connection().await?;
-        cmd.query_async(&mut connection)
-            .await
-            .map_err(|e| self.fail(e))
+        match run(&mut connection, cmd).await {
+            Err(e) if e.is_connection_dropped() => run(&mut connection, cmd).await,
+            result => result,
+        }
+        .map_err(|e| self.fail(e))
+    }
+
+    /// Runs a command once (besides waiting out `LOADING`, when nothing ran).
+    async fn query_once<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let mut connection = self.connection().await?;
+        run(&mut connection, cmd).await.map_err(|e| self.fail(e))
     }
 
     /// Connects (if not yet) and checks that Redis answers.
@@ -174,7 +192,9 @@ impl RedisKv {
     /// Adds `delta` to the integer under `key` (absent counts as 0) and
     /// returns the new value.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
-        self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await
+        // Not idempotent: never sent twice.
+        self.query_once(redis::cmd("INCRBY").arg(key).arg(delta))
+            .await
     }
 
     /// The next page of keys: `SCAN` from `cursor` (0 to start); the
@@ -196,15 +216,42 @@ impl RedisKv {
         value: &[u8],
     ) -> Result<bool, Error> {
         let mut connection = self.connection().await?;
-        let written: i64 = self
-            .swap
-            .key(key)
+        let deadline = tokio::time::Instant::now() + LOADING_WAIT;
+        let mut invocation = self.swap.key(key);
+        invocation
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
-            .arg(value)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(written == 1)
+            .arg(value);
+        loop {
+            match invocation.invoke_async::<i64>(&mut connection).await {
+                Err(e) if loading(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOADING_POLL).await;
+                }
+                result => return result.map(|written| written == 1).map_err(|e| self.fail(e)),
+            }
+        }
     }
+}
+
+/// Runs `cmd`, asking again while Redis answers `LOADING` (for at most
+/// [`LOADING_WAIT`]).
+async fn run<T: redis::FromRedisValue>(
+    connection: &mut ConnectionManager,
+    cmd: &redis::Cmd,
+) -> Result<T, redis::RedisError> {
+    let deadline = tokio::time::Instant::now() + LOADING_WAIT;
+    loop {
+        match cmd.query_async(connection).await {
+            Err(e) if loading(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOADING_POLL).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Redis answered `LOADING`: it has just started and its data is not in
+/// memory yet. Nothing was run.
+fn loading(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::BusyLoadingError
 }
