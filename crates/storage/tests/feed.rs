@@ -209,15 +209,8 @@ fn one_follower_serves_every_reader_of_a_process_with_one_read_per_interval() {
 
 fn deliver(h: &Harness, subject: &str, payload: serde_json::Value, seq: Option<u64>) {
     let payload = payload.to_string();
-    let msg = Incoming {
-        subject,
-        payload: payload.as_bytes(),
-        header_correlation_id: None,
-        handler_timed_out_ms: None,
-        stream_sequence: seq,
-        stream_epoch: None,
-    };
-    h.deliver_on(&h.tasks, &msg).expect("recorded");
+    h.deliver_on(&h.tasks, &stream_msg(subject, &payload, seq))
+        .expect("recorded");
 }
 
 #[test]
