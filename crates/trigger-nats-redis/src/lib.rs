@@ -106,13 +106,17 @@ impl RedisKv {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, Error> {
-        let config = ConnectionManagerConfig::new()
-            .set_max_delay(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(u64::MAX))
-            .set_number_of_retries(RECONNECT_ATTEMPTS)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_connection_timeout(CONNECT_TIMEOUT);
         self.connection
-            .get_or_try_init(|| self.client.get_connection_manager_with_config(config))
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_max_delay(
+                        u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(u64::MAX),
+                    )
+                    .set_number_of_retries(RECONNECT_ATTEMPTS)
+                    .set_response_timeout(RESPONSE_TIMEOUT)
+                    .set_connection_timeout(CONNECT_TIMEOUT);
+                self.client.get_connection_manager_with_config(config)
+            })
             .await
             .cloned()
             .map_err(|e| self.fail(e))
