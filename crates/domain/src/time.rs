@@ -139,14 +139,35 @@ fn parse_canonical(s: &str) -> Option<Timestamp> {
 }
 
 /// RFC 3339 with milliseconds, UTC: `2026-11-22T06:01:54.123Z`.
+/// The canonical `YYYY-MM-DDTHH:MM:SS.mmmZ` form of years 0-9999, written
+/// digit by digit: every task written formats three of these, every task
+/// read and served two, and `write!` with padded fields cost a fifth of a
+/// batch's writer time.
+fn canonical(millis: i64) -> Option<[u8; 24]> {
+    let (y, mo, d, h, mi, s, ms) = civil(millis)?;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            // Each field is within 0..10^width, so each digit is 0-9.
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, mo);
+    put(8, 2, d);
+    put(11, 2, h);
+    put(14, 2, mi);
+    put(17, 2, s);
+    put(20, 3, ms);
+    Some(out)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match civil(self.0) {
-            // Years 0-9999 print in the fixed-width canonical form directly:
-            // every task read and served formats two of these.
-            Some((y, mo, d, h, mi, s, ms)) => {
-                write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-            }
+        match canonical(self.0) {
+            // Only ASCII digits and separators: always UTF-8.
+            Some(b) => f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?),
             None => f.write_str(
                 &self
                     .to_datetime()
@@ -171,7 +192,10 @@ impl fmt::Display for Human {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        match canonical(self.0) {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -215,6 +239,11 @@ mod tests {
                 .unwrap_or_default()
                 .to_rfc3339_opts(SecondsFormat::Millis, true);
             assert_eq!(ts.to_rfc3339(), want, "{ms}");
+            assert_eq!(
+                serde_json::to_string(&ts).ok(),
+                Some(format!("\"{want}\"")),
+                "{ms}"
+            );
             let display = DateTime::from_timestamp_millis(ms)
                 .unwrap_or_default()
                 .format("%Y-%m-%d %H:%M UTC")
