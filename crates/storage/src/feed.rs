@@ -165,17 +165,23 @@ pub fn kept(record: Option<&[u8]>) -> Vec<Reserved> {
 /// A task document as stored: the task and the reserved changes of the call
 /// writing it (none: exactly [`Task::to_json`]).
 pub fn stored_doc(task: &Task, journal: &[Reserved]) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Doc<'a> {
-        #[serde(flatten)]
-        task: &'a Task,
-        journal: &'a [Reserved],
-    }
     if journal.is_empty() {
         return task.to_json();
     }
-    // Serializing plain strings and numbers cannot fail.
-    serde_json::to_vec(&Doc { task, journal }).unwrap_or_else(|_| task.to_json())
+    // The task's object with one more field, spliced in before its closing
+    // brace, in one buffer sized for both: a flattened struct goes through
+    // serde's map path, which cost a tenth of a batch's time in the writer.
+    let mut doc = Vec::with_capacity(256 + 256 * journal.len());
+    let spliced = serde_json::to_writer(&mut doc, task).is_ok() && doc.pop() == Some(b'}') && {
+        doc.extend_from_slice(b",\"journal\":");
+        serde_json::to_writer(&mut doc, journal).is_ok()
+    };
+    if !spliced {
+        // Serializing plain strings and numbers cannot fail.
+        return task.to_json();
+    }
+    doc.push(b'}');
+    doc
 }
 
 /// Which of `kept` did not reach their slots (the call that wrote them
@@ -674,5 +680,42 @@ impl Follower {
             .cloned()
             .collect();
         Since::Entries(entries, self.cursor.after.max(after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_document_is_the_task_with_its_journal_and_reads_back_as_both() {
+        let task = Task::from_json(
+            br#"{"id":"t-1","title":"T","status":"pending","createdAt":"2026-12-06T10:00:00.000Z","updatedAt":"2026-12-06T10:00:01.000Z","version":2}"#,
+        )
+        .expect("a task");
+        let journal = vec![Reserved {
+            slot: 7,
+            stream_seq: 41,
+            stream_epoch: Some(3),
+            change: Change {
+                kind: ChangeKind::Updated,
+                id: "t-1".into(),
+                version: Some(2),
+                status: Some(Status::Pending),
+                previous_status: Some(Status::Pending),
+                at: Timestamp(1_796_551_201_000),
+                correlation_id: "c-1".into(),
+            },
+        }];
+        let doc = stored_doc(&task, &journal);
+        let mut want = serde_json::to_value(&task).expect("json");
+        want["journal"] = serde_json::to_value(&journal).expect("json");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&doc).ok(),
+            Some(want)
+        );
+        assert_eq!(Task::from_json(&doc).ok(), Some(task.clone()));
+        assert_eq!(kept(Some(&doc)), journal);
+        assert_eq!(stored_doc(&task, &[]), task.to_json());
     }
 }

@@ -49,7 +49,12 @@ pub trait AtomicKv: KeyValue {
 /// `value` as the JSON stored under `key` (the one encoding of every record
 /// the storage logic keeps).
 pub fn encode<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))
+    // Most records (feed slots, outbox entries) are a few hundred bytes:
+    // one allocation instead of growing from serde_json's 128.
+    let mut bytes = Vec::with_capacity(384);
+    serde_json::to_writer(&mut bytes, value)
+        .map_err(|e| StoreError::Other(format!("encoding {key}: {e}")))?;
+    Ok(bytes)
 }
 
 /// Reads a counter written by [`AtomicKv::increment`]: Spin's SQLite store
