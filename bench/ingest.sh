@@ -13,12 +13,18 @@
 # second JetStream instance sharing the consumer and the stores, the JetStream rounds again
 # (what per-task order across instances costs: one pull at a time).
 #   BENCH_EVENTS=10000 BENCH_ROUNDS=3 BENCH_LATENCY_EVENTS=300 bench/ingest.sh
+# BENCH_AGAINST=COMMIT also runs the app as of COMMIT (the writer, its runtime config and
+# trigger-nats, built from `git archive COMMIT`; the plugin installed in a private Spin data
+# directory beside a copy of trigger-cron), in JetStream mode, in the same rounds as this
+# tree's, so "no slower than before" is measured on the same machine at the same time.
+# Its builds are kept in ~/.cache/spin-tasks/against: the first compiles Spin's crates (slow).
 set -euo pipefail
 source "$(dirname "$0")/../tests/lib.sh"
 
 EVENTS=${BENCH_EVENTS:-10000}
 ROUNDS=${BENCH_ROUNDS:-3}
 LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
+AGAINST=${BENCH_AGAINST:-}
 require_spin_and_plugin
 bench_dirs
 on_exit stop_named_apps
@@ -30,6 +36,30 @@ app_manifest core "$WORK/spin-core.toml"
 named_app jetstream
 named_app core
 echo "==> JetStream app on :$jetstream_PORT, core app on :$core_PORT; $ROUNDS rounds of $EVENTS events"
+
+# against_app COMMIT: the app as of COMMIT, running as named app `before` (JetStream mode).
+against_app() {
+  local cache=${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/against
+  local src="$cache/src" data="$WORK/against-data"
+  local plugins=${SPIN_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/spin}/plugins
+  # The same path every time: cargo then rebuilds nothing for a commit built before.
+  rm -rf "$src"; mkdir -p "$src" "$data/plugins/manifests"
+  git -C "$ROOT" archive "$1" | tar -x -C "$src"
+  echo "==> building the app as of $(git -C "$ROOT" rev-parse --short=12 "$1") (logs: $OUT/against-build.txt)"
+  cp -a "$plugins/trigger-cron" "$data/plugins/"
+  cp "$plugins/manifests/trigger-cron.json" "$data/plugins/manifests/"
+  (cd "$src" &&
+    CARGO_TARGET_DIR="$cache/target" make --no-print-directory build &&
+    SPIN_DATA_DIR="$data" TRIGGER_NATS_TARGET_DIR="$cache/plugin-target" scripts/install-plugin.sh) \
+    >"$OUT/against-build.txt" 2>&1 ||
+    { echo "building $1 failed: $OUT/against-build.txt" >&2; return 1; }
+  # Its components from its own target directory.
+  ROOT="$src" app_manifest jetstream "$WORK/spin-before.toml"
+  sed -i "s|source = \"$src/target/|source = \"$cache/target/|" "$WORK/spin-before.toml"
+  SPIN_DATA_DIR="$data" named_app before
+  echo "==> the app as of $1 on :$before_PORT"
+}
+[[ -n $AGAINST ]] && against_app "$AGAINST"
 
 # base_rate ROUND JOURNAL: the native baseline's events/s, on the core app's server (own subject).
 base_rate() {
@@ -46,8 +76,18 @@ base_rate() {
 }
 
 results="$WORK/results"; : >"$results"
+before="$WORK/before-rates"; : >"$before"
 for round in $(seq "$ROUNDS"); do
+  # Against COMMIT, the two take turns going first.
+  against() {
+    local rate
+    rate=$(named_rate before "$round" "$EVENTS" --jetstream)
+    echo "round $round: JetStream as of $AGAINST $rate events/s"
+    echo "$rate" >>"$before"
+  }
+  [[ -n $AGAINST && $((round % 2)) == 0 ]] && against
   js=$(named_rate jetstream "$round" "$EVENTS" --jetstream)
+  [[ -n $AGAINST && $((round % 2)) == 1 ]] && against
   core=$(named_rate core "$round" "$EVENTS")
   base=$(base_rate "$round" wal)
   base_rollback=$(base_rate "$round" delete)
@@ -57,9 +97,11 @@ done
 lat_js=$(NATS_URL=$jetstream_NATS nats_tool latency --http "127.0.0.1:$jetstream_PORT" --count "$LAT_EVENTS" --jetstream)
 lat_core=$(NATS_URL=$core_NATS nats_tool latency --http "127.0.0.1:$core_PORT" --count "$LAT_EVENTS")
 
-# A second JetStream instance: same stores, same server, same durable consumer.
+# A second JetStream instance: same stores, same server, same durable consumer. (The server
+# named explicitly: start_nats exported the URL of the last app started, not this one's.)
 PORT=$(free_port)
-start_spin "$WORK/jetstream" "$PORT" "$WORK/jetstream/logs-2" state-2
+SPIN_VARIABLE_NATS_URL=$jetstream_NATS SPIN_MANIFEST="$WORK/spin-jetstream.toml" \
+  start_spin "$WORK/jetstream" "$PORT" "$WORK/jetstream/logs-2" state-2
 PIDS+=("$SPIN_PID"); SPIN_PID=""
 wait_http "http://127.0.0.1:$PORT/health" 60
 wait_log "$WORK/jetstream/logs-2/spin-up.txt" "writer ← tasks" 30
@@ -77,14 +119,24 @@ for mode in jetstream core; do
   [[ "$stored" == "$want" ]] ||
     { echo "$mode: expected $want stored tasks, found $stored" >&2; exit 1; }
 done
+if [[ -n $AGAINST ]]; then
+  stored=$(kv_count "$WORK/before" tasks "task:b%")
+  [[ "$stored" == $((EVENTS * ROUNDS)) ]] ||
+    { echo "as of $AGAINST: expected $((EVENTS * ROUNDS)) stored tasks, found $stored" >&2; exit 1; }
+fi
 
-python3 - "$results" "$EVENTS" "$lat_js" "$lat_core" "$two" "$second" <<'PY' | tee "$OUT/ingest.txt"
+python3 - "$results" "$EVENTS" "$lat_js" "$lat_core" "$two" "$second" "$before" "$AGAINST" <<'PY' | tee "$OUT/ingest.txt"
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
 js, core, base, base_rollback = (statistics.median(r[i] for r in rows) for i in range(4))
 print(f"Ingest benchmark, {sys.argv[2]} tasks.created events per round, medians of {len(rows)} rounds, SQLite")
 print(f"JetStream mode (stream → batches of ≤100 → writer): {js:8.0f} events/s  {js/base:5.2f}x baseline (target >= 3x: {'met' if js/base >= 3 else 'NOT met'})")
 print(f"core mode (one guest call per event):              {core:8.0f} events/s  {core/base:5.2f}x baseline")
+before = [float(l) for l in open(sys.argv[7])]
+if before:
+    b = statistics.median(before)
+    within = abs(js / b - 1) <= 0.10 or js > b
+    print(f"JetStream mode as of {sys.argv[8]}, same rounds:       {b:8.0f} events/s  {b/base:5.2f}x baseline; this tree {js/b:.2f}x it (target: no slower, ±10 %: {'met' if within else 'NOT met'})")
 print(f"native baseline (async-nats → SQLite, 1 commit/event, WAL like the app): {base:5.0f} events/s")
 print(f"  the same in the rollback journal (Spin's own files): {base_rollback:5.0f} events/s (JetStream {js/base_rollback:.2f}x, core {core/base_rollback:.2f}x)")
 two = statistics.median(float(l) for l in open(sys.argv[5]))
