@@ -122,6 +122,17 @@ pub struct TriggerConfig {
     /// remembered to drop a duplicate publish, in milliseconds (default 120,000).
     #[serde(default)]
     pub stream_duplicate_window_ms: Option<u64>,
+    /// JetStream: handle messages of different keys at the same time, in up
+    /// to this many partitions (1-64; default 1: one pull in flight across
+    /// all instances, every message in stream order). Needs `ordering_key`.
+    /// See [`crate::partition`].
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// JetStream, with `partitions`: what a message's key is
+    /// (`payload:<field>`, `subject:<n>` or `header:<name>`); the messages of
+    /// one key are handled in stream order, one at a time.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
 }
 
 /// How to authenticate, at most one way.

@@ -604,15 +604,43 @@ impl Pulling {
     /// up to the first that failed (to acknowledge), and that one with the
     /// rest (for redelivery, in order).
     async fn handle(&self, batch: Vec<jetstream::Message>, gate: &LeaseGate<'_>) -> Split {
-        let messages = batch.iter().map(|m| to_message(m, self.epoch)).collect();
-        let outcomes = call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await;
-        let failed = outcomes.iter().position(Result::is_err);
+        // With partitions, the messages of other partitions are not this
+        // consumer's to handle: they count as done (acknowledged with the
+        // pull), and only this partition's reach the component.
+        let ours: Vec<bool> = batch.iter().map(|m| self.takes(m)).collect();
+        let messages: Vec<Message> = batch
+            .iter()
+            .zip(&ours)
+            .filter(|(_, ours)| **ours)
+            .map(|(m, _)| to_message(m, self.epoch))
+            .collect();
+        let mut called = if messages.is_empty() {
+            Vec::new()
+        } else {
+            call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await
+        }
+        .into_iter();
+        let outcomes: Vec<Option<Result<(), String>>> = ours
+            .iter()
+            .map(|ours| match ours {
+                true => Some(
+                    called
+                        .next()
+                        .unwrap_or_else(|| Err("not handled: no outcome".to_owned())),
+                ),
+                false => None,
+            })
+            .collect();
+        let failed = outcomes.iter().position(|o| matches!(o, Some(Err(_))));
         for outcome in outcomes
             .iter()
             .take(failed.map_or(outcomes.len(), |i| i + 1))
+            .flatten()
         {
             self.counters.count(outcome);
         }
+        let outcomes: Vec<Result<(), String>> =
+            outcomes.into_iter().map(|o| o.unwrap_or(Ok(()))).collect();
         let mut batch = batch;
         let reason = failed.and_then(|i| outcomes[i].as_ref().err().cloned());
         let back = match failed {
@@ -634,6 +662,23 @@ impl Pulling {
             back,
             reason,
         }
+    }
+
+    /// Whether `msg` is this consumer's to hand to the component: always,
+    /// unless the entry has partitions and its key is in another one.
+    fn takes(&self, msg: &jetstream::Message) -> bool {
+        let Some(part) = &self.plan.partition else {
+            return true;
+        };
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()?
+                .iter()
+                .find(|(n, _)| AsRef::<str>::as_ref(n).eq_ignore_ascii_case(name))
+                .and_then(|(_, values)| values.first())
+                .map(|v| v.as_str())
+        };
+        part.takes(&part.key.of(&msg.subject, header, &msg.payload))
     }
 
     /// Counts a failed call of `msg`; after the entry's `max_attempts` in a

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::config::{TriggerConfig, subject_covers, validate_subject};
+use crate::partition::{MAX_PARTITIONS, OrderingKey, Partition};
 
 /// Default [`Plan::batch`].
 pub const DEFAULT_BATCH: usize = 100;
@@ -108,6 +109,10 @@ pub struct Plan {
     pub batch: usize,
     /// Longest one pull waits for messages.
     pub max_wait: Duration,
+    /// The partition this consumer handles, when the entry has
+    /// `partitions` (see [`crate::partition`]; [`crate::plan::plan`] makes
+    /// one subscription per partition).
+    pub partition: Option<Partition>,
 }
 
 /// Stream and consumer names: what the server accepts in a subject token.
@@ -142,6 +147,8 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ),
         ("dead_letter_subject", e.dead_letter_subject.is_some()),
         ("max_attempts", e.max_attempts.is_some()),
+        ("partitions", e.partitions.is_some()),
+        ("ordering_key", e.ordering_key.is_some()),
         ("stream_subjects", e.stream_subjects.is_some()),
         ("stream_storage", e.stream_storage.is_some()),
         ("stream_replicas", e.stream_replicas.is_some()),
@@ -250,6 +257,35 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             })
         }
     };
+    let partition = match (e.partitions.unwrap_or(1), e.ordering_key.as_deref()) {
+        (n, _) if !(1..=MAX_PARTITIONS).contains(&n) => {
+            return Err(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS} (got {n})"
+            ));
+        }
+        (1, None) => None,
+        (1, Some(_)) => {
+            return Err("ordering_key needs partitions (2 or more) to have a meaning".into());
+        }
+        (_, None) => {
+            return Err(
+                "partitions needs ordering_key (payload:<field>, subject:<n> or header:<name>): \
+                 the messages of one key stay in order"
+                    .into(),
+            );
+        }
+        (count, Some(key)) => Some(Partition {
+            key: OrderingKey::parse(key)?,
+            index: 0,
+            count,
+        }),
+    };
+    if let Some(p) = &partition {
+        check_name(
+            "consumer",
+            &Partition::durable(durable, p.count - 1, p.count),
+        )?;
+    }
     let create_stream = match &e.stream_subjects {
         None => {
             let creating = js_only
@@ -314,6 +350,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         dead_letter,
         batch,
         max_wait: Duration::from_millis(max_wait_ms),
+        partition,
     }))
 }
 

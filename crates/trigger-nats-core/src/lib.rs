@@ -21,6 +21,7 @@ pub mod lease;
 pub mod lifecycle;
 #[cfg(feature = "runtime")]
 pub mod listener;
+pub mod partition;
 pub mod plan;
 pub mod reply;
 

@@ -5,6 +5,7 @@ use crate::config::{
     ConfigError, MAX_IN_FLIGHT, TriggerConfig, subjects_overlap, validate_subject,
 };
 use crate::jetstream::{unconsumed_error, unconsumed_subjects};
+use crate::partition::Partition;
 
 /// One subscription the listener will open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,11 +84,38 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
         }) {
             return Err(at(format!("subject {:?} is listed twice", sub.subject)));
         }
-        subs.push(sub);
+        subs.extend(partitioned(sub));
     }
     share_streams(&mut subs)?;
     refuse_both_modes(&subs)?;
     Ok(subs)
+}
+
+/// One subscription per partition of an entry with `partitions` (each its
+/// own durable consumer, see [`crate::partition`]); the entry itself
+/// otherwise.
+fn partitioned(sub: Subscription) -> Vec<Subscription> {
+    let Some((plan, part)) = sub
+        .jetstream
+        .as_ref()
+        .and_then(|p| Some((p, p.partition.as_ref()?)))
+    else {
+        return vec![sub];
+    };
+    (0..part.count)
+        .map(|index| {
+            let mut plan = plan.clone();
+            plan.consumer.durable = Partition::durable(&plan.consumer.durable, index, part.count);
+            plan.partition = Some(Partition {
+                index,
+                ..part.clone()
+            });
+            Subscription {
+                jetstream: Some(plan),
+                ..sub.clone()
+            }
+        })
+        .collect()
 }
 
 /// Gives each JetStream entry the subjects of every entry on its stream,
@@ -238,6 +266,70 @@ mod tests {
                 .jetstream
                 .as_ref()
                 .is_some_and(|p| p.allow_unconsumed_subjects)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn partitions_make_one_consumer_each_and_need_an_ordering_key() -> Result<(), ConfigError> {
+        let subs = plan(&[js(
+            "tasks.>",
+            serde_json::json!({"partitions": 3, "ordering_key": "payload:id"}),
+        )])?;
+        let parts: Vec<(String, u32, u32)> = subs
+            .iter()
+            .filter_map(|s| {
+                let p = s.jetstream.as_ref()?;
+                let part = p.partition.as_ref()?;
+                Some((p.consumer.durable.clone(), part.index, part.count))
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("c-p0of3".to_owned(), 0, 3),
+                ("c-p1of3".to_owned(), 1, 3),
+                ("c-p2of3".to_owned(), 2, 3)
+            ]
+        );
+        // One partition is the entry as it was.
+        let one = plan(&[js("tasks.>", serde_json::json!({"partitions": 1}))])?;
+        assert_eq!(one.len(), 1);
+        assert!(
+            one[0]
+                .jetstream
+                .as_ref()
+                .is_some_and(|p| p.partition.is_none() && p.consumer.durable == "c")
+        );
+        let bad = |extra: serde_json::Value| plan(&[js("tasks.>", extra)]).expect_err("refused").0;
+        assert!(
+            bad(serde_json::json!({"partitions": 4})).contains("partitions needs ordering_key")
+        );
+        assert!(
+            bad(serde_json::json!({"ordering_key": "payload:id"}))
+                .contains("ordering_key needs partitions")
+        );
+        assert!(
+            bad(serde_json::json!({"partitions": 0, "ordering_key": "payload:id"}))
+                .contains("between 1 and 64")
+        );
+        assert!(
+            bad(serde_json::json!({"partitions": 65, "ordering_key": "payload:id"}))
+                .contains("between 1 and 64")
+        );
+        assert!(
+            bad(serde_json::json!({"partitions": 2, "ordering_key": "id"}))
+                .contains("payload:<field>")
+        );
+        let core = TriggerConfig {
+            partitions: Some(2),
+            ..entry("tasks.*")
+        };
+        assert!(
+            plan(&[core])
+                .expect_err("core NATS")
+                .0
+                .contains("partitions needs stream")
         );
         Ok(())
     }

@@ -176,6 +176,15 @@ async fn run_listener(
     sub: Subscription,
     handler: Arc<dyn listener::Handler>,
 ) -> Result<Running, async_nats::Error> {
+    run_listeners(url, vec![sub], handler).await
+}
+
+/// One instance running `subs` (all an entry plans, e.g. one per partition).
+async fn run_listeners(
+    url: &str,
+    subs: Vec<Subscription>,
+    handler: Arc<dyn listener::Handler>,
+) -> Result<Running, async_nats::Error> {
     let client = listener::connect(
         url,
         &config::Credentials::None,
@@ -186,7 +195,7 @@ async fn run_listener(
     .ok_or("no client")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        listener::run(client, vec![sub], handler, async move {
+        listener::run(client, subs, handler, async move {
             let _ = stopped.await;
         })
         .await
@@ -1378,5 +1387,137 @@ async fn a_stream_made_again_is_told_apart_by_its_epoch() -> TestResult {
         ]
     );
     running.stop().await?;
+    Ok(())
+}
+
+/// Per key, the order its messages were handled in; how many calls ran at
+/// once at most; which instance handled what.
+#[derive(Clone, Default)]
+struct ByKey {
+    handled: Arc<Mutex<std::collections::HashMap<String, Vec<u64>>>>,
+    busy_keys: Arc<Mutex<std::collections::HashSet<String>>>,
+    overlapped_key: Arc<Mutex<Vec<String>>>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most_at_once: Arc<std::sync::atomic::AtomicUsize>,
+    by_instance: Arc<Mutex<[usize; 3]>>,
+}
+
+impl ByKey {
+    fn handler(&self, instance: usize) -> Arc<dyn listener::Handler> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let this = self.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let this = this.clone();
+            Box::pin(async move {
+                let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+                let key = v["key"].as_str().unwrap_or("").to_owned();
+                let n = v["n"].as_u64().unwrap_or(u64::MAX);
+                let now = this.running.fetch_add(1, SeqCst) + 1;
+                this.most_at_once.fetch_max(now, SeqCst);
+                let fresh = this
+                    .busy_keys
+                    .lock()
+                    .map(|mut b| b.insert(key.clone()))
+                    .unwrap_or(false);
+                if !fresh && let Ok(mut o) = this.overlapped_key.lock() {
+                    o.push(key.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                if let Ok(mut h) = this.handled.lock() {
+                    h.entry(key.clone()).or_default().push(n);
+                }
+                if let Ok(mut n) = this.by_instance.lock() {
+                    n[instance] += 1;
+                }
+                if let Ok(mut b) = this.busy_keys.lock() {
+                    b.remove(&key);
+                }
+                this.running.fetch_sub(1, SeqCst);
+                Ok(())
+            })
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.handled
+            .lock()
+            .map(|h| h.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn with_partitions_keys_run_in_parallel_across_instances_each_key_in_order_once() -> TestResult
+{
+    let server = JsServer::start();
+    let subs = {
+        let entry = json!({"component": "writer", "subject": "tasks.>",
+            "stream": "TASKS", "consumer": "w", "stream_subjects": ["tasks.>"],
+            "handler_timeout_ms": 1000, "ack_wait_ms": 5000, "batch": 20,
+            "partitions": 4, "ordering_key": "payload:key"});
+        plan::plan(&[serde_json::from_value::<TriggerConfig>(entry)?])?
+    };
+    let durables: Vec<String> = subs
+        .iter()
+        .filter_map(|s| s.jetstream.as_ref().map(|p| p.consumer.durable.clone()))
+        .collect();
+    assert_eq!(durables, ["w-p0of4", "w-p1of4", "w-p2of4", "w-p3of4"]);
+    let keys = ByKey::default();
+    let mut instances = Vec::new();
+    for i in 0..3 {
+        instances.push(run_listeners(&server.url(), subs.clone(), keys.handler(i)).await?);
+    }
+    // Keys interleave; a payload without the key (the empty key) is one
+    // partition's, like any other key.
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let mut acks = Vec::new();
+    for n in 0..800u64 {
+        let body = match n % 50 {
+            49 => json!({"n": n}),
+            k => json!({"key": format!("k{}", k % 16), "n": n}),
+        };
+        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    assert!(
+        until(60, || keys.count() >= 800).await,
+        "{} of 800",
+        keys.count()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handled = keys.handled.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut all: Vec<u64> = handled.values().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..800).collect::<Vec<_>>(), "each message once");
+    for (key, ns) in &handled {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "key {key:?} out of order: {ns:?}"
+        );
+    }
+    let overlapped = keys
+        .overlapped_key
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    assert!(
+        overlapped.is_empty(),
+        "a key handled twice at once: {overlapped:?}"
+    );
+    let most = keys.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most >= 2,
+        "keys ran in parallel: at most {most} calls at once"
+    );
+    let shares = keys.by_instance.lock().map(|n| *n).unwrap_or_default();
+    assert!(
+        shares.iter().filter(|n| **n > 0).count() >= 2,
+        "instances took part: {shares:?}"
+    );
+    for i in instances {
+        i.stop().await?;
+    }
     Ok(())
 }
