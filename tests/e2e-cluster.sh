@@ -14,7 +14,9 @@
 #      through a third's (an update older than its task's create: the replay is skipped);
 #   5. Redis shut down for 10 s mid-burst, then started again on its append-only file (and
 #      how long the backlog takes once Redis is back, reported).
-#   CLUSTER_TASKS=3334 [CLUSTER_SCENARIOS="1 2 3 4 5"] tests/e2e-cluster.sh
+#   CLUSTER_TASKS=3334 [CLUSTER_SCENARIOS="1 2 3 4 5"] [CLUSTER_PARTITIONS=P] tests/e2e-cluster.sh
+# CLUSTER_PARTITIONS=P runs the writer's entry with `partitions = P` and `ordering_key =
+# "payload:id"` (a consumer per partition; tasks in parallel, each task's events in order).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -42,7 +44,7 @@ cleanup() {
 on_exit cleanup
 export SPIN_VARIABLE_HMAC_KEY="e2e-cluster-$RANDOM$RANDOM"
 build_tools
-cargo build --quiet --release -p tasks-sign --manifest-path "$ROOT/Cargo.toml"
+cargo build --quiet --release -p tasks-sign -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"
 
 echo "==> a 3-node NATS cluster with JetStream, one Redis"
 check "the cluster elects a JetStream leader" start_cluster
@@ -52,13 +54,17 @@ write_shared_runtime_config "$WORK" "$REDIS_PORT"
 
 # The app as shipped, its stream created at 3 replicas.
 app_manifest jetstream "$WORK/spin.toml"
-python3 - "$WORK/spin.toml" <<'PY'
+python3 - "$WORK/spin.toml" "${CLUSTER_PARTITIONS:-}" <<'PY'
 import sys
-p = sys.argv[1]; s = open(p).read()
+p, partitions = sys.argv[1:]; s = open(p).read()
 anchor = 'stream_subjects = ["tasks.>"]\n'
 assert anchor in s, "the manifest's stream_subjects line moved"
-open(p, "w").write(s.replace(anchor, anchor + "stream_replicas = 3\n", 1))
+extra = "stream_replicas = 3\n"
+if partitions:
+    extra += f'partitions = {int(partitions)}\nordering_key = "payload:id"\n'
+open(p, "w").write(s.replace(anchor, anchor + extra, 1))
 PY
+[[ -n ${CLUSTER_PARTITIONS:-} ]] && echo "==> the writer's entry in $CLUSTER_PARTITIONS partitions by task id"
 export SPIN_MANIFEST="$WORK/spin.toml"
 PORTS=()
 # instance I: starts `spin up` instance I, its NATS list starting at node I.
@@ -144,9 +150,34 @@ rated() {
     check "$1 instance(s): every event applied exactly once, in order" false
   fi
 }
+# yardstick: the native Redis baseline (bench/baseline --redis: one JetStream pull consumer
+# on a stream of its own at 3 replicas, one MGET and one MSET per batch, its tasks in Redis
+# database 15) on the same burst, timed the same way; prints events/s.
+yardstick() {
+  local bpid t0 t1
+  "$ROOT/target/release/ingest-baseline" --server "$SERVERS" --redis "redis://127.0.0.1:$REDIS_PORT/15" \
+    --prefix baseline --replicas 3 --count $((3 * TASKS)) >"$OUT/baseline.txt" 2>&1 &
+  bpid=$!
+  wait_log "$OUT/baseline.txt" '^ready$' 30 || return 1
+  t0=$(now)
+  python3 "$ROOT/tests/js_publish.py" --server "$SERVERS" --tasks "$TASKS" --updates 2 \
+    --prefix y- --subject-prefix baseline >"$OUT/publish-baseline.txt" 2>&1 || return 1
+  wait "$bpid" || return 1
+  t1=$(now)
+  python3 -c "print(round(3 * $TASKS / ($t1 - $t0)))"
+}
 if wants 1; then
   rated 1 r1-; instance 1; rated 2 r2-; instance 2; rated 3 r3-
-  echo "events/s: 1 instance $r1, 2 instances $r2, 3 instances $r3" | tee "$OUT/rates.txt"
+  base=$(yardstick) || base=-
+  check "the native Redis yardstick applied its burst ($base events/s)" test "$base" != -
+  echo "events/s: 1 instance $r1, 2 instances $r2, 3 instances $r3; native Redis yardstick $base" | tee "$OUT/rates.txt"
+  python3 - "$r1" "$r3" "$base" <<'PY' | tee -a "$OUT/rates.txt"
+import sys
+r1, r3, base = sys.argv[1:]
+if "-" not in (r1, r3, base):
+    print(f"3 instances = {float(r3)/float(r1):.2f}x one (target >= 2.0x), "
+          f"{float(r3)/float(base):.2f}x the native Redis yardstick (target >= 0.5x)")
+PY
 else
   instance 1; instance 2
 fi

@@ -4,7 +4,7 @@ nats-py), each awaiting the stream's acknowledgement, and prints one line
 per acknowledged event to --acked (for suites that stop things mid-burst).
 
   js_publish.py --server URL[,URL...] --tasks N [--updates U] [--prefix P] [--acked FILE]
-                [--retry-seconds S]
+                [--retry-seconds S] [--subject-prefix tasks]
 
 With several servers (a cluster), one connection per server, each able to fail over to
 the others; a task's events go round-robin over them. Every event carries a Nats-Msg-Id
@@ -33,6 +33,8 @@ async def main() -> int:
     ap.add_argument("--acked")
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--retry-seconds", type=float, default=0)
+    ap.add_argument("--subject-prefix", default="tasks",
+                    help="publish on PREFIX.created / PREFIX.updated (default tasks)")
     args = ap.parse_args()
 
     servers = args.server.split(",")
@@ -50,9 +52,9 @@ async def main() -> int:
     async def publish_task(i: int) -> None:
         nonlocal failed
         tid = f"{args.prefix}{i:06d}"
-        events = [("tasks.created", {"id": tid, "title": f"{tid} v1"})]
+        events = [(f"{args.subject_prefix}.created", {"id": tid, "title": f"{tid} v1"})]
         events += [
-            ("tasks.updated", {"id": tid, "title": f"{tid} v{k}"})
+            (f"{args.subject_prefix}.updated", {"id": tid, "title": f"{tid} v{k}"})
             for k in range(2, args.updates + 2)
         ]
         # One task's events go out one after another: their order is the test.

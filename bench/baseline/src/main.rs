@@ -1,4 +1,5 @@
 //! `ingest-baseline --server URL --subject S --db FILE --count N [--journal wal|delete]`
+//! `ingest-baseline --server URL[,URL…] --redis URL --prefix P --count N [--batch 100] [--replicas R]`
 //!
 //! The native yardstick for the writer: subscribes with async-nats, parses
 //! and validates each event with the same domain rules, and writes the same
@@ -8,6 +9,12 @@
 //! the rollback journal Spin gives a file it creates itself.
 //! Prints `ready` once subscribed and exits after N events, printing the
 //! time from the first message to the last commit.
+//!
+//! With `--redis`, the yardstick of the distributed path instead
+//! ([`redis_mode`]): a JetStream pull consumer of creates and updates on
+//! `P.created` / `P.updated`, one pipeline of Redis calls per batch.
+
+mod redis_mode;
 
 use std::time::Instant;
 
@@ -22,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut server, mut subject, mut db, mut count) =
         (String::new(), String::new(), String::new(), 0usize);
     let mut journal = "wal".to_owned();
+    let (mut redis, mut prefix, mut batch, mut replicas) = (None, "baseline".to_owned(), 100, 1);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -33,8 +41,23 @@ async fn main() -> anyhow::Result<()> {
             "--db" => db = value,
             "--count" => count = value.parse()?,
             "--journal" => journal = value,
+            "--redis" => redis = Some(value),
+            "--prefix" => prefix = value,
+            "--batch" => batch = value.parse()?,
+            "--replicas" => replicas = value.parse()?,
             other => bail!("unknown argument {other:?}"),
         }
+    }
+    if let Some(redis) = redis {
+        return redis_mode::run(redis_mode::Args {
+            server,
+            prefix,
+            redis,
+            count,
+            batch,
+            replicas,
+        })
+        .await;
     }
     match journal.as_str() {
         "wal" => drop(tasks_seed::use_wal(std::path::Path::new(&db))?),
