@@ -24,7 +24,7 @@
 #   store     Redis shut down for 5 s, started again on its append-only file.
 #   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 CHAOS_CLUSTER=0 tests/e2e-chaos.sh
 #   CHAOS_PARTITIONS=P: the writer's entry in P partitions by task id (partitions = P,
-#   ordering_key = "payload:id"; docs/trigger-nats.md).
+#   ordering_key = "payload:data.id|id"; docs/trigger-nats.md).
 #   (make test-chaos SEEDS=N INSTANCES=I CLUSTER=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -90,7 +90,7 @@ if ((CLUSTER)); then
   grep -q '^stream_replicas = 3$' "$WORK/spin.toml"
 fi
 if [[ -n ${CHAOS_PARTITIONS:-} ]]; then
-  sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))\nordering_key = \"payload:id\"/" "$WORK/spin.toml"
+  sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
   grep -q "^partitions = $((CHAOS_PARTITIONS))\$" "$WORK/spin.toml"
   echo "==> the writer's entry in $CHAOS_PARTITIONS partitions by task id"
 fi

@@ -16,7 +16,7 @@
 #      how long the backlog takes once Redis is back, reported).
 #   CLUSTER_TASKS=3334 [CLUSTER_SCENARIOS="1 2 3 4 5"] [CLUSTER_PARTITIONS=P] tests/e2e-cluster.sh
 # CLUSTER_PARTITIONS=P runs the writer's entry with `partitions = P` and `ordering_key =
-# "payload:id"` (a consumer per partition; tasks in parallel, each task's events in order).
+# "payload:data.id|id"` (a consumer per partition; tasks in parallel, each task's events in order).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -61,7 +61,7 @@ anchor = 'stream_subjects = ["tasks.>"]\n'
 assert anchor in s, "the manifest's stream_subjects line moved"
 extra = "stream_replicas = 3\n"
 if partitions:
-    extra += f'partitions = {int(partitions)}\nordering_key = "payload:id"\n'
+    extra += f'partitions = {int(partitions)}\nordering_key = "payload:data.id|id"\n'
 open(p, "w").write(s.replace(anchor, anchor + extra, 1))
 PY
 [[ -n ${CLUSTER_PARTITIONS:-} ]] && echo "==> the writer's entry in $CLUSTER_PARTITIONS partitions by task id"

@@ -129,7 +129,7 @@ pub struct TriggerConfig {
     #[serde(default)]
     pub partitions: Option<u32>,
     /// JetStream, with `partitions`: what a message's key is
-    /// (`payload:<field>`, `subject:<n>` or `header:<name>`); the messages of
+    /// (`payload:<path>`, `subject:<n>` or `header:<name>`); the messages of
     /// one key are handled in stream order, one at a time.
     #[serde(default)]
     pub ordering_key: Option<String>,

@@ -23,6 +23,7 @@ use crate::jetstream::{
     unconsumed_subjects,
 };
 use crate::lease::Lease;
+use crate::partition::{Partition, other_partitionings};
 use crate::plan::Subscription;
 use crate::{
     DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SEQUENCE_HEADER, DEAD_LETTER_SUBJECT_HEADER,
@@ -227,7 +228,51 @@ pub(crate) async fn provision_with_epoch(
     client: &async_nats::Client,
     plan: &Plan,
 ) -> Result<(PullConsumer, u64), async_nats::Error> {
-    provision_from(client, plan, None).await
+    let provisioned = provision_from(client, plan, None).await?;
+    warn_other_partitionings(client, plan).await;
+    Ok(provisioned)
+}
+
+/// At start-up, once per entry: names the consumers of the stream that
+/// split this entry's messages in another number of partitions (left by
+/// an earlier `partitions`, or instances still running with it). Those
+/// instances would handle every message a second time, and a key's order
+/// between the two sets is not kept.
+async fn warn_other_partitionings(client: &async_nats::Client, plan: &Plan) {
+    let (base, count) = match &plan.partition {
+        Some(p) if p.index != 0 => return,
+        Some(p) => (
+            plan.consumer
+                .durable
+                .strip_suffix(&Partition::durable("", p.index, p.count))
+                .unwrap_or(&plan.consumer.durable),
+            Some(p.count),
+        ),
+        None => (plan.consumer.durable.as_str(), None),
+    };
+    let Ok(stream) = jetstream::new(client.clone())
+        .get_stream(&plan.stream)
+        .await
+    else {
+        return;
+    };
+    let names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    let others = other_partitionings(base, count, names.iter().map(String::as_str));
+    if !others.is_empty() {
+        log(&format!(
+            "stream {:?} also has the consumers {} for the same entry in another number of partitions: \
+             instances still running with them handle every message a second time, and a key's order \
+             between the two sets is not kept; stop those instances and remove the consumers \
+             (nats consumer rm {} <name>)",
+            plan.stream,
+            others.join(", "),
+            plan.stream
+        ));
+    }
 }
 
 /// Whether a stream lookup failed because the stream does not exist.
@@ -390,7 +435,7 @@ impl Pulling {
                     // The wait above may have seen the stop.
                     stopping |= *stop.borrow();
                 }
-                handled += batch.len();
+                handled += batch.iter().filter(|m| self.takes(m)).count();
                 let Split { ok, back, reason } = self
                     .handle_keeping_alive(batch, &done, &mut messages, &mut rest, &lease)
                     .await;
@@ -670,11 +715,17 @@ impl Pulling {
         let Some(part) = &self.plan.partition else {
             return true;
         };
+        // The header map's order differs from message to message: pick the
+        // name the same way on every instance (see OrderingKey::Header).
         let header = |name: &str| {
             msg.headers
                 .as_ref()?
                 .iter()
-                .find(|(n, _)| AsRef::<str>::as_ref(n).eq_ignore_ascii_case(name))
+                .filter(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
+                .min_by_key(|(n, _)| {
+                    let n: &str = n.as_ref();
+                    (n != name, n.to_owned())
+                })
                 .and_then(|(_, values)| values.first())
                 .map(|v| v.as_str())
         };

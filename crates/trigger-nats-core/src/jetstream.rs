@@ -269,7 +269,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         }
         (_, None) => {
             return Err(
-                "partitions needs ordering_key (payload:<field>, subject:<n> or header:<name>): \
+                "partitions needs ordering_key (payload:<path>, subject:<n> or header:<name>): \
                  the messages of one key stay in order"
                     .into(),
             );

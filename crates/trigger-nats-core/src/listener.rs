@@ -146,8 +146,11 @@ pub async fn run(
         };
         if let Some(plan) = sub.jetstream.clone() {
             let (consumer, epoch) = crate::consumer::provision_with_epoch(&client, &plan).await?;
+            let part = plan.partition.as_ref().map_or(String::new(), |p| {
+                format!(", partition {} of {} by {}", p.index, p.count, p.key)
+            });
             log(&format!(
-                "{} ← {} (JetStream: stream {}, durable consumer {}, batch {})",
+                "{} ← {} (JetStream: stream {}, durable consumer {}, batch {}{part})",
                 sub.component, sub.subject, plan.stream, plan.consumer.durable, plan.batch
             ));
             let pulling = crate::consumer::Pulling {

@@ -26,29 +26,33 @@
 //! time (a key would be in two partitions at once), and the old consumers
 //! are left for the operator to remove.
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-
 /// Most partitions an entry may have.
 pub const MAX_PARTITIONS: u32 = 64;
 
 /// What a message's key is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderingKey {
-    /// `payload:<field>`: a top-level field of the JSON payload (a string,
-    /// as its text; a number, as written).
-    PayloadField(String),
+    /// `payload:<path>[|<path>…]`: a field of the JSON payload, a path of
+    /// field names separated by dots; the first path that leads to a
+    /// string (its text) or a number (as serde_json prints it) gives the
+    /// key. Read as serde_json reads a document: of a field given twice,
+    /// the last counts.
+    PayloadField(Vec<Vec<String>>),
     /// `subject:<n>`: the n-th token of the subject, counting from 1.
     SubjectToken(usize),
-    /// `header:<name>`: a header's first value (names compared without case).
+    /// `header:<name>`: a header's first value. Names are compared without
+    /// case; when a message has the name in several cases, the one written
+    /// exactly as configured counts, else the first in byte order.
     Header(String),
 }
 
 impl OrderingKey {
-    /// Parses `payload:<field>`, `subject:<n>` or `header:<name>`.
+    /// Parses `payload:<path>`, `subject:<n>` or `header:<name>`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "ordering_key {s:?} must be payload:<field>, subject:<n> (n from 1) or header:<name>"
+                "ordering_key {s:?} must be payload:<path>[|<path>…] (a path: field names joined by dots), \
+                 subject:<n> (n from 1) or header:<name>"
             )
         };
         let (kind, arg) = s.split_once(':').ok_or_else(bad)?;
@@ -56,7 +60,16 @@ impl OrderingKey {
             return Err(bad());
         }
         match kind {
-            "payload" => Ok(OrderingKey::PayloadField(arg.to_owned())),
+            "payload" => {
+                let paths: Vec<Vec<String>> = arg
+                    .split('|')
+                    .map(|path| path.split('.').map(str::to_owned).collect())
+                    .collect();
+                if paths.iter().flatten().any(String::is_empty) {
+                    return Err(bad());
+                }
+                Ok(OrderingKey::PayloadField(paths))
+            }
             "subject" => match arg.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(OrderingKey::SubjectToken(n)),
                 _ => Err(bad()),
@@ -75,7 +88,7 @@ impl OrderingKey {
         payload: &[u8],
     ) -> Vec<u8> {
         match self {
-            OrderingKey::PayloadField(field) => payload_field(payload, field).unwrap_or_default(),
+            OrderingKey::PayloadField(paths) => payload_key(payload, paths).unwrap_or_default(),
             OrderingKey::SubjectToken(n) => subject
                 .split('.')
                 .nth(n - 1)
@@ -84,6 +97,20 @@ impl OrderingKey {
             OrderingKey::Header(name) => header(name)
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for OrderingKey {
+    /// As the manifest writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderingKey::PayloadField(paths) => {
+                let paths: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
+                write!(f, "payload:{}", paths.join("|"))
+            }
+            OrderingKey::SubjectToken(n) => write!(f, "subject:{n}"),
+            OrderingKey::Header(name) => write!(f, "header:{name}"),
         }
     }
 }
@@ -111,6 +138,31 @@ impl Partition {
     }
 }
 
+/// The consumers among `names` that split the messages of consumer `base`
+/// in another number of partitions than `count` (`None`: not partitioned):
+/// `base` itself, or `base-p<i>of<Q>` with another Q. Instances still
+/// running with them handle every message a second time.
+pub fn other_partitionings<'a>(
+    base: &str,
+    count: Option<u32>,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let split_in = |name: &str| -> Option<Option<u32>> {
+        let rest = name.strip_prefix(base)?;
+        if rest.is_empty() {
+            return Some(None);
+        }
+        let (i, q) = rest.strip_prefix("-p")?.split_once("of")?;
+        let (i, q) = (i.parse::<u32>().ok()?, q.parse::<u32>().ok()?);
+        (i < q).then_some(Some(q))
+    };
+    names
+        .into_iter()
+        .filter(|name| split_in(name).is_some_and(|q| q != count))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The partition of `key` among `count`: FNV-1a 64 modulo `count`.
 pub fn index_of(key: &[u8], count: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -122,73 +174,18 @@ pub fn index_of(key: &[u8], count: u32) -> u32 {
     (hash % u64::from(count.max(1))) as u32
 }
 
-/// A top-level string or number field of a JSON object, read without
-/// building the rest of the document.
-fn payload_field(payload: &[u8], field: &str) -> Option<Vec<u8>> {
-    struct Find<'f>(&'f str);
-    impl<'de> Visitor<'de> for Find<'_> {
-        type Value = Option<Vec<u8>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
+/// The key of a JSON payload: the first of `paths` that leads to a string
+/// or a number.
+fn payload_key(payload: &[u8], paths: &[Vec<String>]) -> Option<Vec<u8>> {
+    let doc: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    paths.iter().find_map(|path| {
+        let found = path.iter().try_fold(&doc, |v, field| v.get(field))?;
+        match found {
+            serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+            serde_json::Value::Number(n) => Some(n.to_string().into_bytes()),
+            _ => None,
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
-            while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if name == self.0 && found.is_none() {
-                    found = map.next_value::<Scalar>()?.0;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(found)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(payload);
-    let found = de.deserialize_map(Find(field)).ok()?;
-    de.end().ok()?;
-    found
-}
-
-/// A string (its text) or a number (as written); anything else is none.
-struct Scalar(Option<Vec<u8>>);
-
-impl<'de> de::Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.as_bytes().to_vec())))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string().into_bytes())))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string().into_bytes())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string().into_bytes())))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
+    })
 }
 
 #[cfg(test)]
@@ -206,6 +203,20 @@ mod tests {
         assert_eq!(payload(&id, r#"{"id":"t-\u0031"}"#), b"t-1");
         assert_eq!(payload(&id, r#"{"id":42}"#), b"42");
         assert_eq!(payload(&id, r#"{"nested":{"id":"no"},"id":"yes"}"#), b"yes");
+        // A field given twice: the last, as serde_json (and so the writer) reads it.
+        assert_eq!(payload(&id, r#"{"id":"t-A","id":"t-B"}"#), b"t-B");
+        // The writer's envelope: data.id when there is data, else id.
+        let task = OrderingKey::parse("payload:data.id|id")?;
+        assert_eq!(
+            payload(&task, r#"{"data":{"id":"t-1"},"correlationId":"c"}"#),
+            b"t-1"
+        );
+        assert_eq!(
+            payload(&task, r#"{"id":"decoy","data":{"id":"t-1"}}"#),
+            b"t-1"
+        );
+        assert_eq!(payload(&task, r#"{"id":"t-2","title":"x"}"#), b"t-2");
+        assert_eq!(task.to_string(), "payload:data.id|id");
         // No key: the empty one.
         for body in [
             r#"{"title":"x"}"#,
@@ -228,6 +239,9 @@ mod tests {
         let headers = |name: &str| (name == "Tenant").then_some("acme");
         assert_eq!(header.of("a", headers, b""), b"acme");
         assert_eq!(header.of("a", |_| None, b""), b"");
+        for written in ["payload:id", "subject:2", "header:Tenant"] {
+            assert_eq!(OrderingKey::parse(written)?.to_string(), written);
+        }
         for bad in [
             "",
             "id",
@@ -265,5 +279,17 @@ mod tests {
         };
         assert!(p.takes(b"t-7"));
         assert_eq!(Partition::durable("writer", 2, 4), "writer-p2of4");
+        let names = [
+            "w", "w-p0of2", "w-p1of2", "w-p0of4", "w-p9of4", "w-x", "wx-p0of2", "other",
+        ];
+        assert_eq!(other_partitionings("w", Some(2), names), ["w", "w-p0of4"]);
+        assert_eq!(
+            other_partitionings("w", None, names),
+            ["w-p0of2", "w-p1of2", "w-p0of4"]
+        );
+        assert_eq!(
+            other_partitionings("w", Some(4), names),
+            ["w", "w-p0of2", "w-p1of2"]
+        );
     }
 }

@@ -88,7 +88,27 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
     }
     share_streams(&mut subs)?;
     refuse_both_modes(&subs)?;
+    refuse_shared_durables(&subs)?;
     Ok(subs)
+}
+
+/// Refuses two entries on one consumer (say `w` in two partitions, whose
+/// second is `w-p1of2`, and another entry's `w-p1of2`): each would take the
+/// other's messages.
+fn refuse_shared_durables(subs: &[Subscription]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for p in subs.iter().filter_map(|s| s.jetstream.as_ref()) {
+        let id = (p.stream.as_str(), p.consumer.durable.as_str());
+        if seen.contains(&id) {
+            return Err(ConfigError(format!(
+                "two [[trigger.nats]] entries use the durable consumer {:?} on stream {:?} \
+                 (partitions name theirs <consumer>-p<i>of<P>): give each entry its own consumer",
+                id.1, id.0
+            )));
+        }
+        seen.push(id);
+    }
+    Ok(())
 }
 
 /// One subscription per partition of an entry with `partitions` (each its
@@ -133,7 +153,9 @@ fn share_streams(subs: &mut [Subscription]) -> Result<(), ConfigError> {
         .filter_map(|s| s.jetstream.as_ref().map(|p| p.stream.clone()))
         .collect();
     for stream in streams {
-        let filters = on(subs, &stream);
+        let mut filters = on(subs, &stream);
+        // The partitions of an entry share its subject: named once.
+        filters.dedup();
         let plans = || {
             subs.iter()
                 .filter_map(|s| s.jetstream.as_ref())
@@ -319,7 +341,7 @@ mod tests {
         );
         assert!(
             bad(serde_json::json!({"partitions": 2, "ordering_key": "id"}))
-                .contains("payload:<field>")
+                .contains("payload:<path>")
         );
         let core = TriggerConfig {
             partitions: Some(2),
@@ -331,6 +353,20 @@ mod tests {
                 .0
                 .contains("partitions needs stream")
         );
+        // Another entry on a consumer a partition is named after.
+        let clash = plan(&[
+            js(
+                "tasks.>",
+                serde_json::json!({"partitions": 2, "ordering_key": "payload:id"}),
+            ),
+            TriggerConfig {
+                component: "audit".into(),
+                consumer: Some("c-p1of2".into()),
+                ..js("tasks.created", serde_json::json!({}))
+            },
+        ])
+        .expect_err("one consumer for two entries");
+        assert!(clash.0.contains("\"c-p1of2\""), "{}", clash.0);
         Ok(())
     }
 

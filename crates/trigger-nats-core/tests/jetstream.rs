@@ -1521,3 +1521,125 @@ async fn with_partitions_keys_run_in_parallel_across_instances_each_key_in_order
     }
     Ok(())
 }
+
+/// The subscriptions of a JetStream entry on `TASKS` with these fields (all
+/// of them: one per partition).
+fn js_subs(fields: serde_json::Value) -> Result<Vec<Subscription>, config::ConfigError> {
+    let mut entry = json!({"component": "writer", "subject": "tasks.>",
+        "stream": "TASKS", "consumer": "w", "stream_subjects": ["tasks.>"],
+        "handler_timeout_ms": 1000, "ack_wait_ms": 5000, "batch": 20});
+    if let (Some(e), Some(f)) = (entry.as_object_mut(), fields.as_object()) {
+        e.extend(f.clone());
+    }
+    plan::plan(&[serde_json::from_value(entry).expect("an entry")])
+}
+
+/// Records the `n` of each successful call, per key; fails the first
+/// delivery of every `n` with `n % 9 == 4`.
+fn failing_every_ninth(ok: Arc<Mutex<Vec<(String, u64)>>>) -> Arc<dyn listener::Handler> {
+    Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+        let ok = ok.clone();
+        Box::pin(async move {
+            let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            let n = v["n"].as_u64().unwrap_or(u64::MAX);
+            let first = msg
+                .headers
+                .iter()
+                .any(|(name, value)| name == DELIVERED_HEADER && value == "1");
+            if n % 9 == 4 && first {
+                return Err(format!("{n} fails on its first delivery"));
+            }
+            if let Ok(mut ok) = ok.lock() {
+                ok.push((v["key"].as_str().unwrap_or("").to_owned(), n));
+            }
+            Ok(())
+        })
+    })
+}
+
+#[tokio::test]
+async fn with_partitions_a_failed_message_comes_back_with_its_key_s_later_ones_and_nothing_is_lost_or_repeated()
+-> TestResult {
+    let server = JsServer::start();
+    let subs = js_subs(json!({"partitions": 3, "ordering_key": "payload:key"}))?;
+    let ok = Arc::new(Mutex::new(Vec::new()));
+    let a = run_listeners(&server.url(), subs.clone(), failing_every_ninth(ok.clone())).await?;
+    let b = run_listeners(&server.url(), subs, failing_every_ninth(ok.clone())).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for n in 0..300u64 {
+        let body = json!({"key": format!("k{}", n % 10), "n": n});
+        js.publish("tasks.created", body.to_string().into())
+            .await?
+            .await?;
+    }
+    let count = || ok.lock().map(|o| o.len()).unwrap_or(0);
+    assert!(until(60, || count() >= 300).await, "{} of 300", count());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = ok.lock().map(|o| o.clone()).unwrap_or_default();
+    let mut all: Vec<u64> = ok.iter().map(|(_, n)| *n).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..300).collect::<Vec<_>>(),
+        "each message handled once"
+    );
+    for key in (0..10).map(|k| format!("k{k}")) {
+        let ns: Vec<u64> = ok
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {ns:?}"
+        );
+    }
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_partitions_a_header_key_given_in_several_cases_is_read_alike_by_every_consumer()
+-> TestResult {
+    let server = JsServer::start();
+    let subs = js_subs(json!({"partitions": 2, "ordering_key": "header:Tenant"}))?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let seen = seen.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let seen = seen.clone();
+            Box::pin(async move {
+                if let Ok(mut s) = seen.lock() {
+                    s.push(String::from_utf8_lossy(&msg.payload).into_owned());
+                }
+                Ok(())
+            })
+        }) as Arc<dyn listener::Handler>
+    };
+    let running = run_listeners(&server.url(), subs, handler).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for n in 0..200 {
+        // The same name in three cases, each with its own value: whichever the
+        // header map yields first, every consumer must pick the same one.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("tenant", format!("b{}", n % 7).as_str());
+        headers.insert("TENANT", format!("c{}", n % 3).as_str());
+        if n % 2 == 0 {
+            headers.insert("Tenant", format!("a{}", n % 5).as_str());
+        }
+        js.publish_with_headers("tasks.created", headers, format!("m{n}").into())
+            .await?
+            .await?;
+    }
+    let count = || seen.lock().map(|s| s.len()).unwrap_or(0);
+    assert!(until(30, || count() >= 200).await, "{} of 200", count());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    seen.sort();
+    let mut want: Vec<String> = (0..200).map(|n| format!("m{n}")).collect();
+    want.sort();
+    assert_eq!(seen, want, "each message handled once, by one partition");
+    running.stop().await?;
+    Ok(())
+}
