@@ -1450,13 +1450,7 @@ impl ByKey {
 async fn with_partitions_keys_run_in_parallel_across_instances_each_key_in_order_once() -> TestResult
 {
     let server = JsServer::start();
-    let subs = {
-        let entry = json!({"component": "writer", "subject": "tasks.>",
-            "stream": "TASKS", "consumer": "w", "stream_subjects": ["tasks.>"],
-            "handler_timeout_ms": 1000, "ack_wait_ms": 5000, "batch": 20,
-            "partitions": 4, "ordering_key": "payload:key"});
-        plan::plan(&[serde_json::from_value::<TriggerConfig>(entry)?])?
-    };
+    let subs = js_subs(json!({"partitions": 4, "ordering_key": "payload:key"}))?;
     let durables: Vec<String> = subs
         .iter()
         .filter_map(|s| s.jetstream.as_ref().map(|p| p.consumer.durable.clone()))
