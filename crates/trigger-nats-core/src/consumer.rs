@@ -435,10 +435,15 @@ impl Pulling {
                     // The wait above may have seen the stop.
                     stopping |= *stop.borrow();
                 }
-                handled += batch.iter().filter(|m| self.takes(m)).count();
-                let Split { ok, back, reason } = self
+                let Split {
+                    ok,
+                    back,
+                    reason,
+                    ours,
+                } = self
                     .handle_keeping_alive(batch, &done, &mut messages, &mut rest, &lease)
                     .await;
+                handled += ours;
                 for m in &ok {
                     self.failures.remove(&stream_sequence(m));
                 }
@@ -653,6 +658,7 @@ impl Pulling {
         // consumer's to handle: they count as done (acknowledged with the
         // pull), and only this partition's reach the component.
         let ours: Vec<bool> = batch.iter().map(|m| self.takes(m)).collect();
+        let messages_ours = ours.iter().filter(|o| **o).count();
         let messages: Vec<Message> = batch
             .iter()
             .zip(&ours)
@@ -706,6 +712,7 @@ impl Pulling {
             ok: batch,
             back,
             reason,
+            ours: messages_ours,
         }
     }
 
@@ -935,6 +942,8 @@ pub(crate) struct Split {
     ok: Vec<jetstream::Message>,
     back: Vec<jetstream::Message>,
     reason: Option<String>,
+    /// How many of the batch were this consumer's (all, without partitions).
+    ours: usize,
 }
 
 /// The lease gate of one guest call: renews the pull's lease over the
