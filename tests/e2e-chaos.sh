@@ -23,6 +23,8 @@
 #             whose stream has 3 replicas), started again on its store 1 s later;
 #   store     Redis shut down for 5 s, started again on its append-only file.
 #   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 CHAOS_CLUSTER=0 tests/e2e-chaos.sh
+#   CHAOS_FAULTS="cut:0 nats kill9:1 stall:0 store:1 stop:0": these faults in this order, each
+#   on the instance named, instead of the seeded ones (to replay a seed's faults on new ids).
 #   CHAOS_PARTITIONS=P: the writer's entry in P partitions by task id (partitions = P,
 #   ordering_key = "payload:data.id|id"; docs/trigger-nats.md).
 #   (make test-chaos SEEDS=N INSTANCES=I CLUSTER=1)
@@ -181,9 +183,11 @@ for seed in $SEEDS; do
   for ((n = ${#faults[@]} - 1; n > 0; n--)); do
     k=$((RANDOM % (n + 1))); t=${faults[n]}; faults[n]=${faults[k]}; faults[k]=$t
   done
+  [[ -n ${CHAOS_FAULTS:-} ]] && read -ra faults <<<"$CHAOS_FAULTS"
   sleep 2
   for f in "${faults[@]}"; do
     i=$((RANDOM % INSTANCES))
+    [[ $f == *:* ]] && { i=${f#*:}; f=${f%%:*}; }
     echo "       $(date +%T) fault: $f (instance $i)"
     "fault_$f" "$i"
     sleep 2

@@ -228,6 +228,8 @@ start_spin() {
   # PORT "-": an app without an HTTP trigger (spin up then takes no --listen).
   [[ $port != - ]] && listen=(--listen "127.0.0.1:$port")
   mkdir -p "$logs"
+  # A restarted instance's earlier log is kept (the faults' evidence).
+  [[ -s $logs/spin-up.txt ]] && cat "$logs/spin-up.txt" >>"$logs/spin-up.earlier.txt"
   # The stores' SQLite files in WAL mode, as `make up` has them (tools/seed/src/bin/tasks-wal.rs).
   "$ROOT/target/release/tasks-wal" "$dir/runtime-config.toml" >>"$logs/stores.txt"
   setsid spin up --from "${SPIN_MANIFEST:-$ROOT/spin.toml}" \

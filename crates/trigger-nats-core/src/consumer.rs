@@ -17,6 +17,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::StreamInfo;
+use crate::admission::{self, Decision, Delivery, Held, ServerView, Unaccounted};
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
     ConsumerSpec, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
@@ -281,23 +282,25 @@ fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
         if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
-/// What the consumer said when a pull could not be handled yet: its
-/// acknowledgement floor and how many unacknowledged messages were not in
-/// the pull.
-#[derive(Clone, Copy, Debug)]
-struct Held {
-    floor: u64,
-    elsewhere: usize,
-}
-
 /// What [`Pulling::admit`] lets a pull do.
 enum Admit {
     /// Handle every message of it.
     All,
     /// Handle this many first, then ask again about the rest.
     Run(usize),
-    /// Hand it back (what the consumer said, when it could be asked).
-    StepBack(Option<Held>),
+    /// Hand it back, for this reason.
+    StepBack(Why),
+}
+
+/// Why a pull is handed back.
+#[derive(Clone, Copy, Debug)]
+enum Why {
+    /// Earlier messages stayed in another instance's hands.
+    Held(Held),
+    /// The server did not answer.
+    NoAnswer,
+    /// The server does not account for the pull's deliveries.
+    Unaccounted(Unaccounted),
 }
 
 /// One JetStream entry being served.
@@ -423,10 +426,10 @@ impl Pulling {
                             rest = batch.split_off(n);
                             run = true;
                         }
-                        Admit::StepBack(held) => {
+                        Admit::StepBack(why) => {
                             self.settle_all(&done, true, &lease).await;
                             done.clear();
-                            self.step_back(batch, held, &mut messages, &mut stop, &lease)
+                            self.step_back(batch, why, &mut messages, &mut stop, &lease)
                                 .await;
                             stopping |= *stop.borrow();
                             break;
@@ -491,27 +494,15 @@ impl Pulling {
     }
 
     /// What of this pull (`batch`, in stream order; messages that arrive
-    /// meanwhile join it) may be handled now:
-    /// - all of it, when the consumer has nothing unacknowledged outside
-    ///   this pull: every earlier message was acknowledged, terminated, or
-    ///   is no longer the consumer's to deliver (its filter skips it, it
-    ///   was removed from the stream, `max_deliver` gave up on it). The
-    ///   acknowledgement floor alone cannot say so: in nats-server 2.9 it
-    ///   stays below such messages for good;
-    /// - all of it too, when it starts just above the floor and brings
-    ///   only new messages (anything another instance got before them is
-    ///   older, so acknowledged);
-    /// - the run of consecutive stream sequences from the floor
-    ///   ([`Admit::Run`]), when it starts just above the floor with
-    ///   redeliveries while another instance holds something (this pull
-    ///   would go on past it); what follows is asked about again once the
-    ///   run is acknowledged;
-    /// - otherwise nothing, while another instance holds an earlier
-    ///   message: finishing its pull, it acknowledges within milliseconds;
-    ///   after [`TAKEOVER_GRACE`] this pull steps back ([`Admit::StepBack`]).
+    /// meanwhile join it) may be handled now, by the rules of
+    /// [`admission::decide`], asking the server every [`TAKEOVER_POLL`]
+    /// while another instance holds an earlier message: finishing its pull,
+    /// it acknowledges within milliseconds. After [`TAKEOVER_GRACE`] this
+    /// pull steps back ([`Admit::StepBack`]).
     ///
     /// Never fails open: when the server cannot be asked until the grace
-    /// is over, or on `stop`, the pull steps back.
+    /// is over, or does not account for the pull, or on `stop`, the pull
+    /// steps back.
     async fn admit(
         &mut self,
         batch: &mut Vec<jetstream::Message>,
@@ -519,43 +510,25 @@ impl Pulling {
         stop: &mut watch::Receiver<bool>,
     ) -> Admit {
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
-        let mut last: Option<Held> = None;
+        let mut last;
         loop {
             take_arrived(messages, batch, self.plan.batch);
             in_stream_order(batch);
-            let seqs: Vec<u64> = batch.iter().map(stream_sequence).collect();
-            let Some(&first) = seqs.first() else {
-                return Admit::All;
-            };
-            let held = match self.consumer.info().await {
-                Ok(info) => Some(Held {
-                    floor: info.ack_floor.stream_sequence,
-                    elsewhere: info.num_ack_pending.saturating_sub(batch.len()),
-                }),
+            let pull: Vec<Delivery> = batch.iter().map(delivery).collect();
+            match self.consumer.info().await {
+                Ok(info) => match admission::decide(&ServerView::of(info), &pull) {
+                    Decision::All => return Admit::All,
+                    Decision::Run(n) => return Admit::Run(n),
+                    Decision::Unaccounted(u) => return Admit::StepBack(Why::Unaccounted(u)),
+                    Decision::Wait(held) => last = Why::Held(held),
+                },
                 Err(e) => {
                     log(&format!(
                         "{}: consumer info: {e}; holding the pull until the server answers",
                         self.sub.subject
                     ));
-                    last = None;
-                    None
+                    last = Why::NoAnswer;
                 }
-            };
-            if let Some(held) = held {
-                last = Some(held);
-                if held.elsewhere == 0 {
-                    return Admit::All;
-                }
-            }
-            if let Some(held) = held.filter(|h| h.floor + 1 >= first) {
-                let redelivered = batch
-                    .iter()
-                    .any(|m| m.info().is_ok_and(|i| i.delivered > 1));
-                if !redelivered || held.elsewhere == 0 {
-                    return Admit::All;
-                }
-                let run = 1 + seqs.windows(2).take_while(|w| w[1] == w[0] + 1).count();
-                return Admit::Run(run);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Admit::StepBack(last);
@@ -585,7 +558,7 @@ impl Pulling {
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
-        held: Option<Held>,
+        why: Why,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
         lease: &Lease,
@@ -597,14 +570,25 @@ impl Pulling {
         in_stream_order(&mut back);
         self.settle_all(&back, false, lease).await;
         let first = back.first().map_or(0, stream_sequence);
-        let why = match held {
-            Some(held) => format!(
+        let why = match why {
+            Why::Held(held) => format!(
                 "earlier messages are still held elsewhere (acknowledged up to stream sequence {}, {} unacknowledged outside this pull, \
                  which starts at {first})",
                 held.floor, held.elsewhere
             ),
-            None => format!(
+            Why::NoAnswer => format!(
                 "the server did not say whether earlier messages are held elsewhere (this pull starts at {first})"
+            ),
+            Why::Unaccounted(u) => format!(
+                "the server does not account for this pull's deliveries (it says it delivered up to stream sequence {} \
+                 and delivery {}, with {} unacknowledged; the pull holds {} up to stream sequence {} and delivery {}): \
+                 it started again on a state written before them, or another instance acknowledged some",
+                u.delivered_stream,
+                u.delivered_consumer,
+                u.ack_pending,
+                u.pulled,
+                u.last_stream,
+                u.last_consumer
             ),
         };
         log(&format!(
@@ -968,6 +952,22 @@ fn take_arrived(messages: &mut pull::Batch, into: &mut Vec<jetstream::Message>, 
             _ => break,
         }
     }
+}
+
+/// A message's delivery, for [`admission::decide`].
+fn delivery(msg: &jetstream::Message) -> Delivery {
+    msg.info().map_or(
+        Delivery {
+            stream: 0,
+            consumer: 0,
+            count: 0,
+        },
+        |i| Delivery {
+            stream: i.stream_sequence,
+            consumer: i.consumer_sequence,
+            count: i.delivered,
+        },
+    )
 }
 
 /// A message's stream sequence (0 when it has no JetStream metadata).

@@ -7,6 +7,8 @@
 //! JetStream durable pull consumers ([`jetstream`], `consumer`). Everything
 //! here is tested against a real `nats-server`.
 
+#[cfg(feature = "runtime")]
+mod admission;
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod consumer;

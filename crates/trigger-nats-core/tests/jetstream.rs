@@ -1079,6 +1079,116 @@ async fn a_stop_while_earlier_messages_are_held_elsewhere_hands_the_pull_back() 
 }
 
 #[tokio::test]
+async fn a_pull_the_server_forgot_in_a_restart_does_not_overtake_messages_held_elsewhere()
+-> TestResult {
+    // nats-server 2.9 writes a consumer's state at most every 100 ms. One
+    // instance holds the old messages; the other's pull brings new ones and
+    // waits for them. The server is killed within 100 ms of that delivery
+    // and starts again on a state without it: it counts only the old
+    // messages as unacknowledged, as many as (or fewer than) the pull holds.
+    // The waiting instance used to subtract its pull from that count, see
+    // nothing held elsewhere, and handle the new messages first.
+    let mut server = JsServer::start();
+    let sub = js_sub(json!({"batch": 20, "max_ack_pending": 40,
+        "handler_timeout_ms": 10000, "ack_wait_ms": 12000}));
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    // (instance, payload, started) for each call; the old ones wait for `release`.
+    let calls: Arc<Mutex<Vec<(usize, String, bool)>>> = Arc::default();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let handler = |instance: usize| -> Arc<dyn listener::Handler> {
+        let calls = calls.clone();
+        let released = released.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let calls = calls.clone();
+            let mut released = released.clone();
+            Box::pin(async move {
+                let payload = String::from_utf8_lossy(&msg.payload).into_owned();
+                let record = |started: bool| {
+                    if let Ok(mut c) = calls.lock() {
+                        c.push((instance, payload.clone(), started));
+                    }
+                };
+                record(true);
+                if payload.starts_with("old-") {
+                    let _ = released.wait_for(|r| *r).await;
+                }
+                record(false);
+                Ok(())
+            })
+        })
+    };
+    let mut running = [
+        Some(run_listener(&server.url(), sub.clone(), handler(0)).await?),
+        Some(run_listener(&server.url(), sub, handler(1)).await?),
+    ];
+    publish(&server.url(), 5, "old-").await?;
+    let holder = || {
+        calls
+            .lock()
+            .ok()
+            .and_then(|c| c.first().map(|(i, _, _)| *i))
+    };
+    assert!(
+        until(5, || holder().is_some()).await,
+        "an instance took the old ones"
+    );
+    // The holder's pull is over (max_wait 1 s); the other one pulls now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for i in 0..15 {
+        js.publish("tasks.created", format!("new-{i}").into())
+            .await?
+            .await?;
+    }
+    // Within 100 ms of the delivery: killed, and started again on its store.
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let new_started = || -> Vec<String> {
+        calls
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, p, started)| *started && p.starts_with("new-"))
+                    .map(|(_, p, _)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        new_started().is_empty(),
+        "new messages were handled while an instance held the old ones: {:?}",
+        new_started()
+    );
+    release.send_replace(true);
+    // Then every message once, the old ones first.
+    assert!(
+        until(40, || new_started().len() >= 15).await,
+        "{:?}",
+        new_started()
+    );
+    let finished: Vec<String> = calls
+        .lock()
+        .map(|c| {
+            c.iter()
+                .filter(|(_, _, s)| !*s)
+                .map(|(_, p, _)| p.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let old_done = finished.iter().filter(|p| p.starts_with("old-")).count();
+    assert!(old_done >= 5, "{finished:?}");
+    let mut new_seen: Vec<String> = new_started();
+    new_seen.dedup();
+    let want: Vec<String> = (0..15).map(|i| format!("new-{i}")).collect();
+    assert_eq!(new_seen, want, "the new messages, once each, in order");
+    for r in running.iter_mut().filter_map(Option::take) {
+        r.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_instance_paused_past_ack_wait_learns_it_lost_its_messages_and_leaves_them_alone()
 -> TestResult {
     // Instance A freezes (its whole runtime, as under SIGSTOP) in its first
