@@ -117,6 +117,31 @@ check "web logs the request in one line with the id, method, path, status and ti
 check "two lines carry the id: web's and kv-read's" is "$(grep -c '^\[e2e-cid-42\] ' "$OUT/logs/web_stdout.txt")" 2
 check "kv-read logs the RPC with the id" grep -qE '^\[e2e-cid-42\] RPC getTask\(t-1\) → found \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
 
+# Hostile requests. An id that decodes to a line break is refused before anything logs it.
+get "/api/tasks/x%0A%5Bforged-cid%5D%20REPLAY%20dlq:1-a%20OK"
+check "an id with a line break in it is 400" is "$STATUS" 400
+check "it says what an id may hold" has "id may only contain"
+sleep 0.3
+check "and no log line starts with the forged correlation id" bash -c '! grep -h "^\[forged-cid\]" "$1"/logs/*.txt' _ "$OUT"
+# A body is read only by the routes that take one, and at most 64 KiB of it.
+rss_kib() { ps -o rss= --sid "$SPIN_PID" | awk '{s += $1} END {print s + 0}'; }
+before=$(rss_kib)
+big_status=$(head -c 300000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --max-time 20 -X POST \
+  -H 'Transfer-Encoding: chunked' --data-binary @- "http://127.0.0.1:$PORT/nowhere" || true)
+grown=$((($(rss_kib) - before) / 1024))
+check "a 300 MB body to a path that takes none is answered 404" is "$big_status" 404
+check "without reading it (the app grew by $grown MiB)" test "$grown" -lt 100
+over=$(head -c 70000 /dev/zero | tr '\0' 'a')
+for how in "content-length" "chunked"; do
+  extra=()
+  [[ $how == chunked ]] && extra=(-H 'Transfer-Encoding: chunked')
+  get /api/cache/purge -X POST -H 'Content-Type: application/json' "${extra[@]}" --data-binary "{\"taskIds\":[\"$over\"]}"
+  check "a purge body over 64 KiB ($how) is 413" is "$STATUS" 413
+  check "the 413 says the limit ($how)" has "over 65536 bytes"
+done
+get /health
+check "the app serves after the hostile requests" is "$STATUS" 200
+
 for path in / /tasks/t-1 /api/tasks/t-1 /api/tasks/nope /health /nowhere; do
   get "$path"
   check "security headers on $path" bash -c '

@@ -58,7 +58,8 @@ impl Guest for KvRead {
         let tasks = TasksStore::from_config();
         let result = TaskReader::new(&tasks, &tasks).get_task(&id);
         println!(
-            "[{correlation_id}] RPC getTask({id}) → {} ({} ms)",
+            "[{correlation_id}] RPC getTask({}) → {} ({} ms)",
+            tasks_domain::validate::loggable(&id),
             outcome(&result, |_| "found".into()),
             elapsed_ms(start)
         );

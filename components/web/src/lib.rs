@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tasks_site::{correlation, routes};
 use tasks_spin_kv::counters;
 use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
@@ -72,20 +72,45 @@ async fn serve(req: Request) -> Response<Body> {
     let last_event_id = header(&req, "last-event-id");
     let timestamp = header(&req, tasks_signing::TIMESTAMP_HEADER);
     let signature = header(&req, tasks_signing::SIGNATURE_HEADER);
-    // GET and HEAD carry no body we use: not reading it saves the stream's host calls.
-    let reads_body = !matches!(method.as_str(), "GET" | "HEAD");
-    let body = if !reads_body {
-        Vec::new()
-    } else {
-        match req.into_body().collect().await {
-            Ok(b) => b.to_bytes().to_vec(),
-            Err(e) => {
-                println!(
-                    "[{cid}] {method} {path} → 400 ({} ms): could not read the request body: {e}",
-                    start.elapsed().as_millis()
-                );
-                counters::request(routes::name(&path), 400, &cid);
-                return plain(400, "could not read the request body\n");
+    // Only the routes that take a body read one, up to their limit; every
+    // other request is answered without reading it.
+    let body = match routes::body_limit(&method, &path) {
+        None => Vec::new(),
+        Some(limit) => {
+            let declared = header(&req, "content-length").and_then(|n| n.parse::<u64>().ok());
+            let read = if declared.is_some_and(|n| n > limit as u64) {
+                Err(None)
+            } else {
+                Limited::new(req.into_body(), limit)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .map_err(Some)
+            };
+            match read {
+                Ok(body) => body,
+                Err(e) => {
+                    let too_large = e
+                        .as_ref()
+                        .is_none_or(|e| e.downcast_ref::<LengthLimitError>().is_some());
+                    let resp = if too_large {
+                        routes::body_too_large()
+                    } else {
+                        routes::body_unreadable()
+                    };
+                    println!(
+                        "[{cid}] {method} {path} → {} ({} ms): {}",
+                        resp.status,
+                        start.elapsed().as_millis(),
+                        match &e {
+                            None => format!("the declared body is over {limit} bytes"),
+                            Some(_) if too_large => format!("the body is over {limit} bytes"),
+                            Some(e) => format!("could not read the request body: {e}"),
+                        }
+                    );
+                    counters::request(routes::name(&path), resp.status, &cid);
+                    return whole(resp, &cid);
+                }
             }
         }
     };

@@ -53,8 +53,7 @@ struct PurgeBody {
     all: Option<bool>,
 }
 
-/// Largest number of ids one purge may name.
-const MAX_PURGE_IDS: usize = 1_000;
+use tasks_domain::validate::MAX_PURGE_IDS;
 
 fn purge_scope(body: &[u8]) -> Result<PurgeScope, String> {
     let parsed: PurgeBody = serde_json::from_slice(body)

@@ -14,8 +14,8 @@
 //! - `?status=` sends only changes that concern that status (the task has
 //!   it, or had it before) and every delete.
 
-use tasks_domain::Status;
-use tasks_storage::feed::Entry;
+use tasks_domain::{Status, Timestamp};
+use tasks_storage::feed::{ChangeKind, Entry};
 
 use crate::api::error_body;
 use crate::http::{Request, cache, content_type};
@@ -111,9 +111,33 @@ pub fn opening(after: u64) -> String {
     format!("retry: {RETRY_MILLIS}\n: spin-tasks changes after {after}\n\n")
 }
 
+/// What a frame tells whoever opens the stream (it is public): the change
+/// without the producer's correlation id, which is the operators' to
+/// follow through the logs.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PublicChange<'a> {
+    seq: u64,
+    kind: ChangeKind,
+    id: &'a str,
+    version: Option<u64>,
+    status: Option<Status>,
+    previous_status: Option<Status>,
+    at: &'a Timestamp,
+}
+
 /// One change.
 pub fn frame(entry: &Entry) -> String {
-    let data = api::to_json(entry);
+    let c = &entry.change;
+    let data = api::to_json(&PublicChange {
+        seq: entry.seq,
+        kind: c.kind,
+        id: &c.id,
+        version: c.version,
+        status: c.status,
+        previous_status: c.previous_status,
+        at: &c.at,
+    });
     let data = String::from_utf8_lossy(&data);
     let mut out = format!("id: {}\nevent: {}\n", entry.seq, entry.change.kind.as_str());
     // JSON from serde has no raw newlines, but a data field must never
@@ -143,8 +167,8 @@ pub fn reset(head: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tasks_domain::Timestamp;
-    use tasks_storage::feed::{Change, ChangeKind};
+
+    use tasks_storage::feed::Change;
 
     fn entry(seq: u64, status: Option<Status>, previous: Option<Status>) -> Entry {
         Entry {
@@ -187,6 +211,15 @@ mod tests {
             f.matches('\n').count(),
             4,
             "one data line, then a blank line"
+        );
+        let data = f.lines().nth(2).and_then(|l| l.strip_prefix("data: "));
+        let v: serde_json::Value = data
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        assert_eq!(v["id"], "t-1", "{f}");
+        assert!(
+            v.get("correlationId").is_none() && !f.contains("c-1"),
+            "a public frame carries no correlation id: {f}"
         );
         assert_eq!(heartbeat(), ": heartbeat\n\n");
         assert!(opening(7).starts_with("retry: 2000\n"));

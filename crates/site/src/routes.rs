@@ -106,12 +106,44 @@ pub fn name(path: &str) -> &'static str {
     }
 }
 
-/// Percent-decodes a path segment; ids are checked by the reader.
+/// The most a request body may hold: a purge naming
+/// [`tasks_domain::validate::MAX_PURGE_IDS`] of the longest ids fits.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How much of a request's body is read: up to [`MAX_BODY_BYTES`] for the
+/// routes that take one (`POST` to the signed admin routes), none of it for
+/// every other request (answered without reading it).
+pub fn body_limit(method: &str, path: &str) -> Option<usize> {
+    match route(path) {
+        Some(r) if method == "POST" && r.allow() == "POST" => Some(MAX_BODY_BYTES),
+        _ => None,
+    }
+}
+
+/// The answer to a body over [`body_limit`].
+pub fn body_too_large() -> Response {
+    api::error_body(
+        413,
+        "payload_too_large",
+        &format!("the request body is over {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The answer to a body that could not be read.
+pub fn body_unreadable() -> Response {
+    api::error_body(400, "bad_request", "could not read the request body")
+}
+
+/// Percent-decodes a path segment and checks it is an id
+/// ([`tasks_domain::validate::validate_id`]) before anything uses or logs
+/// it: a decoded line break or escape would otherwise reach the logs.
 fn decode_id(raw: &str) -> Result<String, ReadError> {
-    percent_decode_str(raw)
+    let id = percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| ReadError::Invalid("id is not valid UTF-8 once percent-decoded".into()))
+        .map_err(|_| ReadError::Invalid("id is not valid UTF-8 once percent-decoded".into()))?;
+    tasks_domain::validate::validate_id(&id).map_err(|e| ReadError::Invalid(e.to_string()))?;
+    Ok(id)
 }
 
 pub(crate) fn dispatch(

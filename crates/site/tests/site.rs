@@ -393,3 +393,55 @@ fn assets_are_served_with_long_cache() {
     assert!(body(&css).contains(".badge"));
     assert_eq!(get("/static/favicon.svg", &sample()).status, 200);
 }
+
+#[test]
+fn an_id_that_is_not_one_is_refused_before_the_source_sees_or_logs_it() {
+    // A decoded line break would start a forged log line in whatever logs
+    // the id next (kv-read logs `RPC getTask(<id>)`); an escape sequence,
+    // bidi override or 5,000-character id would reach the logs as well.
+    let long = format!("/api/tasks/{}", "a".repeat(5_000));
+    for path in [
+        "/api/tasks/x%0A%5Bforged-cid%5D%20REPLAY%20dlq:1-a%20OK",
+        "/api/tasks/x%1B%5B2J",
+        "/api/tasks/x%E2%80%AEgnp",
+        long.as_str(),
+        "/tasks/x%0Ay",
+        "/fragments/row/x%0Ay",
+        "/fragments/task/x%0Ay",
+    ] {
+        let fake = sample();
+        let r = get(path, &fake);
+        assert_eq!(r.status, 400, "{path}");
+        assert!(
+            fake.seen_cids.borrow().is_empty(),
+            "{path}: the source was asked"
+        );
+    }
+}
+
+#[test]
+fn only_the_signed_post_routes_read_a_body_and_a_full_purge_fits_it() {
+    use tasks_domain::validate::{MAX_ID_CHARS, MAX_PURGE_IDS};
+    use tasks_site::routes::{MAX_BODY_BYTES, body_limit};
+    assert_eq!(body_limit("POST", "/api/cache/purge"), Some(MAX_BODY_BYTES));
+    assert_eq!(
+        body_limit("POST", "/api/dead-letters/dlq:1-a/replay"),
+        Some(MAX_BODY_BYTES)
+    );
+    for (method, path) in [
+        ("POST", "/x"),
+        ("POST", "/"),
+        ("POST", "/api/tasks"),
+        ("POST", "/api/tasks/t-1"),
+        ("PUT", "/api/cache/purge"),
+        ("GET", "/api/cache/purge"),
+        ("DELETE", "/api/dead-letters/dlq:1-a/replay"),
+    ] {
+        assert_eq!(body_limit(method, path), None, "{method} {path}");
+    }
+    let ids: Vec<String> = (0..MAX_PURGE_IDS)
+        .map(|i| format!("{i:0>width$}", width = MAX_ID_CHARS))
+        .collect();
+    let body = serde_json::json!({ "taskIds": ids }).to_string();
+    assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+}

@@ -36,12 +36,27 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
         .next()
         .unwrap_or("/")
         .to_owned();
+    // One request per MAX_PURGE_IDS ids: the most the web takes in one.
+    for ids in task_ids.chunks(tasks_domain::validate::MAX_PURGE_IDS) {
+        send_purge(&url, &path, &key, ids, correlation_id, log);
+    }
+}
+
+/// One signed purge of `task_ids` to `url` (whose path is `path`).
+fn send_purge(
+    url: &str,
+    path: &str,
+    key: &str,
+    task_ids: &[String],
+    correlation_id: &str,
+    log: &dyn Fn(&str),
+) {
     let body = serde_json::json!({ "taskIds": task_ids }).to_string();
     let now = Timestamp::now().millis() / 1000;
-    let signature = tasks_signing::sign(key.as_bytes(), now, "POST", &path, body.as_bytes());
+    let signature = tasks_signing::sign(key.as_bytes(), now, "POST", path, body.as_bytes());
     let request = Request::builder()
         .method(Method::Post)
-        .uri(url.clone())
+        .uri(url)
         .header("content-type", "application/json")
         .header(CORRELATION_HEADER, correlation_id)
         .header(tasks_signing::TIMESTAMP_HEADER, now.to_string())

@@ -8,6 +8,7 @@ use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
 use tasks_domain::Status;
 use tasks_domain::event::{self, Event, EventKind, Fields, Rejection};
+use tasks_domain::validate::is_invisible;
 
 use crate::json::{JSON_BYTES, JSON_TOKENS, any_json, id, is_valid_id};
 use tasks_proptest_kit::{check, edits, fed, mutate};
@@ -76,15 +77,24 @@ pub fn padding() -> impl Strategy<Value = String> {
 fn title() -> impl Strategy<Value = (String, String)> {
     let solid = || {
         any::<char>().prop_map(|c| {
-            if c.is_whitespace() || c.is_control() {
+            if c.is_whitespace() || c.is_control() || is_invisible(c) {
                 'x'
             } else {
                 c
             }
         })
     };
-    // Any character but a control character (those are refused).
-    let char = || any::<char>().prop_map(|c| if c.is_control() { 'c' } else { c });
+    // Any character but a control, invisible or text-direction character
+    // (those are refused).
+    let char = || {
+        any::<char>().prop_map(|c| {
+            if c.is_control() || is_invisible(c) {
+                'c'
+            } else {
+                c
+            }
+        })
+    };
     let middle = prop_oneof![
         4 => prop::collection::vec(char(), 0..24),
         1 => prop::collection::vec(char(), 190..=198),

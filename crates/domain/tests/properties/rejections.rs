@@ -27,6 +27,8 @@ enum Break {
     NotAnObject(Value),
     /// A control character inside a title.
     TitleControl(char),
+    /// An invisible or text-direction character inside a title.
+    TitleInvisible(char),
     /// A control character other than tab and line breaks inside a description.
     DescriptionControl(char),
     /// A known field of the wrong JSON type.
@@ -36,6 +38,22 @@ enum Break {
 /// Control characters: C0, DEL and C1, tab and line breaks among them.
 const CONTROLS: [char; 10] = [
     '\0', '\u{1}', '\t', '\n', '\r', '\u{b}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}',
+];
+
+/// Invisible and text-direction characters: bidi overrides, embeddings,
+/// isolates and marks, zero-width space and joiner, word joiner, BOM, soft
+/// hyphen, a tag character.
+const INVISIBLES: [char; 10] = [
+    '\u{202E}',
+    '\u{202A}',
+    '\u{2066}',
+    '\u{200F}',
+    '\u{200B}',
+    '\u{200D}',
+    '\u{2060}',
+    '\u{FEFF}',
+    '\u{AD}',
+    '\u{E0041}',
 ];
 
 fn json_type(v: &Value) -> &'static str {
@@ -71,6 +89,7 @@ fn broken_rule() -> impl Strategy<Value = Break> {
         non_string().prop_map(Break::Title),
         Just(Break::NoTitleOnCreate),
         prop::sample::select(&CONTROLS[..]).prop_map(Break::TitleControl),
+        prop::sample::select(&INVISIBLES[..]).prop_map(Break::TitleInvisible),
         prop::sample::select(&CONTROLS[..])
             .prop_filter("tab and line breaks are allowed", |c| !matches!(
                 c,
@@ -236,6 +255,14 @@ fn each_broken_rule_is_refused_with_its_reason() {
                     draft.task.insert("title".into(), json!(format!("a{c}b")));
                     format!(
                         "title must not contain control characters (found U+{:04X} at position 2)",
+                        u32::from(*c)
+                    )
+                }
+                Break::TitleInvisible(c) => {
+                    on_fields(&mut draft);
+                    draft.task.insert("title".into(), json!(format!("a{c}b")));
+                    format!(
+                        "title must not contain invisible or text-direction characters (bidi overrides, zero-width spaces) (found U+{:04X} at position 2)",
                         u32::from(*c)
                     )
                 }
