@@ -188,7 +188,13 @@ pub fn parse(subject: &str, payload: &[u8]) -> Result<Event, Rejection> {
     if cid.is_none() {
         cid = cid_of(task);
     }
-    let id_hint = task.get("id").and_then(Value::as_str).map(str::to_owned);
+    // Kept with a rejection (the dead letter's task) only when it is an id:
+    // a line break or a megabyte in it would reach logs and listings.
+    let id_hint = task
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| crate::validate::is_id(id))
+        .map(str::to_owned);
     let Some(kind) = EventKind::from_subject(subject) else {
         return Err(reject(
             format!(

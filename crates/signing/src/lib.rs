@@ -54,6 +54,44 @@ impl Rejection {
     }
 }
 
+/// Whether signed requests may be sent to `url`: over `https://`, or plain
+/// `http://` to a loopback host (`localhost`, `127.x.x.x`, `[::1]`). A
+/// signed request sent in the clear can be read on the way and sent again
+/// within its window. `Err` says why not.
+pub fn may_send_signed_to(url: &str) -> Result<(), String> {
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "signed requests go over https:// only (plain http:// to a loopback host aside); {url:?} would send them in the clear"
+        ))
+    }
+}
+
+/// What is signed, as the documentation says it (`crates/site/openapi.json`
+/// quotes it): [`canonical`] builds it.
+pub const SIGNED_STRING: &str =
+    "<X-Timestamp>\\n<METHOD>\\n<path>\\n<lowercase hex SHA-256 of the body>";
+
 /// What is signed, one line per part.
 fn canonical(timestamp: &str, method: &str, path: &str, body: &[u8]) -> String {
     let body_hash = hex::encode(Sha256::digest(body));
@@ -179,6 +217,49 @@ pub fn verify_bearer(token: &[u8], header: Option<&str>) -> Result<(), BearerRej
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_requests_go_over_https_or_to_loopback_only() {
+        for ok in [
+            "https://tasks.example.com/api/cache/purge",
+            "HTTPS://tasks.example.com/x",
+            "http://127.0.0.1:3000/api/cache/purge",
+            "http://127.9.9.9/x",
+            "http://localhost:3000/api/cache/purge",
+            "http://[::1]:3000/api/cache/purge",
+        ] {
+            assert_eq!(may_send_signed_to(ok), Ok(()), "{ok}");
+        }
+        for refused in [
+            "http://tasks.example.com/api/cache/purge",
+            "http://127.0.0.1.example.com/x",
+            "http://localhost.example.com/x",
+            "http://10.0.0.1/x",
+            "http://user@evil.example/@127.0.0.1/x",
+            "ftp://127.0.0.1/x",
+            "tasks.example.com/x",
+        ] {
+            assert!(may_send_signed_to(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_documented_signed_string_is_the_one_signed() {
+        let body = br#"{"all":true}"#;
+        let documented = SIGNED_STRING
+            .replace("\\n", "\n")
+            .replace("<X-Timestamp>", "1700000000")
+            .replace("<METHOD>", "POST")
+            .replace("<path>", "/api/cache/purge")
+            .replace(
+                "<lowercase hex SHA-256 of the body>",
+                &hex::encode(Sha256::digest(body)),
+            );
+        assert_eq!(
+            canonical("1700000000", "post", "/api/cache/purge", body),
+            documented
+        );
+    }
 
     #[test]
     fn bearer_tokens_are_checked_whole() {

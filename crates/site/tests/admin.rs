@@ -416,3 +416,25 @@ fn purge_needs_a_good_signature_and_a_readable_body() {
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
     }
 }
+
+#[test]
+fn the_openapi_document_describes_the_string_the_signature_covers() {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../openapi.json")).unwrap_or_default();
+    // The security scheme says how to sign.
+    let described: Vec<&str> = doc["components"]["securitySchemes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|s| s.values())
+        .filter(|s| s["name"] == "X-Signature")
+        .filter_map(|s| s["description"].as_str())
+        .collect();
+    assert!(!described.is_empty(), "X-Signature is documented");
+    for d in described {
+        assert!(
+            d.contains(tasks_signing::SIGNED_STRING),
+            "the document says {d:?}; the signature covers {}",
+            tasks_signing::SIGNED_STRING
+        );
+    }
+}

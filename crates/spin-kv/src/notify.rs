@@ -28,6 +28,12 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
         ));
         return;
     };
+    if let Err(why) = tasks_signing::may_send_signed_to(&url) {
+        log(&format!(
+            "[{correlation_id}] PURGE skipped: web_purge_url: {why}"
+        ));
+        return;
+    }
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))

@@ -148,9 +148,17 @@ pub struct DeadLetterPage {
     pub next_cursor: Option<String>,
 }
 
-/// Lists dead letters after `cursor` (from a previous page), `limit` at a
-/// time. A record that no longer parses is listed with its problem as the
-/// reason rather than hidden.
+/// The most stored bytes one page of dead letters carries (a payload may
+/// be as large as NATS allows, 1 MiB by default): a page ends before the
+/// record that would pass it, and always holds at least one record.
+pub const PAGE_BYTES: usize = 4 << 20;
+
+/// Records read per `get-many` while a page fills.
+const READ_CHUNK: usize = 20;
+
+/// Lists dead letters after `cursor` (from a previous page), at most
+/// `limit` and [`PAGE_BYTES`] at a time. A record that no longer parses is
+/// listed with its problem as the reason rather than hidden.
 pub fn list(
     local: &dyn KeyValue,
     cursor: Option<&str>,
@@ -166,22 +174,30 @@ pub fn list(
         .filter(|id| after.as_ref().is_none_or(|a| id > a))
         .collect();
     ids.sort_unstable();
-    let more = ids.len() > limit;
+    let mut more = ids.len() > limit;
     ids.truncate(limit);
-    let wanted: Vec<String> = ids.iter().map(|id| keys::dead_letter_with_id(id)).collect();
-    let values = local.get_many(&wanted).map_err(unavailable)?;
-    let items = ids
-        .into_iter()
-        .zip(values)
-        .filter_map(|(id, v)| {
-            let v = v?; // deleted since the listing
+    let mut items = Vec::new();
+    let mut bytes = 0usize;
+    'page: for chunk in ids.chunks(READ_CHUNK) {
+        let wanted: Vec<String> = chunk
+            .iter()
+            .map(|id| keys::dead_letter_with_id(id))
+            .collect();
+        let values = local.get_many(&wanted).map_err(unavailable)?;
+        for (id, v) in chunk.iter().zip(values) {
+            let Some(v) = v else { continue }; // deleted since the listing
+            if !items.is_empty() && bytes + v.len() > PAGE_BYTES {
+                more = true;
+                break 'page;
+            }
+            bytes += v.len();
             let record = serde_json::from_slice(&v).unwrap_or_else(|e| {
                 let reason = format!("dead-letter record {id} is unreadable: {e}");
                 DeadLetter::new("", RawPayload::keep(b""), "", reason, Timestamp(0))
             });
-            Some((id, record))
-        })
-        .collect::<Vec<_>>();
+            items.push((id.clone(), record));
+        }
+    }
     let next_cursor = match (more, items.last()) {
         (true, Some((id, _))) => Some(cursor::encode(id)),
         _ => None,
@@ -192,6 +208,42 @@ pub fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_of_large_dead_letters_stops_at_its_byte_budget_and_the_next_goes_on() {
+        let local = crate::testing::MemoryKv::default();
+        let big = vec![b'x'; 1 << 20];
+        for i in 0..10 {
+            let dl = DeadLetter::new(
+                "tasks.created",
+                RawPayload::keep(&big),
+                "c",
+                "too big".into(),
+                Timestamp(i),
+            );
+            dl.store(&local, &keys::dead_letter_with_id(&format!("{i:03}-a")))
+                .expect("stored");
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = list(&local, cursor.as_deref(), 200).expect("listed");
+            let bytes: usize = page
+                .items
+                .iter()
+                .map(|(_, d)| serde_json::to_vec(d).map_or(0, |v| v.len()))
+                .sum();
+            assert!(bytes <= PAGE_BYTES, "a page of {bytes} bytes");
+            assert!(!page.items.is_empty());
+            seen.extend(page.items.into_iter().map(|(id, _)| id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..10).map(|i| format!("{i:03}-a")).collect();
+        assert_eq!(seen, want, "every record once, in order");
+    }
 
     #[test]
     fn payloads_round_trip_exactly() {
