@@ -13,7 +13,7 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-he
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude bench-hello-p3-kv --exclude tasks-cf-kv
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs secrets build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
@@ -46,7 +46,11 @@ nats:
 stop:
 	@scripts/nats-down.sh
 
-up: build plugin nats
+# An admin_token or hmac_key under 32 bytes is refused before anything builds.
+secrets:
+	@scripts/check-secrets.sh
+
+up: secrets build plugin nats
 	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
 	@cargo build --quiet --release -p tasks-seed
 	@target/release/tasks-wal runtime-config.toml

@@ -61,7 +61,7 @@ cleanup() {
   stop_all
 }
 on_exit cleanup
-export SPIN_VARIABLE_ADMIN_TOKEN="chaos-$RANDOM$RANDOM$RANDOM$RANDOM"
+export SPIN_VARIABLE_ADMIN_TOKEN="chaos-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 build_tools
 
 if ((CLUSTER)); then

@@ -42,7 +42,7 @@ cleanup() {
   stop_all
 }
 on_exit cleanup
-export SPIN_VARIABLE_HMAC_KEY="e2e-cluster-$RANDOM$RANDOM"
+export SPIN_VARIABLE_HMAC_KEY="e2e-cluster-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 build_tools
 cargo build --quiet --release -p tasks-sign -p ingest-baseline --manifest-path "$ROOT/Cargo.toml"
 

@@ -26,7 +26,7 @@ done
 
 suite_dirs e2e-live
 on_exit stop_all
-export SPIN_VARIABLE_HMAC_KEY="e2e-live-key-$RANDOM$RANDOM"
+export SPIN_VARIABLE_HMAC_KEY="e2e-live-key-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 app_manifest jetstream "$WORK/spin.toml"
 export SPIN_MANIFEST="$WORK/spin.toml"
 write_runtime_config "$WORK"

@@ -22,7 +22,7 @@ suite_dirs e2e-retry; mkdir -p "$OUT/logs"
 use_core_mode   # its checks read the writer's replies to requests (core NATS)
 REDIS_PORT=$(free_port)
 REDIS_PID=""
-export SPIN_VARIABLE_HMAC_KEY="e2e-retry-key-$RANDOM$RANDOM"
+export SPIN_VARIABLE_HMAC_KEY="e2e-retry-key-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 ADMIN=(redis-cli -p "$REDIS_PORT" --user admin --pass e2e-admin --no-auth-warning)
 start_redis() {

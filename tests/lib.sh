@@ -3,7 +3,7 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The operator token every app under test gets (GET /api/dead-letters, /metrics).
-export SPIN_VARIABLE_ADMIN_TOKEN=${SPIN_VARIABLE_ADMIN_TOKEN:-admin-$RANDOM$RANDOM}
+export SPIN_VARIABLE_ADMIN_TOKEN=${SPIN_VARIABLE_ADMIN_TOKEN:-admin-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 SPIN_PID=""
 NATS_PID=""
 
@@ -429,7 +429,7 @@ start_cloudflare_app() {
   export SPIN_VARIABLE_CF_NAMESPACE_ID="$NAMESPACE"
   export SPIN_VARIABLE_CF_API_TOKEN="test-token"
   export SPIN_VARIABLE_CF_API_ORIGIN="$PROXY"
-  export SPIN_VARIABLE_HMAC_KEY="test-$RANDOM$RANDOM"
+  export SPIN_VARIABLE_HMAC_KEY="test-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   sed -e 's|^path = ".spin/cloudflare-copy.db"|path = "copy.db"|' \
       -e 's|^path = ".spin/cloudflare-local.db"|path = "local.db"|' \
       "$ROOT/runtime-config.cloudflare.toml" >"$dir/runtime-config.toml"

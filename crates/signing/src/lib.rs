@@ -54,6 +54,22 @@ impl Rejection {
     }
 }
 
+/// The shortest secret (`hmac_key`, `admin_token`) accepted, in bytes: a
+/// shorter one can be guessed offline from one signed request, or online.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// `Err` with what to do when `secret` (the variable `name`) is shorter
+/// than [`MIN_SECRET_BYTES`]: the routes it guards stay off.
+pub fn strong_enough(name: &str, secret: &[u8]) -> Result<(), String> {
+    if secret.len() >= MIN_SECRET_BYTES {
+        return Ok(());
+    }
+    Err(format!(
+        "{name} is {} bytes, fewer than {MIN_SECRET_BYTES}: set a longer one (openssl rand -hex 32)",
+        secret.len()
+    ))
+}
+
 /// Whether signed requests may be sent to `url`: over `https://`, or plain
 /// `http://` to a loopback host (`localhost`, `127.x.x.x`, `[::1]`). A
 /// signed request sent in the clear can be read on the way and sent again

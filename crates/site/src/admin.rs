@@ -137,7 +137,8 @@ pub(crate) fn metrics(req: &Request, admin: &dyn Admin) -> Response {
     }
 }
 
-/// 503 while no admin token is configured; 401 with a reason code unless
+/// 503 while no admin token is configured, or one shorter than
+/// [`tasks_signing::MIN_SECRET_BYTES`]; 401 with a reason code unless
 /// the request carries it as `Authorization: Bearer <token>`.
 pub(crate) fn check_token(req: &Request, admin: &dyn Admin) -> Result<(), Response> {
     let Some(token) = admin.admin_token() else {
@@ -147,6 +148,13 @@ pub(crate) fn check_token(req: &Request, admin: &dyn Admin) -> Result<(), Respon
             "operator routes are off: set the admin_token variable (SPIN_VARIABLE_ADMIN_TOKEN)",
         ));
     };
+    if let Err(why) = tasks_signing::strong_enough("admin_token", &token) {
+        return Err(error_body(
+            503,
+            "admin_weak_token",
+            &format!("operator routes are off: {why}"),
+        ));
+    }
     verify_bearer(&token, req.authorization.as_deref()).map_err(|r| {
         error_body(401, r.code(), r.message())
             .with_header("www-authenticate", "Bearer realm=\"spin-tasks operator\"")
@@ -201,7 +209,8 @@ pub(crate) fn replay(req: &Request, id: &str, cid: &str, admin: &dyn Admin) -> R
     }
 }
 
-/// 503 when no key is configured; 401 with a reason code when the request
+/// 503 when no key is configured, or one shorter than
+/// [`tasks_signing::MIN_SECRET_BYTES`]; 401 with a reason code when the request
 /// is not signed correctly.
 pub(crate) fn check_signature(req: &Request, admin: &dyn Admin) -> Result<(), Response> {
     let Some(key) = admin.signing_key() else {
@@ -211,6 +220,13 @@ pub(crate) fn check_signature(req: &Request, admin: &dyn Admin) -> Result<(), Re
             "signed admin routes are off: set the hmac_key variable (SPIN_VARIABLE_HMAC_KEY)",
         ));
     };
+    if let Err(why) = tasks_signing::strong_enough("hmac_key", &key) {
+        return Err(error_body(
+            503,
+            "signing_weak_key",
+            &format!("signed admin routes are off: {why}"),
+        ));
+    }
     let signed = Signed {
         timestamp: req.timestamp.as_deref(),
         signature: req.signature.as_deref(),

@@ -12,8 +12,8 @@ use tasks_storage::events::dead_letters::{self, DeadLetter, DeadLetterPage, RawP
 use tasks_storage::events::outbox::{ReplayError, replay_dead_letter};
 use tasks_storage::testing::MemoryKv;
 
-const KEY: &[u8] = b"operator-key";
-const TOKEN: &str = "operator-token";
+const KEY: &[u8] = b"operator-key-of-at-least-32-bytes";
+const TOKEN: &str = "operator-token-of-at-least-32-bytes";
 
 /// `X-Timestamp` and `X-Signature`.
 type Headers = (Option<String>, Option<String>);
@@ -437,4 +437,36 @@ fn the_openapi_document_describes_the_string_the_signature_covers() {
             tasks_signing::SIGNED_STRING
         );
     }
+}
+
+#[test]
+fn secrets_shorter_than_32_bytes_keep_their_routes_off() {
+    // 31 bytes: a correct header does not get through.
+    let weak = "k".repeat(31);
+    let admin = Local {
+        kv: MemoryKv::default(),
+        key: Some(weak.clone().into_bytes()),
+        purged: RefCell::default(),
+        token: Some(weak.clone().into_bytes()),
+    };
+    let r = with_authorization(&admin, "/api/dead-letters", Some(&format!("Bearer {weak}")));
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 503, "{text}");
+    assert!(
+        text.contains("admin_weak_token") && text.contains("fewer than 32"),
+        "{text}"
+    );
+    let body = br#"{"all":true}"#;
+    let r = call(
+        &admin,
+        "POST",
+        "/api/cache/purge",
+        Some(NOW.to_string()),
+        Some(sign(weak.as_bytes(), NOW, "POST", "/api/cache/purge", body)),
+        body,
+    );
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 503, "{text}");
+    assert!(text.contains("signing_weak_key"), "{text}");
+    assert!(admin.purged.borrow().is_empty(), "nothing purged");
 }

@@ -28,6 +28,10 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
         ));
         return;
     };
+    if let Err(why) = tasks_signing::strong_enough("hmac_key", key.as_bytes()) {
+        log(&format!("[{correlation_id}] PURGE {url} skipped: {why}"));
+        return;
+    }
     if let Err(why) = tasks_signing::may_send_signed_to(&url) {
         log(&format!(
             "[{correlation_id}] PURGE skipped: web_purge_url: {why}"
