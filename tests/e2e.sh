@@ -26,6 +26,8 @@ lacks() { ! grep -qF -- "$1" <<<"$BODY"; }
 jqe() { jq -e "$1" >/dev/null; }
 
 build_tools
+# Change streams end after 4 s here (1800 by default): checked below.
+export SPIN_VARIABLE_STREAM_MAX_SECONDS=4
 start_app "$WORK" "$OUT/logs"
 echo "==> spin up on 127.0.0.1:$PORT (NATS $NATS_URL)"
 
@@ -141,6 +143,15 @@ for how in "content-length" "chunked"; do
 done
 get /health
 check "the app serves after the hostile requests" is "$STATUS" 200
+
+# A change stream ends after its lifetime (stream_max_seconds) with a comment saying where to
+# resume; the browser's EventSource reconnects from there.
+started=$(date +%s%N)
+curl -sN --max-time 20 "http://127.0.0.1:$PORT/api/events" >"$WORK/stream.txt" || true
+took=$((($(date +%s%N) - started) / 1000000))
+check "a change stream ends by itself after stream_max_seconds (took $took ms)" \
+  test "$took" -ge 3500 -a "$took" -lt 10000
+check "its last bytes say where to resume" grep -q '^: closing after 4 s; reconnect with Last-Event-ID [0-9]' "$WORK/stream.txt"
 
 for path in / /tasks/t-1 /api/tasks/t-1 /api/tasks/nope /health /nowhere; do
   get "$path"

@@ -58,7 +58,12 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
             *cursor = Cursor::at(next);
             Ok(Step::Send(entries))
         }
-        Since::Behind => {
+        // Too far behind to be caught up change by change: reset at once.
+        Since::Behind(head) if events::too_far_behind(cursor.after, head) => {
+            *cursor = Cursor::at(head);
+            Ok(Step::Reset)
+        }
+        Since::Behind(_) => {
             let read = feed::read_after(feed, cursor.after, CATCH_UP)?;
             Ok(cursor.advance(read, now))
         }
@@ -90,6 +95,8 @@ struct Live {
     sent: u64,
     greeted: bool,
     failing: bool,
+    /// When the stream ends ([`events::stream_secs`]).
+    lifetime: Duration,
 }
 
 impl Drop for Live {
@@ -105,14 +112,18 @@ impl Drop for Live {
 }
 
 impl Live {
-    /// The next bytes to send: changes, a reset, or a heartbeat when the
-    /// stream has been quiet for [`HEARTBEAT_SECS`].
+    /// The next bytes to send: changes, a reset, a heartbeat when the
+    /// stream has been quiet for [`HEARTBEAT_SECS`], or the closing comment
+    /// once its lifetime is over.
     async fn next_chunk(&mut self) -> Bytes {
         if !self.greeted {
             self.greeted = true;
             return Bytes::from(events::opening(self.cursor.after));
         }
         loop {
+            if self.opened.elapsed() >= self.lifetime {
+                return Bytes::from(events::closing(self.cursor.after, self.lifetime.as_secs()));
+            }
             let mut out = String::new();
             // Not held across the wait: a body must be `Send`.
             let read = news(&SpinKv::open_lenient(FEED_STORE), &mut self.cursor);
@@ -151,7 +162,8 @@ impl Live {
 }
 
 /// The body of a stream that starts after `after`: it ends when the
-/// client goes (the write fails and Spin drops it).
+/// client goes (the write fails and Spin drops it), or after its lifetime
+/// (the `stream_max_seconds` variable), with a comment saying so.
 pub(crate) fn body(
     sub: Subscription,
     after: u64,
@@ -166,9 +178,15 @@ pub(crate) fn body(
         sent: 0,
         greeted: false,
         failing: false,
+        lifetime: Duration::from_secs(events::stream_secs(
+            tasks_spin_kv::variable("stream_max_seconds").as_deref(),
+        )),
     };
-    futures::stream::unfold(live, |mut live| async move {
+    // `None` once the lifetime is over: the closing comment was the last.
+    futures::stream::unfold(Some(live), |live| async move {
+        let mut live = live?;
         let chunk = live.next_chunk().await;
-        Some((Ok(Frame::data(chunk)), live))
+        let ended = live.opened.elapsed() >= live.lifetime;
+        Some((Ok(Frame::data(chunk)), (!ended).then_some(live)))
     })
 }
