@@ -28,4 +28,4 @@ pub use events::retrier::{Retrier, TickReport};
 pub use events::writer::{Handled, Incoming};
 pub use kv::{AtomicKv, KeyValue, StoreError};
 pub use read::index::CHUNK_IDS;
-pub use read::reader::{ListOutcome, TaskReader};
+pub use read::reader::{ListOutcome, MAX_SCANNED, TaskReader};

@@ -29,6 +29,8 @@ pub struct Calls {
     pub cas_write: usize,
     /// `increment` calls.
     pub increment: usize,
+    /// Keys read, by `get` and `get_many` together.
+    pub keys_read: usize,
 }
 
 /// A store in memory. `set_down(true)` makes every call fail as unavailable.
@@ -104,12 +106,18 @@ impl MemoryKv {
 
 impl KeyValue for MemoryKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.count(|c| c.get += 1)?;
+        self.count(|c| {
+            c.get += 1;
+            c.keys_read += 1;
+        })?;
         Ok(self.peek(key))
     }
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.count(|c| c.get_many += 1)?;
+        self.count(|c| {
+            c.get_many += 1;
+            c.keys_read += keys.len();
+        })?;
         let data = self.data.borrow();
         Ok(keys.iter().map(|k| data.get(k).cloned()).collect())
     }

@@ -79,6 +79,8 @@ fn a_batch_of_creates_is_one_read_and_one_write_of_the_tasks_store() {
         Calls {
             get_many: 1,
             set_many: 1,
+            // Each task's document, and whether a tombstone was ever written.
+            keys_read: 101,
             ..Calls::default()
         }
     );

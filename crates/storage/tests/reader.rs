@@ -274,3 +274,45 @@ fn keys_of_other_purposes_are_not_tasks() -> Result<(), ReadError> {
     assert!(tasks.get_many(&["outbox:whatever".into()]).is_ok());
     Ok(())
 }
+
+#[test]
+fn a_rare_status_is_listed_over_several_requests_each_looking_at_a_bounded_number_of_ids()
+-> Result<(), ReadError> {
+    // 2,500 pending tasks and two completed ones, at the start and the end.
+    let tasks = MemoryKv::new();
+    for i in 0..2_502 {
+        let status = if i == 0 || i == 2_501 {
+            Status::Completed
+        } else {
+            Status::Pending
+        };
+        let t = task(&format!("t-{i:05}"), status);
+        tasks.put(&keys::task(&t.id), t.to_json());
+    }
+    tasks.put(keys::TASKS_STAMP, "seed");
+    let local = MemoryKv::new();
+    let r = TaskReader::new(&tasks, &local);
+    // Build the index first, so what follows counts only the listing's reads.
+    list(&r, None, Some(1), None)?;
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    let mut requests = 0;
+    loop {
+        tasks.reset_calls();
+        let out = list(&r, cursor, Some(50), Some(Status::Completed))?;
+        requests += 1;
+        let looked_at = tasks.calls().keys_read;
+        assert!(
+            looked_at <= tasks_storage::MAX_SCANNED + 1,
+            "one request read {looked_at} tasks"
+        );
+        ids.extend(out.page.tasks.into_iter().map(|t| t.id));
+        match out.page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["t-00000", "t-02501"], "each once, in order");
+    assert!(requests >= 3, "{requests} requests");
+    Ok(())
+}
