@@ -144,6 +144,17 @@ done
 get /health
 check "the app serves after the hostile requests" is "$STATUS" 200
 
+# Request counts have a sequence of their own: traffic spends no change feed number (which
+# would shorten what the feed keeps for reconnecting pages).
+metric() { api /metrics | awk -v m="$1" '$1 == m {print $2}'; }
+health='tasks_http_requests_total{route="/health",status="200"}'
+head_before=$(metric tasks_change_feed_head); health_before=$(metric "$health")
+for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; done
+sleep 0.4; curl -s -o /dev/null "http://127.0.0.1:$PORT/health"; sleep 0.3
+check "300 requests leave the change feed's head where it was ($head_before)" \
+  is "$(metric tasks_change_feed_head)" "$head_before"
+check "and /metrics counts them" test "$(($(metric "$health") - ${health_before:-0}))" -ge 200
+
 # A change stream ends after its lifetime (stream_max_seconds) with a comment saying where to
 # resume; the browser's EventSource reconnects from there.
 started=$(date +%s%N)

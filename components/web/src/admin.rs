@@ -2,6 +2,7 @@
 //! signing key and window from Spin variables.
 
 use tasks_domain::{ReadError, Timestamp, keys};
+use tasks_signing::Purpose;
 use tasks_site::{Admin, PurgeScope};
 use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE, TasksStore};
 use tasks_spin_kv::{SpinKv, variable};
@@ -47,8 +48,10 @@ impl Admin for SpinAdmin {
         Ok(metrics::render(&snapshot))
     }
 
-    fn signing_key(&self) -> Option<Vec<u8>> {
-        variable("hmac_key").map(String::into_bytes)
+    fn signing_key(&self, purpose: Purpose) -> Option<(Vec<u8>, &'static str)> {
+        [purpose.variable(), Purpose::SHARED]
+            .into_iter()
+            .find_map(|name| variable(name).map(|key| (key.into_bytes(), name)))
     }
 
     fn signature_ttl_secs(&self) -> u64 {

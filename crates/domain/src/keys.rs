@@ -120,6 +120,19 @@ pub fn metrics_delta(seq: u64) -> String {
     format!("{METRICS_DELTA_PREFIX}{seq:012}")
 }
 
+/// Counter in the `feed` store: the number of the latest counts-only delta
+/// (the HTTP components' request counts). A sequence of its own, so that
+/// counting requests never spends change feed numbers.
+pub const COUNTS_HEAD: &str = "counts:head";
+
+/// Prefix of counts-only deltas not yet compacted into [`METRICS_TOTALS`].
+pub const COUNTS_DELTA_PREFIX: &str = "counts:delta:";
+
+/// `counts:delta:<n, 12 digits>`: counts-only delta number `n`.
+pub fn counts_delta(n: u64) -> String {
+    format!("{COUNTS_DELTA_PREFIX}{n:012}")
+}
+
 /// `task:<id>`.
 pub fn task(id: &str) -> String {
     format!("{TASK_PREFIX}{id}")
@@ -275,6 +288,8 @@ mod tests {
             &feed_slot(1),
             METRICS_TOTALS,
             &metrics_delta(1),
+            COUNTS_HEAD,
+            &counts_delta(1),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -54,6 +54,40 @@ impl Rejection {
     }
 }
 
+/// What a signed request is for: each purpose has a key of its own, so a
+/// host that only takes purges (a read side on a public host) holds no key
+/// that signs dead-letter replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `POST /api/cache/purge`.
+    Purge,
+    /// `POST /api/dead-letters/:id/replay`.
+    Replay,
+}
+
+impl Purpose {
+    /// The variable holding its key: `purge_key` or `replay_key`.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Purpose::Purge => "purge_key",
+            Purpose::Replay => "replay_key",
+        }
+    }
+
+    /// The variable both purposes fall back to when theirs is unset: one
+    /// key for a single host that does both (`make up`).
+    pub const SHARED: &'static str = "hmac_key";
+
+    /// The purpose of a signed request to `path`.
+    pub fn of_path(path: &str) -> Purpose {
+        if path.ends_with("/replay") {
+            Purpose::Replay
+        } else {
+            Purpose::Purge
+        }
+    }
+}
+
 /// The shortest secret (`hmac_key`, `admin_token`) accepted, in bytes: a
 /// shorter one can be guessed offline from one signed request, or online.
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use tasks_domain::ReadError;
-use tasks_signing::{Rejection, Signed, verify, verify_bearer};
+use tasks_signing::{Purpose, Rejection, Signed, verify, verify_bearer};
 use tasks_storage::events::dead_letters::{DeadLetter, DeadLetterPage};
 use tasks_storage::events::outbox::ReplayError;
 
@@ -19,8 +19,9 @@ pub trait Admin {
     -> Result<DeadLetterPage, ReadError>;
     /// Puts dead letter `id` back into the outbox; returns the outbox key.
     fn replay(&self, id: &str, correlation_id: &str) -> Result<String, ReplayError>;
-    /// The key signed requests are checked with; `None` when unset.
-    fn signing_key(&self) -> Option<Vec<u8>>;
+    /// The key signed requests for `purpose` are checked with, and the
+    /// variable it came from; `None` when unset.
+    fn signing_key(&self, purpose: Purpose) -> Option<(Vec<u8>, &'static str)>;
     /// How long a signed request stays valid, in seconds.
     fn signature_ttl_secs(&self) -> u64;
     /// The current Unix time in seconds.
@@ -81,7 +82,7 @@ struct Purged {
 
 /// `POST /api/cache/purge`, signed.
 pub(crate) fn purge(req: &Request, cid: &str, admin: &dyn Admin) -> Response {
-    if let Err(resp) = check_signature(req, admin) {
+    if let Err(resp) = check_signature(req, admin, Purpose::Purge) {
         return resp;
     }
     let scope = match purge_scope(&req.body) {
@@ -188,7 +189,7 @@ pub(crate) fn list(req: &Request, admin: &dyn Admin) -> Response {
 
 /// `POST /api/dead-letters/:id/replay`, signed.
 pub(crate) fn replay(req: &Request, id: &str, cid: &str, admin: &dyn Admin) -> Response {
-    if let Err(resp) = check_signature(req, admin) {
+    if let Err(resp) = check_signature(req, admin, Purpose::Replay) {
         return resp;
     }
     match admin.replay(id, cid) {
@@ -209,18 +210,29 @@ pub(crate) fn replay(req: &Request, id: &str, cid: &str, admin: &dyn Admin) -> R
     }
 }
 
-/// 503 when no key is configured, or one shorter than
-/// [`tasks_signing::MIN_SECRET_BYTES`]; 401 with a reason code when the request
+/// 503 when no key for `purpose` is configured (its own variable, else
+/// `hmac_key`), or one shorter than [`tasks_signing::MIN_SECRET_BYTES`];
+/// 401 with a reason code when the request
 /// is not signed correctly.
-pub(crate) fn check_signature(req: &Request, admin: &dyn Admin) -> Result<(), Response> {
-    let Some(key) = admin.signing_key() else {
+pub(crate) fn check_signature(
+    req: &Request,
+    admin: &dyn Admin,
+    purpose: Purpose,
+) -> Result<(), Response> {
+    let Some((key, name)) = admin.signing_key(purpose) else {
         return Err(error_body(
             503,
             "signing_disabled",
-            "signed admin routes are off: set the hmac_key variable (SPIN_VARIABLE_HMAC_KEY)",
+            &format!(
+                "this signed route is off: set the {} variable (SPIN_VARIABLE_{}), or {} (SPIN_VARIABLE_{}) for every signed route",
+                purpose.variable(),
+                purpose.variable().to_ascii_uppercase(),
+                Purpose::SHARED,
+                Purpose::SHARED.to_ascii_uppercase()
+            ),
         ));
     };
-    if let Err(why) = tasks_signing::strong_enough("hmac_key", &key) {
+    if let Err(why) = tasks_signing::strong_enough(name, &key) {
         return Err(error_body(
             503,
             "signing_weak_key",

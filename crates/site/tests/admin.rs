@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
-use tasks_signing::sign;
+use tasks_signing::{Purpose, sign};
 
 use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
 use tasks_storage::KeyValue;
@@ -21,7 +21,10 @@ const NOW: i64 = 1_795_327_314;
 
 struct Local {
     kv: MemoryKv,
+    /// The key of both purposes (`hmac_key`), unless `replay_key` is set.
     key: Option<Vec<u8>>,
+    /// The replay key (`replay_key`), when set.
+    replay_key: Option<Vec<u8>>,
     purged: RefCell<Vec<PurgeScope>>,
     token: Option<Vec<u8>>,
 }
@@ -37,8 +40,11 @@ impl Admin for Local {
     fn replay(&self, id: &str, _cid: &str) -> Result<String, ReplayError> {
         replay_dead_letter(&self.kv, id, Timestamp(NOW * 1000))
     }
-    fn signing_key(&self) -> Option<Vec<u8>> {
-        self.key.clone()
+    fn signing_key(&self, purpose: Purpose) -> Option<(Vec<u8>, &'static str)> {
+        match (purpose, &self.replay_key) {
+            (Purpose::Replay, Some(k)) => Some((k.clone(), "replay_key")),
+            _ => self.key.clone().map(|k| (k, "hmac_key")),
+        }
     }
     fn signature_ttl_secs(&self) -> u64 {
         5
@@ -132,6 +138,7 @@ fn dead_letters_and_metrics_need_the_admin_token() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: None,
+        replay_key: None,
         purged: RefCell::new(vec![]),
         token: Some(TOKEN.as_bytes().to_vec()),
     };
@@ -180,6 +187,7 @@ fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: None,
+        replay_key: None,
         purged: RefCell::default(),
         token: Some(TOKEN.as_bytes().to_vec()),
     };
@@ -236,6 +244,7 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: Some(KEY.to_vec()),
+        replay_key: None,
         purged: RefCell::default(),
         token: Some(TOKEN.as_bytes().to_vec()),
     };
@@ -305,6 +314,7 @@ fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: None,
+        replay_key: None,
         purged: RefCell::default(),
         token: Some(TOKEN.as_bytes().to_vec()),
     };
@@ -327,6 +337,7 @@ fn purge_needs_a_good_signature_and_a_readable_body() {
     let admin = Local {
         kv: MemoryKv::new(),
         key: Some(KEY.to_vec()),
+        replay_key: None,
         purged: RefCell::default(),
         token: Some(TOKEN.as_bytes().to_vec()),
     };
@@ -446,6 +457,7 @@ fn secrets_shorter_than_32_bytes_keep_their_routes_off() {
     let admin = Local {
         kv: MemoryKv::default(),
         key: Some(weak.clone().into_bytes()),
+        replay_key: None,
         purged: RefCell::default(),
         token: Some(weak.clone().into_bytes()),
     };
@@ -469,4 +481,51 @@ fn secrets_shorter_than_32_bytes_keep_their_routes_off() {
     assert_eq!(r.status, 503, "{text}");
     assert!(text.contains("signing_weak_key"), "{text}");
     assert!(admin.purged.borrow().is_empty(), "nothing purged");
+}
+
+#[test]
+fn purges_and_replays_are_signed_with_keys_of_their_own() {
+    // A host given only the purge key (a read side on a public host) has no
+    // key that signs replays; a replay signed with the purge key is refused
+    // where replays have a key of their own.
+    let purge_key = b"purge-key-of-at-least-thirty-two-b".to_vec();
+    let replay_key = b"replay-key-of-at-least-thirty-two-".to_vec();
+    let admin = Local {
+        kv: MemoryKv::default(),
+        key: Some(purge_key.clone()),
+        replay_key: Some(replay_key.clone()),
+        purged: RefCell::default(),
+        token: None,
+    };
+    let body = br#"{"all":true}"#;
+    let signed = |key: &[u8], path: &str, body: &[u8]| {
+        (
+            Some(NOW.to_string()),
+            Some(sign(key, NOW, "POST", path, body)),
+        )
+    };
+    let (ts, sig) = signed(&purge_key, "/api/cache/purge", body);
+    let r = call(&admin, "POST", "/api/cache/purge", ts, sig, body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let path = "/api/dead-letters/dlq:1-a/replay";
+    let (ts, sig) = signed(&purge_key, path, b"");
+    let r = call(&admin, "POST", path, ts, sig, b"");
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let (ts, sig) = signed(&replay_key, path, b"");
+    let r = call(&admin, "POST", path, ts, sig, b"");
+    assert_eq!(r.status, 404, "signed right, unknown dead letter");
+}
+
+#[test]
+fn the_read_side_manifest_gives_the_public_host_no_key_that_signs_replays() {
+    let manifest = include_str!("../../../deploy/read-side/spin.toml");
+    let declared: Vec<&str> = manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    assert!(declared.contains(&"purge_key"), "{declared:?}");
+    for key in ["hmac_key", "replay_key"] {
+        assert!(!declared.contains(&key), "the read side declares {key}");
+    }
 }

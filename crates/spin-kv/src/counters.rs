@@ -1,6 +1,7 @@
 //! The HTTP components' share of `/metrics` (web, events): requests by
 //! route and status, and page cache hits and misses. Counted in memory per instance and written to the
-//! `feed` store as one delta (one increment, one `set-many`) when
+//! `feed` store as one counts-only delta ([`metrics::append_counts`]: one
+//! increment of its own counter, one `set-many`; no change feed number) when
 //! [`FLUSH_EVERY`] requests are waiting or [`FLUSH_MILLIS`] passed since the
 //! last write: a store write per request would cost more than the request.
 //!
@@ -12,8 +13,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use tasks_storage::feed;
-use tasks_storage::metrics::Counts;
+use tasks_storage::metrics::{self, Counts};
 
 use crate::SpinKv;
 use crate::tasks::FEED_STORE;
@@ -60,7 +60,7 @@ pub fn request(route: &str, status: u16, cid: &str) {
         }
     });
     if let Some(counts) = due
-        && let Err(e) = feed::append(&SpinKv::open_lenient(FEED_STORE), vec![], counts)
+        && let Err(e) = metrics::append_counts(&SpinKv::open_lenient(FEED_STORE), counts)
     {
         println!("[{cid}] KV PUT feed — FAILED: {e}; /metrics misses these requests");
     }

@@ -13,7 +13,7 @@ pub fn verify_writes() -> bool {
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "on" | "yes"))
 }
 
-/// Sends the purge when `web_purge_url` and `hmac_key` are set; logs the
+/// Sends the purge when `web_purge_url` and `purge_key` (or `hmac_key`) are set; logs the
 /// outcome, never fails the caller (the web's TTL still bounds staleness).
 pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(&str)) {
     if task_ids.is_empty() {
@@ -22,13 +22,17 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
     let Some(url) = variable("web_purge_url") else {
         return;
     };
-    let Some(key) = variable("hmac_key") else {
+    let purpose = tasks_signing::Purpose::Purge;
+    let Some((key, name)) = [purpose.variable(), tasks_signing::Purpose::SHARED]
+        .into_iter()
+        .find_map(|name| variable(name).map(|key| (key, name)))
+    else {
         log(&format!(
-            "[{correlation_id}] PURGE {url} skipped: web_purge_url is set but hmac_key is not"
+            "[{correlation_id}] PURGE {url} skipped: web_purge_url is set but neither purge_key nor hmac_key is"
         ));
         return;
     };
-    if let Err(why) = tasks_signing::strong_enough("hmac_key", key.as_bytes()) {
+    if let Err(why) = tasks_signing::strong_enough(name, key.as_bytes()) {
         log(&format!("[{correlation_id}] PURGE {url} skipped: {why}"));
         return;
     }

@@ -3,7 +3,11 @@
 //! A call adds to [`Counts`] in memory and writes them as one delta
 //! (`metrics:delta:<seq>`) in the same `set-many` as its change feed slots
 //! ([`crate::feed::append`]): counting costs the writer no store call of its
-//! own. The retrier folds deltas into [`keys::METRICS_TOTALS`] every run
+//! own. The HTTP components' request counts carry no change: they go to a
+//! sequence of their own ([`append_counts`], [`keys::COUNTS_HEAD`]), so
+//! that traffic never spends change feed numbers (which would shorten what
+//! the feed keeps for reconnecting pages). The retrier folds both kinds of
+//! deltas into [`keys::METRICS_TOTALS`] every run
 //! ([`compact`], compare-and-swap, so overlapping runs never count twice);
 //! `/metrics` reads the totals plus the deltas not folded yet ([`snapshot`])
 //! and renders Prometheus text ([`render`]).
@@ -49,17 +53,70 @@ pub struct Totals {
     /// A sequence number whose delta has not come, and since when.
     #[serde(default)]
     pub waiting: Option<(u64, Timestamp)>,
+    /// Every counts-only delta up to this is folded in.
+    #[serde(default)]
+    pub counts_upto: u64,
+    /// A counts-only delta that has not come, and since when.
+    #[serde(default)]
+    pub counts_waiting: Option<(u64, Timestamp)>,
 }
 
-/// The deltas written after `after` (up to `head`, at most [`MAX_SCAN`]
-/// numbers), in sequence order: (first number of the range, delta).
-fn scan(feed: &dyn KeyValue, after: u64, head: u64) -> Result<Vec<(u64, Delta)>, StoreError> {
+/// A numbered sequence of deltas: the change feed's (a delta is keyed by
+/// the first number of its range and spans it) or the counts-only one.
+#[derive(Clone, Copy)]
+struct Lane {
+    /// The key of delta number `n`.
+    delta: fn(u64) -> String,
+}
+
+/// Numbered by [`keys::FEED_HEAD`].
+const FEED_LANE: Lane = Lane {
+    delta: keys::metrics_delta,
+};
+
+/// Numbered by [`keys::COUNTS_HEAD`].
+const COUNTS_LANE: Lane = Lane {
+    delta: keys::counts_delta,
+};
+
+/// A counter's value (0 when absent or unreadable).
+fn counter_value(value: Option<Vec<u8>>) -> u64 {
+    value
+        .and_then(|v| crate::kv::decode_counter(&v))
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// Writes `counts` as a counts-only delta: one increment of
+/// [`keys::COUNTS_HEAD`] and one write; no change feed number is taken.
+/// Nothing to count writes nothing.
+pub fn append_counts<F: AtomicKv>(feed: &F, counts: Counts) -> Result<(), StoreError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let n = feed.increment(keys::COUNTS_HEAD, 1)?;
+    let n = u64::try_from(n)
+        .map_err(|_| StoreError::Other(format!("{} is negative: {n}", keys::COUNTS_HEAD)))?;
+    let key = keys::counts_delta(n);
+    let delta = encode(&key, &Delta { span: 1, counts })?;
+    feed.set_many(vec![(key, delta)])
+}
+
+/// The deltas of `lane` written after `after` (up to `head`, at most
+/// [`MAX_SCAN`] numbers), in sequence order: (first number of the range,
+/// delta).
+fn scan(
+    feed: &dyn KeyValue,
+    lane: Lane,
+    after: u64,
+    head: u64,
+) -> Result<Vec<(u64, Delta)>, StoreError> {
     let mut found = Vec::new();
     let end = head.min(after + MAX_SCAN);
     let mut from = after + 1;
     while from <= end {
         let to = end.min(from + READ_BATCH - 1);
-        let wanted: Vec<String> = (from..=to).map(keys::metrics_delta).collect();
+        let wanted: Vec<String> = (from..=to).map(lane.delta).collect();
         for (seq, value) in (from..=to).zip(feed.get_many(&wanted)?) {
             if let Some(delta) = value.and_then(|v| serde_json::from_slice::<Delta>(&v).ok()) {
                 found.push((seq, delta));
@@ -93,21 +150,24 @@ const SNAPSHOT_ATTEMPTS: usize = 5;
 pub fn snapshot(feed: &dyn KeyValue) -> Result<Snapshot, StoreError> {
     let mut attempt = 1;
     loop {
-        let wanted = [keys::METRICS_TOTALS.to_owned(), keys::FEED_HEAD.to_owned()];
+        let wanted = [
+            keys::METRICS_TOTALS.to_owned(),
+            keys::FEED_HEAD.to_owned(),
+            keys::COUNTS_HEAD.to_owned(),
+        ];
         let mut values = feed.get_many(&wanted)?.into_iter();
         let raw_totals = values.next().flatten();
         let totals: Totals = raw_totals
             .as_deref()
             .and_then(|v| serde_json::from_slice(v).ok())
             .unwrap_or_default();
-        let head = values
-            .next()
-            .flatten()
-            .and_then(|v| crate::kv::decode_counter(&v))
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0);
+        let head = counter_value(values.next().flatten());
+        let counts_head = counter_value(values.next().flatten());
         let mut counts = totals.counts;
-        for (_, delta) in scan(feed, totals.upto, head)? {
+        let deltas = scan(feed, FEED_LANE, totals.upto, head)?
+            .into_iter()
+            .chain(scan(feed, COUNTS_LANE, totals.counts_upto, counts_head)?);
+        for (_, delta) in deltas {
             counts.merge(&delta.counts);
         }
         if attempt < SNAPSHOT_ATTEMPTS && feed.get(keys::METRICS_TOTALS)? != raw_totals {
@@ -133,9 +193,10 @@ pub struct Compacted {
     pub lost_race: bool,
 }
 
-/// Folds the deltas written since the last run into the totals, records
-/// `gauges`, and deletes the folded deltas. A range whose delta is not
-/// written yet stops the fold there; after [`GAP_MILLIS`] it is stepped over.
+/// Folds the deltas written since the last run (of both lanes) into the
+/// totals, records `gauges`, and deletes the folded deltas. A range whose
+/// delta is not written yet stops its lane's fold there; after
+/// [`GAP_MILLIS`] it is stepped over.
 pub fn compact<F: AtomicKv>(
     feed: &F,
     gauges: Option<Gauges>,
@@ -145,46 +206,30 @@ pub fn compact<F: AtomicKv>(
     let mut totals: Totals = current
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_default();
-    let head = crate::feed::head(feed)?;
-    let scanned = scan(feed, totals.upto, head)?;
+    let heads = feed.get_many(&[keys::FEED_HEAD.to_owned(), keys::COUNTS_HEAD.to_owned()])?;
+    let mut heads = heads.into_iter().map(counter_value);
+    let (head, counts_head) = (heads.next().unwrap_or(0), heads.next().unwrap_or(0));
     let mut report = Compacted::default();
     let mut folded = Vec::new();
-    let mut found = scanned.into_iter().peekable();
-    let end = head.min(totals.upto + MAX_SCAN);
-    let waiting_before = totals.waiting;
-    let mut at = totals.upto + 1;
-    while at <= end {
-        // A range inside one folded already (cannot happen unless two calls
-        // took overlapping numbers): left alone.
-        while found.peek().is_some_and(|(seq, _)| *seq < at) {
-            found.next();
-        }
-        match found.peek() {
-            Some((seq, _)) if *seq == at => {
-                let (seq, delta) = found.next().unwrap_or_default();
-                totals.counts.merge(&delta.counts);
-                folded.push(keys::metrics_delta(seq));
-                at = seq + delta.span.max(1);
-                totals.waiting = None;
-            }
-            _ => match totals.waiting {
-                Some((seq, since)) if seq == at && now.millis() - since.millis() >= GAP_MILLIS => {
-                    report.gave_up += 1;
-                    at += 1;
-                    totals.waiting = None;
-                }
-                Some((seq, _)) if seq == at => break,
-                _ => {
-                    totals.waiting = Some((at, now));
-                    break;
-                }
-            },
-        }
-    }
-    let changed = at - 1 != totals.upto
-        || totals.waiting != waiting_before
+    let before = (
+        totals.upto,
+        totals.waiting,
+        totals.counts_upto,
+        totals.counts_waiting,
+    );
+    let mut fold = Fold {
+        counts: &mut totals.counts,
+        folded: &mut folded,
+        report: &mut report,
+        now,
+    };
+    let (upto, waiting) = fold.lane(feed, FEED_LANE, before.0, before.1, head)?;
+    let (counts_upto, counts_waiting) =
+        fold.lane(feed, COUNTS_LANE, before.2, before.3, counts_head)?;
+    (totals.upto, totals.waiting) = (upto, waiting);
+    (totals.counts_upto, totals.counts_waiting) = (counts_upto, counts_waiting);
+    let changed = (upto, waiting, counts_upto, counts_waiting) != before
         || (gauges.is_some() && gauges != totals.gauges);
-    totals.upto = at - 1;
     if gauges.is_some() {
         totals.gauges = gauges;
     }
@@ -200,6 +245,62 @@ pub fn compact<F: AtomicKv>(
         feed.delete_many(folded)?;
     }
     Ok(report)
+}
+
+/// What one [`compact`] adds to as it folds each lane.
+struct Fold<'a> {
+    counts: &'a mut Counts,
+    folded: &'a mut Vec<String>,
+    report: &'a mut Compacted,
+    now: Timestamp,
+}
+
+impl Fold<'_> {
+    /// Folds `lane`'s deltas after `upto` (up to `head`) into the counts;
+    /// returns the lane's new `upto` and what it waits for.
+    fn lane(
+        &mut self,
+        feed: &dyn KeyValue,
+        lane: Lane,
+        upto: u64,
+        mut waiting: Option<(u64, Timestamp)>,
+        head: u64,
+    ) -> Result<(u64, Option<(u64, Timestamp)>), StoreError> {
+        let mut found = scan(feed, lane, upto, head)?.into_iter().peekable();
+        let end = head.min(upto + MAX_SCAN);
+        let mut at = upto + 1;
+        while at <= end {
+            // A range inside one folded already (cannot happen unless two
+            // calls took overlapping numbers): left alone.
+            while found.peek().is_some_and(|(seq, _)| *seq < at) {
+                found.next();
+            }
+            match found.peek() {
+                Some((seq, _)) if *seq == at => {
+                    let (seq, delta) = found.next().unwrap_or_default();
+                    self.counts.merge(&delta.counts);
+                    self.folded.push((lane.delta)(seq));
+                    at = seq + delta.span.max(1);
+                    waiting = None;
+                }
+                _ => match waiting {
+                    Some((seq, since))
+                        if seq == at && self.now.millis() - since.millis() >= GAP_MILLIS =>
+                    {
+                        self.report.gave_up += 1;
+                        at += 1;
+                        waiting = None;
+                    }
+                    Some((seq, _)) if seq == at => break,
+                    _ => {
+                        waiting = Some((at, self.now));
+                        break;
+                    }
+                },
+            }
+        }
+        Ok((at - 1, waiting))
+    }
 }
 
 /// One metric family: name, type, help.

@@ -738,3 +738,55 @@ fn a_call_past_its_lease_leaves_the_feed_to_the_redelivery_which_records_each_ch
         ]
     );
 }
+
+#[test]
+fn request_counts_take_no_change_feed_number_and_are_folded_like_the_rest() {
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    let http = |n: u64| {
+        let mut c = Counts::default();
+        for _ in 0..n {
+            c.http("/api/tasks/:id", 200);
+        }
+        c
+    };
+    const GETS: &str = "tasks_http_requests_total{route=\"/api/tasks/:id\",status=\"200\"}";
+    for n in [3, 4] {
+        metrics::append_counts(&feed, http(n)).expect("in memory");
+    }
+    // A writer of counts that died between its number and its write.
+    feed.increment(keys::COUNTS_HEAD, 1).expect("in memory");
+    metrics::append_counts(&feed, http(5)).expect("in memory");
+    metrics::append_counts(&feed, Counts::default()).expect("nothing to write");
+    assert_eq!(
+        feed::head(&feed).expect("in memory"),
+        1,
+        "the feed took one number"
+    );
+    let snap = metrics::snapshot(&feed).expect("in memory");
+    assert_eq!(
+        (snap.counts.get(GETS), snap.counts.get(APPLIED_UPDATES)),
+        (12, 1)
+    );
+    assert_eq!(snap.feed_head, 1);
+
+    let t0 = Harness::START;
+    let first = metrics::compact(&feed, None, Timestamp(t0)).expect("in memory");
+    assert_eq!(
+        (first.folded, first.gave_up),
+        (3, 0),
+        "the feed's and two counts deltas"
+    );
+    let gave_up = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).expect("in memory");
+    assert_eq!(
+        (gave_up.folded, gave_up.gave_up),
+        (1, 1),
+        "past the missing one"
+    );
+    assert!(feed.keys_with_prefix(keys::COUNTS_DELTA_PREFIX).is_empty());
+    let snap = metrics::snapshot(&feed).expect("in memory");
+    assert_eq!(
+        (snap.counts.get(GETS), snap.counts.get(APPLIED_UPDATES)),
+        (12, 1)
+    );
+}

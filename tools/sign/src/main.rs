@@ -7,14 +7,15 @@
 //!      http://127.0.0.1:3000/api/dead-letters/ID/replay
 //! ```
 //!
-//! The key comes from `SPIN_VARIABLE_HMAC_KEY` (the same variable `spin up`
-//! reads). `TASKS_SIGN_TIME` (when set and not empty) overrides the timestamp (Unix seconds), for
+//! The key comes from the variable `spin up` checks that route with:
+//! `SPIN_VARIABLE_REPLAY_KEY` for a replay, `SPIN_VARIABLE_PURGE_KEY` for a
+//! purge, else `SPIN_VARIABLE_HMAC_KEY` for either. `TASKS_SIGN_TIME` (when set and not empty) overrides the timestamp (Unix seconds), for
 //! tests that need an expired or future signature.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const USAGE: &str = "usage: tasks-sign METHOD PATH [BODY]   (key from SPIN_VARIABLE_HMAC_KEY)";
+const USAGE: &str = "usage: tasks-sign METHOD PATH [BODY]   (key from SPIN_VARIABLE_PURGE_KEY or SPIN_VARIABLE_REPLAY_KEY by path, else SPIN_VARIABLE_HMAC_KEY)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,12 +27,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let key = match std::env::var("SPIN_VARIABLE_HMAC_KEY") {
-        Ok(k) if !k.is_empty() => k,
-        _ => {
-            eprintln!("tasks-sign: set SPIN_VARIABLE_HMAC_KEY to the key spin up runs with");
-            return ExitCode::from(2);
-        }
+    // The purpose's own key (SPIN_VARIABLE_PURGE_KEY, SPIN_VARIABLE_REPLAY_KEY), else the
+    // shared one, as the app looks them up.
+    let purpose = tasks_signing::Purpose::of_path(path);
+    let env = |name: &str| {
+        std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
+            .ok()
+            .filter(|k| !k.is_empty())
+    };
+    let Some(key) = env(purpose.variable()).or_else(|| env(tasks_signing::Purpose::SHARED)) else {
+        eprintln!(
+            "tasks-sign: set SPIN_VARIABLE_{} (or SPIN_VARIABLE_HMAC_KEY) to the key spin up runs with",
+            purpose.variable().to_ascii_uppercase()
+        );
+        return ExitCode::from(2);
     };
     let now = match std::env::var("TASKS_SIGN_TIME")
         .ok()

@@ -15,7 +15,7 @@ impl Admin for NoAdmin {
     fn replay(&self, id: &str, _: &str) -> Result<String, ReplayError> {
         Err(ReplayError::NotFound(id.into()))
     }
-    fn signing_key(&self) -> Option<Vec<u8>> {
+    fn signing_key(&self, _: tasks_signing::Purpose) -> Option<(Vec<u8>, &'static str)> {
         None
     }
     fn signature_ttl_secs(&self) -> u64 {
