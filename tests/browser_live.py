@@ -107,6 +107,28 @@ async def main() -> int:
               await static.locator("#task-live-nojs").count() == 1)
         check("without JavaScript no live indicator shows", not await static.locator("#live").is_visible())
         await static.screenshot(path=os.path.join(args.shots, "list-without-javascript.png"), full_page=True)
+
+        # --- a phone's width -------------------------------------------------------------
+        phone = await (await browser.new_context(viewport={"width": 400, "height": 800})).new_page()
+        for path in ("/", f"/tasks/{did}"):
+            await phone.goto(args.base + path)
+            lines = await phone.evaluate("""() => {
+                const one = el => {
+                    const r = el.getBoundingClientRect();
+                    const lh = parseFloat(getComputedStyle(el).lineHeight) || 1.5 * parseFloat(getComputedStyle(el).fontSize);
+                    return r.height <= lh * 1.5 + 2;
+                };
+                const words = [...document.querySelectorAll('.brand, .topbar nav a')];
+                return {
+                    whole: words.filter(el => !one(el)).map(el => el.textContent),
+                    overflow: document.documentElement.scrollWidth - window.innerWidth,
+                };
+            }""")
+            check(f"at 400 px ({path}) the brand and each header link stay on one line",
+                  not lines["whole"], f"broken: {lines['whole']}")
+            check(f"at 400 px ({path}) nothing overflows sideways", lines["overflow"] <= 0,
+                  f"{lines['overflow']} px too wide")
+        await phone.screenshot(path=os.path.join(args.shots, "task-at-400px.png"), full_page=True)
         await browser.close()
     await nc.close()
     return 1 if failures else 0

@@ -68,6 +68,7 @@ impl Admin for SpinAdmin {
     /// working copies of the named tasks (or all) go too, so the next read
     /// fetches them. Writes not yet flushed are never dropped.
     fn purge(&self, scope: &PurgeScope, correlation_id: &str) -> Result<usize, ReadError> {
+        crate::source::forget_pages();
         let unavailable = |e: StoreError| ReadError::Unavailable(e.to_string());
         let had_pages = page_cache::invalidate(&local()?).map_err(unavailable)?;
         let tasks = TasksStore::from_config();

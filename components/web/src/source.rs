@@ -1,6 +1,10 @@
 //! [`TaskSource`] over the `tasks:store/reader` import.
 
+use std::cell::RefCell;
+use std::time::Instant;
 use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
+
+use tasks_site::memo::Memo;
 use tasks_site::{PageLookup, TaskSource};
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::{self, LOCAL_STORE};
@@ -11,6 +15,23 @@ use crate::bindings::tasks::store::types::{Error, Status, Task};
 
 /// Calls the reader component; one call per request, never per task.
 pub(crate) struct Reader;
+
+thread_local! {
+    /// First pages this instance served lately (see [`tasks_site::memo`]).
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+    /// When this instance started: the memo's clock counts from it.
+    static STARTED: Instant = Instant::now();
+}
+
+/// Milliseconds since this instance started.
+fn now_ms() -> u64 {
+    STARTED.with(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Forgets the first pages this instance remembers (a purge came).
+pub(crate) fn forget_pages() {
+    MEMO.with(|m| m.borrow_mut().clear());
+}
 
 fn error_from_wit(e: Error) -> ReadError {
     match e {
@@ -78,10 +99,16 @@ impl TaskSource for Reader {
         reader::probe(correlation_id).map_err(error_from_wit)
     }
 
-    /// Rendered first pages live in the local store next to kv-read's data
+    /// Rendered first pages: this instance's memory for 250 ms
+    /// ([`tasks_site::memo`]), then the local store next to kv-read's data
     /// pages, under the same generation (see
     /// `tasks_storage::read::page_cache`). Any store trouble means "no cache".
     fn cached_page(&self, key: &str) -> PageLookup {
+        let now = now_ms();
+        if let Some(body) = MEMO.with(|m| m.borrow().get(key, now).map(<[u8]>::to_vec)) {
+            tasks_spin_kv::counters::page_cache(true);
+            return PageLookup::Hit(body);
+        }
         let Ok(local) = SpinKv::open(LOCAL_STORE) else {
             return PageLookup::Off;
         };
@@ -89,6 +116,7 @@ impl TaskSource for Reader {
         match cache.lookup(&keys::html_cache(key)) {
             Ok(Lookup::Hit(body)) => {
                 tasks_spin_kv::counters::page_cache(true);
+                MEMO.with(|m| m.borrow_mut().put(key, now, body.clone()));
                 PageLookup::Hit(body)
             }
             Ok(Lookup::Miss(generation)) => {
@@ -100,6 +128,7 @@ impl TaskSource for Reader {
     }
 
     fn store_page(&self, key: &str, generation: &str, body: &[u8]) {
+        MEMO.with(|m| m.borrow_mut().put(key, now_ms(), body.to_vec()));
         if let Ok(local) = SpinKv::open(LOCAL_STORE) {
             PageCache::new(&local, &tasks_spin_kv::unique, &tasks::sees_every_write).store(
                 &keys::html_cache(key),

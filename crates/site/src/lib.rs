@@ -8,6 +8,7 @@ mod assets;
 pub mod correlation;
 pub mod events;
 mod http;
+pub mod memo;
 mod pages;
 pub mod paths;
 mod query;
