@@ -13,7 +13,7 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-he
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude bench-hello-p3-kv --exclude tasks-cf-kv
 LISTEN      ?= 127.0.0.1:3000
 
-.PHONY: help prereqs secrets build plugin nats stop up test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs secrets build plugin nats stop up fuzz test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
@@ -62,6 +62,7 @@ lint-fmt:
 	@echo "==> cargo fmt --check"
 	cargo fmt --all --check
 	cd plugins/trigger-nats && cargo fmt --check
+	cd fuzz && cargo fmt --check
 
 lint-imports:
 	@echo "==> no import cycle between the files of a crate"
@@ -115,6 +116,10 @@ test-properties-long:
 # Every stage even when one fails, then one line per stage and a total (scripts/test.sh).
 test:
 	@scripts/test.sh
+
+# Fuzz each target FUZZ_SECONDS (default 300) s: `make test` runs a short pass of the same.
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-300} tests/fuzz.sh
 
 bench: build
 	@echo "==> HTTP benchmark"

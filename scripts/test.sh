@@ -55,6 +55,7 @@ stage fmt step make -s lint-fmt
 stage clippy step make -s lint-clippy
 stage imports step make -s lint-imports
 stage native cargo make -s test-native
+stage fuzz suite tests/fuzz.sh
 stage cloudflare-client cargo tests/cloudflare-conformance.sh
 stage wasm-build step make -s build
 if command -v spin >/dev/null || [[ ${CI:-} == true ]]; then
