@@ -8,6 +8,9 @@
 # and its SKIPPED line says how to fix it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The suites' Python packages live in a virtual environment (scripts/python-env.sh).
+venv=${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/venv
+[[ -x $venv/bin/python3 ]] && export PATH="$venv/bin:$PATH"
 started=${RUN_STARTED:-$(date +%s)}
 logs=tests/out/make-test
 rm -rf "$logs"; mkdir -p "$logs"

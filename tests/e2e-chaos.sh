@@ -40,7 +40,7 @@ CLUSTER=${CHAOS_CLUSTER:-0}
 ACK_WAIT_MS=6000
 require_spin_and_plugin
 require_tools curl jq python3 nats-server redis-server redis-cli
-python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "scripts/python-env.sh (then run through make test, which puts it on PATH)"
 
 suite_dirs e2e-chaos
 SPIN_PIDS=() PORTS=() PROXY_PIDS=() PROXY_PORTS=() REDIS_PID=""

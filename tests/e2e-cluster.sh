@@ -26,7 +26,7 @@ SCENARIOS=" ${CLUSTER_SCENARIOS:-1 2 3 4 5} "
 wants() { [[ $SCENARIOS == *" $1 "* ]]; }
 require_spin_and_plugin
 require_tools curl jq python3 nats-server redis-server redis-cli
-python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "pip install nats-py"
+python3 -c 'import nats' 2>/dev/null || cannot_run "the Python NATS client is not installed" "scripts/python-env.sh (then run through make test, which puts it on PATH)"
 
 suite_dirs e2e-cluster
 SPIN_PIDS=() REDIS_PID="" KILLED_GROUPS=()

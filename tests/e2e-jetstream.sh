@@ -18,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 require_spin_and_plugin
 require_tools curl jq python3 sqlite3
 python3 -c 'import nats' 2>/dev/null ||
-  cannot_run "the Python NATS client is not installed" "pip install nats-py"
+  cannot_run "the Python NATS client is not installed" "scripts/python-env.sh (then run through make test, which puts it on PATH)"
 
 suite_dirs e2e-jetstream
 on_exit stop_all

@@ -21,7 +21,7 @@ require_spin_and_plugin
 require_tools curl jq python3 chromium
 for module in nats:nats-py playwright:playwright openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis; do
   python3 -c "import ${module%%:*}" 2>/dev/null ||
-    cannot_run "the Python package ${module#*:} is not installed" "pip install ${module#*:}"
+    cannot_run "the Python package ${module#*:} is not installed" "scripts/python-env.sh (then run through make test, which puts it on PATH)"
 done
 
 suite_dirs e2e-live

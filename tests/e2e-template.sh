@@ -17,7 +17,7 @@ require_spin_and_plugin
 require_tools cargo python3
 for module in nats:nats-py opentelemetry.proto:opentelemetry-proto; do
   python3 -c "import ${module%%:*}" 2>/dev/null ||
-    cannot_run "the Python package ${module#*:} is not installed" "pip install ${module#*:}"
+    cannot_run "the Python package ${module#*:} is not installed" "scripts/python-env.sh (then run through make test, which puts it on PATH)"
 done
 
 suite_dirs e2e-template
