@@ -58,7 +58,7 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
             *cursor = Cursor::at(next);
             Ok(Step::Send(entries))
         }
-        Since::Behind(_) => {
+        Since::Behind => {
             let read = feed::read_after(feed, cursor.after, CATCH_UP)?;
             Ok(cursor.advance(read, now))
         }

@@ -49,9 +49,9 @@ impl Admin for SpinAdmin {
     }
 
     fn signing_key(&self, purpose: Purpose) -> Option<(Vec<u8>, &'static str)> {
-        [purpose.variable(), Purpose::SHARED]
-            .into_iter()
-            .find_map(|name| variable(name).map(|key| (key.into_bytes(), name)))
+        purpose
+            .key(variable)
+            .map(|(key, name)| (key.into_bytes(), name))
     }
 
     fn signature_ttl_secs(&self) -> u64 {

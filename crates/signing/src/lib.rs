@@ -78,6 +78,15 @@ impl Purpose {
     /// key for a single host that does both (`make up`).
     pub const SHARED: &'static str = "hmac_key";
 
+    /// Its key as `get` (a Spin variable, an environment variable) finds
+    /// it: its own variable, else [`Purpose::SHARED`]; with the name it
+    /// came from.
+    pub fn key(self, get: impl Fn(&str) -> Option<String>) -> Option<(String, &'static str)> {
+        [self.variable(), Purpose::SHARED]
+            .into_iter()
+            .find_map(|name| get(name).map(|key| (key, name)))
+    }
+
     /// The purpose of a signed request to `path`.
     pub fn of_path(path: &str) -> Purpose {
         if path.ends_with("/replay") {

@@ -22,11 +22,7 @@ pub fn purge_remote_web(task_ids: &[String], correlation_id: &str, log: &dyn Fn(
     let Some(url) = variable("web_purge_url") else {
         return;
     };
-    let purpose = tasks_signing::Purpose::Purge;
-    let Some((key, name)) = [purpose.variable(), tasks_signing::Purpose::SHARED]
-        .into_iter()
-        .find_map(|name| variable(name).map(|key| (key, name)))
-    else {
+    let Some((key, name)) = tasks_signing::Purpose::Purge.key(variable) else {
         log(&format!(
             "[{correlation_id}] PURGE {url} skipped: web_purge_url is set but neither purge_key nor hmac_key is"
         ));

@@ -476,11 +476,15 @@ pub fn append(
 
 /// The latest sequence number handed out (0: none yet).
 pub fn head(feed: &dyn KeyValue) -> Result<u64, StoreError> {
-    Ok(feed
-        .get(keys::FEED_HEAD)?
+    Ok(counter_value(feed.get(keys::FEED_HEAD)?))
+}
+
+/// A stored counter's value, as read (0 when absent, unreadable or negative).
+pub(crate) fn counter_value(value: Option<Vec<u8>>) -> u64 {
+    value
         .and_then(|v| decode_counter(&v))
         .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// What [`read_after`] found.
@@ -618,9 +622,8 @@ pub struct Follower {
 pub enum Since {
     /// The changes after the reader's number, and the number to ask from next.
     Entries(Vec<Entry>, u64),
-    /// The reader is behind what the follower keeps: read the store itself
-    /// (up to the follower's position, given).
-    Behind(u64),
+    /// The reader is behind what the follower keeps: read the store itself.
+    Behind,
 }
 
 impl Follower {
@@ -672,7 +675,7 @@ impl Follower {
     /// The kept changes after `after`.
     pub fn since(&self, after: u64) -> Since {
         if after < self.floor {
-            return Since::Behind(self.cursor.after);
+            return Since::Behind;
         }
         let entries = self
             .kept

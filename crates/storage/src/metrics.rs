@@ -19,7 +19,7 @@ use tasks_domain::{Timestamp, keys};
 
 use crate::counts::{BUCKETS, PROCESSING};
 pub use crate::counts::{Counts, Delta, EventOutcome, RetryOutcome};
-use crate::feed::GAP_MILLIS;
+use crate::feed::{GAP_MILLIS, counter_value};
 use crate::kv::{AtomicKv, KeyValue, StoreError, encode};
 
 /// Deltas read per store call.
@@ -78,14 +78,6 @@ const FEED_LANE: Lane = Lane {
 const COUNTS_LANE: Lane = Lane {
     delta: keys::counts_delta,
 };
-
-/// A counter's value (0 when absent or unreadable).
-fn counter_value(value: Option<Vec<u8>>) -> u64 {
-    value
-        .and_then(|v| crate::kv::decode_counter(&v))
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0)
-}
 
 /// Writes `counts` as a counts-only delta: one increment of
 /// [`keys::COUNTS_HEAD`] and one write; no change feed number is taken.

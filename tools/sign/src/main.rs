@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             .ok()
             .filter(|k| !k.is_empty())
     };
-    let Some(key) = env(purpose.variable()).or_else(|| env(tasks_signing::Purpose::SHARED)) else {
+    let Some((key, _)) = purpose.key(env) else {
         eprintln!(
             "tasks-sign: set SPIN_VARIABLE_{} (or SPIN_VARIABLE_HMAC_KEY) to the key spin up runs with",
             purpose.variable().to_ascii_uppercase()
