@@ -200,6 +200,15 @@ for seed in $SEEDS; do
     anomalies=0
   else
     anomalies=1
+    # For the post-mortem: the counters as stored (the feed store, database 2 of
+    # runtime-config.redis.toml): their totals and every delta not folded.
+    {
+      redis-cli -p "$REDIS_PORT" -n 2 get metrics:totals
+      redis-cli -p "$REDIS_PORT" -n 2 get feed:head
+      redis-cli -p "$REDIS_PORT" -n 2 --scan --pattern 'metrics:delta:*' | sort | while read -r k; do
+        echo "$k $(redis-cli -p "$REDIS_PORT" -n 2 get "$k")"
+      done
+    } >"$OUT/counters-$seed.txt" 2>&1 || true
   fi
   sed 's/^/       /' "$OUT/check-$seed.txt"
   check "seed $seed: every task as the model says, every dead letter once, each change once in the stream and the counters" \

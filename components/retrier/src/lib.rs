@@ -12,7 +12,7 @@ use tasks_spin_kv::tasks::TasksStore;
 use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_spin_kv::{feed, notify};
 use tasks_storage::cloud::Flusher;
-use tasks_storage::feed::Journal;
+use tasks_storage::feed::{GAP_MILLIS, Journal};
 use tasks_storage::metrics::{self, Gauges};
 use tasks_storage::{Retrier, StoreError, Writer};
 
@@ -92,8 +92,13 @@ impl bindings::Guest for RetrierComponent {
             outbox: report.found as u64,
             dead_letters: report.dead_letters as u64,
         };
-        if let Err(e) = metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
-            log(&format!("[-] METRICS compaction — FAILED: {e}"));
+        match metrics::compact(&feed_store, Some(gauges), Timestamp::now()) {
+            Err(e) => log(&format!("[-] METRICS compaction — FAILED: {e}")),
+            Ok(c) if c.gave_up > 0 || c.folded_late > 0 => log(&format!(
+                "[-] METRICS stepped over {} numbers whose counts had not come after {} ms; folded {} counts written late",
+                c.gave_up, GAP_MILLIS, c.folded_late
+            )),
+            Ok(_) => {}
         }
         if report.applied + report.already_applied + report.rescheduled + report.dead > 0 {
             log(&format!(

@@ -28,6 +28,15 @@ const READ_BATCH: u64 = 1_000;
 /// Most sequence numbers a snapshot or a compaction looks at.
 const MAX_SCAN: u64 = 20_000;
 
+/// How long numbers a fold stepped over are looked at again: a delta
+/// written under one of them within this time (its call was held up, not
+/// dead) is still folded, once.
+pub const SKIPPED_KEEP_MILLIS: i64 = 10 * 60 * 1_000;
+
+/// Most numbers stepped over kept per lane (the oldest go first): each
+/// fold and each snapshot reads them all, in one call.
+const MAX_SKIPPED: u64 = READ_BATCH;
+
 /// Values read from the stores rather than counted (the retrier measures
 /// them each run).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +68,66 @@ pub struct Totals {
     /// A counts-only delta that has not come, and since when.
     #[serde(default)]
     pub counts_waiting: Option<(u64, Timestamp)>,
+    /// Change feed numbers the fold stepped over (see [`Skipped`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+    /// Counts-only numbers the fold stepped over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts_skipped: Vec<Skipped>,
+}
+
+/// Numbers `first..=last` of a lane that the fold stepped over at `at`
+/// (their delta had not come after [`GAP_MILLIS`]): a delta written under
+/// one of them after all is folded when it comes, for
+/// [`SKIPPED_KEEP_MILLIS`], so a call held up past the wait is counted
+/// once, late, rather than never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The first number stepped over.
+    pub first: u64,
+    /// The last.
+    pub last: u64,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Where a lane's fold stands: every delta up to `upto` is folded, except
+/// under the numbers `skipped`; `waiting` is the next number, not written
+/// yet, and since when.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct LaneState {
+    upto: u64,
+    waiting: Option<(u64, Timestamp)>,
+    skipped: Vec<Skipped>,
+}
+
+impl Totals {
+    fn lane(&self, lane: Lane) -> LaneState {
+        match lane.counts_only {
+            false => LaneState {
+                upto: self.upto,
+                waiting: self.waiting,
+                skipped: self.skipped.clone(),
+            },
+            true => LaneState {
+                upto: self.counts_upto,
+                waiting: self.counts_waiting,
+                skipped: self.counts_skipped.clone(),
+            },
+        }
+    }
+
+    fn set_lane(&mut self, lane: Lane, state: LaneState) {
+        match lane.counts_only {
+            false => {
+                (self.upto, self.waiting, self.skipped) = (state.upto, state.waiting, state.skipped)
+            }
+            true => {
+                (self.counts_upto, self.counts_waiting, self.counts_skipped) =
+                    (state.upto, state.waiting, state.skipped)
+            }
+        }
+    }
 }
 
 /// A numbered sequence of deltas: the change feed's (a delta is keyed by
@@ -67,16 +136,20 @@ pub struct Totals {
 struct Lane {
     /// The key of delta number `n`.
     delta: fn(u64) -> String,
+    /// The counts-only lane (its state has fields of its own in [`Totals`]).
+    counts_only: bool,
 }
 
 /// Numbered by [`keys::FEED_HEAD`].
 const FEED_LANE: Lane = Lane {
     delta: keys::metrics_delta,
+    counts_only: false,
 };
 
 /// Numbered by [`keys::COUNTS_HEAD`].
 const COUNTS_LANE: Lane = Lane {
     delta: keys::counts_delta,
+    counts_only: true,
 };
 
 /// Writes `counts` as a counts-only delta: one increment of
@@ -119,6 +192,47 @@ fn scan(
     Ok(found)
 }
 
+/// The deltas written after all under numbers the fold stepped over
+/// (one read per [`READ_BATCH`] numbers; [`MAX_SKIPPED`] bounds them).
+fn scan_skipped(
+    feed: &dyn KeyValue,
+    lane: Lane,
+    skipped: &[Skipped],
+) -> Result<Vec<(u64, Delta)>, StoreError> {
+    let numbers: Vec<u64> = skipped.iter().flat_map(|s| s.first..=s.last).collect();
+    let mut found = Vec::new();
+    for chunk in numbers.chunks(READ_BATCH as usize) {
+        let wanted: Vec<String> = chunk.iter().map(|&n| (lane.delta)(n)).collect();
+        for (&seq, value) in chunk.iter().zip(feed.get_many(&wanted)?) {
+            if let Some(delta) = value.and_then(|v| serde_json::from_slice::<Delta>(&v).ok()) {
+                found.push((seq, delta));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `skipped` without the numbers `from..=to`.
+fn without(skipped: Vec<Skipped>, from: u64, to: u64) -> Vec<Skipped> {
+    let mut kept = Vec::with_capacity(skipped.len() + 1);
+    for s in skipped {
+        if s.last < from || s.first > to {
+            kept.push(s);
+            continue;
+        }
+        if s.first < from {
+            kept.push(Skipped {
+                last: from - 1,
+                ..s
+            });
+        }
+        if s.last > to {
+            kept.push(Skipped { first: to + 1, ..s });
+        }
+    }
+    kept
+}
+
 /// What `/metrics` shows: the totals and every delta written since.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -158,7 +272,9 @@ pub fn snapshot(feed: &dyn KeyValue) -> Result<Snapshot, StoreError> {
         let mut counts = totals.counts;
         let deltas = scan(feed, FEED_LANE, totals.upto, head)?
             .into_iter()
-            .chain(scan(feed, COUNTS_LANE, totals.counts_upto, counts_head)?);
+            .chain(scan(feed, COUNTS_LANE, totals.counts_upto, counts_head)?)
+            .chain(scan_skipped(feed, FEED_LANE, &totals.skipped)?)
+            .chain(scan_skipped(feed, COUNTS_LANE, &totals.counts_skipped)?);
         for (_, delta) in deltas {
             counts.merge(&delta.counts);
         }
@@ -179,8 +295,11 @@ pub fn snapshot(feed: &dyn KeyValue) -> Result<Snapshot, StoreError> {
 pub struct Compacted {
     /// Deltas folded and deleted.
     pub folded: usize,
-    /// Sequence numbers stepped over (their delta never came).
+    /// Sequence numbers stepped over (their delta had not come).
     pub gave_up: u64,
+    /// Of the deltas folded, those written under a number stepped over
+    /// before (their call was held up past the wait).
+    pub folded_late: usize,
     /// Another run wrote the totals first; nothing was changed.
     pub lost_race: bool,
 }
@@ -203,25 +322,28 @@ pub fn compact<F: AtomicKv>(
     let (head, counts_head) = (heads.next().unwrap_or(0), heads.next().unwrap_or(0));
     let mut report = Compacted::default();
     let mut folded = Vec::new();
-    let before = (
-        totals.upto,
-        totals.waiting,
-        totals.counts_upto,
-        totals.counts_waiting,
-    );
+    let gauges_before = totals.gauges;
+    let lanes = [
+        (FEED_LANE, totals.lane(FEED_LANE), head),
+        (COUNTS_LANE, totals.lane(COUNTS_LANE), counts_head),
+    ];
     let mut fold = Fold {
         counts: &mut totals.counts,
         folded: &mut folded,
         report: &mut report,
         now,
     };
-    let (upto, waiting) = fold.lane(feed, FEED_LANE, before.0, before.1, head)?;
-    let (counts_upto, counts_waiting) =
-        fold.lane(feed, COUNTS_LANE, before.2, before.3, counts_head)?;
-    (totals.upto, totals.waiting) = (upto, waiting);
-    (totals.counts_upto, totals.counts_waiting) = (counts_upto, counts_waiting);
-    let changed = (upto, waiting, counts_upto, counts_waiting) != before
-        || (gauges.is_some() && gauges != totals.gauges);
+    let mut changed = false;
+    let mut states = Vec::with_capacity(2);
+    for (lane, before, head) in lanes {
+        let after = fold.lane(feed, lane, before.clone(), head)?;
+        changed |= after != before;
+        states.push((lane, after));
+    }
+    for (lane, state) in states {
+        totals.set_lane(lane, state);
+    }
+    changed |= gauges.is_some() && gauges != gauges_before;
     if gauges.is_some() {
         totals.gauges = gauges;
     }
@@ -248,16 +370,24 @@ struct Fold<'a> {
 }
 
 impl Fold<'_> {
-    /// Folds `lane`'s deltas after `upto` (up to `head`) into the counts;
-    /// returns the lane's new `upto` and what it waits for.
+    /// Folds `lane`'s deltas after `state.upto` (up to `head`), then those
+    /// written after all under numbers stepped over; returns where the lane
+    /// stands then. A number whose delta has not come is waited on for
+    /// [`GAP_MILLIS`]; then it is stepped over, with every number after it
+    /// up to the next delta written (one wait for a dead call's range, not
+    /// one per number), and kept in `skipped`.
     fn lane(
         &mut self,
         feed: &dyn KeyValue,
         lane: Lane,
-        upto: u64,
-        mut waiting: Option<(u64, Timestamp)>,
+        state: LaneState,
         head: u64,
-    ) -> Result<(u64, Option<(u64, Timestamp)>), StoreError> {
+    ) -> Result<LaneState, StoreError> {
+        let LaneState {
+            upto,
+            mut waiting,
+            mut skipped,
+        } = state;
         let mut found = scan(feed, lane, upto, head)?.into_iter().peekable();
         let end = head.min(upto + MAX_SCAN);
         let mut at = upto + 1;
@@ -267,31 +397,62 @@ impl Fold<'_> {
             while found.peek().is_some_and(|(seq, _)| *seq < at) {
                 found.next();
             }
-            match found.peek() {
-                Some((seq, _)) if *seq == at => {
-                    let (seq, delta) = found.next().unwrap_or_default();
-                    self.counts.merge(&delta.counts);
-                    self.folded.push((lane.delta)(seq));
-                    at = seq + delta.span.max(1);
+            let next = found.peek().map(|(seq, _)| *seq);
+            if next == Some(at) {
+                let (seq, delta) = found.next().unwrap_or_default();
+                self.counts.merge(&delta.counts);
+                self.folded.push((lane.delta)(seq));
+                at = seq + delta.span.max(1);
+                waiting = None;
+                continue;
+            }
+            match waiting {
+                Some((seq, since))
+                    if seq == at && self.now.millis() - since.millis() >= GAP_MILLIS =>
+                {
+                    let last = next.map_or(at, |n| n - 1);
+                    self.report.gave_up += last - at + 1;
+                    skipped.push(Skipped {
+                        first: at,
+                        last,
+                        at: self.now,
+                    });
+                    at = last + 1;
                     waiting = None;
                 }
-                _ => match waiting {
-                    Some((seq, since))
-                        if seq == at && self.now.millis() - since.millis() >= GAP_MILLIS =>
-                    {
-                        self.report.gave_up += 1;
-                        at += 1;
-                        waiting = None;
-                    }
-                    Some((seq, _)) if seq == at => break,
-                    _ => {
-                        waiting = Some((at, self.now));
-                        break;
-                    }
-                },
+                Some((seq, _)) if seq == at => break,
+                _ => {
+                    waiting = Some((at, self.now));
+                    break;
+                }
             }
         }
-        Ok((at - 1, waiting))
+        // Numbers stepped over: forgotten after a while, and the oldest
+        // first beyond MAX_SKIPPED; a delta written under one is folded.
+        skipped.retain(|s| self.now.millis() - s.at.millis() < SKIPPED_KEEP_MILLIS);
+        let mut kept: u64 = skipped.iter().map(|s| s.last - s.first + 1).sum();
+        while kept > MAX_SKIPPED {
+            let over = kept - MAX_SKIPPED;
+            let oldest = &mut skipped[0];
+            if oldest.last - oldest.first < over {
+                kept -= oldest.last - oldest.first + 1;
+                skipped.remove(0);
+            } else {
+                oldest.first += over;
+                kept -= over;
+            }
+        }
+        for (seq, delta) in scan_skipped(feed, lane, &skipped)? {
+            self.counts.merge(&delta.counts);
+            self.folded.push((lane.delta)(seq));
+            self.report.folded_late += 1;
+            skipped = without(skipped, seq, seq + delta.span.max(1) - 1);
+        }
+        Ok(LaneState {
+            upto: at - 1,
+            waiting,
+            skipped,
+        })
     }
 }
 

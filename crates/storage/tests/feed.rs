@@ -786,3 +786,72 @@ fn request_counts_take_no_change_feed_number_and_are_folded_like_the_rest() {
         (12, 1)
     );
 }
+
+#[test]
+fn a_delta_that_lands_after_the_fold_stepped_over_its_number_is_still_counted_once() {
+    // A call takes its number, then is held up past the fold's wait (paused
+    // between its last check and its write, or its store slow) and writes
+    // its counts under that number after all.
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    let journal = feed::Journal::new();
+    let slot = journal.reserve(&feed, 1).expect("in memory");
+    append(&feed, &["c"]);
+    let t0 = Harness::START;
+    metrics::compact(&feed, None, Timestamp(t0)).expect("in memory");
+    let stepped = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).expect("in memory");
+    assert_eq!(stepped.gave_up, 1);
+    journal.count(|c| c.event("tasks.updated", EventOutcome::Applied));
+    journal.changed_in(feed::Reserved {
+        slot,
+        stream_seq: 7,
+        stream_epoch: None,
+        change: change("b"),
+    });
+    assert_eq!(journal.commit(&feed).expect("in memory"), Some(slot));
+    let applied = |feed: &MemoryKv| {
+        metrics::snapshot(feed)
+            .expect("in memory")
+            .counts
+            .get(APPLIED_UPDATES)
+    };
+    assert_eq!(applied(&feed), 3, "/metrics counts it before the next fold");
+    let late =
+        metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS + 1_000)).expect("in memory");
+    assert_eq!((late.folded, late.folded_late), (1, 1));
+    assert_eq!(applied(&feed), 3, "and after it, once");
+    assert_eq!(
+        feed.peek(&keys::metrics_delta(slot)),
+        None,
+        "folded and deleted"
+    );
+    let again =
+        metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS + 2_000)).expect("in memory");
+    assert_eq!(again.folded, 0);
+    assert_eq!(applied(&feed), 3);
+}
+
+#[test]
+fn the_fold_steps_over_a_dead_calls_whole_range_at_once_and_forgets_it_after_a_while() {
+    // A call took 50 numbers and died before its write: the counters wait
+    // once for the range, not once per number.
+    let feed = MemoryKv::new();
+    append(&feed, &["a"]);
+    feed.increment(keys::FEED_HEAD, 50).expect("in memory");
+    append(&feed, &["c"]);
+    let t0 = Harness::START;
+    metrics::compact(&feed, None, Timestamp(t0)).expect("in memory");
+    let stepped = metrics::compact(&feed, None, Timestamp(t0 + GAP_MILLIS)).expect("in memory");
+    assert_eq!((stepped.gave_up, stepped.folded), (50, 1));
+    let head = feed::head(&feed).expect("in memory");
+    let totals: metrics::Totals =
+        serde_json::from_slice(&feed.peek(keys::METRICS_TOTALS).expect("written")).expect("json");
+    assert_eq!(totals.upto, head);
+    // A delta for one of them, written long after: past the time numbers
+    // stepped over are kept, it is no longer looked for.
+    let late = Timestamp(t0 + GAP_MILLIS + metrics::SKIPPED_KEEP_MILLIS + 1);
+    metrics::compact(&feed, None, late).expect("in memory");
+    let totals: metrics::Totals =
+        serde_json::from_slice(&feed.peek(keys::METRICS_TOTALS).expect("written")).expect("json");
+    assert!(totals.skipped.is_empty(), "{:?}", totals.skipped);
+}
