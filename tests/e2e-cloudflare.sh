@@ -78,6 +78,15 @@ fault '{"clear":true}'
 echo "==> signed purge: one good request, six bad ones"
 check "good: 200" is "$(purge '{"taskIds":["cf-1"]}')" "200"
 check "  … says what it purged" is "$(jq 'has("purged")' "$OUT/purge.json")" "true"
+# One signed request sent twice (read on the way and sent again within its window).
+signed_once=$("$ROOT/target/release/tasks-sign" POST /api/cache/purge '{"taskIds":["cf-1"],"nonce":"twice"}')
+twice=""
+for _ in 1 2; do
+  twice+=" $(curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST -H @<(echo "$signed_once") \
+    --data-binary '{"taskIds":["cf-1"],"nonce":"twice"}' "http://127.0.0.1:$PORT/api/cache/purge")"
+done
+check "the same signed request twice: 200, then 409" is "$twice" " 200 409"
+check "  … replayed" is "$(jq -r .error.code "$OUT/purge.json")" "replayed"
 check "missing signature: 401" is "$(curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST --data-binary '{"all":true}' "http://127.0.0.1:$PORT/api/cache/purge")" "401"
 check "  … missing_signature" is "$(jq -r .error.code "$OUT/purge.json")" "missing_signature"
 check "expired: 401" is "$(purge '{"all":true}' $(( $(date +%s) - 60 )))" "401"

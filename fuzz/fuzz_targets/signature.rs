@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tasks_signing::{Rejection, Signed, sign, verify};
+use tasks_signing::{MAX_AHEAD_SECS, Rejection, Signed, sign, verify};
 
 const KEY: &[u8] = b"fuzz-key-of-at-least-thirty-two-bytes";
 const NOW: i64 = 1_800_000_000;
@@ -29,10 +29,12 @@ fuzz_target!(|data: &[u8]| {
             .trim()
             .parse()
             .expect("an accepted timestamp is a number");
-        assert!(NOW.abs_diff(at) <= TTL);
+        assert!(NOW - at <= TTL as i64 && at - NOW <= MAX_AHEAD_SECS as i64);
     }
     // Signed by the key, at a time inside the window: accepted.
-    let at = NOW - i64::from(data.first().copied().unwrap_or(0) % 11) + 5;
+    let span = TTL + MAX_AHEAD_SECS + 1;
+    let at =
+        NOW - (u64::from(data.first().copied().unwrap_or(0)) % span) as i64 + MAX_AHEAD_SECS as i64;
     let good = sign(KEY, at, &method, &path, body);
     let at_text = at.to_string();
     let signed = Signed {

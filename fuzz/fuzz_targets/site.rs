@@ -89,6 +89,10 @@ impl Admin for Operator {
     fn metrics(&self) -> Result<String, ReadError> {
         Ok("tasks_change_feed_head 0\n".into())
     }
+    fn take_signature(&self, _: &str, _: i64) -> Result<tasks_signing::Taken, ReadError> {
+        // Each input is one request: every signature is new to it.
+        Ok(tasks_signing::Taken::Fresh)
+    }
 }
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"];

@@ -2,8 +2,8 @@
 //! signing key and window from Spin variables.
 
 use tasks_domain::{ReadError, Timestamp, keys};
-use tasks_signing::Purpose;
-use tasks_site::{Admin, PurgeScope};
+use tasks_signing::{Purpose, Taken};
+use tasks_site::{Admin, PurgeScope, take_signature_in};
 use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE, TasksStore};
 use tasks_spin_kv::{SpinKv, variable};
 use tasks_storage::StoreError;
@@ -46,6 +46,11 @@ impl Admin for SpinAdmin {
         let snapshot =
             metrics::snapshot(&feed).map_err(|e| ReadError::Unavailable(e.to_string()))?;
         Ok(metrics::render(&snapshot))
+    }
+
+    fn take_signature(&self, signature: &str, valid_until: i64) -> Result<Taken, ReadError> {
+        take_signature_in(&local()?, signature, valid_until, self.now_secs())
+            .map_err(|e| ReadError::Unavailable(e.to_string()))
     }
 
     fn signing_key(&self, purpose: Purpose) -> Option<(Vec<u8>, &'static str)> {

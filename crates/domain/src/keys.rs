@@ -167,6 +167,10 @@ pub fn dead_letter(at_millis: i64, unique: &str) -> String {
     timed(DLQ_PREFIX, at_millis, unique)
 }
 
+/// The signatures of admin requests taken within their windows (store
+/// `default`; `tasks_signing::Seen`): each signed request is acted on once.
+pub const SIGNED_SEEN: &str = "signed:seen";
+
 /// Prefix of the markers of stream events dead-lettered already (store
 /// `default`): `seen:dlq:<epoch>:<seq>`, holding the dead letter's key.
 pub const DEAD_LETTER_SEEN_PREFIX: &str = "seen:dlq:";
@@ -290,6 +294,7 @@ mod tests {
             &metrics_delta(1),
             COUNTS_HEAD,
             &counts_delta(1),
+            SIGNED_SEEN,
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -7,10 +7,13 @@
 //! ```
 //!
 //! sent as lowercase hex in `X-Signature`, with the Unix time in seconds in
-//! `X-Timestamp`. A request is accepted within `ttl` seconds of its
-//! timestamp, either way (clock skew). Comparison is constant-time (the
-//! `hmac` crate's `verify_slice`). Rejections carry a reason code and
-//! nothing that helps forge a signature.
+//! `X-Timestamp`. A request is accepted for `ttl` seconds after its
+//! timestamp, and from at most [`MAX_AHEAD_SECS`] before it (clock skew):
+//! a signature lives `ttl` + 2 seconds, whatever timestamp it names.
+//! Within that window a host takes each signature once ([`Seen`]): a copy
+//! sent again is refused. Comparison is constant-time (the `hmac` crate's
+//! `verify_slice`). Rejections carry a reason code and nothing that helps
+//! forge a signature.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -21,6 +24,9 @@ pub const TIMESTAMP_HEADER: &str = "x-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-signature";
 /// Default acceptance window, in seconds.
 pub const DEFAULT_TTL_SECS: u64 = 5;
+/// How far ahead of the receiver's clock a timestamp may be, in seconds
+/// (the sender's clock running fast).
+pub const MAX_AHEAD_SECS: u64 = 2;
 
 /// Why a signed request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,13 +215,106 @@ pub fn verify(key: &[u8], req: &Signed, now: i64, ttl_secs: u64) -> Result<(), R
         return Err(Rejection::MissingSignature);
     };
     let signed_at: i64 = ts.parse().map_err(|_| Rejection::BadSignature)?;
-    if now.abs_diff(signed_at) > ttl_secs {
+    let (age, ahead) = (now.saturating_sub(signed_at), signed_at.saturating_sub(now));
+    if age > i64::try_from(ttl_secs).unwrap_or(i64::MAX) || ahead > MAX_AHEAD_SECS as i64 {
         return Err(Rejection::Expired);
     }
     let given = hex::decode(sig).map_err(|_| Rejection::BadSignature)?;
     mac(key, ts, method, path, body)
         .verify_slice(&given)
         .map_err(|_| Rejection::BadSignature)
+}
+
+/// Most signatures [`Seen`] keeps at once (each until its window ends): a
+/// host asked to take more signed requests than this within one window
+/// refuses the rest ([`Taken::Full`]) rather than forget one it took.
+pub const MAX_SEEN: usize = 1_000;
+
+/// Hex digits of a signature [`Seen`] keeps (128 bits).
+const SEEN_DIGITS: usize = 32;
+
+/// What [`Seen::take`] made of a signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// First seen: the request may proceed.
+    Fresh,
+    /// Taken before, within its window: a copy sent again.
+    Replayed,
+    /// [`MAX_SEEN`] signatures are still within their windows.
+    Full,
+}
+
+/// The signatures a host has taken and whose windows have not ended, so a
+/// signed request is acted on once: a copy captured on the way and sent
+/// again inside the window is refused. Stored as one record (a line per
+/// signature: its first 32 hex digits and the Unix second its window ends)
+/// that the host updates by compare-and-swap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen(Vec<(String, i64)>);
+
+impl Seen {
+    /// The record as stored (`None`: nothing taken yet). Lines that do not
+    /// parse are dropped.
+    pub fn decode(bytes: Option<&[u8]>) -> Seen {
+        let text = bytes.map(String::from_utf8_lossy).unwrap_or_default();
+        Seen(
+            text.lines()
+                .filter_map(|line| {
+                    let (sig, until) = line.split_once(' ')?;
+                    Some((sig.to_owned(), until.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// The record to store.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(self.0.len() * (SEEN_DIGITS + 12));
+        for (sig, until) in &self.0 {
+            out.push_str(sig);
+            out.push(' ');
+            out.push_str(&until.to_string());
+            out.push('\n');
+        }
+        out.into_bytes()
+    }
+
+    /// Takes `signature`, valid until `until`, at `now` (Unix seconds):
+    /// forgets the signatures whose windows ended, then says whether this
+    /// one is new (and keeps it), taken already, or one too many.
+    pub fn take(&mut self, signature: &str, until: i64, now: i64) -> Taken {
+        self.0.retain(|(_, u)| *u >= now);
+        let sig = signature.trim().to_ascii_lowercase();
+        let sig = &sig[..sig.len().min(SEEN_DIGITS)];
+        if self.0.iter().any(|(s, _)| s == sig) {
+            return Taken::Replayed;
+        }
+        if self.0.len() >= MAX_SEEN {
+            return Taken::Full;
+        }
+        self.0.push((sig.to_owned(), until));
+        Taken::Fresh
+    }
+
+    /// Signatures kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The last Unix second a request signed at `timestamp` (its `X-Timestamp`)
+/// is accepted with a window of `ttl_secs`: what [`Seen`] keeps it until.
+pub fn valid_until(timestamp: &str, ttl_secs: u64) -> i64 {
+    timestamp
+        .trim()
+        .parse::<i64>()
+        .unwrap_or(i64::MAX)
+        .saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX))
 }
 
 /// Why a bearer credential was refused.
@@ -409,6 +508,26 @@ mod tests {
                 Err(Rejection::Expired),
             ),
             (
+                "ahead by the skew allowed",
+                check(
+                    ts(NOW + 2),
+                    Some(sign(KEY, NOW + 2, "POST", PATH, BODY)),
+                    PATH,
+                    BODY,
+                ),
+                Ok(()),
+            ),
+            (
+                "ahead by more than the skew allowed (it would live past the window)",
+                check(
+                    ts(NOW + 3),
+                    Some(sign(KEY, NOW + 3, "POST", PATH, BODY)),
+                    PATH,
+                    BODY,
+                ),
+                Err(Rejection::Expired),
+            ),
+            (
                 "future",
                 check(
                     ts(NOW + 60),
@@ -475,6 +594,52 @@ mod tests {
             Err(Rejection::BadSignature),
             "method is signed"
         );
+    }
+
+    #[test]
+    fn a_signature_is_taken_once_within_its_window_and_forgotten_after() {
+        let mut seen = Seen::default();
+        let sig = sign(KEY, NOW, "POST", PATH, BODY);
+        let until = valid_until(&NOW.to_string(), 5);
+        assert_eq!(until, NOW + 5);
+        assert_eq!(seen.take(&sig, until, NOW), Taken::Fresh);
+        // Stored and read back, as a host does between requests.
+        let mut seen = Seen::decode(Some(&seen.encode()));
+        assert_eq!(seen.take(&sig, until, NOW + 1), Taken::Replayed);
+        assert_eq!(
+            seen.take(&sig.to_ascii_uppercase(), until, NOW + 5),
+            Taken::Replayed,
+            "hex in either case is the same signature"
+        );
+        // Past its window it is forgotten (verify refuses it as expired).
+        assert_eq!(seen.take(&sig, until, NOW + 6), Taken::Fresh);
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn a_full_set_refuses_new_signatures_rather_than_forget_one() {
+        let mut seen = Seen::default();
+        for n in 0..MAX_SEEN {
+            assert_eq!(
+                seen.take(&format!("{n:032x}{n:032x}"), NOW + 5, NOW),
+                Taken::Fresh
+            );
+        }
+        assert_eq!(
+            seen.take(&format!("{MAX_SEEN:032x}{MAX_SEEN:032x}"), NOW + 5, NOW),
+            Taken::Full
+        );
+        assert_eq!(
+            seen.take(&format!("{:064x}", 0), NOW + 5, NOW),
+            Taken::Replayed
+        );
+        assert_eq!(
+            seen.take(&format!("{MAX_SEEN:032x}{MAX_SEEN:032x}"), NOW + 6, NOW + 6),
+            Taken::Fresh,
+            "room again once the others' windows end"
+        );
+        assert!(Seen::decode(Some(b"garbage\nab 12\n")).len() == 1);
+        assert!(Seen::decode(None).is_empty());
     }
 
     #[test]

@@ -6,11 +6,19 @@
 //! `PROPTEST_CASES`; `tests/properties-long.sh` runs a million of each.
 
 use proptest::prelude::*;
-use tasks_signing::{Rejection, Signed, sign};
+use tasks_signing::{MAX_AHEAD_SECS, Rejection, Signed, sign};
 
 use tasks_proptest_kit::{Edit, check, edits, fed, mutate, mutate_str};
 
 type Outcome = Result<(), Rejection>;
+
+/// Whether a request signed at `signed_at` is outside its window at `now`:
+/// more than `ttl` seconds old, or more than [`MAX_AHEAD_SECS`] ahead (in
+/// 128 bits: no overflow to reason about).
+fn outside(now: i64, signed_at: i64, ttl: u64) -> bool {
+    let age = i128::from(now) - i128::from(signed_at);
+    age > i128::from(ttl) || -age > i128::from(MAX_AHEAD_SECS)
+}
 
 /// A request as it arrives, owning its parts.
 #[derive(Clone, Debug)]
@@ -69,7 +77,8 @@ fn padding() -> impl Strategy<Value = String> {
 }
 
 /// A request signed with its key at `timestamp`, arriving within `ttl`
-/// seconds of it (either way), as a client following the README sends it.
+/// seconds after it or up to [`MAX_AHEAD_SECS`] before it (the sender's
+/// clock fast), as a client following the README sends it.
 fn signed_request() -> impl Strategy<Value = Request> {
     (
         prop::collection::vec(any::<u8>(), 0..80),
@@ -80,7 +89,8 @@ fn signed_request() -> impl Strategy<Value = Request> {
         (method(), path(), body()),
     )
         .prop_map(|(key, ts, ttl, skew, behind, (method, path, body))| {
-            let skew = i64::try_from(skew % ttl.saturating_add(1)).unwrap_or(i64::MAX);
+            let most = if behind { ttl.min(MAX_AHEAD_SECS) } else { ttl };
+            let skew = i64::try_from(skew % most.saturating_add(1)).unwrap_or(i64::MAX);
             let now = if behind {
                 ts.saturating_sub(skew)
             } else {
@@ -236,7 +246,7 @@ fn any_single_change_is_refused_with_its_reason() {
                     let signed_at: i64 = text(&req.timestamp).parse().unwrap_or_default();
                     let other = signed_at.wrapping_add(*delta);
                     bad.timestamp = Some(other.to_string());
-                    if req.now.abs_diff(other) > req.ttl {
+                    if outside(req.now, other, req.ttl) {
                         Err(Rejection::Expired)
                     } else {
                         Err(Rejection::BadSignature)
@@ -249,7 +259,7 @@ fn any_single_change_is_refused_with_its_reason() {
                     match sent.parse::<i64>() {
                         _ if sent.is_empty() => Err(Rejection::MissingSignature),
                         Err(_) => Err(Rejection::BadSignature),
-                        Ok(t) if req.now.abs_diff(t) > req.ttl => Err(Rejection::Expired),
+                        Ok(t) if outside(req.now, t, req.ttl) => Err(Rejection::Expired),
                         // The exact text is signed, so `+5` or `05` for `5` fails.
                         Ok(_) if sent == text(&req.timestamp) => Ok(()),
                         Ok(_) => Err(Rejection::BadSignature),
@@ -299,7 +309,9 @@ fn expired_requests_are_refused_whatever_they_carry() {
         request,
         |(mut req, ttl, beyond, behind, signature)| {
             let signed_at: i64 = req.timestamp.as_deref().unwrap_or("0").parse().unwrap_or(0);
-            let gap = i64::try_from(ttl + beyond).unwrap_or(i64::MAX);
+            // Older than the window, or further ahead than the skew allowed.
+            let gap = i64::try_from(if behind { ttl } else { MAX_AHEAD_SECS } + beyond)
+                .unwrap_or(i64::MAX);
             req.ttl = ttl;
             // Where `now` would overflow, move the signing time instead.
             let (signed_at, now) = match signed_at.checked_add(if behind { gap } else { -gap }) {
@@ -331,7 +343,7 @@ fn model(req: &Request) -> Outcome {
         return Err(Rejection::MissingSignature);
     };
     let signed_at: i64 = ts.parse().map_err(|_| Rejection::BadSignature)?;
-    if req.now.abs_diff(signed_at) > req.ttl {
+    if outside(req.now, signed_at, req.ttl) {
         return Err(Rejection::Expired);
     }
     let expected = sign(&req.key, signed_at, &req.method, &req.path, &req.body);

@@ -3,10 +3,11 @@
 //! signed cache purge and the counters (`GET /metrics`, admin token).
 
 use serde::Serialize;
-use tasks_domain::ReadError;
-use tasks_signing::{Purpose, Rejection, Signed, verify, verify_bearer};
+use tasks_domain::{ReadError, keys};
+use tasks_signing::{Purpose, Rejection, Seen, Signed, Taken, valid_until, verify, verify_bearer};
 use tasks_storage::events::dead_letters::{DeadLetter, DeadLetterPage};
 use tasks_storage::events::outbox::ReplayError;
+use tasks_storage::{AtomicKv, StoreError};
 
 use crate::api::{error_body, read_error, to_json};
 use crate::http::{Request, cache, content_type};
@@ -33,6 +34,37 @@ pub trait Admin {
     fn admin_token(&self) -> Option<Vec<u8>>;
     /// The counters in Prometheus text.
     fn metrics(&self) -> Result<String, ReadError>;
+    /// Takes a verified signature, valid until `valid_until` (Unix
+    /// seconds), once: `Taken::Replayed` when it was taken before (see
+    /// [`take_signature_in`], which hosts with a store use).
+    fn take_signature(&self, signature: &str, valid_until: i64) -> Result<Taken, ReadError>;
+}
+
+/// How many times [`take_signature_in`] reads the record again when
+/// another request changed it in between.
+const TAKE_ATTEMPTS: usize = 8;
+
+/// [`Admin::take_signature`] over a store with compare-and-swap: the
+/// signatures taken are one record ([`keys::SIGNED_SEEN`], a
+/// [`Seen`]), changed by compare-and-swap, so two copies of one request
+/// arriving together at two instances are taken once between them.
+pub fn take_signature_in<K: AtomicKv>(
+    kv: &K,
+    signature: &str,
+    valid_until: i64,
+    now: i64,
+) -> Result<Taken, StoreError> {
+    for _ in 0..TAKE_ATTEMPTS {
+        let (cas, current) = kv.cas_read(keys::SIGNED_SEEN)?;
+        let mut seen = Seen::decode(current.as_deref());
+        let taken = seen.take(signature, valid_until, now);
+        if taken != Taken::Fresh || kv.cas_write(cas, seen.encode())? {
+            return Ok(taken);
+        }
+    }
+    Err(StoreError::Other(format!(
+        "the record of signed requests changed under each of {TAKE_ATTEMPTS} attempts"
+    )))
 }
 
 /// What `POST /api/cache/purge` drops.
@@ -44,7 +76,10 @@ pub enum PurgeScope {
     All,
 }
 
-/// The purge body: `{"taskIds":[…]}` or `{"all":true}`.
+/// The purge body: `{"taskIds":[…]}` or `{"all":true}`, with an optional
+/// `nonce` that only makes the signature its own: a signature is taken
+/// once, so two purges of the same tasks signed in the same second need
+/// different bodies.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PurgeBody {
@@ -52,13 +87,25 @@ struct PurgeBody {
     task_ids: Option<Vec<String>>,
     #[serde(default)]
     all: Option<bool>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
+
+/// The longest purge `nonce`, in bytes.
+const MAX_NONCE_BYTES: usize = 128;
 
 use tasks_domain::validate::MAX_PURGE_IDS;
 
 fn purge_scope(body: &[u8]) -> Result<PurgeScope, String> {
     let parsed: PurgeBody = serde_json::from_slice(body)
         .map_err(|e| format!("body must be {{\"taskIds\":[…]}} or {{\"all\":true}}: {e}"))?;
+    if parsed
+        .nonce
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_NONCE_BYTES)
+    {
+        return Err(format!("nonce may be at most {MAX_NONCE_BYTES} bytes"));
+    }
     match (parsed.task_ids, parsed.all) {
         (None, Some(true)) => Ok(PurgeScope::All),
         (Some(ids), None | Some(false)) if !ids.is_empty() && ids.len() <= MAX_PURGE_IDS => {
@@ -212,8 +259,9 @@ pub(crate) fn replay(req: &Request, id: &str, cid: &str, admin: &dyn Admin) -> R
 
 /// 503 when no key for `purpose` is configured (its own variable, else
 /// `hmac_key`), or one shorter than [`tasks_signing::MIN_SECRET_BYTES`];
-/// 401 with a reason code when the request
-/// is not signed correctly.
+/// 401 with a reason code when the request is not signed correctly; 409
+/// when its signature was taken already (a copy sent again), 429 when too
+/// many were taken within one window.
 pub(crate) fn check_signature(
     req: &Request,
     admin: &dyn Admin,
@@ -246,7 +294,30 @@ pub(crate) fn check_signature(
         path: &req.path,
         body: &req.body,
     };
-    verify(&key, &signed, admin.now_secs(), admin.signature_ttl_secs()).map_err(unauthorized)
+    let ttl = admin.signature_ttl_secs();
+    verify(&key, &signed, admin.now_secs(), ttl).map_err(unauthorized)?;
+    let (timestamp, signature) = (
+        signed.timestamp.unwrap_or(""),
+        signed.signature.unwrap_or(""),
+    );
+    match admin.take_signature(signature, valid_until(timestamp, ttl)) {
+        Ok(Taken::Fresh) => Ok(()),
+        Ok(Taken::Replayed) => Err(error_body(
+            409,
+            "replayed",
+            "this signed request was taken already: sign each request anew (a fresh X-Timestamp)",
+        )),
+        Ok(Taken::Full) => Err(error_body(
+            429,
+            "too_many_signed_requests",
+            &format!(
+                "more than {} signed requests within {ttl} s: try again in {ttl} s",
+                tasks_signing::MAX_SEEN
+            ),
+        )
+        .with_header("retry-after", ttl.to_string())),
+        Err(e) => Err(read_error(&e)),
+    }
 }
 
 fn unauthorized(r: Rejection) -> Response {

@@ -14,7 +14,7 @@ pub mod paths;
 mod query;
 pub mod routes;
 
-pub use admin::{Admin, PurgeScope};
+pub use admin::{Admin, PurgeScope, take_signature_in};
 pub use http::{Request, Response};
 
 use tasks_domain::{ListRequest, Page, ReadError, Task};

@@ -4,9 +4,9 @@
 
 use std::cell::RefCell;
 use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
-use tasks_signing::{Purpose, sign};
+use tasks_signing::{Purpose, Taken, sign};
 
-use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle};
+use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle, take_signature_in};
 use tasks_storage::KeyValue;
 use tasks_storage::events::dead_letters::{self, DeadLetter, DeadLetterPage, RawPayload};
 use tasks_storage::events::outbox::{ReplayError, replay_dead_letter};
@@ -64,6 +64,10 @@ impl Admin for Local {
     }
     fn metrics(&self) -> Result<String, ReadError> {
         Ok("tasks_change_feed_head 0\n".into())
+    }
+    fn take_signature(&self, signature: &str, until: i64) -> Result<Taken, ReadError> {
+        take_signature_in(&self.kv, signature, until, self.now_secs())
+            .map_err(|e| ReadError::Unavailable(e.to_string()))
     }
 }
 
@@ -259,6 +263,12 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
         ("expired", signed(NOW - 30, &path, b"", KEY), b"", "expired"),
         ("future", signed(NOW + 30, &path, b"", KEY), b"", "expired"),
         (
+            "ahead of the skew allowed",
+            signed(NOW + 3, &path, b"", KEY),
+            b"",
+            "expired",
+        ),
+        (
             "tampered body",
             signed(NOW, &path, b"", KEY),
             b"{}",
@@ -293,14 +303,21 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
     );
 
     let (ts, sig) = signed(NOW, &path, b"", KEY);
-    let ok = call(&admin, "POST", &path, ts, sig, b"");
+    let ok = call(&admin, "POST", &path, ts.clone(), sig.clone(), b"");
     assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
     assert_eq!(json(&ok)["replayed"], id.as_str());
     assert_eq!(admin.kv.keys_with_prefix(keys::OUTBOX_PREFIX).len(), 1);
     assert_eq!(admin.kv.keys_with_prefix(keys::DLQ_PREFIX).len(), 0);
     assert!(admin.kv.get(&keys::pending("t-1")).ok().flatten().is_some());
 
-    let (ts, sig) = signed(NOW, &path, b"", KEY);
+    // The same request sent again inside its window (read on the way):
+    // refused before it reaches the dead letters.
+    let copy = call(&admin, "POST", &path, ts, sig, b"");
+    assert_eq!(
+        (copy.status, json(&copy)["error"]["code"].as_str()),
+        (409, Some("replayed"))
+    );
+    let (ts, sig) = signed(NOW - 1, &path, b"", KEY);
     let again = call(&admin, "POST", &path, ts, sig, b"");
     assert_eq!(
         (again.status, json(&again)["error"]["code"].as_str()),
@@ -528,4 +545,96 @@ fn the_read_side_manifest_gives_the_public_host_no_key_that_signs_replays() {
     for key in ["hmac_key", "replay_key"] {
         assert!(!declared.contains(&key), "the read side declares {key}");
     }
+}
+
+#[test]
+fn a_signed_request_is_taken_once_even_when_two_copies_arrive_together() {
+    use tasks_storage::testing::{HookAt, Hooked};
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: Some(KEY.to_vec()),
+        replay_key: None,
+        purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
+    };
+    let path = "/api/cache/purge";
+    let body: &[u8] = br#"{"all":true}"#;
+    let (ts, sig) = (NOW.to_string(), sign(KEY, NOW, "POST", path, body));
+    let send = || {
+        call(
+            &admin,
+            "POST",
+            path,
+            Some(ts.clone()),
+            Some(sig.clone()),
+            body,
+        )
+    };
+    assert_eq!(send().status, 200);
+    // A copy captured on the way and sent again within the window.
+    let copy = send();
+    assert_eq!(
+        (copy.status, json(&copy)["error"]["code"].as_str()),
+        (409, Some("replayed"))
+    );
+    assert_eq!(admin.purged.borrow().len(), 1, "purged once");
+    // Signed anew, the same purge is taken.
+    let fresh = call(
+        &admin,
+        "POST",
+        path,
+        Some((NOW - 1).to_string()),
+        Some(sign(KEY, NOW - 1, "POST", path, body)),
+        body,
+    );
+    assert_eq!(fresh.status, 200);
+
+    // Two instances take copies of one signature at once: the other's
+    // write lands between this one's read and its write.
+    let kv = MemoryKv::new();
+    let sig = sign(KEY, NOW, "POST", path, b"{}");
+    let racing = Hooked::new(&kv, HookAt::Write, || {
+        assert_eq!(
+            take_signature_in(&kv, &sig, NOW + 5, NOW).expect("in memory"),
+            Taken::Fresh
+        );
+    });
+    assert_eq!(
+        take_signature_in(&racing, &sig, NOW + 5, NOW).expect("in memory"),
+        Taken::Replayed
+    );
+}
+
+#[test]
+fn a_purge_body_may_carry_a_nonce_of_at_most_128_bytes() {
+    let admin = Local {
+        kv: MemoryKv::new(),
+        key: Some(KEY.to_vec()),
+        replay_key: None,
+        purged: RefCell::default(),
+        token: Some(TOKEN.as_bytes().to_vec()),
+    };
+    let path = "/api/cache/purge";
+    let post = |body: String| {
+        call(
+            &admin,
+            "POST",
+            path,
+            Some(NOW.to_string()),
+            Some(sign(KEY, NOW, "POST", path, body.as_bytes())),
+            body.as_bytes(),
+        )
+    };
+    let with = |nonce: &str| format!(r#"{{"taskIds":["t-1"],"nonce":"{nonce}"}}"#);
+    assert_eq!(post(with("a")).status, 200);
+    assert_eq!(
+        post(with("b")).status,
+        200,
+        "same tasks, same second, own signature"
+    );
+    assert_eq!(post(with(&"n".repeat(128))).status, 200);
+    let long = post(with(&"n".repeat(129)));
+    assert_eq!(long.status, 400);
+    assert!(String::from_utf8_lossy(&long.body).contains("nonce"));
+    assert_eq!(admin.purged.borrow().len(), 3);
 }

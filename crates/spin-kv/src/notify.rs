@@ -61,7 +61,9 @@ fn send_purge(
     correlation_id: &str,
     log: &dyn Fn(&str),
 ) {
-    let body = serde_json::json!({ "taskIds": task_ids }).to_string();
+    // The nonce makes each purge's signature its own: the web takes a
+    // signature once, and two purges of one task can fall in one second.
+    let body = serde_json::json!({ "taskIds": task_ids, "nonce": crate::unique() }).to_string();
     let now = Timestamp::now().millis() / 1000;
     let signature = tasks_signing::sign(key.as_bytes(), now, "POST", path, body.as_bytes());
     let request = Request::builder()

@@ -33,4 +33,7 @@ impl Admin for NoAdmin {
     fn metrics(&self) -> Result<String, ReadError> {
         Err(ReadError::Unavailable("no admin here".into()))
     }
+    fn take_signature(&self, _: &str, _: i64) -> Result<tasks_signing::Taken, ReadError> {
+        Err(ReadError::Unavailable("no admin here".into()))
+    }
 }
