@@ -4,6 +4,9 @@ SHELL := /bin/bash
 
 WASM_TARGET := wasm32-wasip2
 COMPONENTS  := -p tasks-web -p tasks-events -p tasks-kv-read -p tasks-writer -p tasks-retrier
+# web and events exporting the WASI 0.2 HTTP handler instead of Spin 4's WASI 0.3 release
+# candidate, in a target directory of their own: what deploy/read-side/spin.toml runs.
+WASI_HTTP_0_2 := -p tasks-web -p tasks-events --no-default-features --features wasi-http-0-2 --target-dir target/wasi-http-0.2
 # bench/retry.sh's writer variant and bench/http.sh's hello-world yardsticks: linted with the
 # components, built by the benchmarks (and e2e-jetstream, for the variant).
 BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-hello-p3 -p bench-hello-p3-kv
@@ -35,6 +38,8 @@ prereqs:
 build: prereqs
 	@echo "==> building components for $(WASM_TARGET)"
 	cargo build --target $(WASM_TARGET) --release $(COMPONENTS)
+	@echo "==> building web and events with the WASI 0.2 HTTP handler (deploy/read-side: any Spin host)"
+	cargo build --target $(WASM_TARGET) --release $(WASI_HTTP_0_2)
 
 plugin:
 	@scripts/prereqs.sh --need spin
@@ -73,6 +78,8 @@ lint-clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 	@echo "==> clippy ($(WASM_TARGET) components)"
 	cargo clippy --target $(WASM_TARGET) $(COMPONENTS) $(BENCH_COMPONENTS) -- -D warnings
+	@echo "==> clippy (web and events with the WASI 0.2 HTTP handler)"
+	cargo clippy --target $(WASM_TARGET) $(WASI_HTTP_0_2) -- -D warnings
 	@echo "==> clippy (plugins/trigger-nats, its own workspace and target dir)"
 	cd plugins/trigger-nats && CARGO_TARGET_DIR=$${TRIGGER_NATS_TARGET_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/spin-tasks/plugin-target} \
 	  cargo clippy --release --locked -- -D warnings

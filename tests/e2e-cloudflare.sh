@@ -134,10 +134,25 @@ check "the last task is in Cloudflare at version 2" is "$(remote_value task:cfj-
 check "the first task too" is "$(remote_value task:cfj-000000 | jq -r '[.version,.title]|join(",")')" "2,cfj-000000 v2"
 
 echo "==> the read side on its own (deploy/read-side/spin.toml) serves what was flushed"
+# It runs on any Spin host: the components it names export the WASI 0.2 HTTP handler and
+# nothing of Spin 4's WASI 0.3 release candidate.
+rs_components=$(sed -n 's|^source = "\.\./\.\./\(.*\)"$|\1|p' "$ROOT/deploy/read-side/spin.toml")
+wasi_0_2_only() {
+  local c
+  for c in $rs_components; do
+    grep -q "^target/wasi-http-0.2/\|kv_read" <<<"$c" || return 1
+    ! grep -qa "0\.3\.0-rc" "$ROOT/$c" || return 1
+  done
+  for c in $rs_components; do
+    [[ $c == *kv_read* ]] || grep -qa "wasi:http/incoming-handler@0\.2\." "$ROOT/$c" || return 1
+  done
+}
+check "its components ($(wc -w <<<"$rs_components")) export WASI 0.2's HTTP handler, nothing of WASI 0.3" wasi_0_2_only
 RS="$WORK/read-side"; mkdir -p "$RS"
 sed 's|^path = ".spin/|path = "|' "$ROOT/deploy/read-side/runtime-config.toml" >"$RS/runtime-config.toml"
 RS_PORT=$(free_port) APP_PID=$SPIN_PID
-SPIN_VARIABLE_CF_ACCOUNT_ID=${SPIN_VARIABLE_CF_ACCOUNT_ID:-e2e-account} \
+RS_PURGE_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SPIN_VARIABLE_CF_ACCOUNT_ID=${SPIN_VARIABLE_CF_ACCOUNT_ID:-e2e-account} SPIN_VARIABLE_PURGE_KEY=$RS_PURGE_KEY \
   SPIN_MANIFEST="$ROOT/deploy/read-side/spin.toml" start_spin "$RS" "$RS_PORT" "$OUT/logs-read-side" state-read-side
 RS_PID=$SPIN_PID SPIN_PID=$APP_PID
 check "it starts (web, kv-read, events; no writer, no NATS)" wait_http "http://127.0.0.1:$RS_PORT/health" 60
@@ -147,6 +162,17 @@ check "its list pages list them (a page after cfj-000298)" \
   grep -q "cfj-000299 v2" <(curl -sS "http://127.0.0.1:$RS_PORT/?limit=5&cursor=c1:cfj-000298")
 no_nats() { ! grep -q "trigger-nats" "$OUT/logs-read-side/spin-up.txt"; }
 check "no NATS trigger runs" no_nats
+check "its change stream opens (events, WASI 0.2)" \
+  grep -q "^: spin-tasks changes after" <(curl -sS -N --max-time 2 "http://127.0.0.1:$RS_PORT/api/events" || true)
+rs_purge() {
+  curl -sS -o "$OUT/purge.json" -w '%{http_code}' -X POST -H @<(echo "$1") \
+    --data-binary '{"all":true}' "http://127.0.0.1:$RS_PORT/api/cache/purge"
+}
+rs_signed=$(SPIN_VARIABLE_HMAC_KEY=$RS_PURGE_KEY "$ROOT/target/release/tasks-sign" POST /api/cache/purge '{"all":true}')
+check "a purge signed with its purge_key: 200, the same again: 409" \
+  is "$(rs_purge "$rs_signed") $(rs_purge "$rs_signed")" "200 409"
+check "a body over the purge's limit: 413, not read" is "$(head -c 200000 /dev/zero | curl -sS -o /dev/null -w '%{http_code}' -X POST \
+  -H 'transfer-encoding: chunked' --data-binary @- "http://127.0.0.1:$RS_PORT/api/cache/purge")" "413"
 SPIN_PID=$RS_PID; stop_spin; SPIN_PID=$APP_PID
 
 echo "==> a missing variable is named on the first request"

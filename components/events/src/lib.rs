@@ -3,6 +3,13 @@
 //! web so that an open stream holds a small instance (no templates, no
 //! reader composed in): Spin keeps one instance per 16 open streams.
 //! Logs one line when a stream opens and one when it closes.
+//! Built with the feature `wasi-http-0-2` (`make build-p2`), it exports the
+//! WASI 0.2 handler instead, as web does: a stream holds an instance there.
+
+#[cfg(all(feature = "wasi-http-0-2", feature = "wasi-http-0-3"))]
+compile_error!(
+    "events exports one HTTP handler: build with wasi-http-0-3 (the default) or wasi-http-0-2"
+);
 
 mod live;
 
@@ -10,40 +17,72 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use tasks_site::{Request as SiteRequest, Response as SiteResponse, correlation, events, paths};
 use tasks_spin_kv::counters;
-use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
 
 /// A response body: whole (errors, HEAD), or streamed.
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The exported WASI 0.3 HTTP handler: the export macro expands to `unsafe` glue.
+#[cfg(feature = "wasi-http-0-3")]
 #[allow(unsafe_code)]
 mod entry {
     use wasip3::http::types::{ErrorCode, Request, Response};
+    use wasip3::http_compat::{http_from_wasi_request, http_into_wasi_response};
 
     struct Events;
 
     impl wasip3::exports::http::handler::Guest for Events {
         async fn handle(request: Request) -> Result<Response, ErrorCode> {
-            let request = super::http_from_wasi_request(request)?;
-            super::http_into_wasi_response(super::serve(&request))
+            let request = http_from_wasi_request(request)?;
+            http_into_wasi_response(super::serve(&request))
         }
     }
 
     wasip3::http::service::export!(Events with_types_in wasip3);
 }
 
-fn header(req: &Request, name: &str) -> Option<String> {
+/// The exported WASI 0.2 HTTP handler (spin-sdk 5.2's macro expands to
+/// `unsafe` glue); no request body is read.
+#[cfg(feature = "wasi-http-0-2")]
+#[allow(unsafe_code)]
+mod entry {
+    use spin_sdk::http::{IncomingRequest, ResponseOutparam};
+    use tasks_spin_kv::wasi_http_0_2::{request, send};
+
+    #[spin_sdk::http_component]
+    async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+        match request(req, |_, _| None).await {
+            Ok(request) => send(super::serve(&request), out).await,
+            Err(_) => send(super::bad_request(), out).await,
+        }
+    }
+}
+
+/// 400 for a request line or header that is not valid HTTP.
+#[cfg(feature = "wasi-http-0-2")]
+fn bad_request() -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(
+            b"the request line or a header is not valid HTTP\n",
+        ))
+        .boxed_unsync(),
+    );
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    resp
+}
+
+fn header<B>(req: &Request<B>, name: &str) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
 }
 
-fn serve(req: &Request) -> Response<Body> {
+fn serve<B>(req: &Request<B>) -> Response<Body> {
     let start = Instant::now();
     let cid = correlation::resolve(header(req, correlation::HEADER).as_deref());
     let query = req.uri().query().unwrap_or("").to_owned();

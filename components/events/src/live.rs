@@ -65,6 +65,19 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
     }
 }
 
+/// Waits `nanos`: without holding the instance (WASI 0.3, where it serves
+/// other streams meanwhile).
+#[cfg(feature = "wasi-http-0-3")]
+async fn wait(nanos: u64) {
+    wasip3::clocks::monotonic_clock::wait_for(nanos).await;
+}
+
+/// Waits `nanos`: a WASI 0.2 instance serves this one stream, so it blocks.
+#[cfg(feature = "wasi-http-0-2")]
+async fn wait(nanos: u64) {
+    wasi::clocks::monotonic_clock::subscribe_duration(nanos).block();
+}
+
 /// Nanoseconds to the next multiple of [`POLL_MILLIS`] on the wall clock.
 fn until_next_tick() -> u64 {
     let now = u64::try_from(now_ms()).unwrap_or(0);
@@ -151,7 +164,7 @@ impl Live {
                 self.last_write = Instant::now();
                 return Bytes::from(out);
             }
-            wasip3::clocks::monotonic_clock::wait_for(until_next_tick()).await;
+            wait(until_next_tick()).await;
         }
     }
 }

@@ -10,19 +10,30 @@
 //! many requests (up to 128 by default); the stores it opens and the
 //! variables it reads are kept for the instance's life (`tasks-spin-kv`).
 //! Everything it reads from the stores is read again on every request.
+//! Built with the feature `wasi-http-0-2` instead (`make build-p2`), it
+//! exports the WASI 0.2 handler, for hosts without this WASI 0.3 release
+//! candidate (Spin 3.x; a later Spin on the final WASI 0.3): an instance
+//! per request there.
+
+#[cfg(all(feature = "wasi-http-0-2", feature = "wasi-http-0-3"))]
+compile_error!(
+    "web exports one HTTP handler: build with wasi-http-0-3 (the default) or wasi-http-0-2"
+);
 
 mod admin;
 mod source;
+#[cfg(feature = "wasi-http-0-2")]
+mod wasi_http_0_2;
 
 use std::convert::Infallible;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tasks_site::{correlation, routes};
 use tasks_spin_kv::counters;
-use wasip3::http_compat::{Request, Response, http_from_wasi_request, http_into_wasi_response};
 
 /// A response body (boxed: the one type every path returns).
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -37,30 +48,36 @@ mod bindings {
 }
 
 /// The exported WASI 0.3 HTTP handler: the export macro expands to `unsafe` glue.
+#[cfg(feature = "wasi-http-0-3")]
 #[allow(unsafe_code)]
 mod entry {
     use wasip3::http::types::{ErrorCode, Request, Response};
+    use wasip3::http_compat::{http_from_wasi_request, http_into_wasi_response};
 
     struct Web;
 
     impl wasip3::exports::http::handler::Guest for Web {
         async fn handle(request: Request) -> Result<Response, ErrorCode> {
-            let request = super::http_from_wasi_request(request)?;
-            super::http_into_wasi_response(super::serve(request).await)
+            let request = http_from_wasi_request(request)?;
+            http_into_wasi_response(super::serve(request).await)
         }
     }
 
     wasip3::http::service::export!(Web with_types_in wasip3);
 }
 
-fn header(req: &Request, name: &str) -> Option<String> {
+fn header<B>(req: &Request<B>, name: &str) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
 }
 
-async fn serve(req: Request) -> Response<Body> {
+async fn serve<B>(req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let start = Instant::now();
     let cid = correlation::resolve(header(&req, correlation::HEADER).as_deref());
     let method = req.method().to_string();

@@ -7,6 +7,8 @@ pub mod counters;
 pub mod feed;
 pub mod notify;
 pub mod tasks;
+#[cfg(feature = "wasi-http-0-2")]
+pub mod wasi_http_0_2;
 pub mod writer;
 
 use std::cell::{OnceCell, RefCell};
