@@ -28,23 +28,22 @@ removes it). It waits until every task reads back (GET /api/tasks/<id>) as the m
   reordered    same version, other title or status (events applied out of order);
 and compares the run's dead letters (GET /api/dead-letters) with the events that must be
 dead letters, each exactly once. With --mark (what `mark` read before the history was
-published: the change feed's head and the counters), it also reads the change stream
-(GET /api/events from that head) and compares each task's changes with the model's, in
-order (kind and version; each applied event once: `feed` anomalies), and the counters' growth
+published: the change feed's head and the counters), it also reads the change feed after
+that head, as stored (the slots GET /api/events frames; --redis-port), and compares each
+task's changes with the model's, in order (kind and version; each applied event once: `feed`
+anomalies), and the counters' growth
 (events and replays applied, GET /metrics) with the number of events the model applies
 (`counters`). Exits 1 on any anomaly.
 """
 import argparse
 import asyncio
-import http.client
 import json
 import random
 import re
-import socket
+import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
 STATUSES = ["pending", "in_progress", "completed", "cancelled"]
@@ -218,59 +217,29 @@ def mark(args) -> int:
     return 0
 
 
-def read_feed(base: str, after: int, upto: int, prefix: str, quiet: float = 8.0) -> dict:
-    """Each task's changes in the change stream after `after`, as (kind, version): read until
-    the stream has passed `upto` and then stays quiet for `quiet` s, or stays quiet three
-    times that (a slot never written is stepped over after 5 s), or 300 s pass."""
-    import queue
-    import threading
-
-    url = urllib.parse.urlparse(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    conn.request("GET", f"/api/events?after={after}")
-    resp = conn.getresponse()
-    if resp.status != 200:
-        raise SystemExit(f"GET /api/events answered {resp.status}")
-    conn.sock.settimeout(None)
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        try:
-            for line in resp:
-                lines.put(line.decode().rstrip("\n"))
-        except Exception:  # the connection closed under it: the stream ends
-            pass
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    found, last, data, deadline = {}, after, None, time.monotonic() + 300
-    silences = 0
-    try:
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=quiet)
-            except queue.Empty:
-                # Slots without a change (counts only) send nothing: past the last change the
-                # stream is silent though its number is below `upto`.
-                silences += 1
-                if last >= upto or silences >= 3:
-                    break
+def read_feed(redis_port: int, after: int, upto: int, prefix: str) -> dict:
+    """Each task's changes in the change feed as stored (the `feed` store: database 2 of
+    runtime-config.redis.toml's layout, read with redis-cli), numbers after `after` up to
+    `upto`, as (kind, version). The stream (GET /api/events) resets a client more than
+    1,024 changes behind, and a whole seed is more: the checker reads the slots it frames."""
+    found = {}
+    capacity = 10_000  # tasks_domain::keys::FEED_CAPACITY
+    if upto - after > capacity:
+        raise SystemExit(f"the feed keeps {capacity} changes; the seed made {upto - after}")
+    seqs = list(range(after + 1, upto + 1))
+    for i in range(0, len(seqs), 500):
+        chunk = seqs[i:i + 500]
+        keys = [f"feed:slot:{n % capacity:05}" for n in chunk]
+        out = subprocess.run(["redis-cli", "-p", str(redis_port), "-n", "2", "--raw", "MGET", *keys],
+                             check=True, capture_output=True, text=True).stdout.split("\n")
+        for n, value in zip(chunk, out):
+            if not value:
+                continue  # not written (a call that died with its numbers), or yet
+            slot = json.loads(value)
+            change = slot.get("change")
+            if slot.get("seq") != n or not change or not change["id"].startswith(prefix):
                 continue
-            if line is None:
-                break
-            # Heartbeat comments and blank lines are silence as far as changes go.
-            if line.startswith("id:"):
-                last = int(line[3:].strip())
-                silences = 0
-            elif line.startswith("data:"):
-                data = json.loads(line[5:])
-            elif line == "" and data is not None:
-                if data.get("id", "").startswith(prefix):
-                    found.setdefault(data["id"], []).append((data["kind"], data.get("version")))
-                data = None
-    finally:
-        conn.sock.shutdown(socket.SHUT_RDWR)
-        conn.close()
+            found.setdefault(change["id"], []).append((change["kind"], change.get("version")))
     return found
 
 
@@ -374,16 +343,24 @@ def check(args) -> int:
         print(f"  dead letters extra (twice, or not due): {len(extra)}, e.g. {extra[:3]}")
     if args.mark:
         before = json.load(open(args.mark))
-        now = counters(args.base, args.token)
-        feed = read_feed(args.base, before["head"], now["head"], run["prefix"])
-        wrong = [(t, c, feed.get(t, [])) for t, c in sorted(changes.items()) if feed.get(t, []) != c]
-        wrong += [(t, [], c) for t, c in sorted(feed.items()) if t not in changes]
         applied = sum(len(c) for c in changes.values())
-        print(f"  change stream: {sum(len(c) for c in feed.values())} changes of {applied} "
+        # The feed and the counters are written after the tasks (a call's last write), and
+        # a change whose call died before them is recorded when its event is delivered
+        # again (after ack_wait): read both until they agree with the model, or 60 s pass.
+        deadline = time.monotonic() + 60
+        while True:
+            now = counters(args.base, args.token)
+            feed = read_feed(args.redis_port, before["head"], now["head"], run["prefix"])
+            wrong = [(t, c, feed.get(t, [])) for t, c in sorted(changes.items()) if feed.get(t, []) != c]
+            wrong += [(t, [], c) for t, c in sorted(feed.items()) if t not in changes]
+            if (not wrong and now["applied"] - before["applied"] == applied) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        print(f"  change feed: {sum(len(c) for c in feed.values())} changes of {applied} "
               f"applied events; counters: {now['applied'] - before['applied']} applied")
         if wrong:
             bad += len(wrong)
-            print(f"  feed: {len(wrong)} tasks whose changes differ (model, stream), e.g. {wrong[:2]}")
+            print(f"  feed: {len(wrong)} tasks whose changes differ (model, feed), e.g. {wrong[:2]}")
         if now["applied"] - before["applied"] != applied:
             bad += 1
             print(f"  counters: {now['applied'] - before['applied']} applied counted, {applied} due")
@@ -407,6 +384,7 @@ def main() -> int:
     c.add_argument("--token", required=True)
     c.add_argument("--timeout", type=float, default=120)
     c.add_argument("--mark")
+    c.add_argument("--redis-port", type=int, help="the Redis holding the feed store (with --mark)")
     m = sub.add_parser("mark")
     m.add_argument("--base", required=True)
     m.add_argument("--token", required=True)

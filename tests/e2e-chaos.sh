@@ -4,9 +4,9 @@
 # subjects, malformed payloads, forged delivery headers) is published to JetStream with
 # acknowledgements and Nats-Msg-Id by an independent client (PyPI nats-py), while faults are
 # injected into the app; then every task is read back through the API and compared with the
-# model, the dead letters with the events that must be dead letters, the change stream
-# (GET /api/events) with each task's changes in the model, and the applied counters of /metrics
-# with the number of events the model applies.
+# model, the dead letters with the events that must be dead letters, the change feed (the
+# slots GET /api/events frames, as stored) with each task's changes in the model, and the
+# applied counters of /metrics with the number of events the model applies.
 #
 # On loopback: one nats-server with JetStream, one Redis holding every store
 # (runtime-config.redis.toml's layout), CHAOS_INSTANCES (2) `spin up` instances of the app as
@@ -195,7 +195,7 @@ for seed in $SEEDS; do
   check "seed $seed: every event acknowledged by the stream" wait "$publisher"
   sed 's/^/       /' "$OUT/publish-$seed.txt"
   if python3 "$ROOT/tests/chaos.py" check --base "http://127.0.0.1:${PORTS[0]}" --history "$history" \
-    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --mark "$WORK/mark-$seed.json" --timeout 120 \
+    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --mark "$WORK/mark-$seed.json" --redis-port "$REDIS_PORT" --timeout 120 \
     >"$OUT/check-$seed.txt" 2>&1; then
     anomalies=0
   else
@@ -211,7 +211,7 @@ for seed in $SEEDS; do
     } >"$OUT/counters-$seed.txt" 2>&1 || true
   fi
   sed 's/^/       /' "$OUT/check-$seed.txt"
-  check "seed $seed: every task as the model says, every dead letter once, each change once in the stream and the counters" \
+  check "seed $seed: every task as the model says, every dead letter once, each change once in the feed and the counters" \
     is "$anomalies" 0
   total_anomalies=$((total_anomalies + anomalies))
 done

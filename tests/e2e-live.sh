@@ -4,7 +4,8 @@
 #       one or a malformed header, 200 with it;
 #   (b) the change stream: a client that drops and reconnects with Last-Event-ID misses
 #       nothing and gets nothing twice; ?status= keeps what concerns that status; a
-#       client further behind than the feed keeps gets `event: reset`; bad input is a 400;
+#       client further behind than an instance's follower keeps (1,024 changes) or the feed
+#       keeps gets `event: reset`; bad input is a 400;
 #   (c) /metrics counters move by exactly the events published (applied per subject,
 #       rejected, dead letters created, processing-time observations);
 #   (d) the OpenAPI document is served as kept in the repo, validates (PyPI
@@ -84,6 +85,15 @@ nats_tool pub tasks.updated '{"id":"sse-000002","status":"completed"}' >/dev/nul
 wait "$filtered"
 check "?status=completed passed over the other status and sent the completed task" is \
   "$(jq -r '.data | fromjson | .id' "$OUT/filtered.jsonl")" "sse-000002"
+head=$(api /metrics | awk '$1 == "tasks_change_feed_head" {print $2}')
+publish --tasks 1100 --prefix far- >/dev/null
+check "1,100 creates applied" wait_until 60 task_visible far-001099
+near=$(( $(api /metrics | awk '$1 == "tasks_change_feed_head" {print $2}') - 100 ))
+sse --url "$BASE/api/events" --last-event-id "$near" --count 1 --timeout 10 --out "$OUT/near.jsonl"
+check "a client 100 changes behind is caught up change by change" is "$(jq -r .event "$OUT/near.jsonl")" "created"
+sse --url "$BASE/api/events" --last-event-id "$head" --count 1 --timeout 10 --out "$OUT/far.jsonl"
+check "a client more than 1,024 changes behind (the ring keeps them) gets event: reset at once" \
+  is "$(jq -r .event "$OUT/far.jsonl")" "reset"
 head=$(api /metrics | awk '$1 == "tasks_change_feed_head" {print $2}')
 publish --tasks 10050 --prefix rs- >/dev/null
 check "a burst of 10,050 creates applied" wait_until 60 task_visible rs-010049

@@ -58,7 +58,12 @@ fn news(feed: &SpinKv, cursor: &mut Cursor) -> Result<Step, StoreError> {
             *cursor = Cursor::at(next);
             Ok(Step::Send(entries))
         }
-        Since::Behind => {
+        // Too far behind to be caught up change by change: reset at once.
+        Since::Behind(head) if events::too_far_behind(cursor.after, head) => {
+            *cursor = Cursor::at(head);
+            Ok(Step::Reset)
+        }
+        Since::Behind(_) => {
             let read = feed::read_after(feed, cursor.after, CATCH_UP)?;
             Ok(cursor.advance(read, now))
         }

@@ -33,6 +33,12 @@ pub const RETRY_MILLIS: u64 = 2_000;
 /// holds an instance and its store reads for good.
 pub const DEFAULT_STREAM_SECS: u64 = 1_800;
 
+/// The most changes a reconnecting client is caught up with one by one: a
+/// client further behind the head gets [`reset`] at once (reload), instead
+/// of up to the whole feed read for it alone. What one instance's shared
+/// follower keeps.
+pub const MAX_CATCH_UP: u64 = tasks_storage::feed::Follower::KEEP as u64;
+
 /// A stream's lifetime from the `stream_max_seconds` variable: whole
 /// seconds from 1 to a day; [`DEFAULT_STREAM_SECS`] when unset or not one.
 pub fn stream_secs(variable: Option<&str>) -> u64 {
@@ -40,6 +46,12 @@ pub fn stream_secs(variable: Option<&str>) -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|s| (1..=86_400).contains(s))
         .unwrap_or(DEFAULT_STREAM_SECS)
+}
+
+/// Whether a client after `after` is too far behind `head` to be caught
+/// up change by change ([`MAX_CATCH_UP`]).
+pub fn too_far_behind(after: u64, head: u64) -> bool {
+    head.saturating_sub(after) > MAX_CATCH_UP
 }
 
 /// The last bytes of a stream that reached its lifetime: a comment saying
@@ -252,12 +264,17 @@ mod tests {
     }
 
     #[test]
-    fn streams_have_a_lifetime_and_end_saying_where_to_resume() {
+    fn streams_have_a_lifetime_and_a_far_behind_client_is_reset_not_replayed() {
         assert_eq!(stream_secs(None), DEFAULT_STREAM_SECS);
         assert_eq!(stream_secs(Some(" 4 ")), 4);
         for bad in ["0", "-1", "x", "86401", ""] {
             assert_eq!(stream_secs(Some(bad)), DEFAULT_STREAM_SECS, "{bad:?}");
         }
+        assert!(!too_far_behind(10, 10));
+        assert!(!too_far_behind(0, MAX_CATCH_UP));
+        assert!(too_far_behind(0, MAX_CATCH_UP + 1));
+        assert!(too_far_behind(5, 10_000));
+        assert!(!too_far_behind(20, 10), "ahead of the head is not behind");
         let c = closing(42, 4);
         assert!(
             c.starts_with(": ") && c.ends_with("\n\n") && c.contains("42"),

@@ -622,8 +622,9 @@ pub struct Follower {
 pub enum Since {
     /// The changes after the reader's number, and the number to ask from next.
     Entries(Vec<Entry>, u64),
-    /// The reader is behind what the follower keeps: read the store itself.
-    Behind,
+    /// The reader is behind what the follower keeps: read the store itself
+    /// (up to the follower's position, given).
+    Behind(u64),
 }
 
 impl Follower {
@@ -675,7 +676,7 @@ impl Follower {
     /// The kept changes after `after`.
     pub fn since(&self, after: u64) -> Since {
         if after < self.floor {
-            return Since::Behind;
+            return Since::Behind(self.cursor.after);
         }
         let entries = self
             .kept

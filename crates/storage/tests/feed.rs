@@ -198,7 +198,11 @@ fn one_follower_serves_every_reader_of_a_process_with_one_read_per_interval() {
         unreachable!("behind")
     };
     assert_eq!(entries.len(), 1);
-    assert_eq!(follower.since(0), Since::Behind, "older than what it keeps");
+    assert_eq!(
+        follower.since(0),
+        Since::Behind(3),
+        "older than what it keeps: behind its position"
+    );
     let calls = feed.calls();
     assert_eq!(
         calls.get + calls.get_many,
