@@ -29,6 +29,19 @@ struct Local {
     token: Option<Vec<u8>>,
 }
 
+impl Local {
+    /// A local store, the operator token, and `key` as `hmac_key` (both purposes).
+    fn operator(key: Option<&[u8]>) -> Local {
+        Local {
+            kv: MemoryKv::new(),
+            key: key.map(<[u8]>::to_vec),
+            replay_key: None,
+            purged: RefCell::default(),
+            token: Some(TOKEN.as_bytes().to_vec()),
+        }
+    }
+}
+
 impl Admin for Local {
     fn dead_letters(
         &self,
@@ -139,13 +152,7 @@ fn with_authorization(admin: &Local, path: &str, authorization: Option<&str>) ->
 
 #[test]
 fn dead_letters_and_metrics_need_the_admin_token() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: None,
-        replay_key: None,
-        purged: RefCell::new(vec![]),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(None);
     for path in ["/api/dead-letters", "/metrics"] {
         for (authorization, code) in [
             (None, "missing_token"),
@@ -188,13 +195,7 @@ fn json(r: &Response) -> serde_json::Value {
 
 #[test]
 fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: None,
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(None);
     for n in 0..3 {
         dead_letter(&admin.kv, n, &format!(r#"{{"id":"t-{n}","title":"x"}}"#));
     }
@@ -245,13 +246,7 @@ fn dead_letters_are_listed_in_pages_with_reason_subject_and_correlation_id() {
 
 #[test]
 fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: Some(KEY.to_vec()),
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(Some(KEY));
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
     let signed = |t: i64, p: &str, body: &[u8], key: &[u8]| {
@@ -328,13 +323,7 @@ fn replay_needs_a_good_signature_and_puts_the_event_back_in_the_outbox() {
 
 #[test]
 fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: None,
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(None);
     let id = dead_letter(&admin.kv, 1, r#"{"id":"t-1","title":"x"}"#);
     let path = format!("/api/dead-letters/{id}/replay");
     let r = call(
@@ -351,13 +340,7 @@ fn without_a_key_replay_is_off_and_says_how_to_turn_it_on() {
 
 #[test]
 fn purge_needs_a_good_signature_and_a_readable_body() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: Some(KEY.to_vec()),
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(Some(KEY));
     let path = "/api/cache/purge";
     let post = |body: &[u8], ts: i64, key: &[u8], signed_path: &str| {
         call(
@@ -550,13 +533,7 @@ fn the_read_side_manifest_gives_the_public_host_no_key_that_signs_replays() {
 #[test]
 fn a_signed_request_is_taken_once_even_when_two_copies_arrive_together() {
     use tasks_storage::testing::{HookAt, Hooked};
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: Some(KEY.to_vec()),
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(Some(KEY));
     let path = "/api/cache/purge";
     let body: &[u8] = br#"{"all":true}"#;
     let (ts, sig) = (NOW.to_string(), sign(KEY, NOW, "POST", path, body));
@@ -607,13 +584,7 @@ fn a_signed_request_is_taken_once_even_when_two_copies_arrive_together() {
 
 #[test]
 fn a_purge_body_may_carry_a_nonce_of_at_most_128_bytes() {
-    let admin = Local {
-        kv: MemoryKv::new(),
-        key: Some(KEY.to_vec()),
-        replay_key: None,
-        purged: RefCell::default(),
-        token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let admin = Local::operator(Some(KEY));
     let path = "/api/cache/purge";
     let post = |body: String| {
         call(
