@@ -14,7 +14,10 @@
 #       change stream, which (b) covers;
 #   (e) a real browser (Debian's chromium driven by PyPI playwright): `/` and
 #       `/tasks/:id` show a create, an update and a delete within 2 s without a reload;
-#       screenshots in tests/out/e2e-live/shots/.
+#       screenshots in tests/out/e2e-live/shots/;
+#   (f) hostile requests, one per finding of the read side's security review (tests/hostile.py,
+#       raw sockets, its own HMAC): each answered its 4xx within 100 ms; 300 change streams
+#       opened at once and dropped leave the app serving.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -150,5 +153,17 @@ while read -r verdict rest; do
   esac
 done < <(grep -E '^  (ok|FAIL) ' "$OUT/browser.txt")
 check "the browser run reported its checks" grep -q 'no console errors' "$OUT/browser.txt"
+
+echo "==> (f) hostile requests: each a 4xx within 100 ms; 300 streams opened and dropped at once"
+python3 "$ROOT/tests/hostile.py" --base "$BASE" --hmac-key "$SPIN_VARIABLE_HMAC_KEY" >"$OUT/hostile.tsv"
+while IFS=$'\t' read -r name want got ms; do
+  if [[ $want == 4* ]]; then
+    check "$name: $want within 100 ms (got $got in $ms ms)" test "$got" = "$want" -a "$ms" -lt 100
+  else
+    check "$name (got $got in $ms ms)" is "$got" "$want"
+  fi
+done <"$OUT/hostile.tsv"
+check "every request was answered" is "$(wc -l <"$OUT/hostile.tsv")" 23
+check "the app serves a task after them" task_visible sse-000001
 
 summary e2e-live
