@@ -33,10 +33,14 @@ ingest=$(cf_stats)
 last=$(printf 'cfe-%06d' $((EVENTS - 1)))
 [[ "$(remote_value "task:$last" | jq -r .id)" == "$last" ]] || { echo "the last event did not reach Cloudflare" >&2; exit 1; }
 
+# Each purge has a nonce of its own: one signature is taken once, and the rounds below fall
+# within one second.
 purge_all() {
-  curl -sS -o /dev/null -X POST \
-    -H @<("$ROOT/target/release/tasks-sign" POST /api/cache/purge '{"all":true}') \
-    --data-binary '{"all":true}' "http://127.0.0.1:$PORT/api/cache/purge"
+  local body="{\"all\":true,\"nonce\":\"$RANDOM$RANDOM\"}" status
+  status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
+    -H @<("$ROOT/target/release/tasks-sign" POST /api/cache/purge "$body") \
+    --data-binary "$body" "http://127.0.0.1:$PORT/api/cache/purge")
+  [[ $status == 200 ]] || { echo "the purge answered $status" >&2; exit 1; }
 }
 timed_home() { curl -sS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/"; }
 : >"$WORK/rows"; : >"$WORK/purged"
