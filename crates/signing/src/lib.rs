@@ -215,8 +215,9 @@ pub fn verify(key: &[u8], req: &Signed, now: i64, ttl_secs: u64) -> Result<(), R
         return Err(Rejection::MissingSignature);
     };
     let signed_at: i64 = ts.parse().map_err(|_| Rejection::BadSignature)?;
-    let (age, ahead) = (now.saturating_sub(signed_at), signed_at.saturating_sub(now));
-    if age > i64::try_from(ttl_secs).unwrap_or(i64::MAX) || ahead > MAX_AHEAD_SECS as i64 {
+    // In 128 bits: the difference of two i64 times does not fit in one.
+    let age = i128::from(now) - i128::from(signed_at);
+    if age > i128::from(ttl_secs) || -age > i128::from(MAX_AHEAD_SECS) {
         return Err(Rejection::Expired);
     }
     let given = hex::decode(sig).map_err(|_| Rejection::BadSignature)?;
@@ -640,6 +641,30 @@ mod tests {
         );
         assert!(Seen::decode(Some(b"garbage\nab 12\n")).len() == 1);
         assert!(Seen::decode(None).is_empty());
+    }
+
+    #[test]
+    fn a_window_between_times_far_apart_is_measured_without_overflow() {
+        // Found by the properties: the age of this signature (about 1.0e19 s) does not fit in
+        // an i64; saturated, it read as i64::MAX and passed a window of i64::MAX seconds.
+        let (signed_at, now, ttl) = (
+            -5_883_678_907_843_949_028_i64,
+            4_305_603_707_423_379_784,
+            i64::MAX as u64,
+        );
+        let (ts, sig) = (
+            signed_at.to_string(),
+            sign(KEY, signed_at, "POST", PATH, BODY),
+        );
+        let req = Signed {
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+            method: "POST",
+            path: PATH,
+            body: BODY,
+        };
+        assert_eq!(verify(KEY, &req, now, ttl), Err(Rejection::Expired));
+        assert_eq!(verify(KEY, &req, signed_at, ttl), Ok(()));
     }
 
     #[test]
