@@ -17,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::StreamInfo;
-use crate::admission::{self, Decision, Delivery, Held, ServerView, Unaccounted};
+use crate::admission::{self, Answerer, Decision, Delivery, Held, ServerView, Unaccounted};
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
     ConsumerSpec, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
@@ -276,6 +276,11 @@ async fn warn_other_partitionings(client: &async_nats::Client, plan: &Plan) {
     }
 }
 
+/// The consumer's leader, as its info names it (in a cluster).
+pub(crate) fn leader_of(info: &async_nats::jetstream::consumer::Info) -> Option<String> {
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
+}
+
 /// Whether a stream lookup failed because the stream does not exist.
 fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
@@ -293,7 +298,7 @@ enum Admit {
 }
 
 /// Why a pull is handed back.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Why {
     /// Earlier messages stayed in another instance's hands.
     Held(Held),
@@ -301,6 +306,8 @@ enum Why {
     NoAnswer,
     /// The server does not account for the pull's deliveries.
     Unaccounted(Unaccounted),
+    /// Another state answers than the one that delivered the pull.
+    Interrupted { then: Answerer, now: Answerer },
 }
 
 /// One JetStream entry being served.
@@ -317,6 +324,9 @@ pub(crate) struct Pulling {
     /// Why the consumer is not pulled from (it differs from the manifest,
     /// or could not be looked at), until [`Pulling::recheck`] clears it.
     pub(crate) refused: Option<String>,
+    /// The consumer's leader, as the last consumer info named it (none
+    /// outside a cluster, or before the first answer).
+    pub(crate) leader: Option<String>,
     pub(crate) plan: Plan,
     pub(crate) sub: Subscription,
     pub(crate) handler: Arc<dyn Handler>,
@@ -352,6 +362,7 @@ impl Pulling {
                 continue;
             }
             let requested = tokio::time::Instant::now();
+            let answered_by = self.answerer();
             let pull = self
                 .consumer
                 .batch()
@@ -420,7 +431,10 @@ impl Pulling {
                 take_arrived(&mut messages, &mut batch, self.plan.batch);
                 in_stream_order(&mut batch);
                 if !checked {
-                    match self.admit(&mut batch, &mut messages, &mut stop).await {
+                    match self
+                        .admit(&mut batch, &mut messages, &answered_by, &mut stop)
+                        .await
+                    {
                         Admit::All => checked = true,
                         Admit::Run(n) => {
                             rest = batch.split_off(n);
@@ -429,7 +443,7 @@ impl Pulling {
                         Admit::StepBack(why) => {
                             self.settle_all(&done, true, &lease).await;
                             done.clear();
-                            self.step_back(batch, why, &mut messages, &mut stop, &lease)
+                            self.step_back(batch, &why, &mut messages, &mut stop, &lease)
                                 .await;
                             stopping |= *stop.borrow();
                             break;
@@ -495,48 +509,67 @@ impl Pulling {
 
     /// What of this pull (`batch`, in stream order; messages that arrive
     /// meanwhile join it) may be handled now, by the rules of
-    /// [`admission::decide`], asking the server every [`TAKEOVER_POLL`]
+    /// [`admission::decide`] (`answered_by`: who answered for the consumer
+    /// when the pull was made), asking the server every [`TAKEOVER_POLL`]
     /// while another instance holds an earlier message: finishing its pull,
     /// it acknowledges within milliseconds. After [`TAKEOVER_GRACE`] this
     /// pull steps back ([`Admit::StepBack`]).
     ///
-    /// Never fails open: when the server cannot be asked until the grace
-    /// is over, or does not account for the pull, or on `stop`, the pull
-    /// steps back.
+    /// Never fails open: when the server does not answer, or another state
+    /// answers than the one that delivered the pull, or it does not account
+    /// for the pull, or on `stop`, the pull steps back. At the first
+    /// unanswered question, not after the grace: a question sent while the
+    /// connection is down waits for the next one, and the server that then
+    /// answers may be one that started again since.
     async fn admit(
         &mut self,
         batch: &mut Vec<jetstream::Message>,
         messages: &mut pull::Batch,
+        answered_by: &Answerer,
         stop: &mut watch::Receiver<bool>,
     ) -> Admit {
         let deadline = tokio::time::Instant::now() + TAKEOVER_GRACE;
-        let mut last;
         loop {
             take_arrived(messages, batch, self.plan.batch);
             in_stream_order(batch);
             let pull: Vec<Delivery> = batch.iter().map(delivery).collect();
-            match self.consumer.info().await {
-                Ok(info) => match admission::decide(&ServerView::of(info), &pull) {
-                    Decision::All => return Admit::All,
-                    Decision::Run(n) => return Admit::Run(n),
-                    Decision::Unaccounted(u) => return Admit::StepBack(Why::Unaccounted(u)),
-                    Decision::Wait(held) => last = Why::Held(held),
-                },
-                Err(e) => {
-                    log(&format!(
-                        "{}: consumer info: {e}; holding the pull until the server answers",
-                        self.sub.subject
-                    ));
-                    last = Why::NoAnswer;
+            let view = match self.consumer.info().await {
+                Ok(info) => {
+                    let view = ServerView::of(info);
+                    self.leader = leader_of(info);
+                    view
                 }
-            }
+                Err(e) => {
+                    log(&format!("{}: consumer info: {e}", self.sub.subject));
+                    return Admit::StepBack(Why::NoAnswer);
+                }
+            };
+            let held = match admission::decide(&view, &pull, answered_by, &self.answerer()) {
+                Decision::All => return Admit::All,
+                Decision::Run(n) => return Admit::Run(n),
+                Decision::Unaccounted(u) => return Admit::StepBack(Why::Unaccounted(u)),
+                Decision::Interrupted { then, now } => {
+                    return Admit::StepBack(Why::Interrupted { then, now });
+                }
+                Decision::Wait(held) => Why::Held(held),
+            };
             if tokio::time::Instant::now() >= deadline {
-                return Admit::StepBack(last);
+                return Admit::StepBack(held);
             }
             tokio::select! {
-                _ = stop.changed() => return Admit::StepBack(last),
+                _ = stop.changed() => return Admit::StepBack(held),
                 _ = tokio::time::sleep(TAKEOVER_POLL) => {}
             }
+        }
+    }
+
+    /// Who answers for the consumer now: the server this client is
+    /// connected to (its id changes on reconnection before anything the new
+    /// connection brings is read) and the last leader consumer info named.
+    fn answerer(&self) -> Answerer {
+        Answerer {
+            server: self.client.server_info().server_id,
+            leader: self.leader.clone(),
         }
     }
 
@@ -558,7 +591,7 @@ impl Pulling {
     async fn step_back(
         &self,
         batch: Vec<jetstream::Message>,
-        why: Why,
+        why: &Why,
         messages: &mut pull::Batch,
         stop: &mut watch::Receiver<bool>,
         lease: &Lease,
@@ -579,16 +612,19 @@ impl Pulling {
             Why::NoAnswer => format!(
                 "the server did not say whether earlier messages are held elsewhere (this pull starts at {first})"
             ),
+            Why::Interrupted { then, now } => format!(
+                "another state answers for the consumer than the one that delivered this pull (server {} and leader {} then, \
+                 server {} and leader {} now: the server started again, or the leader moved, maybe on a state without this \
+                 pull's deliveries; the pull starts at {first})",
+                then.server,
+                then.leader.as_deref().unwrap_or("-"),
+                now.server,
+                now.leader.as_deref().unwrap_or("-")
+            ),
             Why::Unaccounted(u) => format!(
-                "the server does not account for this pull's deliveries (it says it delivered up to stream sequence {} \
-                 and delivery {}, with {} unacknowledged; the pull holds {} up to stream sequence {} and delivery {}): \
+                "the server does not account for this pull's deliveries (it says it delivered up to delivery {}, with {} unacknowledged; the pull holds {} up to stream sequence {} and delivery {}): \
                  it started again on a state written before them, or another instance acknowledged some",
-                u.delivered_stream,
-                u.delivered_consumer,
-                u.ack_pending,
-                u.pulled,
-                u.last_stream,
-                u.last_consumer
+                u.delivered_consumer, u.ack_pending, u.pulled, u.last_stream, u.last_consumer
             ),
         };
         log(&format!(
@@ -611,7 +647,10 @@ impl Pulling {
     /// true when `stop` came first.
     async fn wait_for_earlier_deliveries(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         let pending = match self.consumer.info().await {
-            Ok(info) => info.num_ack_pending,
+            Ok(info) => {
+                self.leader = leader_of(info);
+                info.num_ack_pending
+            }
             Err(e) => {
                 log(&format!("{}: consumer info: {e}", self.sub.subject));
                 return false;
@@ -864,6 +903,7 @@ impl Pulling {
                         self.sub.subject
                     ));
                 }
+                self.leader = leader_of(consumer.cached_info());
                 self.consumer = consumer;
             }
             Err(e) => {

@@ -155,6 +155,7 @@ pub async fn run(
             ));
             let pulling = crate::consumer::Pulling {
                 client: client.clone(),
+                leader: crate::consumer::leader_of(consumer.cached_info()),
                 consumer,
                 epoch,
                 acked_up_to: Default::default(),
