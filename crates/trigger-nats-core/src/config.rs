@@ -60,6 +60,22 @@ pub struct TriggerConfig {
     /// name share its messages.
     #[serde(default)]
     pub consumer: Option<String>,
+    /// JetStream, creating the consumer: where it starts in the stream:
+    /// `all` (the default: every message the stream holds), `new` (only
+    /// messages published after it is made), `by_start_sequence` (from
+    /// `opt_start_seq`) or `by_start_time` (from `opt_start_time`). Set, it
+    /// is also checked against a consumer that exists already.
+    #[serde(default)]
+    pub deliver_policy: Option<String>,
+    /// JetStream, with `deliver_policy = "by_start_sequence"`: the first
+    /// stream sequence delivered (1 or more).
+    #[serde(default)]
+    pub opt_start_seq: Option<u64>,
+    /// JetStream, with `deliver_policy = "by_start_time"`: the first
+    /// message delivered is the first stored at or after this time (RFC
+    /// 3339, e.g. `2026-12-06T20:00:00Z`).
+    #[serde(default)]
+    pub opt_start_time: Option<String>,
     /// JetStream: how long a delivered message may stay unacknowledged
     /// before the server redelivers it (default 60,000; more than
     /// `handler_timeout_ms`).

@@ -20,7 +20,7 @@ use crate::StreamInfo;
 use crate::admission::{self, Answerer, Decision, Delivery, Held, ServerView, Unaccounted};
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
-    ConsumerSpec, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
+    ConsumerSpec, Deliver, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
     unconsumed_subjects,
 };
 use crate::lease::Lease;
@@ -115,6 +115,9 @@ async fn provision_from(
             ));
             created
         }
+        Err(e) if passing(&e.to_string()) => {
+            return Err(format!("looking up stream {:?}: {e}", plan.stream).into());
+        }
         Err(e) => {
             return Err(format!(
                 "looking up stream {:?}: {e} (the server needs JetStream enabled: nats-server -js, or a jetstream {{}} block in its config)",
@@ -150,6 +153,7 @@ async fn provision_from(
                 ack_wait: c.ack_wait,
                 max_deliver: c.max_deliver,
                 max_ack_pending: c.max_ack_pending,
+                deliver: deliver_of(c.deliver_policy),
             };
             let mut differences = consumer_differences(want, &have);
             if c.deliver_subject.is_some() {
@@ -184,9 +188,18 @@ async fn provision_from(
                 durable_name: Some(want.durable.clone()),
                 filter_subject: want.filter_subject.clone(),
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: match start {
-                    None => DeliverPolicy::All,
-                    Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                // Made again under a running trigger: from just after what this
+                // instance acknowledged, whatever the manifest says.
+                deliver_policy: match (start, want.deliver) {
+                    (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
+                    (None, None | Some(Deliver::All)) => DeliverPolicy::All,
+                    (None, Some(Deliver::New)) => DeliverPolicy::New,
+                    (None, Some(Deliver::ByStartSequence(start_sequence))) => {
+                        DeliverPolicy::ByStartSequence { start_sequence }
+                    }
+                    (None, Some(Deliver::ByStartTime(start_time))) => {
+                        DeliverPolicy::ByStartTime { start_time }
+                    }
                 },
                 ack_wait: want.ack_wait,
                 max_deliver: want.max_deliver,
@@ -199,7 +212,11 @@ async fn provision_from(
                 .create_consumer(config)
                 .await
                 .map_err(|e| format!("creating {}: {e}", describe(plan)))?;
-            let from = start.map_or_else(String::new, |s| format!(", from stream sequence {s}"));
+            let from = match (start, want.deliver) {
+                (Some(s), _) => format!(", from stream sequence {s}"),
+                (None, Some(d)) => format!(", deliver_policy {}", d.describe()),
+                (None, None) => String::new(),
+            };
             log(&format!(
                 "created {} (filter {}, ack_wait {} ms, max_deliver {}, max_ack_pending {}{from})",
                 describe(plan),
@@ -273,6 +290,31 @@ async fn warn_other_partitionings(client: &async_nats::Client, plan: &Plan) {
             others.join(", "),
             plan.stream
         ));
+    }
+}
+
+/// Whether a JetStream request failed for the moment only (`error`: its
+/// text, as async-nats words it): it timed out (a cluster between two
+/// JetStream leaders does not answer), or the server said JetStream is
+/// temporarily unavailable (error 10008). Anything else (a stream that does
+/// not exist, a consumer that differs, JetStream not enabled) is an answer.
+pub(crate) fn passing(error: &str) -> bool {
+    error.contains("timed out")
+        || error.contains("temporarily unavailable")
+        || error.contains("10008")
+}
+
+/// Where an existing consumer starts, as the manifest would say it (`None`:
+/// a policy the manifest cannot ask for, such as `last`).
+fn deliver_of(policy: DeliverPolicy) -> Option<Deliver> {
+    match policy {
+        DeliverPolicy::All => Some(Deliver::All),
+        DeliverPolicy::New => Some(Deliver::New),
+        DeliverPolicy::ByStartSequence { start_sequence } => {
+            Some(Deliver::ByStartSequence(start_sequence))
+        }
+        DeliverPolicy::ByStartTime { start_time } => Some(Deliver::ByStartTime(start_time)),
+        _ => None,
     }
 }
 

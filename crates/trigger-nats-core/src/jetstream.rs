@@ -77,6 +77,88 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// Unacknowledged messages allowed across all instances.
     pub max_ack_pending: i64,
+    /// Where the consumer starts when the trigger makes it; `None` (unset in
+    /// the manifest): from the stream's first message, and an existing
+    /// consumer's start is not checked.
+    pub deliver: Option<Deliver>,
+}
+
+/// Where a new consumer starts in the stream (`deliver_policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deliver {
+    /// Every message the stream holds.
+    All,
+    /// Only messages stored after the consumer is made.
+    New,
+    /// From this stream sequence.
+    ByStartSequence(u64),
+    /// From the first message stored at or after this time.
+    ByStartTime(time::OffsetDateTime),
+}
+
+impl Deliver {
+    /// What `deliver_policy` (with `opt_start_seq` / `opt_start_time`) asks
+    /// for; `None` when unset.
+    fn parse(
+        policy: Option<&str>,
+        seq: Option<u64>,
+        start_time: Option<&str>,
+    ) -> Result<Option<Deliver>, String> {
+        let needs =
+            |field: &str, policy: &str| format!("{field} needs deliver_policy = {policy:?}");
+        let deliver = match policy {
+            None => None,
+            Some("all") => Some(Deliver::All),
+            Some("new") => Some(Deliver::New),
+            Some("by_start_sequence") => match seq {
+                Some(0) => {
+                    return Err(
+                        "opt_start_seq must be 1 or more (stream sequences start at 1)".into(),
+                    );
+                }
+                Some(n) => Some(Deliver::ByStartSequence(n)),
+                None => {
+                    return Err("deliver_policy = \"by_start_sequence\" needs opt_start_seq".into());
+                }
+            },
+            Some("by_start_time") => match start_time {
+                Some(t) => {
+                    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| format!("opt_start_time {t:?} is not an RFC 3339 time such as 2026-12-06T20:00:00Z ({e})"))?;
+                    Some(Deliver::ByStartTime(at))
+                }
+                None => {
+                    return Err("deliver_policy = \"by_start_time\" needs opt_start_time".into());
+                }
+            },
+            Some(other) => {
+                return Err(format!(
+                    "deliver_policy must be \"all\", \"new\", \"by_start_sequence\" or \"by_start_time\" (got {other:?})"
+                ));
+            }
+        };
+        if seq.is_some() && !matches!(deliver, Some(Deliver::ByStartSequence(_))) {
+            return Err(needs("opt_start_seq", "by_start_sequence"));
+        }
+        if start_time.is_some() && !matches!(deliver, Some(Deliver::ByStartTime(_))) {
+            return Err(needs("opt_start_time", "by_start_time"));
+        }
+        Ok(deliver)
+    }
+
+    /// As the manifest writes it.
+    pub fn describe(&self) -> String {
+        match self {
+            Deliver::All => "\"all\"".into(),
+            Deliver::New => "\"new\"".into(),
+            Deliver::ByStartSequence(n) => format!("\"by_start_sequence\" from {n}"),
+            Deliver::ByStartTime(t) => format!(
+                "\"by_start_time\" from {}",
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|_| t.to_string())
+            ),
+        }
+    }
 }
 
 /// Where a message the component keeps failing on goes.
@@ -141,6 +223,9 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ("batch", e.batch.is_some()),
         ("max_wait_ms", e.max_wait_ms.is_some()),
         ("max_ack_pending", e.max_ack_pending.is_some()),
+        ("deliver_policy", e.deliver_policy.is_some()),
+        ("opt_start_seq", e.opt_start_seq.is_some()),
+        ("opt_start_time", e.opt_start_time.is_some()),
         (
             "allow_unconsumed_subjects",
             e.allow_unconsumed_subjects.is_some(),
@@ -344,6 +429,11 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             ack_wait: Duration::from_millis(ack_wait_ms),
             max_deliver,
             max_ack_pending,
+            deliver: Deliver::parse(
+                e.deliver_policy.as_deref(),
+                e.opt_start_seq,
+                e.opt_start_time.as_deref(),
+            )?,
         },
         stream_filters: vec![e.subject.clone()],
         allow_unconsumed_subjects: e.allow_unconsumed_subjects.unwrap_or(false),
@@ -410,6 +500,14 @@ pub fn consumer_differences(want: &ConsumerSpec, have: &ConsumerSpec) -> Vec<Str
         want.max_ack_pending.to_string(),
         have.max_ack_pending.to_string(),
     );
+    if let Some(deliver) = &want.deliver {
+        differ(
+            "deliver_policy",
+            deliver.describe(),
+            have.deliver
+                .map_or_else(|| "another policy".into(), |d| d.describe()),
+        );
+    }
     out
 }
 
@@ -441,6 +539,7 @@ mod tests {
                 ack_wait: Duration::from_secs(60),
                 max_deliver: -1,
                 max_ack_pending: 100,
+                deliver: None,
             }
         );
         let created = plan(
@@ -554,19 +653,102 @@ mod tests {
             ack_wait: Duration::from_secs(60),
             max_deliver: -1,
             max_ack_pending: 100,
+            deliver: Some(Deliver::New),
         };
         assert!(consumer_differences(&want, &want).is_empty());
         let have = ConsumerSpec {
             filter_subject: "tasks.>".into(),
             ack_wait: Duration::from_secs(30),
+            deliver: Some(Deliver::All),
             ..want.clone()
         };
         assert_eq!(
             consumer_differences(&want, &have),
             [
                 "filter subject is \"tasks.>\" on the server, \"tasks.*\" in the manifest",
-                "ack_wait_ms is 30000 on the server, 60000 in the manifest"
+                "ack_wait_ms is 30000 on the server, 60000 in the manifest",
+                "deliver_policy is \"all\" on the server, \"new\" in the manifest"
             ]
         );
+        // Unset in the manifest, the consumer's start is not checked.
+        let unset = ConsumerSpec {
+            deliver: None,
+            ..want.clone()
+        };
+        assert!(
+            consumer_differences(
+                &unset,
+                &ConsumerSpec {
+                    deliver: Some(Deliver::All),
+                    ..want.clone()
+                }
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn deliver_policy_and_its_options_are_checked_together() -> Result<(), String> {
+        let deliver = |extra: serde_json::Value| {
+            plan(&js(extra), 30_000).map(|p| p.and_then(|p| p.consumer.deliver))
+        };
+        assert_eq!(deliver(serde_json::json!({}))?, None);
+        assert_eq!(
+            deliver(serde_json::json!({"deliver_policy": "new"}))?,
+            Some(Deliver::New)
+        );
+        assert_eq!(
+            deliver(
+                serde_json::json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 9_998})
+            )?,
+            Some(Deliver::ByStartSequence(9_998))
+        );
+        let at = deliver(serde_json::json!({"deliver_policy": "by_start_time",
+            "opt_start_time": "2026-12-06T20:00:00+01:00"}))?;
+        assert_eq!(
+            at.map(|d| d.describe()),
+            Some("\"by_start_time\" from 2026-12-06T20:00:00+01:00".to_owned())
+        );
+        for (extra, says) in [
+            (
+                serde_json::json!({"deliver_policy": "last"}),
+                "deliver_policy must be \"all\", \"new\"",
+            ),
+            (
+                serde_json::json!({"deliver_policy": "by_start_sequence"}),
+                "needs opt_start_seq",
+            ),
+            (
+                serde_json::json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 0}),
+                "must be 1 or more",
+            ),
+            (
+                serde_json::json!({"deliver_policy": "by_start_time"}),
+                "needs opt_start_time",
+            ),
+            (
+                serde_json::json!({"deliver_policy": "by_start_time", "opt_start_time": "yesterday"}),
+                "not an RFC 3339 time",
+            ),
+            (
+                serde_json::json!({"opt_start_seq": 5}),
+                "opt_start_seq needs deliver_policy = \"by_start_sequence\"",
+            ),
+            (
+                serde_json::json!({"deliver_policy": "new", "opt_start_time": "2026-12-06T20:00:00Z"}),
+                "opt_start_time needs deliver_policy",
+            ),
+        ] {
+            let got = deliver(extra.clone()).err().unwrap_or_default();
+            assert!(got.contains(says), "{extra}: {got}");
+        }
+        // A core NATS entry has no consumer to start.
+        let mut core = entry("tasks.*");
+        core.deliver_policy = Some("new".into());
+        assert_eq!(
+            plan(&core, 30_000),
+            Err("deliver_policy needs stream = \"…\" (JetStream mode)".into())
+        );
+        Ok(())
     }
 }

@@ -126,6 +126,12 @@ pub async fn connect(
     }
 }
 
+/// How long start-up keeps asking a server that cannot answer for the
+/// moment (see [`crate::consumer::passing`]) before it gives up.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+/// Between two such questions.
+const START_RETRY: Duration = Duration::from_secs(2);
+
 /// Serves every subscription until `shutdown` resolves, then drains: stops
 /// taking messages, handles those already delivered, waits for running
 /// handlers, flushes replies.
@@ -135,17 +141,50 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, async_nats::Error> {
+    tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let handled = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for sub in subscriptions {
+    // A shutdown while start-up waits for the server: what started drains.
+    let mut shut_down = false;
+    'start: for sub in subscriptions {
         let counters = Counters {
             handled: handled.clone(),
             failed: failed.clone(),
         };
         if let Some(plan) = sub.jetstream.clone() {
-            let (consumer, epoch) = crate::consumer::provision_with_epoch(&client, &plan).await?;
+            let started = tokio::time::Instant::now();
+            let (consumer, epoch) = loop {
+                let attempt = tokio::select! {
+                    _ = &mut shutdown => {
+                        shut_down = true;
+                        break 'start;
+                    }
+                    attempt = crate::consumer::provision_with_epoch(&client, &plan) => attempt,
+                };
+                match attempt {
+                    Ok(ready) => break ready,
+                    Err(e)
+                        if crate::consumer::passing(&e.to_string())
+                            && started.elapsed() < START_PATIENCE =>
+                    {
+                        log(&format!(
+                            "{}: {e}; asking again in {} s (a cluster electing a leader answers again within seconds)",
+                            sub.subject,
+                            START_RETRY.as_secs()
+                        ));
+                        tokio::select! {
+                            _ = &mut shutdown => {
+                                shut_down = true;
+                                break 'start;
+                            }
+                            _ = tokio::time::sleep(START_RETRY) => {}
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let part = plan.partition.as_ref().map_or(String::new(), |p| {
                 format!(", partition {} of {} by {}", p.index, p.count, p.key)
             });
@@ -198,10 +237,13 @@ pub async fn run(
     // Subscriptions must reach the server before callers publish.
     client.flush().await?;
 
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => log("shutting down: draining"),
-        Some(_) = tasks.join_next() => log("a subscription ended unexpectedly; draining the others"),
+    if shut_down {
+        log("shutting down while starting: draining");
+    } else {
+        tokio::select! {
+            _ = &mut shutdown => log("shutting down: draining"),
+            Some(_) = tasks.join_next() => log("a subscription ended unexpectedly; draining the others"),
+        }
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}

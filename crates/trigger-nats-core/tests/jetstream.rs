@@ -1747,3 +1747,202 @@ async fn with_partitions_a_header_key_given_in_several_cases_is_read_alike_by_ev
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_new_consumer_starts_where_deliver_policy_says() -> TestResult {
+    // A stream that holds 10,000 messages before the app's first start.
+    let server = JsServer::start();
+    let client = async_nats::connect(server.url()).await?;
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: "TASKS".into(),
+        subjects: vec!["tasks.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    // In rounds: the client holds back a publish while too many wait for
+    // their acknowledgement.
+    for round in 0..10 {
+        let mut acks = Vec::with_capacity(1_000);
+        for i in round * 1_000..(round + 1) * 1_000 {
+            acks.push(
+                js.publish("tasks.created", format!("old-{i}").into())
+                    .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let handler = || -> Arc<dyn listener::Handler> {
+        let seen = seen.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let sequence = msg
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == STREAM_SEQUENCE_HEADER)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                if let Ok(mut s) = seen.lock() {
+                    s.push((sequence, String::from_utf8_lossy(&msg.payload).into_owned()));
+                }
+                Ok(())
+            })
+        })
+    };
+    let fields = |consumer: &str, extra: serde_json::Value| {
+        let mut f = json!({"consumer": consumer, "batch": 10});
+        if let (Some(f), Some(x)) = (f.as_object_mut(), extra.as_object()) {
+            f.extend(x.clone());
+        }
+        f
+    };
+    let new_only = run_listener(
+        &server.url(),
+        js_sub(fields("only-new", json!({"deliver_policy": "new"}))),
+        handler(),
+    )
+    .await?;
+    let from_9998 = run_listener(
+        &server.url(),
+        js_sub(fields(
+            "from-9998",
+            json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 9_998}),
+        )),
+        handler(),
+    )
+    .await?;
+    publish(&server.url(), 5, "after-").await?;
+    let count = || seen.lock().map(|s| s.len()).unwrap_or(0);
+    // 5 for "new"; 9998..=10000 and the 5 for the other.
+    assert!(
+        until(20, || count() >= 13).await,
+        "{:?}",
+        seen.lock().map(|s| s.clone())
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got: Vec<(String, String)> = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    got.sort();
+    let mut want: Vec<(String, String)> = (9_998..=10_000)
+        .map(|s| (s.to_string(), format!("old-{}", s - 1)))
+        .chain((0..5).flat_map(|i| {
+            let at = (10_001 + i).to_string();
+            [
+                (at.clone(), format!("after-{i}")),
+                (at, format!("after-{i}")),
+            ]
+        }))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "only what each policy starts at, each once");
+    new_only.stop().await?;
+    from_9998.stop().await?;
+    // Set in the manifest, the policy is checked against the consumer that exists.
+    let all = js_sub(fields("only-new", json!({"deliver_policy": "all"})));
+    let refused = provision(&client, all.jetstream.as_ref().ok_or("JetStream mode")?)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("deliver_policy is \"new\" on the server, \"all\" in the manifest"),
+        "{refused}"
+    );
+    // Unset, it is not: the consumer keeps its start.
+    let unset = js_sub(fields("only-new", json!({})));
+    provision(&client, unset.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_up_asks_again_while_jetstream_does_not_answer_and_fails_at_once_when_it_is_off()
+-> TestResult {
+    // A server where JetStream requests go unanswered, as in a cluster
+    // between two meta leaders: something listens on $JS.API.> and says
+    // nothing. Start-up used to fail on the first timeout (5 s), and a
+    // `spin up` restarted during a node's restart exited.
+    let port = free_port();
+    let _server = start_server(port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let silent = async_nats::connect(&url).await?;
+    let mut unanswered = silent.subscribe("$JS.API.>").await?;
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while unanswered.next().await.is_some() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    silent.flush().await?;
+    let client = listener::connect(
+        &url,
+        &config::Credentials::None,
+        "test",
+        std::future::pending(),
+    )
+    .await?
+    .ok_or("no client")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handler: Arc<dyn listener::Handler> =
+        Arc::new(|_: &str, _: Message| -> HandlerFuture { Box::pin(async { Ok(()) }) });
+    let run = tokio::spawn(listener::run(
+        client,
+        vec![js_sub(json!({}))],
+        handler,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert!(
+        !run.is_finished(),
+        "start-up gave up on a server that did not answer for 8 s"
+    );
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "it asked again"
+    );
+    // A shutdown meanwhile ends it cleanly.
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(5), run).await??;
+    assert!(ended.is_ok(), "{:?}", ended.err().map(|e| e.to_string()));
+
+    // JetStream off (nobody listens on $JS.API.>): an answer, at once.
+    let port = free_port();
+    let _plain = start_server(port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = listener::connect(
+        &url,
+        &config::Credentials::None,
+        "test",
+        std::future::pending(),
+    )
+    .await?
+    .ok_or("no client")?;
+    let handler: Arc<dyn listener::Handler> =
+        Arc::new(|_: &str, _: Message| -> HandlerFuture { Box::pin(async { Ok(()) }) });
+    let began = Instant::now();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        listener::run(
+            client,
+            vec![js_sub(json!({}))],
+            handler,
+            std::future::pending(),
+        ),
+    )
+    .await?
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(refused.contains("JetStream enabled"), "{refused}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    Ok(())
+}
