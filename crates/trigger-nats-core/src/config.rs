@@ -28,6 +28,35 @@ pub struct TriggerMetadata {
     /// Path of a `.creds` file (JWT + NKey seed).
     #[serde(default)]
     pub creds_file: Option<String>,
+    /// An NKey seed (`SU…`), to authenticate as its user.
+    #[serde(default)]
+    pub nkey_seed: Option<String>,
+    /// Path of a file holding an NKey seed.
+    #[serde(default)]
+    pub nkey_seed_file: Option<String>,
+    /// PEM file of the certificate authorities to trust for the server's
+    /// certificate (default: the system's).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM file of this client's certificate, for servers that verify
+    /// clients (needs `tls_key_file`).
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM file of the key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Refuse to talk to the server without TLS (implied by a `tls://` URL
+    /// and by the TLS files).
+    #[serde(default)]
+    pub tls_required: Option<bool>,
+    /// The JetStream domain to use (a leaf node's hub, say): requests go to
+    /// `$JS.<domain>.API`.
+    #[serde(default)]
+    pub jetstream_domain: Option<String>,
+    /// The JetStream API prefix to use (an account import), instead of
+    /// `$JS.API`.
+    #[serde(default)]
+    pub api_prefix: Option<String>,
 }
 
 /// One `[[trigger.nats]]` entry.
@@ -162,6 +191,51 @@ pub enum Credentials {
     Token(String),
     /// A `.creds` file.
     CredsFile(String),
+    /// An NKey seed (read from `nkey_seed_file` when given that way).
+    NKey(String),
+}
+
+/// TLS settings for the connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Certificate authorities to trust instead of the system's.
+    pub ca_file: Option<String>,
+    /// This client's certificate and key files.
+    pub client: Option<(String, String)>,
+    /// TLS is required.
+    pub required: bool,
+}
+
+/// Where the JetStream API is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum JetStreamApi {
+    /// `$JS.API`.
+    #[default]
+    Default,
+    /// A JetStream domain: `$JS.<domain>.API`.
+    Domain(String),
+    /// Another prefix.
+    Prefix(String),
+}
+
+/// Everything needed to connect, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The server URL(s).
+    pub url: String,
+    /// How to authenticate.
+    pub credentials: Credentials,
+    /// TLS settings.
+    pub tls: Tls,
+    /// Where the JetStream API is.
+    pub jetstream_api: JetStreamApi,
+}
+
+/// A file a setting names, checked readable now (not in a reconnect loop).
+fn readable(field: &str, path: &str) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError(format!("{field} {path:?} cannot be read: {e}")))
 }
 
 /// A configuration mistake, named so it can be fixed.
@@ -179,21 +253,123 @@ impl TriggerMetadata {
         non_empty(&self.url).unwrap_or(DEFAULT_URL)
     }
 
+    /// Everything needed to connect, or an error naming the settings that
+    /// clash and the files that cannot be read. Secrets are never quoted.
+    pub fn connection(&self) -> Result<Connection, ConfigError> {
+        let credentials = self.credentials()?;
+        match &credentials {
+            Credentials::CredsFile(path) => readable("creds_file", path)?,
+            Credentials::NKey(seed) if !seed.starts_with("SU") || seed.len() < 50 => {
+                return Err(ConfigError(
+                    "the NKey seed (nkey_seed or nkey_seed_file) is not a user seed: it starts with SU (nsc or nk -gen user make one)"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        let ca_file = non_empty(&self.tls_ca_file).map(str::to_owned);
+        if let Some(ca) = &ca_file {
+            readable("tls_ca_file", ca)?;
+        }
+        let client = match (
+            non_empty(&self.tls_cert_file),
+            non_empty(&self.tls_key_file),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                readable("tls_cert_file", cert)?;
+                readable("tls_key_file", key)?;
+                Some((cert.to_owned(), key.to_owned()))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "tls_cert_file is set but tls_key_file is not".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "tls_key_file is set but tls_cert_file is not".into(),
+                ));
+            }
+        };
+        let url = self.url();
+        let tls_url = url
+            .split(',')
+            .any(|u| u.trim().to_ascii_lowercase().starts_with("tls://"));
+        if self.tls_required == Some(false) && (tls_url || ca_file.is_some() || client.is_some()) {
+            return Err(ConfigError(
+                "tls_required = false, but a tls:// URL or TLS files are set".into(),
+            ));
+        }
+        let required =
+            self.tls_required.unwrap_or(false) || tls_url || ca_file.is_some() || client.is_some();
+        let jetstream_api = match (
+            non_empty(&self.jetstream_domain),
+            non_empty(&self.api_prefix),
+        ) {
+            (None, None) => JetStreamApi::Default,
+            (Some(d), None) => {
+                if d.contains(['.', '*', '>']) || d.chars().any(char::is_whitespace) {
+                    return Err(ConfigError(format!(
+                        "jetstream_domain {d:?} must be one subject token (no dots, wildcards or spaces)"
+                    )));
+                }
+                JetStreamApi::Domain(d.to_owned())
+            }
+            (None, Some(p)) => {
+                validate_subject(p).map_err(|e| ConfigError(format!("api_prefix: {e}")))?;
+                if p.contains(['*', '>']) {
+                    return Err(ConfigError(format!(
+                        "api_prefix {p:?} must not hold wildcards"
+                    )));
+                }
+                JetStreamApi::Prefix(p.to_owned())
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "set jetstream_domain or api_prefix, not both (a domain is the prefix $JS.<domain>.API)".into(),
+                ));
+            }
+        };
+        Ok(Connection {
+            url: url.to_owned(),
+            credentials,
+            tls: Tls {
+                ca_file,
+                client,
+                required,
+            },
+            jetstream_api,
+        })
+    }
+
     /// The one way to authenticate, or an error when settings clash.
     pub fn credentials(&self) -> Result<Credentials, ConfigError> {
         let user = non_empty(&self.user);
         let password = non_empty(&self.password);
         let token = non_empty(&self.token);
         let creds = non_empty(&self.creds_file);
+        let nkey = non_empty(&self.nkey_seed);
+        let nkey_file = non_empty(&self.nkey_seed_file);
         let kinds = [
             user.is_some() || password.is_some(),
             token.is_some(),
             creds.is_some(),
+            nkey.is_some(),
+            nkey_file.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() > 1 {
             return Err(ConfigError(
-                "set only one of user + password, token or creds_file in [application.trigger.nats]".into(),
+                "set only one of user + password, token, creds_file, nkey_seed or nkey_seed_file in [application.trigger.nats]".into(),
             ));
+        }
+        if let Some(seed) = nkey {
+            return Ok(Credentials::NKey(seed.to_owned()));
+        }
+        if let Some(path) = nkey_file {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("nkey_seed_file {path:?} cannot be read: {e}")))?;
+            return Ok(Credentials::NKey(seed.trim().to_owned()));
         }
         Ok(match (user, password, token, creds) {
             (Some(u), Some(p), _, _) => Credentials::UserPassword(u.into(), p.into()),
@@ -364,6 +540,7 @@ pub(crate) mod tests {
             password: password.map(Into::into),
             token: token.map(Into::into),
             creds_file: creds.map(Into::into),
+            ..TriggerMetadata::default()
         };
         assert_eq!(
             m(None, None, None, None).credentials(),

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::StreamInfo;
 use crate::admission::{self, Answerer, Decision, Delivery, Held, ServerView, Unaccounted};
+use crate::config::JetStreamApi;
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
     ConsumerSpec, Deliver, Plan, Storage, TAKEOVER_GRACE, consumer_differences, unconsumed_error,
@@ -76,7 +77,7 @@ async fn provision_from(
     plan: &Plan,
     resume: Option<(u64, u64)>,
 ) -> Result<(PullConsumer, u64), async_nats::Error> {
-    let js = jetstream::new(client.clone());
+    let js = context(client, &plan.api);
     let mut stream = match js.get_stream(&plan.stream).await {
         Ok(s) => s,
         Err(e) if stream_missing(&e) => {
@@ -268,10 +269,7 @@ async fn warn_other_partitionings(client: &async_nats::Client, plan: &Plan) {
         ),
         None => (plan.consumer.durable.as_str(), None),
     };
-    let Ok(stream) = jetstream::new(client.clone())
-        .get_stream(&plan.stream)
-        .await
-    else {
+    let Ok(stream) = context(client, &plan.api).get_stream(&plan.stream).await else {
         return;
     };
     let names: Vec<String> = stream
@@ -290,6 +288,15 @@ async fn warn_other_partitionings(client: &async_nats::Client, plan: &Plan) {
             others.join(", "),
             plan.stream
         ));
+    }
+}
+
+/// The JetStream API where `api` says it is.
+pub(crate) fn context(client: &async_nats::Client, api: &JetStreamApi) -> jetstream::Context {
+    match api {
+        JetStreamApi::Default => jetstream::new(client.clone()),
+        JetStreamApi::Domain(domain) => jetstream::with_domain(client.clone(), domain),
+        JetStreamApi::Prefix(prefix) => jetstream::with_prefix(client.clone(), prefix),
     }
 }
 
@@ -839,7 +846,7 @@ impl Pulling {
             .take(1024)
             .collect();
         headers.insert(DEAD_LETTER_REASON_HEADER, reason.as_str());
-        let js = jetstream::new(self.client.clone());
+        let js = context(&self.client, &self.plan.api);
         let stored = match js
             .publish_with_headers(spec.subject.clone(), headers, msg.payload.clone())
             .await

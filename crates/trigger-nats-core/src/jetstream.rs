@@ -195,6 +195,9 @@ pub struct Plan {
     /// `partitions` (see [`crate::partition`]; [`crate::plan::plan`] makes
     /// one subscription per partition).
     pub partition: Option<Partition>,
+    /// Where the JetStream API is (`[application.trigger.nats]`'s
+    /// `jetstream_domain` / `api_prefix`, set by the plugin).
+    pub api: crate::config::JetStreamApi,
 }
 
 /// Stream and consumer names: what the server accepts in a subject token.
@@ -441,6 +444,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         batch,
         max_wait: Duration::from_millis(max_wait_ms),
         partition,
+        api: crate::config::JetStreamApi::Default,
     }))
 }
 

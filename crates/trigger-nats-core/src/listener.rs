@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use crate::StreamInfo;
-use crate::config::Credentials;
+use crate::config::{Connection, Credentials, JetStreamApi, Tls};
 pub use crate::handler::{BatchFuture, Handler, HandlerFuture, Message, log};
 use crate::handler::{Counters, call_with_deadline, header_pairs};
 use crate::plan::Subscription;
@@ -56,6 +56,18 @@ fn server_list(url: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::Err
     Ok(servers)
 }
 
+/// Whether a connection failed in TLS: a certificate one side does not
+/// accept, or TLS the other side does not speak. Trying again would not
+/// change it. (async-nats reports a rustls verdict as an I/O error, so its
+/// words are read too.)
+fn tls_refused(e: &async_nats::ConnectError) -> bool {
+    let text = e.to_string();
+    e.kind() == async_nats::ConnectErrorKind::Tls
+        || ["certificate", "fatal alert", "handshake"]
+            .iter()
+            .any(|w| text.contains(w))
+}
+
 /// Connects, retrying every 2 s with a log line until the server answers or
 /// `shutdown` resolves (then `None`). Later disconnects reconnect on their own.
 pub async fn connect(
@@ -64,7 +76,28 @@ pub async fn connect(
     name: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Option<async_nats::Client>, async_nats::Error> {
+    let connection = Connection {
+        url: url.to_owned(),
+        credentials: credentials.clone(),
+        tls: Tls::default(),
+        jetstream_api: JetStreamApi::Default,
+    };
+    connect_with(&connection, name, shutdown).await
+}
+
+/// [`connect`], with every setting of `[application.trigger.nats]`: TLS
+/// (a certificate the server does not accept, or a CA that does not sign
+/// the server's, is an error at once, not a reconnect loop) and NKey
+/// authentication.
+pub async fn connect_with(
+    connection: &Connection,
+    name: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<async_nats::Client>, async_nats::Error> {
     tokio::pin!(shutdown);
+    let url = connection.url.as_str();
+    let credentials = &connection.credentials;
+    let tls = &connection.tls;
     let servers = server_list(url)?;
     let mut logged_wait = false;
     loop {
@@ -99,7 +132,17 @@ pub async fn connect(
                 .credentials_file(path)
                 .await
                 .map_err(|e| format!("cannot read creds_file {path:?}: {e}"))?,
+            Credentials::NKey(seed) => options.nkey(seed.clone()),
         };
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.into());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.into(), key.into());
+        }
+        if tls.required {
+            options = options.require_tls(true);
+        }
         match options.connect(servers.clone()).await {
             Ok(client) => {
                 log(&format!("connected to {url}"));
@@ -110,6 +153,12 @@ pub async fn connect(
                     || e.kind() == async_nats::ConnectErrorKind::Authentication;
                 if auth {
                     return Err(format!("server at {url} refused the credentials: {e}").into());
+                }
+                if tls_refused(&e) {
+                    return Err(format!(
+                        "TLS with {url} failed: {e} (check tls_ca_file, tls_cert_file and tls_key_file, and that the server speaks TLS)"
+                    )
+                    .into());
                 }
                 if !logged_wait {
                     log(&format!(

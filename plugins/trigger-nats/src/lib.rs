@@ -177,10 +177,22 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             password: resolve("password", self.metadata.password.clone()).await?,
             token: resolve("token", self.metadata.token.clone()).await?,
             creds_file: resolve("creds_file", self.metadata.creds_file.clone()).await?,
+            nkey_seed: resolve("nkey_seed", self.metadata.nkey_seed.clone()).await?,
+            nkey_seed_file: resolve("nkey_seed_file", self.metadata.nkey_seed_file.clone()).await?,
+            tls_ca_file: resolve("tls_ca_file", self.metadata.tls_ca_file.clone()).await?,
+            tls_cert_file: resolve("tls_cert_file", self.metadata.tls_cert_file.clone()).await?,
+            tls_key_file: resolve("tls_key_file", self.metadata.tls_key_file.clone()).await?,
+            tls_required: self.metadata.tls_required,
+            jetstream_domain: resolve("jetstream_domain", self.metadata.jetstream_domain.clone())
+                .await?,
+            api_prefix: resolve("api_prefix", self.metadata.api_prefix.clone()).await?,
         };
-        let credentials = resolved.credentials()?;
+        let connection = resolved.connection()?;
         let mut subscriptions = self.subscriptions.clone();
         for sub in &mut subscriptions {
+            if let Some(plan) = &mut sub.jetstream {
+                plan.api = connection.jetstream_api.clone();
+            }
             sub.subject = variables
                 .resolve_expression(sub.subject.clone())
                 .await
@@ -190,7 +202,7 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
                 .with_context(|| format!("[[trigger.nats]] of component {}", sub.component))?;
         }
 
-        let url = resolved.url().to_owned();
+        let url = connection.url.clone();
         let name = format!("spin-trigger-nats ({})", trigger_app.app().id());
         // Stop on SIGINT/SIGTERM, and when `spin up` is gone (even killed
         // with SIGKILL), so no orphaned listener runs beside a restarted app.
@@ -202,7 +214,7 @@ impl<F: RuntimeFactors> Trigger<F> for NatsTrigger {
             }
         };
         let ended = ended.boxed().shared();
-        let Some(client) = listener::connect(&url, &credentials, &name, ended.clone())
+        let Some(client) = listener::connect_with(&connection, &name, ended.clone())
             .await
             .map_err(anyhow::Error::from_boxed)
             .with_context(|| format!("connecting to the NATS server at {url}"))?
