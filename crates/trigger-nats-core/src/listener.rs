@@ -244,6 +244,7 @@ pub async fn run(
             let pulling = crate::consumer::Pulling {
                 client: client.clone(),
                 leader: crate::consumer::leader_of(consumer.cached_info()),
+                pull_size: plan.batch,
                 consumer,
                 epoch,
                 acked_up_to: Default::default(),

@@ -1946,3 +1946,88 @@ async fn start_up_asks_again_while_jetstream_does_not_answer_and_fails_at_once_w
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn more_unacknowledged_messages_than_one_pull_takes_under_a_frozen_floor_are_taken_in_one_pull()
+-> TestResult {
+    // The acknowledgement floor of nats-server 2.9.10 can stay below
+    // messages that are done: here one `max_deliver` gave up on (the server
+    // drops it from pending without moving the floor; the cluster chaos run
+    // froze it through a consumer leader change). With more messages
+    // pending than one pull of `batch` takes, no pull started at the floor
+    // nor held everything pending: each was handed back after 2 s, for good
+    // (that run: 123 pending, batch 100, traded between two instances for
+    // two minutes).
+    let server = JsServer::start();
+    let sub = js_sub(
+        json!({"batch": 5, "max_ack_pending": 10, "ack_wait_ms": 4000,
+        "max_deliver": 3}),
+    );
+    let client = async_nats::connect(server.url()).await?;
+    let consumer = provision(&client, sub.jetstream.as_ref().ok_or("JetStream mode")?).await?;
+    publish(&server.url(), 11, "m").await?;
+    let fetch = |n: usize| {
+        let consumer = consumer.clone();
+        async move {
+            let mut got = Vec::new();
+            let mut batch = consumer
+                .fetch()
+                .max_messages(n)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await?;
+            while let Some(m) = batch.next().await {
+                got.push(m?);
+            }
+            Ok::<_, async_nats::Error>(got)
+        }
+    };
+    // m0 handed back three times: max_deliver gives up on it.
+    for _ in 0..3 {
+        for m in fetch(1).await? {
+            assert_eq!(m.payload.as_ref(), b"m0");
+            m.ack_with(jetstream::AckKind::Nak(None)).await?;
+        }
+        // The server takes acknowledgements in turn, apart from pulls.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // m1..m10 delivered and handed back: ten pending above a floor of 0.
+    let held = fetch(10).await?;
+    let payloads: Vec<String> = held
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        (1..=10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    for m in held {
+        m.ack_with(jetstream::AckKind::Nak(None)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, pending) = consumer_counts(&server.url()).await?;
+    let js = jetstream::new(client.clone());
+    let floor = js
+        .get_stream("TASKS")
+        .await?
+        .consumer_info("spin-tasks-writer")
+        .await?
+        .ack_floor
+        .stream_sequence;
+    assert_eq!(
+        (floor, pending),
+        (0, 10),
+        "a frozen floor below ten pending messages"
+    );
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    assert!(
+        until(30, || rec.payloads().len() >= 10).await,
+        "handled only {:?}",
+        rec.payloads()
+    );
+    let want: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    assert_eq!(rec.payloads(), want, "each once, in order");
+    running.stop().await?;
+    Ok(())
+}
