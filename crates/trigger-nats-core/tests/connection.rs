@@ -427,3 +427,50 @@ async fn a_jetstream_domain_is_where_requests_go() -> TestResult {
     }
     Ok(())
 }
+
+/// The permissions `docs/trigger-nats.md` lists for a trigger user, for a
+/// core entry on `greetings.*` and a JetStream entry on stream `TASKS`,
+/// consumer `w` (which the trigger may create).
+fn least_privilege() -> serde_json::Value {
+    json!({
+        "publish": {"allow": [
+            "$JS.API.STREAM.INFO.TASKS",
+            "$JS.API.STREAM.CREATE.TASKS",
+            "$JS.API.CONSUMER.INFO.TASKS.w",
+            "$JS.API.CONSUMER.CREATE.TASKS.w.>",
+            "$JS.API.CONSUMER.NAMES.TASKS",
+            "$JS.API.CONSUMER.MSG.NEXT.TASKS.w",
+            "$JS.ACK.TASKS.w.>",
+            "_INBOX.>"
+        ]},
+        "subscribe": {"allow": ["greetings.*", "_INBOX.>"]}
+    })
+}
+
+#[tokio::test]
+async fn the_documented_least_privilege_permissions_are_enough() -> TestResult {
+    let dir = TempDir::new("perms");
+    let port = free_port();
+    let conf = dir.path("nats.conf");
+    // nats-server reads JSON-like values in its configuration.
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{ store_dir: {:?} }}\nauthorization {{ users = [\n  {{ user: trigger, password: t0k3n-trigger, permissions: {} }}\n  {{ user: publisher, password: t0k3n-publisher }}\n] }}\n",
+            dir.path("js"),
+            least_privilege()
+        ),
+    )?;
+    let _server = start_server_with(port, &["-c", &conf]);
+    let url = format!("nats://127.0.0.1:{port}");
+    let connection = metadata(json!({"url": url, "user": "trigger", "password": "t0k3n-trigger"}))
+        .connection()?;
+    let publisher = async_nats::ConnectOptions::with_user_and_password(
+        "publisher".into(),
+        "t0k3n-publisher".into(),
+    )
+    .connect(&url)
+    .await?;
+    let js = jetstream::new(publisher.clone());
+    both_modes_handle_a_message(&connection, publisher, js).await
+}
