@@ -194,17 +194,10 @@ async fn provision_from(
                 ack_policy: AckPolicy::Explicit,
                 // Made again under a running trigger: from just after what this
                 // instance acknowledged, whatever the manifest says.
-                deliver_policy: match (start, want.deliver) {
-                    (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
-                    (None, None | Some(Deliver::All)) => DeliverPolicy::All,
-                    (None, Some(Deliver::New)) => DeliverPolicy::New,
-                    (None, Some(Deliver::ByStartSequence(start_sequence))) => {
-                        DeliverPolicy::ByStartSequence { start_sequence }
-                    }
-                    (None, Some(Deliver::ByStartTime(start_time))) => {
-                        DeliverPolicy::ByStartTime { start_time }
-                    }
-                },
+                deliver_policy: policy_of(start.map_or(
+                    want.deliver.unwrap_or(Deliver::All),
+                    Deliver::ByStartSequence,
+                )),
                 ack_wait: want.ack_wait,
                 max_deliver: want.max_deliver,
                 max_ack_pending: want.max_ack_pending,
@@ -325,6 +318,18 @@ fn deliver_of(policy: DeliverPolicy) -> Option<Deliver> {
         }
         DeliverPolicy::ByStartTime { start_time } => Some(Deliver::ByStartTime(start_time)),
         _ => None,
+    }
+}
+
+/// The server's form of `deliver` (the inverse of [`deliver_of`]).
+fn policy_of(deliver: Deliver) -> DeliverPolicy {
+    match deliver {
+        Deliver::All => DeliverPolicy::All,
+        Deliver::New => DeliverPolicy::New,
+        Deliver::ByStartSequence(start_sequence) => {
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        Deliver::ByStartTime(start_time) => DeliverPolicy::ByStartTime { start_time },
     }
 }
 
