@@ -15,15 +15,24 @@ BENCH_COMPONENTS := -p bench-writer-no-order-check -p bench-hello-p2 -p bench-he
 # whole by test-cloudflare, which first installs Cloudflare's emulator.
 NATIVE      := --workspace --exclude tasks-web --exclude tasks-events --exclude tasks-kv-read --exclude tasks-writer --exclude tasks-retrier --exclude bench-writer-no-order-check --exclude bench-hello-p2 --exclude bench-hello-p3 --exclude bench-hello-p3-kv --exclude tasks-cf-kv
 LISTEN      ?= 127.0.0.1:3000
+# plugins/trigger-nats is its own workspace; its cargo target directory lives outside the
+# clone (Spin's crates compile once per machine). The same rule as scripts/install-plugin.sh.
+PLUGIN_TARGET := $(or $(TRIGGER_NATS_TARGET_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/spin-tasks/plugin-target)
+# The plugin's crates with tests (the plugin itself is tested through the e2e suites).
+PLUGIN_TESTED := -p trigger-nats-core -p trigger-nats-redis -p trigger-nats-sdk -p trigger-nats-macro
+# make test (scripts/test.sh) and the suites' targets install plugins into a Spin data
+# directory of their own, so the user's own Spin keeps its plugins untouched.
+TEST_SPIN_DATA_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/spin-tasks/spin-data
 
-.PHONY: help prereqs secrets build plugin nats stop up fuzz test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs secrets build plugin plugin-release nats stop up fuzz test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
 	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build,"
 	@echo "             this tree's trigger-nats plugin, e2e suites on spin up; one count line per stage"
 	@echo "make lint    cargo fmt --check, clippy -D warnings (native and $(WASM_TARGET)), no import cycles"
-	@echo "make plugin  install the trigger-cron plugin and build + install this tree's trigger-nats"
+	@echo "make plugin  build + install this tree's trigger-nats and the trigger-cron plugin into your Spin"
+	@echo "make plugin-release  trigger-nats's release archive for this platform + its plugin index manifest (target/plugin-release)"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
 	@echo "make stop    stop the nats-server make nats started (.spin/nats-server.pid), nothing else"
 	@echo "make test-chaos SEEDS=N INSTANCES=I CLUSTER=0|1  the history checker (tests/e2e-chaos.sh) over seeds 1..N, I instances, faults injected"
@@ -44,6 +53,9 @@ build: prereqs
 plugin:
 	@scripts/prereqs.sh --need spin
 	@scripts/install-plugin.sh
+
+plugin-release:
+	CARGO_TARGET_DIR=$(PLUGIN_TARGET) plugins/trigger-nats/release/release.sh --out $(CURDIR)/target/plugin-release
 
 nats:
 	@scripts/nats-up.sh
@@ -66,7 +78,7 @@ lint: lint-fmt lint-clippy lint-imports
 lint-fmt:
 	@echo "==> cargo fmt --check"
 	cargo fmt --all --check
-	cd plugins/trigger-nats && cargo fmt --check
+	cd plugins/trigger-nats && cargo fmt --all --check
 	cd fuzz && cargo fmt --check
 
 lint-imports:
@@ -80,13 +92,17 @@ lint-clippy:
 	cargo clippy --target $(WASM_TARGET) $(COMPONENTS) $(BENCH_COMPONENTS) -- -D warnings
 	@echo "==> clippy (web and events with the WASI 0.2 HTTP handler)"
 	cargo clippy --target $(WASM_TARGET) $(WASI_HTTP_0_2) -- -D warnings
-	@echo "==> clippy (plugins/trigger-nats, its own workspace and target dir)"
-	cd plugins/trigger-nats && CARGO_TARGET_DIR=$${TRIGGER_NATS_TARGET_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/spin-tasks/plugin-target} \
-	  cargo clippy --release --locked -- -D warnings
+	@echo "==> clippy (plugins/trigger-nats: the plugin, its core, Redis store, SDK and macro)"
+	cd plugins/trigger-nats && CARGO_TARGET_DIR=$(PLUGIN_TARGET) cargo clippy --release --locked --all-targets -- -D warnings
+	# Its other crates apart from the plugin: linted together, features would be unified
+	# with the SDK's wasm tooling and Spin's crates checked again.
+	cd plugins/trigger-nats && CARGO_TARGET_DIR=$(PLUGIN_TARGET) cargo clippy --release --locked --all-targets $(PLUGIN_TESTED) -- -D warnings
 
 test-native:
 	@echo "==> native tests"
 	cargo test --no-fail-fast $(NATIVE)
+	@echo "==> native tests of plugins/trigger-nats, run in a copy of that folder alone (real nats-server, redis-server, openssl)"
+	cd "$$(scripts/install-plugin.sh --copy)" && CARGO_TARGET_DIR=$(PLUGIN_TARGET) cargo test --locked --no-fail-fast $(PLUGIN_TESTED)
 
 test-cloudflare:
 	@echo "==> Cloudflare KV client conformance (miniflare + cf-fault-proxy)"
@@ -103,6 +119,8 @@ test-e2e: build plugin
 	tests/e2e-template.sh
 	tests/e2e-cluster.sh
 	tests/e2e-chaos.sh
+
+test-e2e test-cluster test-chaos: export SPIN_DATA_DIR := $(TEST_SPIN_DATA_DIR)
 
 # Scale-out (3-node NATS cluster, Redis, 3 instances; about 6 minutes), also part of make test.
 test-cluster: build plugin
@@ -145,3 +163,6 @@ bench: build
 clean:
 	cargo clean
 	rm -rf .spin tests/out bench/out
+
+print-test-spin-data-dir:
+	@echo $(TEST_SPIN_DATA_DIR)

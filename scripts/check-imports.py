@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails when the files of one crate import each other in a circle.
 
-For every crate under crates/ (or the crate directories given), each source
+For every crate under crates/ and plugins/trigger-nats (or the crate directories given), each source
 file is a module; an edge A -> B is any `crate::B...` path in A's code
 (comments and `#[cfg(test)]` modules left out, since tests may reach
 anywhere). Prints the cycles found, or one line per crate that has none.
@@ -96,7 +96,10 @@ def main(dirs):
 
 if __name__ == "__main__":
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The app's crates and the plugin's (its own workspace, plugins/trigger-nats).
+    plugin = os.path.join(root, "plugins", "trigger-nats")
     args = sys.argv[1:] or sorted(
-        os.path.join(root, d, c) for d in ("crates",) for c in os.listdir(os.path.join(root, d))
+        [os.path.join(root, "crates", c) for c in os.listdir(os.path.join(root, "crates"))]
+        + [plugin] + [os.path.join(plugin, c) for c in ("core", "redis", "sdk", "macro")]
     )
     sys.exit(main(args))

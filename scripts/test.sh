@@ -11,6 +11,17 @@ cd "$(dirname "$0")/.."
 # The suites' Python packages live in a virtual environment (scripts/python-env.sh).
 venv=${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/venv
 [[ -x $venv/bin/python3 ]] && export PATH="$venv/bin:$PATH"
+# Plugins go into a Spin data directory of the suites' own (the Makefile's rule), so the
+# user's own Spin keeps its plugins untouched.
+SPIN_DATA_DIR=$(make -s --no-print-directory print-test-spin-data-dir)
+export SPIN_DATA_DIR
+# The user's own plugins (Spin's default data directory), to show them unchanged at the end.
+user_plugins=${XDG_DATA_HOME:-$HOME/.local/share}/spin/plugins
+fingerprint() {
+  [[ -d $user_plugins ]] || { echo "no $user_plugins"; return; }
+  (cd "$user_plugins" && find . -printf '%y %m %p\n' | sort && find . -type f -print0 | sort -z | xargs -0 -r sha256sum)
+}
+user_plugins_before=$(fingerprint)
 started=${RUN_STARTED:-$(date +%s)}
 logs=tests/out/make-test
 rm -rf "$logs"; mkdir -p "$logs"
@@ -69,6 +80,17 @@ fi
 for suite in e2e e2e-nats e2e-jetstream e2e-retry e2e-cloudflare e2e-live e2e-template e2e-cluster e2e-chaos; do
   stage "$suite" suite "tests/$suite.sh"
 done
+
+unchanged() {
+  if [[ $(fingerprint) == "$user_plugins_before" ]]; then
+    echo "$user_plugins: every file byte-for-byte as before make test"
+  else
+    echo "$user_plugins changed during make test:"
+    diff <(echo "$user_plugins_before") <(fingerprint)
+    return 1
+  fi
+}
+stage user-plugins-untouched step unchanged
 
 echo
 echo "==> make test: one line per stage (logs in $logs/)"

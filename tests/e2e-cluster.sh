@@ -263,7 +263,7 @@ if wait_until --every 0.2 180 moved; then
   wait_until --every 0.2 240 all_in_redis && drained=$(python3 -c "print(round($(now) - $back, 1))")
 fi
 wait "$BURST_PID" || true
-# The writers reach Redis through trigger-nats's own client (crates/trigger-nats-redis), which
+# The writers reach Redis through trigger-nats's own client (plugins/trigger-nats/redis), which
 # retries the connection every 250 ms at most; Spin 4.0.2's store waited about 60 s
 # (docs/decisions.md). The delivery issue's target: settled within 15 s of Redis's return.
 echo "       Redis back: the first store call got through after $reconnected s; the burst was all applied (read from Redis) $drained s after Redis returned"

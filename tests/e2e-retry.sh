@@ -150,9 +150,9 @@ check "d-1 ends as create + update" is "$(field d-1 '[.title,.status,.version]|j
 check "dead letters gone" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
 check "replay logged with the request's correlation id" grep -q "REPLAY dlq:$create_id → outbox:" "$OUT/logs/web_stdout.txt"
 
-# The writer reaches Redis through trigger-nats's own client (crates/trigger-nats-redis): a
+# The writer reaches Redis through trigger-nats's own client (plugins/trigger-nats/redis): a
 # Redis that does not answer fails the call after 2 s, below the writer's 5 s handler
-# deadline (the deadline itself is tested in crates/trigger-nats-core), and a stopped Redis
+# deadline (the deadline itself is tested in plugins/trigger-nats/core), and a stopped Redis
 # fails it after one round of reconnection attempts (about 3 s).
 echo "==> Redis frozen (SIGSTOP): the writer's call gives up after 2 s, the event is parked"
 check "the store counts as up again (a retry succeeded)" is "$(kv_count "$WORK" default 'health:%')" "0"

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Renders the trigger-nats plugin manifest (plugins/trigger-nats/manifest.json.in) for
+"""Renders the trigger-nats plugin manifest (release/manifest.json.in) for
 Spin's plugin index from release archives: for each platform the template lists (linux and
 macOS, amd64 and aarch64), the archive `trigger-nats-<version>-<os>-<arch>.tar.gz` in
 --archives gives the package's url (--base-url + file name) and sha256.
 
-  plugin-manifest.py --version 0.2.0 --archives dist/ --base-url https://…/v0.2.0 [--out F]
-  plugin-manifest.py --version V --archives DIR --base-url file://DIR --only linux-amd64
+  manifest.py --version 0.2.0 --archives dist/ --base-url https://…/v0.2.0 [--out F]
+  manifest.py --version V --archives DIR --base-url file://DIR --only linux-amd64
 
---only keeps one platform (the local install: scripts/install-plugin.sh). Every listed
-platform needs its archive otherwise. The result is checked against the fields Spin's
+--only keeps one platform (a local install). Every listed platform needs its archive
+otherwise (release.sh builds this machine's; a release collects the other three from
+machines of those platforms). The result is checked against the fields Spin's
 plugin index documents (name, version, spinCompatibility, license, packages with os,
 arch, url, sha256) before it is written.
 """
@@ -19,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "plugins/trigger-nats/manifest.json.in"
+TEMPLATE = Path(__file__).resolve().parent / "manifest.json.in"
 OSES = {"linux", "macos", "windows"}
 ARCHES = {"amd64", "aarch64", "arm"}
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
