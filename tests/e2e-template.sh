@@ -212,13 +212,14 @@ secure_up() { # USER CA NAME
   SPIN_MANIFEST="$WORK/secure-$3.toml" start_spin "$WORK" - "$OUT/logs-$3" "state-$3"
 }
 
-secure_up no-subscribe ca no-subscribe
-check "a user without subscribe permission on the entry's subject: an error naming it" \
-  wait_log "$OUT/logs-no-subscribe/spin-up.txt" 'Permissions Violation for Subscription to "greetings.>"' 30
-stop_spin
+# No consumer exists yet (the other users would create one).
 secure_up no-create ca no-create
 check "a user without \$JS.API.CONSUMER.CREATE: an error naming that subject" \
   wait_log "$OUT/logs-no-create/spin-up.txt" 'Permissions Violation for Publish to "\$JS\.API\.CONSUMER\.CREATE\.GREET\.w' 30
+stop_spin
+secure_up no-subscribe ca no-subscribe
+check "a user without subscribe permission on the entry's subject: an error naming it, and what it means" \
+  wait_log "$OUT/logs-no-subscribe/spin-up.txt" 'Permissions Violation for Subscription to "greetings.>": the user this trigger connects as lacks that permission' 30
 stop_spin
 set +e
 secure_manifest trigger other-ca >"$WORK/secure-wrong-ca.toml"

@@ -85,6 +85,21 @@ pub async fn connect(
     connect_with(&connection, name, shutdown).await
 }
 
+/// How a connection event is logged: as async-nats words it, and a permission
+/// the server refused (naming the subject) also says what it means, since the
+/// connection stays up without it.
+fn event_line(event: &str) -> String {
+    if event.contains("Permissions Violation") {
+        format!(
+            "{event}: the user this trigger connects as lacks that permission; what needs it \
+             cannot work until the server grants it (the permissions the trigger needs: \
+             \"Permissions a trigger user needs\" in docs/trigger-nats.md)"
+        )
+    } else {
+        event.to_owned()
+    }
+}
+
 /// [`connect`], with every setting of `[application.trigger.nats]`: TLS
 /// (a certificate the server does not accept, or a CA that does not sign
 /// the server's, is an error at once, not a reconnect loop) and NKey
@@ -119,7 +134,7 @@ pub async fn connect_with(
                                     log("reconnected");
                                 }
                             }
-                            other => log(&format!("{other}")),
+                            other => log(&event_line(&other.to_string())),
                         }
                     }
                 }
@@ -437,7 +452,19 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::server_list;
+    use super::{event_line, server_list};
+
+    #[test]
+    fn a_refused_permission_is_logged_with_its_subject_and_what_it_means() {
+        let refused = event_line(
+            "server error: nats: Permissions Violation for Subscription to \"greetings.>\"",
+        );
+        assert!(refused.starts_with(
+            "server error: nats: Permissions Violation for Subscription to \"greetings.>\": the user"
+        ));
+        assert!(refused.contains("Permissions a trigger user needs"));
+        assert_eq!(event_line("lame duck mode"), "lame duck mode");
+    }
 
     #[test]
     fn one_url_or_several_separated_by_commas() {
