@@ -29,8 +29,9 @@ dir=plugins/trigger-nats
 # What the plugin is built from: a change to any of these is a new build.
 inputs=("$dir")
 export CARGO_TARGET_DIR=${TRIGGER_NATS_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/plugin-target}
-bin=$CARGO_TARGET_DIR/release/trigger-nats
 out=$CARGO_TARGET_DIR/package
+# This tree's last build as packaged (make plugin-release may build over cargo's own copy).
+bin=$out/trigger-nats
 alone=${XDG_CACHE_HOME:-$HOME/.cache}/spin-tasks/plugin-alone/trigger-nats
 # Spin's data directory (its own rule: SPIN_DATA_DIR, else the XDG data dir); make test
 # sets SPIN_DATA_DIR to a private one.
@@ -109,6 +110,7 @@ if ! "$alone/release/release.sh" --version "$version" --out "$out" --base-url "f
   echo "could not build plugins/trigger-nats (built from its copy in $alone)" >&2
   exit 1
 fi
+cp "$CARGO_TARGET_DIR/release/trigger-nats" "$bin"
 
 if check >/dev/null; then
   echo "==> trigger-nats $version is installed and up to date"

@@ -307,11 +307,17 @@ def check(args) -> int:
     ids = sorted(want)
     deadline = time.monotonic() + args.timeout
     started = time.monotonic()
+    # What was still behind at each read, for a history that takes long to settle.
+    progress = []
     while True:
         have = read_tasks(args.base, ids)
         found = anomalies(want, have)
         if not any(found.values()) or time.monotonic() > deadline:
             break
+        behind = {k: len(v) for k, v in found.items() if v}
+        example = next(iter(v[0] for v in found.values() if v))
+        progress.append(f"{time.strftime('%H:%M:%S')} +{time.monotonic() - started:.0f} s: "
+                        f"{behind}, e.g. {example}")
         time.sleep(2)
     settled = time.monotonic() - started
     letters = dead_letters(args.base, args.token, run["prefix"])
@@ -330,6 +336,8 @@ def check(args) -> int:
     tasks_alive = sum(1 for v in want.values() if v is not None)
     print(f"seed {run['seed']}: {events} events, {len(ids)} tasks ({tasks_alive} at the end), "
           f"{len(dead)} dead letters due; settled in {settled:.1f} s")
+    for line in progress[:3] + (["…"] if len(progress) > 6 else []) + progress[max(3, len(progress) - 3):]:
+        print(f"  not yet settled at {line}")
     bad = 0
     for kind, items in found.items():
         if items:
