@@ -24,7 +24,7 @@ PLUGIN_TESTED := -p trigger-nats-core -p trigger-nats-redis -p trigger-nats-sdk 
 # directory of their own, so the user's own Spin keeps its plugins untouched.
 TEST_SPIN_DATA_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/spin-tasks/spin-data
 
-.PHONY: help prereqs secrets build plugin plugin-release nats stop up fuzz test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
+.PHONY: help prereqs prereqs-up secrets build plugin plugin-release nats stop up fuzz test test-native test-cloudflare test-e2e test-cluster test-chaos test-properties-long lint lint-fmt lint-clippy lint-imports bench clean
 
 help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
@@ -67,9 +67,16 @@ stop:
 secrets:
 	@scripts/check-secrets.sh
 
-up: secrets build plugin nats
-	@echo "==> spin up on http://$(LISTEN) (stores in .spin/; publish with: nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}')"
-	@cargo build --quiet --release -p tasks-seed
+# Everything make up needs is checked before anything compiles (scripts/prereqs.sh --for up).
+prereqs-up:
+	@echo "==> checking what make up needs"
+	@scripts/prereqs.sh --for up
+
+up: prereqs-up secrets build plugin nats
+	@cargo build --quiet --release -p tasks-seed -p tasks-nats
+	@echo "==> spin up on http://$(LISTEN) (stores in .spin/). It runs until Ctrl-C; in a second terminal:"
+	@echo "      target/release/tasks-nats pub tasks.created '{\"id\":\"t-1\",\"title\":\"Buy milk\"}'"
+	@echo "    then open http://$(LISTEN)/tasks/t-1 ; make stop stops the nats-server make up started"
 	@target/release/tasks-wal runtime-config.toml
 	spin up --runtime-config-file runtime-config.toml --listen $(LISTEN)
 
@@ -160,7 +167,8 @@ bench: build
 	@echo "==> counting benchmark"
 	bench/counting.sh
 
-clean:
+# The nats-server make nats started keeps its pid and store in .spin/: stopped first.
+clean: stop
 	cargo clean
 	rm -rf .spin tests/out bench/out
 

@@ -9,7 +9,7 @@ for name in ADMIN_TOKEN HMAC_KEY; do
   var=SPIN_VARIABLE_$name
   value=${!var:-}
   if [[ -n $value && ${#value} -lt 32 ]]; then
-    echo "$var is ${#value} bytes, fewer than 32: set a longer one, e.g. $var=\$(openssl rand -hex 32)" >&2
+    echo "$var is ${#value} bytes, fewer than 32: set a longer one, e.g. export $var=\$(openssl rand -hex 32)" >&2
     status=1
   fi
 done

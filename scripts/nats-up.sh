@@ -3,7 +3,7 @@
 # already answers there: its stream store in .spin/jetstream (kept across restarts, so
 # events published while the app is stopped wait there), its pid in .spin/nats-server.pid
 # for scripts/nats-down.sh (`make stop`).
-# Installs the Debian package when it can; otherwise says how.
+# Installs nothing: when nats-server is missing it says how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${NATS_PORT:-4222}
@@ -12,17 +12,15 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   echo "==> a NATS server already answers on 127.0.0.1:$port (the writer needs JetStream on it: nats-server -js)"
   exit 0
 fi
+if [[ -n ${SPIN_VARIABLE_NATS_URL:-} ]]; then
+  echo "==> the app connects to SPIN_VARIABLE_NATS_URL=$SPIN_VARIABLE_NATS_URL: no local nats-server started"
+  exit 0
+fi
 if ! command -v nats-server >/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "==> installing nats-server (Debian package)"
-    apt-get install -y -qq nats-server >/dev/null || true
-  fi
-  if ! command -v nats-server >/dev/null; then
-    echo "missing: nats-server. Install it (Debian/Ubuntu: sudo apt-get install nats-server," >&2
-    echo "  or see https://docs.nats.io/running-a-nats-service/introduction/installation)," >&2
-    echo "  or point the app at another server: SPIN_VARIABLE_NATS_URL=nats://host:4222" >&2
-    exit 1
-  fi
+  echo "missing: nats-server. Install it (Debian/Ubuntu: sudo apt-get install nats-server," >&2
+  echo "  or see https://docs.nats.io/running-a-nats-service/introduction/installation)," >&2
+  echo "  or point the app at another server: SPIN_VARIABLE_NATS_URL=nats://host:4222 make up" >&2
+  exit 1
 fi
 mkdir -p .spin
 nohup nats-server -a 127.0.0.1 -p "$port" -js -sd .spin/jetstream >.spin/nats-server.log 2>&1 &

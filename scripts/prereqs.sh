@@ -1,46 +1,78 @@
 #!/usr/bin/env bash
-# Checks (and where it can, installs) what spin-tasks needs.
-#   scripts/prereqs.sh              Rust toolchain and the wasm32-wasip2 target
-#   scripts/prereqs.sh --need spin  also the Spin CLI
-# Exits non-zero naming exactly what is missing and how to get it.
+# Checks what spin-tasks needs, before anything is compiled, and names each missing piece
+# with the command that installs it. Installs nothing itself, except the wasm32-wasip2
+# Rust target through rustup (said when it does).
+#   scripts/prereqs.sh              what the wasm build needs: Rust (cargo, rustup) with the
+#                                   wasm32-wasip2 target, a C compiler
+#   scripts/prereqs.sh --need spin  also the Spin CLI (>= 4.0)
+#   scripts/prereqs.sh --for up     everything `make up` needs: the above, pkg-config and the
+#                                   OpenSSL headers (the plugin's build), python3 (its
+#                                   release manifest), Spin, and nats-server unless a NATS
+#                                   server already answers on 127.0.0.1:${NATS_PORT:-4222}
+#                                   or SPIN_VARIABLE_NATS_URL names another one
+# Exits 1 after listing every missing piece.
 set -euo pipefail
 
+need_spin=0 for_up=0
+case "${1:-}" in
+  "") ;;
+  --need) [[ ${2:-} == spin ]] || { echo "usage: $0 [--need spin | --for up]" >&2; exit 2; }; need_spin=1 ;;
+  --for) [[ ${2:-} == up ]] || { echo "usage: $0 [--need spin | --for up]" >&2; exit 2; }; need_spin=1 for_up=1 ;;
+  *) echo "usage: $0 [--need spin | --for up]" >&2; exit 2 ;;
+esac
+
 missing=0
-say() { printf '%s\n' "$*" >&2; }
+# lack WHAT FIX: one missing piece and the command that installs it.
+lack() {
+  printf 'missing: %s\n  fix: %s\n' "$1" "$2" >&2
+  missing=1
+}
+debian() { command -v apt-get >/dev/null && echo "sudo apt-get install $1" || echo "$2"; }
 
 if ! command -v cargo >/dev/null; then
-  say "missing: Rust (cargo). Install rustup from https://rustup.rs, then re-run."
-  missing=1
-elif command -v rustup >/dev/null; then
+  lack "Rust (cargo)" "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh, then open a new shell"
+elif ! command -v rustup >/dev/null; then
+  lack "rustup (to add the wasm32-wasip2 target)" "install Rust with rustup: https://rustup.rs"
+else
   # Read the list first: `grep -q` closing the pipe early would fail it under pipefail.
-  # A failing `rustup target list` means "not installed", as the pipe did.
   targets=$(rustup target list --installed || true)
   if ! grep -qx wasm32-wasip2 <<<"$targets"; then
-    echo "installing the wasm32-wasip2 Rust target"
-    rustup target add wasm32-wasip2 || {
-      say "missing: Rust target wasm32-wasip2 and it could not be installed (offline?)."
-      say "  fix: rustup target add wasm32-wasip2"
-      missing=1
-    }
+    echo "==> adding the wasm32-wasip2 Rust target (rustup target add wasm32-wasip2)"
+    rustup target add wasm32-wasip2 >&2 ||
+      lack "the Rust target wasm32-wasip2 (rustup could not add it: offline?)" "rustup target add wasm32-wasip2"
   fi
 fi
+command -v cc >/dev/null ||
+  lack "a C compiler (cc; build scripts and the bundled SQLite need it)" \
+    "$(debian build-essential 'install your platform'"'"'s C toolchain (macOS: xcode-select --install)')"
 
-if [[ "${1:-}" == "--need" && "${2:-}" == "spin" ]]; then
+if ((for_up)); then
+  command -v pkg-config >/dev/null ||
+    lack "pkg-config (the trigger-nats plugin's build finds OpenSSL with it)" "$(debian pkg-config 'install pkg-config')"
+  if command -v pkg-config >/dev/null && ! pkg-config --exists openssl; then
+    lack "the OpenSSL headers (the trigger-nats plugin links OpenSSL)" "$(debian libssl-dev 'install OpenSSL with its headers (macOS: brew install openssl@3)')"
+  fi
+  command -v python3 >/dev/null ||
+    lack "python3 (the plugin's release manifest is rendered with it)" "$(debian python3 'install Python 3')"
+fi
+
+if ((need_spin)); then
   if ! command -v spin >/dev/null; then
-    say "missing: the Spin CLI (4.0.x). Install it from https://spinframework.dev/install"
-    say "  (or build it from github.com/spinframework/spin at tag v4.0.2: cargo build --release)"
-    missing=1
+    lack "the Spin CLI, 4.0 or later (tested on 4.0.2)" "see https://spinframework.dev/install (or build github.com/spinframework/spin at tag v4.0.2: cargo build --release)"
   else
     version=$(spin --version | awk '{print $2}')
     major=${version%%.*}
-    minor=${version#*.}; minor=${minor%%.*}
-    if [[ "$major" =~ ^[0-9]+$ ]] && (( major < 4 )); then
-      say "spin $version is too old: spin-tasks needs Spin 4.0.x"
-      missing=1
-    elif [[ "$major.$minor" != "4.0" ]]; then
-      # Not fatal: a later Spin may still implement the WASI 0.3 release candidate web uses.
-      say "note: spin $version is not 4.0.x; the web component's WASI 0.3 handler targets the release candidate Spin 4.0 implements (wasi:http@0.3.0-rc-2026-03-15)"
+    if [[ ! $major =~ ^[0-9]+$ ]] || ((major < 4)); then
+      lack "Spin 4.0 or later (found spin $version)" "see https://spinframework.dev/install"
     fi
   fi
 fi
+
+if ((for_up)) && [[ -z ${SPIN_VARIABLE_NATS_URL:-} ]] && ! command -v nats-server >/dev/null &&
+   ! (exec 3<>"/dev/tcp/127.0.0.1/${NATS_PORT:-4222}") 2>/dev/null; then
+  lack "nats-server (or a NATS server with JetStream: SPIN_VARIABLE_NATS_URL=nats://host:4222 make up)" \
+    "$(debian nats-server 'see https://docs.nats.io/running-a-nats-service/introduction/installation')"
+fi
+
+((missing == 0)) || echo "spin-tasks: install what is missing above, then run the command again" >&2
 exit "$missing"

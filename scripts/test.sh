@@ -68,6 +68,7 @@ stage() {
 stage fmt step make -s lint-fmt
 stage clippy step make -s lint-clippy
 stage imports step make -s lint-imports
+stage first-run suite tests/first-run.sh
 stage native cargo make -s test-native
 stage fuzz suite tests/fuzz.sh
 stage cloudflare-client cargo tests/cloudflare-conformance.sh
