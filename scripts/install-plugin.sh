@@ -19,7 +19,7 @@
 #
 # The version is the crate's plus build metadata naming the commit and, for
 # uncommitted changes to the plugin's inputs, a hash of them
-# (0.1.0+g1a2b3c4d5e6f or 0.1.0+g1a2b3c4d5e6f.dirty.0a1b2c3d4e5f); the plugin
+# (0.2.0+g1a2b3c4d5e6f or 0.2.0+g1a2b3c4d5e6f.dirty.0a1b2c3d4e5f); the plugin
 # logs it at start-up. Its cargo target directory lives outside the clone
 # (TRIGGER_NATS_TARGET_DIR, default ~/.cache/spin-tasks/plugin-target), so
 # Spin's crates compile once per machine, not once per clone.
@@ -139,7 +139,7 @@ else
 could not install the trigger-cron plugin (it drives the app's retrier; trigger-nats is
 installed). With network access:
   spin plugins update && spin plugins install trigger-cron --yes
-Without access to GitHub, build it from source: see the README's troubleshooting.
+Without access to GitHub, build it from source: see docs/operations.md, "Troubleshooting".
 MSG
     exit 1
   fi
