@@ -478,3 +478,20 @@ impl Harness {
         self.lines.borrow().iter().any(|l| l.contains(needle))
     }
 }
+
+/// Every change `feed` holds, in feed order, stepping over slots that hold
+/// none or were never written; `None` when it holds more than its ring.
+pub fn feed_changes(feed: &dyn KeyValue) -> Option<Vec<crate::feed::Change>> {
+    use crate::feed::{self, Read};
+    let head = feed::head(feed).ok()?;
+    let mut changes = Vec::new();
+    let mut after = 0;
+    while after < head {
+        let Read::Entries { entries, next, .. } = feed::read_after(feed, after, 1_000).ok()? else {
+            return None;
+        };
+        changes.extend(entries.into_iter().map(|e| e.change));
+        after = if next > after { next } else { after + 1 };
+    }
+    Some(changes)
+}

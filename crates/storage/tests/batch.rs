@@ -5,10 +5,13 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use std::collections::BTreeMap;
+
 use serde_json::json;
 use tasks_domain::{Task, keys};
 use tasks_proptest_kit::{check, fed};
-use tasks_storage::testing::{Calls, Harness, HookAt, Hooked};
+use tasks_storage::feed::ChangeKind;
+use tasks_storage::testing::{Calls, Harness, HookAt, Hooked, feed_changes};
 use tasks_storage::{AtomicKv, Handled, Incoming, StoreError};
 
 /// One message: subject, payload, stream sequence.
@@ -553,4 +556,67 @@ fn a_batch_ends_where_one_by_one_ends() {
         }
         Ok::<(), TestCaseError>(())
     });
+}
+
+/// Each task's changes in the feed, in feed order: (kind, version).
+fn changes_by_task(h: &Harness) -> BTreeMap<String, Vec<(ChangeKind, Option<u64>)>> {
+    let mut by_task: BTreeMap<String, Vec<(ChangeKind, Option<u64>)>> = BTreeMap::new();
+    for c in feed_changes(&h.feed).expect("fewer changes than the ring holds") {
+        by_task.entry(c.id).or_default().push((c.kind, c.version));
+    }
+    by_task
+}
+
+#[test]
+fn a_backlog_replayed_after_an_outage_ends_where_applying_directly_ends() {
+    // The retrier replays many tasks' records in one batch; whatever the
+    // history, lost compare-and-swaps or a store that fails again at the
+    // replay's first write, the tasks, dead letters and feed end as if
+    // every event had applied as it arrived.
+    let faults = (0..40usize, 0..3usize, any::<bool>());
+    check(
+        "replay = direct",
+        (events(), faults),
+        |((msgs, _), (up_for, conflicts, relapse))| {
+            fed();
+            let (replayed, direct) = (Harness::new(), Harness::new());
+            replayed.step.set(0);
+            direct.step.set(0);
+            one_by_one(&direct, &msgs);
+            direct.journal.commit(&direct.feed).expect("in memory");
+
+            // Up for the first events, then down while the rest arrive: each
+            // task's first event then is deferred, the rest queue behind it.
+            let (before, during) = msgs.split_at(up_for.min(msgs.len()));
+            one_by_one(&replayed, before);
+            replayed.tasks.set_down(true);
+            let recorded = one_by_one(&replayed, during);
+            prop_assert!(recorded.iter().all(Result::is_ok), "{:?}", recorded);
+            replayed.journal.commit(&replayed.feed).expect("in memory");
+            replayed.tasks.set_down(false);
+            replayed.tasks.inject_conflicts(conflicts);
+            if relapse {
+                let down_again = || replayed.tasks.set_down(true);
+                replayed.tick_on(&Hooked::new(&replayed.tasks, HookAt::Write, down_again));
+                replayed.tasks.set_down(false);
+            }
+            for _ in 0..10 {
+                if replayed.outbox().is_empty() {
+                    break;
+                }
+                replayed.advance(31_000);
+                replayed.tick();
+            }
+            prop_assert!(replayed.outbox().is_empty(), "{:?}", replayed.outbox());
+            prop_assert_eq!(tasks_of(&replayed), tasks_of(&direct));
+            let reasons = |h: &Harness| {
+                let mut r: Vec<String> = h.dead_letters().into_iter().map(|d| d.reason).collect();
+                r.sort();
+                r
+            };
+            prop_assert_eq!(reasons(&replayed), reasons(&direct));
+            prop_assert_eq!(changes_by_task(&replayed), changes_by_task(&direct));
+            Ok::<(), TestCaseError>(())
+        },
+    );
 }

@@ -9,7 +9,7 @@ use tasks_storage::feed::{
     self, Change, ChangeKind, Cursor, Entry, Follower, GAP_MILLIS, Read, Since, Step,
 };
 use tasks_storage::metrics::{self, Counts, EventOutcome, Gauges, RetryOutcome};
-use tasks_storage::testing::{Harness, HookAt, Hooked, MemoryKv};
+use tasks_storage::testing::{self, Harness, HookAt, Hooked, MemoryKv};
 use tasks_storage::{AtomicKv, Incoming};
 
 /// A message of a JetStream stream (no headers): what these tests deliver.
@@ -481,25 +481,13 @@ type Said = (
     Option<Status>,
 );
 
-/// Every change the feed holds, in feed order, stepping over slots that
-/// hold none or were never written.
+/// Every change the feed holds, in feed order, as it says of its task.
 fn feed_changes(feed: &MemoryKv) -> Vec<Said> {
-    let head = feed::head(feed).expect("in memory");
-    let mut said = Vec::new();
-    let mut after = 0;
-    while after < head {
-        match feed::read_after(feed, after, 1_000).expect("in memory") {
-            Read::Entries { entries, next, .. } => {
-                said.extend(entries.into_iter().map(|e| {
-                    let c = e.change;
-                    (c.kind, c.id, c.version, c.status, c.previous_status)
-                }));
-                after = if next > after { next } else { after + 1 };
-            }
-            Read::Reset { .. } => unreachable!("fewer changes than the ring holds"),
-        }
-    }
-    said
+    testing::feed_changes(feed)
+        .expect("fewer changes than the feed's ring holds")
+        .into_iter()
+        .map(|c| (c.kind, c.id, c.version, c.status, c.previous_status))
+        .collect()
 }
 
 /// The `tasks_events_total{outcome="applied",…}` lines of the counters.

@@ -10,7 +10,7 @@ use tasks_storage::events::health::WRITER_CIRCUIT_MILLIS;
 use tasks_storage::events::outbox::{OutboxEntry, ReplayError, replay_dead_letter};
 use tasks_storage::events::retrier::due_queues;
 use tasks_storage::lease::Claim;
-use tasks_storage::testing::{Harness, HookAt, Hooked};
+use tasks_storage::testing::{Harness, HookAt, Hooked, feed_changes};
 use tasks_storage::{Handled, Incoming, TickReport};
 
 const START: i64 = Harness::START;
@@ -696,4 +696,83 @@ fn a_replay_whose_change_misses_the_feed_stays_queued_and_its_change_is_recorded
     assert_eq!(changes, [("t-1".to_owned(), Some(1))]);
     // Delivered once more: skipped, nothing recorded.
     assert_eq!(h.tick().applied, 0);
+}
+
+#[test]
+fn a_backlog_after_an_outage_replays_in_a_few_store_calls_not_several_per_event() {
+    // 40 tasks, each with a deferred update and 8 more queued behind it
+    // (events published while the store was down): the run after the store
+    // comes back reads their documents together and writes each task once,
+    // instead of reading and writing each task once per event.
+    const TASKS: usize = 40;
+    const BEHIND: usize = 8;
+    let h = Harness::new();
+    let seq = std::cell::Cell::new(0u64);
+    let deliver = |subject: &str, payload: String| {
+        seq.set(seq.get() + 1);
+        let msg = Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: Some(seq.get()),
+            stream_epoch: Some(7),
+        };
+        h.deliver_on(&h.tasks, &msg).expect("recorded")
+    };
+    for t in 0..TASKS {
+        let created = deliver("tasks.created", format!(r#"{{"id":"t-{t}","title":"v1"}}"#));
+        assert!(matches!(created, Handled::Applied { .. }), "{created:?}");
+    }
+    h.tasks.set_down(true);
+    for t in 0..TASKS {
+        let deferred = deliver("tasks.updated", format!(r#"{{"id":"t-{t}","title":"v2"}}"#));
+        assert!(matches!(deferred, Handled::Deferred { .. }), "{deferred:?}");
+    }
+    h.tasks.set_down(false);
+    for v in 3..3 + BEHIND {
+        for t in 0..TASKS {
+            let queued = deliver(
+                "tasks.updated",
+                format!(r#"{{"id":"t-{t}","title":"v{v}"}}"#),
+            );
+            assert!(matches!(queued, Handled::Queued { .. }), "{queued:?}");
+        }
+    }
+
+    h.tasks.reset_calls();
+    let report = h.tick();
+    let events = TASKS * (1 + BEHIND);
+    assert_eq!((report.applied, report.dead), (events, 0), "{report:?}");
+    let calls = h.tasks.calls();
+    let total = calls.get + calls.get_many + calls.set_many + calls.delete_many + calls.cas_write;
+    // One probe of the oldest task's records, then one read of the others'
+    // documents and a compare-and-swap (read and write) per task.
+    assert!(
+        total <= 2 * TASKS + 8,
+        "{total} tasks-store calls for {events} events over {TASKS} tasks: {calls:?}"
+    );
+    for t in 0..TASKS {
+        let task = h.task(&format!("t-{t}")).expect("stored");
+        assert_eq!(
+            (task.title.as_str(), task.version),
+            (format!("v{}", 2 + BEHIND).as_str(), 2 + BEHIND as u64),
+            "t-{t}: every update applied once, in order"
+        );
+    }
+    assert!(h.outbox().is_empty());
+    assert_eq!(h.pending("t-0"), None);
+    // The feed holds each change once, in order per task: versions 1..=10.
+    let mut versions: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for change in feed_changes(&h.feed).expect("fewer changes than the ring holds") {
+        versions
+            .entry(change.id)
+            .or_default()
+            .extend(change.version);
+    }
+    let expected: Vec<u64> = (1..=2 + BEHIND as u64).collect();
+    assert_eq!(versions.len(), TASKS);
+    for (id, got) in versions {
+        assert_eq!(got, expected, "{id}'s changes in the feed");
+    }
 }

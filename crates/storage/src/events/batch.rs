@@ -30,11 +30,10 @@ use std::time::Instant;
 use tasks_domain::event::{self, Event, EventKind};
 use tasks_domain::{StreamPos, Task, Timestamp, keys};
 
-use crate::counts::EventOutcome;
 use crate::events::apply::{Failure, Writer, change, merged, reserve};
 use crate::events::health::{self, StoreHealth};
 use crate::events::tombstone::{self, Tombstone};
-use crate::events::writer::{Handled, Incoming};
+use crate::events::writer::{Handled, Incoming, applied_or_skipped};
 use crate::feed::{self, Change, Reserved};
 use crate::kv::{AtomicKv, StoreError, decode_counter};
 
@@ -59,6 +58,56 @@ enum Plan {
     },
     /// Handled on its own through [`Writer::handle`].
     Alone,
+}
+
+/// What the fast path made of one message, written to the `tasks` store
+/// but not yet recorded locally (see [`Writer::fold_and_commit`]).
+pub(super) enum Planned {
+    /// Its task committed: written (`wrote`), or found applied already.
+    Applied {
+        cid: String,
+        id: String,
+        wrote: bool,
+    },
+    /// Refused for good: a dead letter, with this reason.
+    Reject {
+        cid: String,
+        task_id: Option<String>,
+        reason: String,
+    },
+    /// Its task's write failed (or was not tried after a failure) with this
+    /// error: the store may be down.
+    Failed {
+        cid: String,
+        id: String,
+        error: String,
+    },
+    /// Not on the fast path, or its task lost a compare-and-swap: handled
+    /// on its own, in order.
+    Alone,
+}
+
+/// What the fast path did with a batch.
+pub(super) enum Folded {
+    /// Each message's outcome, in order.
+    Done(Vec<Planned>),
+    /// The documents could not be read: nothing was written; the batch
+    /// goes one message at a time.
+    OneByOne,
+    /// The feed store failed before any write (see [`Failure::NoFeed`]):
+    /// nothing was written.
+    NoFeed(String),
+}
+
+/// The tasks `parsed` touches, each once, in order of first appearance.
+pub(super) fn task_ids(parsed: &[Result<Event, event::Rejection>]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for ev in parsed.iter().flatten() {
+        if !ids.contains(&ev.id.as_str()) {
+            ids.push(&ev.id);
+        }
+    }
+    ids
 }
 
 /// One task's state across the batch.
@@ -106,12 +155,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .iter()
             .map(|m| event::parse(m.subject, m.payload))
             .collect();
-        let mut ids: Vec<&str> = Vec::new();
-        for ev in parsed.iter().flatten() {
-            if !ids.contains(&ev.id.as_str()) {
-                ids.push(&ev.id);
-            }
-        }
+        let ids = task_ids(&parsed);
         let Some((behind, health)) = self.batch_local_state(&ids) else {
             return self.one_by_one(msgs);
         };
@@ -123,6 +167,61 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .copied()
             .filter(|id| behind.get(*id).copied().unwrap_or(0) == 0)
             .collect();
+        let at = vec![now; msgs.len()];
+        let planned = match self.fold_and_commit(msgs, &parsed, &fast, &at, health) {
+            Folded::OneByOne => return self.one_by_one(msgs),
+            Folded::NoFeed(reason) => {
+                (self.log)(&format!(
+                    "KV feed — FAILED: {reason}; the batch of {} is not written and is delivered again",
+                    msgs.len()
+                ));
+                return msgs.iter().map(|_| not_numbered(&reason)).collect();
+            }
+            Folded::Done(planned) => planned,
+        };
+
+        // Record, in message order.
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        let mut failed = false;
+        for ((msg, planned), ev) in msgs.iter().zip(planned).zip(&parsed) {
+            let outcome = match planned {
+                Planned::Applied { cid, id, wrote } => {
+                    self.counted(msg, applied_or_skipped(wrote));
+                    Ok(Handled::Applied {
+                        correlation_id: cid,
+                        task_id: id,
+                    })
+                }
+                _ if failed => not_recorded(),
+                Planned::Failed { cid, id, error } => self.defer(msg, &cid, id, error, now),
+                Planned::Reject {
+                    cid,
+                    task_id,
+                    reason,
+                } => self.dead_letter(msg, &cid, task_id, reason, now),
+                Planned::Alone => self.handle_parsed(msg, ev.clone()),
+            };
+            failed |= outcome.is_err();
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// The fast path of a batch, shared by [`Writer::handle_batch`] and the
+    /// retrier's replay: reads the documents of the tasks in `fast` (and
+    /// their tombstones), folds their events in memory in order (message
+    /// `i` as of `at[i]`), numbers their changes in the feed, commits each
+    /// task, and puts each change that reached the store in the journal.
+    /// Nothing is recorded in the local store (dead letters, outbox): the
+    /// caller does that with what [`Planned`] says of each message.
+    pub(super) fn fold_and_commit(
+        &self,
+        msgs: &[Incoming],
+        parsed: &[Result<Event, event::Rejection>],
+        fast: &[&str],
+        at: &[Timestamp],
+        health: Option<StoreHealth>,
+    ) -> Folded {
         let start = Instant::now();
         let mut keys: Vec<String> = fast.iter().map(|id| keys::task(id)).collect();
         let sequenced = msgs.iter().any(|m| m.stream_sequence.is_some());
@@ -153,7 +252,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     start.elapsed().as_millis(),
                     msgs.len()
                 ));
-                return self.one_by_one(msgs);
+                return Folded::OneByOne;
             }
         };
         let mut folds: HashMap<&str, Fold> = HashMap::new();
@@ -184,7 +283,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
 
         // Fold each task's events, in order.
         let mut plans = Vec::with_capacity(msgs.len());
-        for (i, (msg, ev)) in msgs.iter().zip(&parsed).enumerate() {
+        for (i, ((msg, ev), now)) in msgs.iter().zip(parsed).zip(at).enumerate() {
             let plan = match ev {
                 Err(r) => Plan::Reject {
                     cid: self.correlation_id(r.correlation_id.as_deref(), msg),
@@ -196,7 +295,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     Some(fold) => {
                         let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
                         (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
-                        match self.fold(fold, ev, &cid, now, msg.stream_pos()) {
+                        match self.fold(fold, ev, &cid, *now, msg.stream_pos()) {
                             Ok(change) => {
                                 fold.events.push(i);
                                 let pos = msg.stream_pos();
@@ -231,19 +330,15 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         }
 
         if let Err(reason) = self.number_changes(&mut folds, &mut plans, msgs) {
-            (self.log)(&format!(
-                "KV feed — FAILED: {reason}; the batch of {} is not written and is delivered again",
-                msgs.len()
-            ));
-            return msgs.iter().map(|_| not_numbered(&reason)).collect();
+            return Folded::NoFeed(reason);
         }
         let committed = self.commit(&folds, &plans, health);
 
-        // Record, in message order.
-        let mut outcomes = Vec::with_capacity(msgs.len());
-        let mut failed = false;
-        for ((msg, plan), ev) in msgs.iter().zip(plans).zip(&parsed) {
-            let outcome = match plan {
+        // What each message became; the changes that reached the store go
+        // to the journal, in message order.
+        let planned = plans
+            .into_iter()
+            .map(|plan| match plan {
                 Plan::Apply {
                     cid,
                     id,
@@ -252,12 +347,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     refill,
                 } => match committed.get(id.as_str()) {
                     Some(Committed::Ok) => {
-                        let outcome = if change.is_some() || refill.is_some() {
-                            EventOutcome::Applied
-                        } else {
-                            EventOutcome::Skipped
-                        };
-                        self.counted(msg, outcome);
+                        let wrote = change.is_some() || refill.is_some();
                         if let Some(r) = &refill {
                             self.log_refilled(&cid, r);
                         }
@@ -266,27 +356,28 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                             (None, Some(change)) => self.journal.changed(change),
                             (None, None) => {}
                         }
-                        Ok(Handled::Applied {
-                            correlation_id: cid,
-                            task_id: id,
-                        })
+                        Planned::Applied { cid, id, wrote }
                     }
-                    _ if failed => not_recorded(),
-                    Some(Committed::Failed(error)) => self.defer(msg, &cid, id, error.clone(), now),
-                    _ => self.handle_parsed(msg, ev.clone()),
+                    Some(Committed::Failed(error)) => Planned::Failed {
+                        cid,
+                        id,
+                        error: error.clone(),
+                    },
+                    Some(Committed::Contended) | None => Planned::Alone,
                 },
-                _ if failed => not_recorded(),
                 Plan::Reject {
                     cid,
                     task_id,
                     reason,
-                } => self.dead_letter(msg, &cid, task_id, reason, now),
-                Plan::Alone => self.handle_parsed(msg, ev.clone()),
-            };
-            failed |= outcome.is_err();
-            outcomes.push(outcome);
-        }
-        outcomes
+                } => Planned::Reject {
+                    cid,
+                    task_id,
+                    reason,
+                },
+                Plan::Alone => Planned::Alone,
+            })
+            .collect();
+        Folded::Done(planned)
     }
 
     /// Before the commit: keeps the refills whose changes did not reach the

@@ -8,13 +8,20 @@ use tasks_domain::{StreamPos, Timestamp, event, keys};
 use crate::backoff::{MAX_ATTEMPTS, Next};
 use crate::counts::RetryOutcome;
 use crate::events::apply::{Failure, Writer};
+use crate::events::batch::{self, Folded, Planned};
 use crate::events::health;
 use crate::events::outbox::{self, CLAIM_MILLIS, OutboxEntry};
+use crate::events::writer::Incoming;
 use crate::kv::{AtomicKv, StoreError, decode_counter, encode};
 use crate::lease::{self, Claim};
 
 /// Records read per `get_many`.
 const READ_BATCH: usize = 256;
+
+/// Tasks whose records one batch replays: one read of their documents, one
+/// feed increment, one write per task, one commit of their changes to the
+/// feed. Small enough that a run stops soon after its budget.
+const REPLAY_TASKS: usize = 64;
 
 /// One task's outbox records, oldest first, due now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +84,25 @@ enum Outcome {
     StoreDown(String),
     /// The store answered (the event applied, or failed for its own reasons).
     Reached,
+}
+
+/// A task's records a run holds: its first record is claimed.
+struct Claimed {
+    task_id: String,
+    /// All its records, in outbox order.
+    records: Vec<(String, OutboxEntry)>,
+    /// How many of them, from the first, this run applies: the rest are
+    /// not due, or held by another run.
+    taken: usize,
+}
+
+/// One record being settled.
+struct Step<'t> {
+    task_id: &'t str,
+    key: String,
+    entry: OutboxEntry,
+    /// When the run that holds it started.
+    now: Timestamp,
 }
 
 /// What one tick did.
@@ -172,12 +198,14 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         report: &mut TickReport,
     ) -> Result<(), StoreError> {
         let mut down: Option<String> = None;
-        for queue in due {
+        let mut due = due.peekable();
+        while due.peek().is_some() {
             if self.over_budget(started) {
                 break;
             }
+            let chunk: Vec<Queue> = due.by_ref().take(REPLAY_TASKS).collect();
             let mode = down.as_deref().map_or(Mode::Due, Mode::NotTried);
-            if let Outcome::StoreDown(error) = self.run_queue(queue, mode, report)?
+            if let Outcome::StoreDown(error) = self.run_queues(chunk, mode, report)?
                 && down.is_none()
             {
                 self.mark_down(&error)?;
@@ -207,20 +235,18 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                     // waited all through the outage (a stopped Redis makes a
                     // call wait), and what waits is best replayed at once.
                     let up_since = (self.writer.clock)();
-                    for queue in waiting {
-                        if self.over_budget(up_since) {
-                            break;
-                        }
-                        self.run_queue(queue, Mode::Force, report)?;
+                    let mut waiting = waiting.peekable();
+                    while waiting.peek().is_some() && !self.over_budget(up_since) {
+                        let chunk: Vec<Queue> = waiting.by_ref().take(REPLAY_TASKS).collect();
+                        self.run_queues(chunk, Mode::Force, report)?;
                     }
                     return Ok(());
                 }
                 Outcome::StoreDown(error) => {
                     self.mark_down(&error)?;
-                    let due = waiting.filter(|q| q.records[0].1.due_at(started));
-                    for queue in due {
-                        self.run_queue(queue, Mode::NotTried(&error), report)?;
-                    }
+                    let due: Vec<Queue> =
+                        waiting.filter(|q| q.records[0].1.due_at(started)).collect();
+                    self.run_queues(due, Mode::NotTried(&error), report)?;
                     return Ok(());
                 }
             }
@@ -284,28 +310,110 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         self.writer.local.delete_many(vec![key.to_owned()])
     }
 
-    /// Claims the task's first record, then applies its records in order
-    /// until one fails. With [`Mode::NotTried`] (the store failed moments ago
-    /// in this tick) the first record's attempt is counted as failed with
-    /// that error instead of calling the store again.
+    /// [`Retrier::run_queues`] for one task.
     fn run_queue(
         &self,
         queue: Queue,
         mode: Mode<'_>,
         report: &mut TickReport,
     ) -> Result<Outcome, StoreError> {
+        self.run_queues(vec![queue], mode, report)
+    }
+
+    /// Claims each task's first record, then applies each task's records
+    /// in order until one fails. The store is called once for all the
+    /// claimed records ([`Retrier::replay`]): one read of their documents,
+    /// one feed increment, one write per task; a task that batch cannot
+    /// take (an unreadable document, a lost compare-and-swap) is applied
+    /// one record at a time. With [`Mode::NotTried`] (the store failed
+    /// moments ago in this tick) each task's first record's attempt is
+    /// counted as failed with that error instead of calling the store.
+    fn run_queues(
+        &self,
+        queues: Vec<Queue>,
+        mode: Mode<'_>,
+        report: &mut TickReport,
+    ) -> Result<Outcome, StoreError> {
         let w = self.writer;
         let local = w.local;
         let now = (w.clock)();
+        let mut claimed = Vec::with_capacity(queues.len());
+        for queue in queues {
+            match self.claim(queue, matches!(mode, Mode::Force), now)? {
+                Some(records) => claimed.push(records),
+                None => report.skipped += 1,
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(Outcome::Skipped);
+        }
+        let mut replayed = match mode {
+            Mode::NotTried(_) => Vec::new(),
+            Mode::Due | Mode::Force => self.replay(&claimed),
+        }
+        .into_iter();
+
+        let mut outcome = Outcome::Reached;
+        let mut done: Vec<String> = Vec::new();
+        let mut settled: Vec<(String, usize)> = Vec::new();
+        for claim in claimed {
+            let task_id = claim.task_id.clone();
+            let before = done.len();
+            let results = replayed.next().unwrap_or_default();
+            let task = self.settle_task(claim, results, mode, now, report, &mut done)?;
+            if let (Outcome::StoreDown(error), Outcome::Reached) = (task, &outcome) {
+                outcome = Outcome::StoreDown(error);
+            }
+            settled.push((task_id, done.len() - before));
+        }
+        // What these records changed reaches the feed before the records
+        // go: if it cannot, they stay, are replayed, are found applied,
+        // and their changes are recorded then (see crate::feed).
+        if done.is_empty() {
+            return Ok(outcome);
+        }
+        if let Err(e) = w.commit_journal() {
+            let tasks: Vec<&str> = settled.iter().map(|(t, _)| t.as_str()).collect();
+            self.log(&format!(
+                "[-] FEED task={} — {e:?}; their replayed records stay in the outbox until their changes are recorded",
+                tasks.join(",")
+            ));
+            return Ok(outcome);
+        }
+        // Lowered before the records go: a writer that reads the count in
+        // between applies directly, after events already applied.
+        for (task_id, n) in settled.into_iter().filter(|(_, n)| *n > 0) {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            if let Err(e) = local.increment(&keys::pending(&task_id), -n) {
+                self.log(&format!(
+                    "[-] KV INCR {} — FAILED: {e}; the next tick reconciles it",
+                    keys::pending(&task_id)
+                ));
+            }
+        }
+        local.delete_many(done)?;
+        Ok(outcome)
+    }
+
+    /// Claims the queue's first record: only the run that wins this
+    /// compare-and-swap works on the task, so overlapping runs never apply
+    /// a record twice. Returns the records this run takes, in order: the
+    /// first, and those behind it that are due (all of them with `force`)
+    /// and not held by another run. `None`: another run holds the task, or
+    /// its first record is not due.
+    fn claim(
+        &self,
+        queue: Queue,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let w = self.writer;
         let Queue { task_id, records } = queue;
         let mut records = records.into_iter();
         let Some((head_key, _)) = records.next() else {
-            return Ok(Outcome::Skipped);
+            return Ok(None);
         };
-        // The claim: only the tick that wins this compare-and-swap works on
-        // the task, so overlapping ticks never apply a record twice.
-        let force = matches!(mode, Mode::Force);
-        let claimed = lease::claim(local, &head_key, |head: Option<OutboxEntry>| {
+        let claimed = lease::claim(w.local, &head_key, |head: Option<OutboxEntry>| {
             let mut head = head?;
             if head.claimed_at(now) || (!force && !head.due_at(now)) {
                 return None;
@@ -313,146 +421,240 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             head.claim = Some(Claim::new((w.unique)(), now, CLAIM_MILLIS));
             Some(head)
         })?;
-        let Some(head) = claimed else {
-            report.skipped += 1;
-            return Ok(Outcome::Skipped);
-        };
+        Ok(claimed.map(|head| {
+            let behind: Vec<(String, OutboxEntry)> = records.collect();
+            let taken = 1 + behind
+                .iter()
+                .take_while(|(_, e)| (force || e.due_at(now)) && !e.claimed_at(now))
+                .count();
+            let mut records = vec![(head_key, head)];
+            records.extend(behind);
+            Claimed {
+                task_id,
+                records,
+                taken,
+            }
+        }))
+    }
 
+    /// Applies the claimed records of every task in one batch through the
+    /// writer's fast path ([`Writer::fold_and_commit`]), each as of the
+    /// time it arrived. One list per task, one entry per record: its
+    /// outcome, or `None` where the task must go one record at a time.
+    fn replay(&self, claimed: &[Claimed]) -> Vec<Vec<Option<Result<bool, Failure>>>> {
+        let entries: Vec<&OutboxEntry> = claimed
+            .iter()
+            .flat_map(|c| c.records[..c.taken].iter().map(|(_, e)| e))
+            .collect();
+        let payloads: Vec<Vec<u8>> = entries.iter().map(|e| e.raw.bytes()).collect();
+        let msgs: Vec<Incoming> = entries
+            .iter()
+            .zip(&payloads)
+            .map(|(e, payload)| Incoming {
+                subject: &e.subject,
+                payload,
+                header_correlation_id: Some(&e.correlation_id),
+                handler_timed_out_ms: None,
+                stream_sequence: e.stream_seq,
+                stream_epoch: e.stream_epoch,
+            })
+            .collect();
+        let parsed: Vec<_> = msgs
+            .iter()
+            .map(|m| event::parse(m.subject, m.payload))
+            .collect();
+        let at: Vec<Timestamp> = entries.iter().map(|e| e.received_at).collect();
+        let ids = batch::task_ids(&parsed);
+        let flat: Vec<Option<Result<bool, Failure>>> =
+            match self.writer.fold_and_commit(&msgs, &parsed, &ids, &at, None) {
+                Folded::Done(planned) => planned
+                    .into_iter()
+                    .map(|p| match p {
+                        Planned::Applied { wrote, .. } => Some(Ok(wrote)),
+                        Planned::Reject { reason, .. } => Some(Err(Failure::Permanent(reason))),
+                        Planned::Failed { error, .. } => Some(Err(Failure::Unavailable(error))),
+                        Planned::Alone => None,
+                    })
+                    .collect(),
+                Folded::OneByOne => vec![None; msgs.len()],
+                Folded::NoFeed(reason) => (0..msgs.len())
+                    .map(|_| Some(Err(Failure::NoFeed(reason.clone()))))
+                    .collect(),
+            };
+        let mut flat = flat.into_iter();
+        claimed
+            .iter()
+            .map(|c| flat.by_ref().take(c.taken).collect())
+            .collect()
+    }
+
+    /// Settles one task's claimed records in order with `replayed` (from
+    /// [`Retrier::replay`]; empty or holding a `None`: the task goes one
+    /// record at a time) until one fails. Records settled for good (applied,
+    /// found applied, dead-lettered) are added to `done`.
+    fn settle_task(
+        &self,
+        claim: Claimed,
+        replayed: Vec<Option<Result<bool, Failure>>>,
+        mode: Mode<'_>,
+        now: Timestamp,
+        report: &mut TickReport,
+        done: &mut Vec<String>,
+    ) -> Result<Outcome, StoreError> {
+        let Claimed {
+            task_id,
+            records,
+            taken,
+        } = claim;
+        let batched = !replayed.is_empty() && replayed.iter().all(Option::is_some);
+        let mut replayed = replayed.into_iter().flatten();
         let mut outcome = Outcome::Reached;
-        let mut done: Vec<String> = Vec::new();
-        let mut next = Some((head_key, head));
-        while let Some((key, entry)) = next.take() {
-            let attempt = entry.backoff.retries + 1;
-            let cid = entry.correlation_id.clone();
-            let result = match mode {
-                Mode::NotTried(error) => Err(Failure::Unavailable(format!(
+        let mut records = records.into_iter();
+        for _ in 0..taken {
+            let Some((key, entry)) = records.next() else {
+                break;
+            };
+            let result = match (batched, mode) {
+                (true, _) => replayed
+                    .next()
+                    .unwrap_or_else(|| self.try_once(&entry, &entry.correlation_id)),
+                (false, Mode::NotTried(error)) => Err(Failure::Unavailable(format!(
                     "not tried: the tasks store failed moments ago ({error})"
                 ))),
-                Mode::Due | Mode::Force => self.try_once(&entry, &cid),
+                (false, Mode::Due | Mode::Force) => self.try_once(&entry, &entry.correlation_id),
             };
             if let (Err(Failure::Unavailable(error)), Mode::Due | Mode::Force) = (&result, mode) {
                 outcome = Outcome::StoreDown(error.clone());
             }
-            let early = !entry.due_at(now);
-            match result {
-                Ok(true) => {
+            let step = Step {
+                task_id: &task_id,
+                key,
+                entry,
+                now,
+            };
+            if !self.settle(step, result, &mut records, report, done)? {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Settles one record with `result`: applied or found applied (done),
+    /// dead-lettered (done, with every record `behind` it when it gave up),
+    /// or put back on its schedule. `false`: stop, the task's later records
+    /// wait.
+    fn settle(
+        &self,
+        step: Step<'_>,
+        result: Result<bool, Failure>,
+        behind: &mut impl Iterator<Item = (String, OutboxEntry)>,
+        report: &mut TickReport,
+        done: &mut Vec<String>,
+    ) -> Result<bool, StoreError> {
+        let local = self.writer.local;
+        let Step {
+            task_id,
+            key,
+            entry,
+            now,
+        } = step;
+        let attempt = entry.backoff.retries + 1;
+        let cid = entry.correlation_id.clone();
+        let early = !entry.due_at(now);
+        match result {
+            Ok(true) => {
+                self.log(&format!(
+                    "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — OK ({}, {key})",
+                    entry.subject
+                ));
+                report.applied += 1;
+                self.counted(&entry.subject, RetryOutcome::Applied);
+                done.push(key);
+                Ok(true)
+            }
+            Ok(false) => {
+                self.log(&format!(
+                    "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — SKIPPED, applied already ({}, {key})",
+                    entry.subject
+                ));
+                report.already_applied += 1;
+                self.counted(&entry.subject, RetryOutcome::Skipped);
+                done.push(key);
+                Ok(true)
+            }
+            Err(Failure::Permanent(reason)) => {
+                let dead = outbox::bury(local, &key, &entry, reason.clone(), now)?;
+                self.log(&format!(
+                    "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
+                ));
+                report.dead += 1;
+                self.counted(&entry.subject, RetryOutcome::DeadLettered);
+                done.push(key);
+                Ok(true)
+            }
+            Err(
+                Failure::Unavailable(error)
+                | Failure::Contended(error)
+                | Failure::Fenced(error)
+                | Failure::NoFeed(error),
+            ) if early => {
+                // A probe ahead of this record's schedule: not an attempt.
+                self.log(&format!(
+                    "[{cid}] PROBE task={task_id} — still failing: {error}"
+                ));
+                let entry = OutboxEntry {
+                    claim: None,
+                    ..entry
+                };
+                local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
+                Ok(false)
+            }
+            Err(
+                Failure::Unavailable(error)
+                | Failure::Contended(error)
+                | Failure::Fenced(error)
+                | Failure::NoFeed(error),
+            ) => {
+                let mut entry = OutboxEntry {
+                    claim: None,
+                    ..entry
+                };
+                if let Next::RetryIn(delay) = entry.backoff.retry_failed(now, error.clone()) {
                     self.log(&format!(
-                        "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — OK ({}, {key})",
-                        entry.subject
+                        "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — {error}; next attempt in {} s",
+                        delay / 1000
                     ));
-                    report.applied += 1;
-                    self.counted(&entry.subject, RetryOutcome::Applied);
-                    done.push(key);
+                    local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
+                    report.rescheduled += 1;
+                    self.counted(&entry.subject, RetryOutcome::Rescheduled);
+                    return Ok(false);
                 }
-                Ok(false) => {
+                let reason = format!("gave up after {attempt} attempts: {error}");
+                let dead = outbox::bury(local, &key, &entry, reason, now)?;
+                self.log(&format!(
+                    "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
+                ));
+                report.dead += 1;
+                self.counted(&entry.subject, RetryOutcome::DeadLettered);
+                done.push(key);
+                // What waited behind it must not apply without it: it
+                // follows it into the dead letters, in order.
+                for (key, entry) in behind.by_ref() {
+                    let reason = format!(
+                        "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
+                    );
+                    let held = outbox::bury(local, &key, &entry, reason, now)?;
                     self.log(&format!(
-                        "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — SKIPPED, applied already ({}, {key})",
-                        entry.subject
-                    ));
-                    report.already_applied += 1;
-                    self.counted(&entry.subject, RetryOutcome::Skipped);
-                    done.push(key);
-                }
-                Err(Failure::Permanent(reason)) => {
-                    let dead = outbox::bury(local, &key, &entry, reason.clone(), now)?;
-                    self.log(&format!(
-                        "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
+                        "[{}] DEAD task={task_id} — held behind {dead} → {held}",
+                        entry.correlation_id
                     ));
                     report.dead += 1;
                     self.counted(&entry.subject, RetryOutcome::DeadLettered);
                     done.push(key);
                 }
-                Err(
-                    Failure::Unavailable(error)
-                    | Failure::Contended(error)
-                    | Failure::Fenced(error)
-                    | Failure::NoFeed(error),
-                ) if early => {
-                    // A probe ahead of this record's schedule: not an attempt.
-                    self.log(&format!(
-                        "[{cid}] PROBE task={task_id} — still failing: {error}"
-                    ));
-                    let entry = OutboxEntry {
-                        claim: None,
-                        ..entry
-                    };
-                    local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
-                    break;
-                }
-                Err(
-                    Failure::Unavailable(error)
-                    | Failure::Contended(error)
-                    | Failure::Fenced(error)
-                    | Failure::NoFeed(error),
-                ) => {
-                    let mut entry = OutboxEntry {
-                        claim: None,
-                        ..entry
-                    };
-                    if let Next::RetryIn(delay) = entry.backoff.retry_failed(now, error.clone()) {
-                        self.log(&format!(
-                            "[{cid}] RETRY attempt={attempt}/{MAX_ATTEMPTS} task={task_id} — {error}; next attempt in {} s",
-                            delay / 1000
-                        ));
-                        local.set_many(vec![(key.clone(), encode(&key, &entry)?)])?;
-                        report.rescheduled += 1;
-                        self.counted(&entry.subject, RetryOutcome::Rescheduled);
-                    } else {
-                        let reason = format!("gave up after {attempt} attempts: {error}");
-                        let dead = outbox::bury(local, &key, &entry, reason, now)?;
-                        self.log(&format!(
-                            "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
-                        ));
-                        report.dead += 1;
-                        self.counted(&entry.subject, RetryOutcome::DeadLettered);
-                        done.push(key);
-                        // What waited behind it must not apply without it:
-                        // it follows it into the dead letters, in order.
-                        for (key, entry) in records.by_ref() {
-                            let reason = format!(
-                                "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
-                            );
-                            let held = outbox::bury(local, &key, &entry, reason, now)?;
-                            self.log(&format!(
-                                "[{}] DEAD task={task_id} — held behind {dead} → {held}",
-                                entry.correlation_id
-                            ));
-                            report.dead += 1;
-                            self.counted(&entry.subject, RetryOutcome::DeadLettered);
-                            done.push(key);
-                        }
-                    }
-                    break;
-                }
+                Ok(false)
             }
-            next = records
-                .next()
-                .filter(|(_, e)| (force || e.due_at(now)) && !e.claimed_at(now));
         }
-        // What this task's records changed reaches the feed before the
-        // records go: if it cannot, they stay, are replayed, are found
-        // applied, and their changes are recorded then (see crate::feed).
-        if !done.is_empty()
-            && let Err(e) = w.commit_journal()
-        {
-            self.log(&format!(
-                "[-] FEED task={task_id} — {e:?}; its replayed records stay in the outbox until their changes are recorded"
-            ));
-            return Ok(outcome);
-        }
-        if !done.is_empty() {
-            // Lowered before the records go: a writer that reads the count
-            // in between applies directly, after events already applied.
-            let n = i64::try_from(done.len()).unwrap_or(i64::MAX);
-            if let Err(e) = local.increment(&keys::pending(&task_id), -n) {
-                self.log(&format!(
-                    "[-] KV INCR {} — FAILED: {e}; the next tick reconciles it",
-                    keys::pending(&task_id)
-                ));
-            }
-            local.delete_many(done)?;
-        }
-        Ok(outcome)
     }
 
     /// Applies the record once: `Ok(false)` when it was applied already.
