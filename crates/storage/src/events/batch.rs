@@ -91,9 +91,8 @@ pub(super) enum Planned {
 pub(super) enum Folded {
     /// Each message's outcome, in order.
     Done(Vec<Planned>),
-    /// The documents could not be read: nothing was written; the batch
-    /// goes one message at a time.
-    OneByOne,
+    /// The documents could not be read (this error): nothing was written.
+    Unread(String),
     /// The feed store failed before any write (see [`Failure::NoFeed`]):
     /// nothing was written.
     NoFeed(String),
@@ -169,7 +168,7 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             .collect();
         let at = vec![now; msgs.len()];
         let planned = match self.fold_and_commit(msgs, &parsed, &fast, &at, health) {
-            Folded::OneByOne => return self.one_by_one(msgs),
+            Folded::Unread(_) => return self.one_by_one(msgs),
             Folded::NoFeed(reason) => {
                 (self.log)(&format!(
                     "KV feed — FAILED: {reason}; the batch of {} is not written and is delivered again",
@@ -247,12 +246,15 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             Ok(docs) => docs,
             Err(e) => {
                 (self.log)(&format!(
-                    "KV GET-MANY {} tasks — FAILED ({} ms): {e}; handling the batch of {} one by one",
+                    "KV GET-MANY {} tasks — FAILED ({} ms): {e}",
                     keys.len(),
                     start.elapsed().as_millis(),
-                    msgs.len()
                 ));
-                return Folded::OneByOne;
+                let first = keys.first().map_or("", String::as_str);
+                return Folded::Unread(match keys.len() {
+                    1 => format!("KV GET {first} failed: {e}"),
+                    n => format!("KV GET-MANY {first} and {} more failed: {e}", n - 1),
+                });
             }
         };
         let mut folds: HashMap<&str, Fold> = HashMap::new();

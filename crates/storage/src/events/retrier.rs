@@ -476,7 +476,10 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                         Planned::Alone => None,
                     })
                     .collect(),
-                Folded::OneByOne => vec![None; msgs.len()],
+                // The store failed: each task's first record counts it.
+                Folded::Unread(error) => (0..msgs.len())
+                    .map(|_| Some(Err(Failure::Unavailable(error.clone()))))
+                    .collect(),
                 Folded::NoFeed(reason) => (0..msgs.len())
                     .map(|_| Some(Err(Failure::NoFeed(reason.clone()))))
                     .collect(),
