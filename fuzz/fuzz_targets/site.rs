@@ -7,10 +7,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use tasks_domain::{ListRequest, Page, ReadError, Status, Task, Timestamp};
+use tasks_outbox::ReplayError;
+use tasks_outbox::dead_letters::DeadLetterPage;
 use tasks_signing::{Purpose, sign};
 use tasks_site::{Admin, PurgeScope, Request, TaskSource, handle};
-use tasks_storage::events::dead_letters::DeadLetterPage;
-use tasks_storage::events::outbox::ReplayError;
 
 const KEY: &[u8] = b"fuzz-key-of-at-least-thirty-two-bytes";
 const TOKEN: &str = "fuzz-token-of-at-least-thirty-two-bytes";

@@ -6,9 +6,9 @@
 //! event.
 
 use tasks_domain::keys;
+use tasks_kv::testing::Hooked;
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
-use tasks_storage::testing::Hooked;
 use trigger_nats_sdk::{Error, Message, nats_component};
 
 #[nats_component]

@@ -15,11 +15,12 @@ use bytes::Bytes;
 use futures::Stream;
 use http_body::Frame;
 use tasks_domain::Timestamp;
+use tasks_feed as feed;
+use tasks_feed::{Cursor, Follower, Since, Step};
+use tasks_kv::StoreError;
 use tasks_site::events::{self, HEARTBEAT_SECS, Subscription};
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::FEED_STORE;
-use tasks_storage::StoreError;
-use tasks_storage::feed::{self, Cursor, Follower, Since, Step};
 
 /// How often streams look for news: on the same wall-clock ticks in every
 /// stream of an instance, so one follower read serves them all. The bound

@@ -1,6 +1,6 @@
 //! `kv-read`: exports `tasks:store/reader` over Spin's key-value API.
 //!
-//! A thin adapter: WIT types in, [`tasks_storage::TaskReader`] does the work
+//! A thin adapter: WIT types in, [`tasks_read::TaskReader`] does the work
 //! over the `tasks` store (task documents) and the local `default` store
 //! (listing index, first-page cache), WIT types out. One log line per call.
 
@@ -9,10 +9,11 @@ mod convert;
 use std::time::Instant;
 
 use tasks_domain::{ListRequest, ReadError};
+use tasks_kv::StoreError;
+use tasks_read::TaskReader;
+use tasks_read::page_cache::PageCache;
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::{self, LOCAL_STORE, TasksStore};
-use tasks_storage::read::page_cache::PageCache;
-use tasks_storage::{StoreError, TaskReader};
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]

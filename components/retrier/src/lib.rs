@@ -1,20 +1,22 @@
 //! `retrier`: the cron-triggered component. Each run is one
-//! [`tasks_storage::Retrier`] tick over Spin key-value: due outbox records
+//! [`tasks_retry::Retrier`] tick over Spin key-value: due outbox records
 //! are claimed, applied through the writer's own code path in per-task
 //! order, rescheduled (1 s, 3 s, 10 s, 20 s, 30 s) or dead-lettered.
 //!
 //! A run that finds nothing to do logs nothing. Overlapping runs are safe:
 //! each task's records are claimed with compare-and-swap first.
 
+use tasks_apply::Writer;
+use tasks_cloud_flush::Flusher;
 use tasks_domain::Timestamp;
+use tasks_feed::metrics::{self, Gauges};
+use tasks_feed::{GAP_MILLIS, Journal};
+use tasks_kv::StoreError;
+use tasks_retry::Retrier;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
 use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_spin_kv::{feed, notify};
-use tasks_storage::cloud::Flusher;
-use tasks_storage::feed::{GAP_MILLIS, Journal};
-use tasks_storage::metrics::{self, Gauges};
-use tasks_storage::{Retrier, StoreError, Writer};
 
 /// Generated bindings: the only code here that needs `unsafe`.
 #[allow(unsafe_code, missing_docs, clippy::all)]

@@ -2,15 +2,16 @@
 //! signing key and window from Spin variables.
 
 use tasks_domain::{ReadError, Timestamp, keys};
+use tasks_feed::metrics;
+use tasks_kv::StoreError;
+use tasks_outbox as outbox;
+use tasks_outbox::ReplayError;
+use tasks_outbox::dead_letters::{self, DeadLetterPage};
+use tasks_read::page_cache;
 use tasks_signing::{Purpose, Taken};
 use tasks_site::{Admin, PurgeScope, take_signature_in};
 use tasks_spin_kv::tasks::{FEED_STORE, LOCAL_STORE, TasksStore};
 use tasks_spin_kv::{SpinKv, variable};
-use tasks_storage::StoreError;
-use tasks_storage::events::dead_letters::{self, DeadLetterPage};
-use tasks_storage::events::outbox::{self, ReplayError};
-use tasks_storage::metrics;
-use tasks_storage::read::page_cache;
 
 pub(crate) struct SpinAdmin;
 

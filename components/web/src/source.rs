@@ -4,11 +4,11 @@ use std::cell::RefCell;
 use std::time::Instant;
 use tasks_domain::{self as domain, ListRequest, Page, ReadError, keys};
 
+use tasks_read::page_cache::{Lookup, PageCache};
 use tasks_site::memo::Memo;
 use tasks_site::{PageLookup, TaskSource};
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::{self, LOCAL_STORE};
-use tasks_storage::read::page_cache::{Lookup, PageCache};
 
 use crate::bindings::tasks::store::reader;
 use crate::bindings::tasks::store::types::{Error, Status, Task};
@@ -102,7 +102,7 @@ impl TaskSource for Reader {
     /// Rendered first pages: this instance's memory for 250 ms
     /// ([`tasks_site::memo`]), then the local store next to kv-read's data
     /// pages, under the same generation (see
-    /// `tasks_storage::read::page_cache`). Any store trouble means "no cache".
+    /// `tasks_read::page_cache`). Any store trouble means "no cache".
     fn cached_page(&self, key: &str) -> PageLookup {
         let now = now_ms();
         if let Some(body) = MEMO.with(|m| m.borrow().get(key, now).map(<[u8]>::to_vec)) {

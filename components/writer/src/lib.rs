@@ -1,7 +1,7 @@
 //! `writer`: the NATS-triggered component. Exports `handle-batch` through
 //! the trigger's guest SDK (`#[nats_component]` on a function taking the
 //! batch): each batch goes to [`tasks_spin_kv::writer::handle_messages`]
-//! ([`tasks_storage::Writer`] over Spin key-value, a whole JetStream pull in
+//! (`tasks_apply::Writer` over Spin key-value, a whole JetStream pull in
 //! few store calls): task documents in the `tasks` store; dead letters and
 //! the outbox in the local `default` store; changes and counts in `feed`.
 //!
@@ -9,10 +9,10 @@
 //! applied, dead-lettered or deferred — so a malformed event is not
 //! redelivered forever; an error only when it could not be recorded at all.
 
+use tasks_feed::Journal;
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::writer::handle_messages_with;
-use tasks_storage::feed::Journal;
 use trigger_nats_sdk::{Error, Message, nats_component};
 
 #[nats_component]

@@ -11,7 +11,7 @@ pub const TASK_PREFIX: &str = "task:";
 
 /// Prefix of tombstones in the `tasks` store: `gone:<id>`, the stream
 /// sequence of the delete that removed task `<id>` (see
-/// `tasks_storage::events::tombstone`).
+/// `tasks_apply::tombstone`).
 pub const TOMBSTONE_PREFIX: &str = "gone:";
 
 /// Key in the `tasks` store that changes whenever a task is added or removed.

@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 use tasks_domain::{ReadError, keys};
+use tasks_kv::{AtomicKv, StoreError};
+use tasks_outbox::ReplayError;
+use tasks_outbox::dead_letters::{DeadLetter, DeadLetterPage};
 use tasks_signing::{Purpose, Rejection, Seen, Signed, Taken, valid_until, verify, verify_bearer};
-use tasks_storage::events::dead_letters::{DeadLetter, DeadLetterPage};
-use tasks_storage::events::outbox::ReplayError;
-use tasks_storage::{AtomicKv, StoreError};
 
 use crate::api::{error_body, read_error, to_json};
 use crate::http::{Request, cache, content_type};

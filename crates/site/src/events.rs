@@ -15,7 +15,7 @@
 //!   it, or had it before) and every delete.
 
 use tasks_domain::{Status, Timestamp};
-use tasks_storage::feed::{ChangeKind, Entry};
+use tasks_feed::{ChangeKind, Entry};
 
 use crate::api::error_body;
 use crate::http::{Request, cache, content_type};
@@ -37,7 +37,7 @@ pub const DEFAULT_STREAM_SECS: u64 = 1_800;
 /// client further behind the head gets [`reset`] at once (reload), instead
 /// of up to the whole feed read for it alone. What one instance's shared
 /// follower keeps.
-pub const MAX_CATCH_UP: u64 = tasks_storage::feed::Follower::KEEP as u64;
+pub const MAX_CATCH_UP: u64 = tasks_feed::Follower::KEEP as u64;
 
 /// A stream's lifetime from the `stream_max_seconds` variable: whole
 /// seconds from 1 to a day; [`DEFAULT_STREAM_SECS`] when unset or not one.
@@ -201,7 +201,7 @@ pub fn reset(head: u64) -> String {
 mod tests {
     use super::*;
 
-    use tasks_storage::feed::Change;
+    use tasks_feed::Change;
 
     fn entry(seq: u64, status: Option<Status>, previous: Option<Status>) -> Entry {
         Entry {

@@ -6,11 +6,11 @@ use std::cell::RefCell;
 use tasks_domain::{ListRequest, Page, ReadError, Task, Timestamp, keys};
 use tasks_signing::{Purpose, Taken, sign};
 
+use tasks_kv::KeyValue;
+use tasks_kv::testing::MemoryKv;
+use tasks_outbox::dead_letters::{self, DeadLetter, DeadLetterPage, RawPayload};
+use tasks_outbox::{ReplayError, replay_dead_letter};
 use tasks_site::{Admin, PurgeScope, Request, Response, TaskSource, handle, take_signature_in};
-use tasks_storage::KeyValue;
-use tasks_storage::events::dead_letters::{self, DeadLetter, DeadLetterPage, RawPayload};
-use tasks_storage::events::outbox::{ReplayError, replay_dead_letter};
-use tasks_storage::testing::MemoryKv;
 
 const KEY: &[u8] = b"operator-key-of-at-least-32-bytes";
 const TOKEN: &str = "operator-token-of-at-least-32-bytes";
@@ -532,7 +532,7 @@ fn the_read_side_manifest_gives_the_public_host_no_key_that_signs_replays() {
 
 #[test]
 fn a_signed_request_is_taken_once_even_when_two_copies_arrive_together() {
-    use tasks_storage::testing::{HookAt, Hooked};
+    use tasks_kv::testing::{HookAt, Hooked};
     let admin = Local::operator(Some(KEY));
     let path = "/api/cache/purge";
     let body: &[u8] = br#"{"all":true}"#;

@@ -3,8 +3,8 @@
 
 use spin_sdk::http::{Method as SpinMethod, Request, Response};
 use tasks_cf_kv::{Client, Config, Error, Http, HttpRequest, HttpResponse, Method, TransportError};
-use tasks_storage::StoreError;
-use tasks_storage::cloud::Remote;
+use tasks_cloud::Remote;
+use tasks_kv::StoreError;
 
 /// Outbound HTTP through Spin (the host must allow the API's origin in
 /// `allowed_outbound_hosts`).

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use tasks_storage::metrics::{self, Counts};
+use tasks_feed::metrics::{self, Counts};
 
 use crate::SpinKv;
 use crate::tasks::FEED_STORE;

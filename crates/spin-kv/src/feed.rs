@@ -1,6 +1,6 @@
 //! The change feed and the counters over Spin: the `feed` store.
 
-use tasks_storage::feed::Journal;
+use tasks_feed::Journal;
 
 use crate::tasks::FEED_STORE;
 use crate::{SpinKv, log};
@@ -14,7 +14,7 @@ pub fn store() -> SpinKv {
 /// `set-many`); `false` when that failed, which is logged. The changes of
 /// stream events are kept by the records their writes stored: a caller
 /// that has the events delivered again records them then (see
-/// `tasks_storage::feed`).
+/// `tasks_feed`).
 pub fn commit(journal: &Journal, feed: &SpinKv, cid: &str) -> bool {
     match journal.commit(feed) {
         Ok(_) => true,

@@ -1,14 +1,24 @@
 //! [`KeyValue`] and [`AtomicKv`] over Spin's `wasi:keyvalue` (store, batch,
 //! atomics), shared by the components. spin-sdk 5.2 exposes these host
 //! interfaces only through its generated `wit` module.
+//!
+//! Feature `counters` (web, events): the HTTP components' counters
+//! (`counters`). Feature `writer` (the writer and retrier components):
+//! the writer's message handling (`writer`), the journal's commit to the
+//! `feed` store (`feed`) and the purge sent to a remote web (`notify`);
+//! without it no writer code is linked (kv-read).
 
 pub mod cloudflare;
+#[cfg(feature = "counters")]
 pub mod counters;
+#[cfg(feature = "writer")]
 pub mod feed;
+#[cfg(feature = "writer")]
 pub mod notify;
 pub mod tasks;
 #[cfg(feature = "wasi-http-0-2")]
 pub mod wasi_http_0_2;
+#[cfg(feature = "writer")]
 pub mod writer;
 
 use std::cell::{OnceCell, RefCell};
@@ -16,7 +26,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
-use tasks_storage::{AtomicKv, KeyValue, StoreError};
+use tasks_kv::{AtomicKv, KeyValue, StoreError};
 
 /// One Spin key-value store, opened at once or on first use.
 pub struct SpinKv {

@@ -5,16 +5,16 @@
 //! - `kv_backend = "spin"` (default): Spin's own store labelled `tasks`,
 //!   whatever type the runtime config gives it (SQLite, Redis, …).
 //! - `kv_backend = "cloudflare"`: Cloudflare Workers KV over its REST API,
-//!   write-behind and read-through ([`tasks_storage::cloud::CloudKv`]); the
+//!   write-behind and read-through ([`tasks_cloud::CloudKv`]); the
 //!   `tasks` label then holds the local working copy.
 //!
 //! A misconfigured backend fails every call with a message naming the
 //! variable to set, so the first request says what is wrong.
 
 use tasks_cf_kv::Config;
+use tasks_cloud::CloudKv;
 use tasks_domain::Timestamp;
-use tasks_storage::cloud::CloudKv;
-use tasks_storage::{AtomicKv, KeyValue, StoreError};
+use tasks_kv::{AtomicKv, KeyValue, StoreError};
 
 use crate::cloudflare::CfRemote;
 use crate::{SpinKv, variable};
@@ -52,7 +52,7 @@ pub fn backend() -> Result<Backend, StoreError> {
 /// Whether every write to the `tasks` store goes through this app (our
 /// writer and retrier): true on Spin's own store, false on Cloudflare, where
 /// other instances write too. The page cache's policy asks this (see
-/// `tasks_storage::read::page_cache`).
+/// `tasks_read::page_cache`).
 pub fn sees_every_write() -> bool {
     backend() == Ok(Backend::Spin)
 }

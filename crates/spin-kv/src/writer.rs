@@ -9,9 +9,10 @@
 
 use std::time::Instant;
 
+use tasks_apply::{Handled, Incoming, Writer};
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
-use tasks_storage::feed::Journal;
-use tasks_storage::{AtomicKv, Handled, Incoming, StoreError, Writer};
+use tasks_feed::Journal;
+use tasks_kv::{AtomicKv, StoreError};
 use trigger_nats_sdk::Message;
 
 use crate::tasks::TasksStore;

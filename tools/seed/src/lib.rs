@@ -4,7 +4,7 @@
 //! file in SQLite's write-ahead-log mode before Spin opens it.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tasks_storage::{KeyValue, StoreError};
+use tasks_kv::{KeyValue, StoreError};
 
 /// Spin's own schema, created when absent.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (

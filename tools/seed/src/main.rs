@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tasks_domain::{Status, Task, Timestamp, keys, validate};
+use tasks_kv::KeyValue;
 use tasks_seed::SqliteKv;
-use tasks_storage::KeyValue;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,8 +4,9 @@ mod common;
 
 use common::temp_db;
 use tasks_domain::{ListRequest, ReadError, Status, Task, Timestamp, keys};
+use tasks_kv::KeyValue;
+use tasks_read::TaskReader;
 use tasks_seed::SqliteKv;
-use tasks_storage::{KeyValue, TaskReader};
 
 #[test]
 fn reader_pages_over_sqlite_and_stores_its_index_locally() -> anyhow::Result<()> {

@@ -5,8 +5,8 @@ mod common;
 
 use common::temp_db;
 use rusqlite::Connection;
+use tasks_kv::KeyValue;
 use tasks_seed::{Journal, SqliteKv, use_wal};
-use tasks_storage::KeyValue;
 
 fn mode(db: &std::path::Path) -> anyhow::Result<String> {
     Ok(Connection::open(db)?.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)

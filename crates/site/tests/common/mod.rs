@@ -1,9 +1,9 @@
 //! Shared by the site's integration tests.
 
 use tasks_domain::ReadError;
+use tasks_outbox::ReplayError;
+use tasks_outbox::dead_letters::DeadLetterPage;
 use tasks_site::{Admin, PurgeScope};
-use tasks_storage::events::dead_letters::DeadLetterPage;
-use tasks_storage::events::outbox::ReplayError;
 
 /// Operator routes over nothing: tests of the task routes never reach them.
 pub struct NoAdmin;
