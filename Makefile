@@ -30,7 +30,7 @@ help:
 	@echo "make up      build everything, start nats-server if needed, run the app on $(LISTEN)"
 	@echo "make test    lint, native tests (real nats-server), Cloudflare client vs miniflare, wasm build,"
 	@echo "             this tree's trigger-nats plugin, e2e suites on spin up; one count line per stage"
-	@echo "make lint    cargo fmt --check, clippy -D warnings (native and $(WASM_TARGET)), no import cycles"
+	@echo "make lint    cargo fmt --check, clippy -D warnings (native and $(WASM_TARGET)), no import cycles, crate layering"
 	@echo "make plugin  build + install this tree's trigger-nats and the trigger-cron plugin into your Spin"
 	@echo "make plugin-release  trigger-nats's release archive for this platform + its plugin index manifest (target/plugin-release)"
 	@echo "make nats    start a local nats-server on 127.0.0.1:4222 unless one answers"
@@ -89,7 +89,7 @@ lint-fmt:
 	cd fuzz && cargo fmt --check
 
 lint-imports:
-	@echo "==> no import cycle between the files of a crate"
+	@echo "==> no import cycle between the files of a crate; crate dependencies as docs/architecture.md draws them"
 	scripts/check-imports.py
 
 lint-clippy:
