@@ -1,6 +1,8 @@
 //! Replaying the outbox: which records are due, and one retrier tick
 //! (claim, apply in order, reschedule or bury, reconcile), over the apply
-//! path of `tasks-apply` and the records of `tasks-outbox`.
+//! path of `tasks-apply` and the records of `tasks-outbox`. The claimed
+//! records of up to [`REPLAY_TASKS`] tasks are replayed together, through
+//! the writer's batch fast path (`Writer::fold_and_commit`).
 //! Feature `testing`: the harness's retrier ticks (`testing::Tick`).
 
 #[cfg(any(test, feature = "testing"))]
@@ -27,7 +29,7 @@ const READ_BATCH: usize = 256;
 /// Tasks whose records one batch replays: one read of their documents, one
 /// feed increment, one write per task, one commit of their changes to the
 /// feed. Small enough that a run stops soon after its budget.
-const REPLAY_TASKS: usize = 64;
+pub const REPLAY_TASKS: usize = 64;
 
 /// One task's outbox records, oldest first, due now.
 #[derive(Clone, Debug, PartialEq, Eq)]
