@@ -10,15 +10,26 @@
 #                                   release manifest), Spin, and nats-server unless a NATS
 #                                   server already answers on 127.0.0.1:${NATS_PORT:-4222}
 #                                   or SPIN_VARIABLE_NATS_URL names another one
+#   scripts/prereqs.sh --for test   everything `make test` needs (docs/testing.md): what
+#                                   make up needs, nats-server itself (each suite starts its
+#                                   own), rustfmt and clippy, the nightly toolchain (fuzz
+#                                   targets), curl, jq, sqlite3, openssl, redis-server,
+#                                   Node.js with npm, Debian's chromium, and Python's venv
 # Exits 1 after listing every missing piece.
 set -euo pipefail
 
-need_spin=0 for_up=0
+need_spin=0 for_up=0 for_test=0
+usage() { echo "usage: $0 [--need spin | --for up | --for test]" >&2; exit 2; }
 case "${1:-}" in
   "") ;;
-  --need) [[ ${2:-} == spin ]] || { echo "usage: $0 [--need spin | --for up]" >&2; exit 2; }; need_spin=1 ;;
-  --for) [[ ${2:-} == up ]] || { echo "usage: $0 [--need spin | --for up]" >&2; exit 2; }; need_spin=1 for_up=1 ;;
-  *) echo "usage: $0 [--need spin | --for up]" >&2; exit 2 ;;
+  --need) [[ ${2:-} == spin ]] || usage; need_spin=1 ;;
+  --for)
+    case ${2:-} in
+      up) need_spin=1 for_up=1 ;;
+      test) need_spin=1 for_up=1 for_test=1 ;;
+      *) usage ;;
+    esac ;;
+  *) usage ;;
 esac
 
 missing=0
@@ -68,7 +79,37 @@ if ((need_spin)); then
   fi
 fi
 
-if ((for_up)) && [[ -z ${SPIN_VARIABLE_NATS_URL:-} ]] && ! command -v nats-server >/dev/null &&
+if ((for_test)); then
+  command -v nats-server >/dev/null ||
+    lack "nats-server (each suite starts its own)" \
+      "$(debian nats-server 'see https://docs.nats.io/running-a-nats-service/introduction/installation')"
+  # tool WHY DEBIAN-PACKAGE ELSEWHERE: one command the suites run.
+  tool() {
+    command -v "$1" >/dev/null || lack "$1 ($2)" "$(debian "$3" "$4")"
+  }
+  tool curl "the e2e suites' HTTP client" curl "install curl"
+  tool jq "the e2e suites read JSON with it" jq "install jq"
+  tool sqlite3 "the e2e suites read the local store with it" sqlite3 "install sqlite3"
+  tool openssl "the plugin's TLS tests make a private CA with it" openssl "install openssl"
+  tool redis-server "the plugin's tests and the retry, cluster and chaos suites" redis-server "install Redis"
+  tool node "Cloudflare's emulator, miniflare" nodejs "install Node.js 20 or later"
+  tool npm "installs miniflare into tests/miniflare" npm "install npm"
+  tool chromium "the live-pages suite's browser" chromium "install Chromium"
+  if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    lack "Python's venv (the suites' Python packages go into a virtual environment)" \
+      "$(debian python3-venv 'install Python 3 with its venv module')"
+  fi
+  if command -v rustup >/dev/null; then
+    components=$(rustup component list --installed 2>/dev/null || true)
+    for c in rustfmt clippy; do
+      grep -q "^$c" <<<"$components" || lack "the Rust component $c (make lint)" "rustup component add $c"
+    done
+    toolchains=$(rustup toolchain list 2>/dev/null || true)
+    grep -q '^nightly' <<<"$toolchains" ||
+      lack "the nightly Rust toolchain (the fuzz targets: libFuzzer, SanitizerCoverage)" \
+        "rustup toolchain install nightly --profile minimal"
+  fi
+elif ((for_up)) && [[ -z ${SPIN_VARIABLE_NATS_URL:-} ]] && ! command -v nats-server >/dev/null &&
    ! (exec 3<>"/dev/tcp/127.0.0.1/${NATS_PORT:-4222}") 2>/dev/null; then
   lack "nats-server (or a NATS server with JetStream: SPIN_VARIABLE_NATS_URL=nats://host:4222 make up)" \
     "$(debian nats-server 'see https://docs.nats.io/running-a-nats-service/introduction/installation')"

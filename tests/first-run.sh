@@ -3,7 +3,9 @@
 # with one tool taken off PATH, stops before compiling anything (within 60 s) naming the
 # missing tool and the command that installs it; and scripts/prereqs.sh --for up names
 # each tool make up needs when that one is missing (cargo, rustup, a C compiler,
-# pkg-config, the OpenSSL headers, python3, spin, nats-server); and `make clean` stops the
+# pkg-config, the OpenSSL headers, python3, spin, nats-server), and --for test each command
+# make test needs besides (nats-server, curl, jq, sqlite3, openssl, redis-server, node, npm,
+# chromium); and `make clean` stops the
 # nats-server `make nats` started before it removes .spin/ (its pid file and store).
 # "Off PATH": PATH becomes one directory of links to every command on the real PATH but
 # the ones named, so nothing else changes.
@@ -58,12 +60,12 @@ make_up_without spin "missing: the Spin CLI"
 make_up_without nats-server "missing: nats-server"
 
 echo "==> scripts/prereqs.sh --for up, each tool missing in turn"
-prereqs_without() { # NAME WANT [ENV...]
-  local name=$1 want=$2 out=$OUT/prereqs-without-$1.txt
+prereqs_without() { # NAME WANT [ENV...]: prereqs.sh --for ${FOR:-up} without NAME
+  local name=$1 want=$2 for=${FOR:-up} out=$OUT/prereqs-${FOR:-up}-without-$1.txt
   shift 2
   set +e
   env -u SPIN_VARIABLE_NATS_URL PATH="$(path_without "$name")" NATS_PORT=$free "$@" \
-    "$ROOT/scripts/prereqs.sh" --for up >"$out" 2>&1
+    "$ROOT/scripts/prereqs.sh" --for "$for" >"$out" 2>&1
   local rc=$?
   set -e
   check "without $name: exit 1 naming it ($want)" bash -c "test $rc -eq 1 && grep -qF '$want' '$out' && grep -q '^  fix: ' '$out'"
@@ -79,6 +81,13 @@ prereqs_without nats-server "missing: nats-server"
 mkdir -p "$WORK/empty-pc"
 prereqs_without openssl-headers "missing: the OpenSSL headers" PKG_CONFIG_PATH="$WORK/empty-pc" PKG_CONFIG_LIBDIR="$WORK/empty-pc"
 check "with everything there: exit 0, nothing missing" bash -c "env -u SPIN_VARIABLE_NATS_URL NATS_PORT=$free '$ROOT/scripts/prereqs.sh' --for up >'$OUT/prereqs-all.txt' 2>&1 && ! grep -q missing '$OUT/prereqs-all.txt'"
+
+echo "==> scripts/prereqs.sh --for test (what make test needs besides), each tool missing in turn"
+# nats-server even when a NATS server answers: each suite starts its own.
+FOR=test prereqs_without nats-server "missing: nats-server (each suite starts its own)"
+for t in curl jq sqlite3 openssl redis-server node npm chromium; do
+  FOR=test prereqs_without "$t" "missing: $t ("
+done
 
 echo "==> make clean stops the nats-server make nats started before removing .spin/"
 (cd "$copy" && NATS_PORT=$free make -s nats) >"$OUT/make-nats.txt" 2>&1
