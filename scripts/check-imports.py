@@ -44,10 +44,10 @@ ALLOWED = {
     "tasks-proptest-kit": set(),
     "tasks-site": {"tasks-domain", "tasks-signing", "tasks-kv", "tasks-feed", "tasks-outbox"},
     # feature counters: tasks-feed; feature writer: tasks-feed, tasks-apply,
-    # tasks-signing, trigger-nats-sdk
+    # tasks-retry, tasks-signing, trigger-nats-sdk
     "tasks-spin-kv": {
         "tasks-domain", "tasks-kv", "tasks-cloud", "tasks-cf-kv",
-        "tasks-feed", "tasks-apply", "tasks-signing", "trigger-nats-sdk",
+        "tasks-feed", "tasks-apply", "tasks-retry", "tasks-signing", "trigger-nats-sdk",
     },
     # components/
     "tasks-web": {

@@ -14,7 +14,7 @@ use tasks_domain::{StreamPos, Timestamp, event, keys};
 
 use tasks_apply::apply::Failure;
 use tasks_apply::batch::{self, Folded, Planned};
-use tasks_apply::{Incoming, Writer};
+use tasks_apply::{Handled, Incoming, Writer};
 use tasks_feed::counts::RetryOutcome;
 use tasks_kv::backoff::{MAX_ATTEMPTS, Next};
 use tasks_kv::lease::{self, Claim};
@@ -38,6 +38,28 @@ pub struct Queue {
     pub task_id: String,
     /// `(key, record)` in outbox order.
     pub records: Vec<(String, OutboxEntry)>,
+}
+
+/// How long the writer spends replaying the outbox after a call that queued
+/// an event ([`replay_after`]): short beside the trigger's handler timeout.
+pub const WRITER_REPLAY_MILLIS: i64 = 500;
+
+/// Whether the writer, having handled a call with these outcomes, should run
+/// a retrier tick itself ([`Retrier::tick`], for [`WRITER_REPLAY_MILLIS`]):
+/// when an event was queued behind a deferred one of its task while nothing
+/// of the call was deferred or failed to be recorded, the store answers
+/// again but the backlog waits. The writer's own store client is back at
+/// once; the retrier's may still be waiting to reconnect (Spin's Redis store
+/// waits up to a minute: docs/decisions.md), and until the backlog goes,
+/// every new event of those tasks queues behind it.
+pub fn replay_after(outcomes: &[Result<Handled, StoreError>]) -> bool {
+    let queued = outcomes
+        .iter()
+        .any(|o| matches!(o, Ok(Handled::Queued { .. })));
+    let store_failed = outcomes
+        .iter()
+        .any(|o| matches!(o, Ok(Handled::Deferred { .. }) | Err(_)));
+    queued && !store_failed
 }
 
 /// Groups `records` (any order) by task in outbox order and keeps the tasks

@@ -785,3 +785,65 @@ fn a_backlog_after_an_outage_replays_in_a_few_store_calls_not_several_per_event(
         assert_eq!(got, expected, "{id}'s changes in the feed");
     }
 }
+
+#[test]
+fn a_writer_call_that_queues_while_the_store_answers_replays_the_outbox_itself() {
+    use tasks_retry::replay_after;
+    let h = Harness::new();
+    let msg = |payload: &'static str| Incoming {
+        subject: if payload.contains("title") {
+            "tasks.created"
+        } else {
+            "tasks.updated"
+        },
+        payload: payload.as_bytes(),
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: None,
+        stream_epoch: None,
+    };
+    let call = |payloads: &[&'static str]| {
+        let msgs: Vec<Incoming> = payloads.iter().map(|p| msg(p)).collect();
+        h.advance(1);
+        h.with_writer(&h.tasks, |w| w.handle_batch(&msgs))
+    };
+
+    // The store fails: t-1's create is deferred, and so is the rest of the call.
+    h.tasks.set_down(true);
+    let during = call(&[
+        r#"{"id":"t-1","title":"A"}"#,
+        r#"{"id":"t-1","status":"in-progress"}"#,
+    ]);
+    assert!(
+        !replay_after(&during),
+        "the store failed in this call: {during:?}"
+    );
+
+    // Back. The writer's circuit lets it call the store a second after the
+    // failure; the retrier's record still says down (its client may be
+    // waiting to reconnect). A new task applies; t-1's update queues.
+    h.tasks.set_down(false);
+    h.advance(WRITER_CIRCUIT_MILLIS);
+    let after = call(&[
+        r#"{"id":"t-2","title":"B"}"#,
+        r#"{"id":"t-1","status":"completed"}"#,
+    ]);
+    assert!(matches!(after[0], Ok(Handled::Applied { .. })), "{after:?}");
+    assert!(matches!(after[1], Ok(Handled::Queued { .. })), "{after:?}");
+    assert!(replay_after(&after), "queued while the store answered");
+
+    // The tick the writer runs then: the probe finds the store up and the
+    // backlog goes, in order, at once.
+    let r = h.tick();
+    assert_eq!((r.applied, r.dead), (3, 0), "{r:?}");
+    let t = h.task("t-1").expect("applied");
+    assert_eq!((t.status, t.version), (Status::Completed, 3));
+    assert!(h.outbox().is_empty());
+
+    // Nothing queued: nothing to replay.
+    let quiet = call(&[
+        r#"{"id":"t-2","status":"completed"}"#,
+        r#"{"id":"t-3","title":"C"}"#,
+    ]);
+    assert!(!replay_after(&quiet), "{quiet:?}");
+}

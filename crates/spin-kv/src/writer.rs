@@ -13,6 +13,7 @@ use tasks_apply::{Handled, Incoming, Writer};
 use tasks_domain::{CORRELATION_HEADER, Timestamp};
 use tasks_feed::Journal;
 use tasks_kv::{AtomicKv, StoreError};
+use tasks_retry::{self as retry, Retrier};
 use trigger_nats_sdk::Message;
 
 use crate::tasks::TasksStore;
@@ -127,5 +128,34 @@ pub fn handle_messages_with<L: AtomicKv>(
             .map(|_| Err(StoreError::Unavailable(reason.clone())))
             .collect();
     }
+    if matches!(tasks, TasksStore::Spin(_)) && retry::replay_after(&outcomes) {
+        replay_outbox(&writer, cid);
+    }
     outcomes.into_iter().map(|o| o.map(drop)).collect()
+}
+
+/// One retrier tick in the writer's call, on its own store clients (see
+/// [`retry::replay_after`]): not fenced by the delivery's lease (the tick
+/// claims what it replays), with a journal of its own, committed by the tick.
+fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str) {
+    let journal = Journal::new();
+    let replayer = Writer {
+        journal: &journal,
+        commit_until: None,
+        ..*writer
+    };
+    let tick = Retrier {
+        writer: &replayer,
+        budget_millis: retry::WRITER_REPLAY_MILLIS,
+    }
+    .tick();
+    match tick {
+        Ok(r) => log(&format!(
+            "[{cid}] OUTBOX replayed in the writer: {} applied, {} applied already, {} rescheduled, {} dead, {} tasks left to other runs",
+            r.applied, r.already_applied, r.rescheduled, r.dead, r.skipped
+        )),
+        Err(e) => log(&format!(
+            "[{cid}] OUTBOX replay in the writer — local store failed: {e}; the retrier replays it"
+        )),
+    }
 }
