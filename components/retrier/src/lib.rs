@@ -84,6 +84,7 @@ impl bindings::Guest for RetrierComponent {
         let report = Retrier {
             writer: &writer,
             budget_millis: BUDGET_MILLIS,
+            reconcile: true,
         }
         .tick();
         // What the run applied goes to the change feed even if it then

@@ -31,6 +31,10 @@ const READ_BATCH: usize = 256;
 /// feed. Small enough that a run stops soon after its budget.
 pub const REPLAY_TASKS: usize = 64;
 
+/// How long before its claims lapse a run stops writing to the tasks store
+/// ([`CLAIM_MILLIS`] after it claimed).
+const CLAIM_MARGIN_MILLIS: i64 = 5_000;
+
 /// One task's outbox records, oldest first, due now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queue {
@@ -160,6 +164,10 @@ pub struct Retrier<'w, 'a, T: AtomicKv, L: AtomicKv> {
     pub writer: &'w Writer<'a, T, L>,
     /// Stop starting new tasks after this long; the next tick goes on.
     pub budget_millis: i64,
+    /// Whether the tick ends by bringing the pending counters back to the
+    /// records (the cron retrier's ticks). Two reconciles at once can both
+    /// correct the same counter, so the writer's own ticks leave it to them.
+    pub reconcile: bool,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
@@ -193,7 +201,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let records = self.read_records(&outbox, started)?;
         let waiting = queues(records, started, false);
         if waiting.is_empty() {
-            self.reconcile()?;
+            self.reconcile_if_asked()?;
             return Ok(report);
         }
         let (cas, health) = lease::read(local, keys::TASKS_HEALTH)?;
@@ -215,7 +223,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 self.probe(waiting, started, &mut report)?;
             }
         }
-        self.reconcile()?;
+        self.reconcile_if_asked()?;
         Ok(report)
     }
 
@@ -377,9 +385,16 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         if claimed.is_empty() {
             return Ok(Outcome::Skipped);
         }
+        // No tasks-store write once the claims are about to lapse (a call
+        // that waited on a reconnecting client): another run may hold the
+        // tasks by then.
+        let held = Writer {
+            commit_until: Some(Timestamp(now.millis() + CLAIM_MILLIS - CLAIM_MARGIN_MILLIS)),
+            ..*w
+        };
         let mut replayed = match mode {
             Mode::NotTried(_) => Vec::new(),
-            Mode::Due | Mode::Force => self.replay(&claimed),
+            Mode::Due | Mode::Force => self.replay(&held, &claimed),
         }
         .into_iter();
 
@@ -390,7 +405,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             let task_id = claim.task_id.clone();
             let before = done.len();
             let results = replayed.next().unwrap_or_default();
-            let task = self.settle_task(claim, results, mode, now, report, &mut done)?;
+            let task = self.settle_task(&held, claim, results, mode, now, report, &mut done)?;
             if let (Outcome::StoreDown(error), Outcome::Reached) = (task, &outcome) {
                 outcome = Outcome::StoreDown(error);
             }
@@ -471,7 +486,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     /// writer's fast path ([`Writer::fold_and_commit`]), each as of the
     /// time it arrived. One list per task, one entry per record: its
     /// outcome, or `None` where the task must go one record at a time.
-    fn replay(&self, claimed: &[Claimed]) -> Vec<Vec<Option<Result<bool, Failure>>>> {
+    fn replay(
+        &self,
+        held: &Writer<'_, T, L>,
+        claimed: &[Claimed],
+    ) -> Vec<Vec<Option<Result<bool, Failure>>>> {
         let entries: Vec<&OutboxEntry> = claimed
             .iter()
             .flat_map(|c| c.records[..c.taken].iter().map(|(_, e)| e))
@@ -496,12 +515,16 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         let at: Vec<Timestamp> = entries.iter().map(|e| e.received_at).collect();
         let ids = batch::task_ids(&parsed);
         let flat: Vec<Option<Result<bool, Failure>>> =
-            match self.writer.fold_and_commit(&msgs, &parsed, &ids, &at, None) {
+            match held.fold_and_commit(&msgs, &parsed, &ids, &at, None) {
                 Folded::Done(planned) => planned
                     .into_iter()
                     .map(|p| match p {
                         Planned::Applied { wrote, .. } => Some(Ok(wrote)),
                         Planned::Reject { reason, .. } => Some(Err(Failure::Permanent(reason))),
+                        // Past the claims, the task is not ours to settle.
+                        Planned::Failed { error, .. } if held.fence().is_err() => {
+                            Some(Err(Failure::Fenced(error)))
+                        }
                         Planned::Failed { error, .. } => Some(Err(Failure::Unavailable(error))),
                         Planned::Alone => None,
                     })
@@ -525,8 +548,10 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     /// [`Retrier::replay`]; empty or holding a `None`: the task goes one
     /// record at a time) until one fails. Records settled for good (applied,
     /// found applied, dead-lettered) are added to `done`.
+    #[allow(clippy::too_many_arguments)]
     fn settle_task(
         &self,
+        held: &Writer<'_, T, L>,
         claim: Claimed,
         replayed: Vec<Option<Result<bool, Failure>>>,
         mode: Mode<'_>,
@@ -550,11 +575,11 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             let result = match (batched, mode) {
                 (true, _) => replayed
                     .next()
-                    .unwrap_or_else(|| self.try_once(&entry, &entry.correlation_id)),
+                    .unwrap_or_else(|| Self::try_once(held, &entry)),
                 (false, Mode::NotTried(error)) => Err(Failure::Unavailable(format!(
                     "not tried: the tasks store failed moments ago ({error})"
                 ))),
-                (false, Mode::Due | Mode::Force) => self.try_once(&entry, &entry.correlation_id),
+                (false, Mode::Due | Mode::Force) => Self::try_once(held, &entry),
             };
             if let (Err(Failure::Unavailable(error)), Mode::Due | Mode::Force) = (&result, mode) {
                 outcome = Outcome::StoreDown(error.clone());
@@ -615,6 +640,15 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 done.push(key);
                 Ok(true)
             }
+            Err(Failure::Fenced(_)) => {
+                // The claim lapsed before the write: the record, as it is,
+                // belongs to whichever run holds the task now.
+                self.log(&format!(
+                    "[{cid}] LAPSED task={task_id} — this run's claim ran out before the write; left to the run that holds the task now ({key})"
+                ));
+                report.skipped += 1;
+                Ok(false)
+            }
             Err(Failure::Permanent(reason)) => {
                 let dead = outbox::bury(local, &key, &entry, reason.clone(), now)?;
                 self.log(&format!(
@@ -626,10 +660,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 Ok(true)
             }
             Err(
-                Failure::Unavailable(error)
-                | Failure::Contended(error)
-                | Failure::Fenced(error)
-                | Failure::NoFeed(error),
+                Failure::Unavailable(error) | Failure::Contended(error) | Failure::NoFeed(error),
             ) if early => {
                 // A probe ahead of this record's schedule: not an attempt.
                 self.log(&format!(
@@ -643,10 +674,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 Ok(false)
             }
             Err(
-                Failure::Unavailable(error)
-                | Failure::Contended(error)
-                | Failure::Fenced(error)
-                | Failure::NoFeed(error),
+                Failure::Unavailable(error) | Failure::Contended(error) | Failure::NoFeed(error),
             ) => {
                 let mut entry = OutboxEntry {
                     claim: None,
@@ -691,16 +719,24 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
     }
 
     /// Applies the record once: `Ok(false)` when it was applied already.
-    fn try_once(&self, entry: &OutboxEntry, cid: &str) -> Result<bool, Failure> {
+    fn try_once(held: &Writer<'_, T, L>, entry: &OutboxEntry) -> Result<bool, Failure> {
         let payload = entry.raw.bytes();
         let ev =
             event::parse(&entry.subject, &payload).map_err(|r| Failure::Permanent(r.reason))?;
-        self.writer.apply(
+        held.apply(
             &ev,
-            cid,
+            &entry.correlation_id,
             entry.received_at,
             StreamPos::from_parts(entry.stream_seq, entry.stream_epoch),
         )
+    }
+
+    fn reconcile_if_asked(&self) -> Result<(), StoreError> {
+        if self.reconcile {
+            self.reconcile()
+        } else {
+            Ok(())
+        }
     }
 
     fn counted(&self, subject: &str, outcome: RetryOutcome) {

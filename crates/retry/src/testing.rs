@@ -22,6 +22,7 @@ impl Tick for Harness {
             Retrier {
                 writer: w,
                 budget_millis: 10_000,
+                reconcile: true,
             }
             .tick()
         })

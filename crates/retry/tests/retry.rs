@@ -847,3 +847,41 @@ fn a_writer_call_that_queues_while_the_store_answers_replays_the_outbox_itself()
     ]);
     assert!(!replay_after(&quiet), "{quiet:?}");
 }
+
+#[test]
+fn a_run_whose_store_call_outlasts_its_claims_writes_nothing_and_leaves_the_records() {
+    use tasks_outbox::CLAIM_MILLIS;
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    h.tasks.set_down(false);
+    h.advance(WRITER_CIRCUIT_MILLIS);
+    let queued = h.send("tasks.updated", r#"{"id":"t-1","status":"completed"}"#);
+    assert!(matches!(queued, Handled::Queued { .. }), "{queued:?}");
+
+    // The run's read of the documents waits past its claims (a client
+    // reconnecting): by then another run may hold t-1, so this one writes
+    // nothing and leaves the records as they are.
+    let slow = Hooked::new(&h.tasks, HookAt::TaskRead, || h.advance(CLAIM_MILLIS));
+    let r = h.tick_on(&slow);
+    assert_eq!((r.applied, r.rescheduled, r.dead), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        h.task("t-1"),
+        None,
+        "nothing written after the claim lapsed"
+    );
+    assert!(h.logged("LAPSED task=t-1"));
+    let outbox = h.outbox();
+    assert_eq!(outbox.len(), 2);
+    assert!(
+        outbox.iter().all(|e| e.backoff.retries == 0),
+        "not counted as attempts: {outbox:?}"
+    );
+
+    // The next run applies both, once, in order.
+    let r = h.tick();
+    assert_eq!(r.applied, 2, "{r:?}");
+    let t = h.task("t-1").expect("applied");
+    assert_eq!((t.status, t.version), (Status::Completed, 2));
+    assert!(h.outbox().is_empty());
+}

@@ -136,7 +136,9 @@ pub fn handle_messages_with<L: AtomicKv>(
 
 /// One retrier tick in the writer's call, on its own store clients (see
 /// [`retry::replay_after`]): not fenced by the delivery's lease (the tick
-/// claims what it replays), with a journal of its own, committed by the tick.
+/// claims what it replays, and writes nothing once its claims lapse), with a
+/// journal of its own, committed after it; it leaves the counters' reconcile
+/// to the cron retrier.
 fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str) {
     let journal = Journal::new();
     let replayer = Writer {
@@ -147,8 +149,16 @@ fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str)
     let tick = Retrier {
         writer: &replayer,
         budget_millis: retry::WRITER_REPLAY_MILLIS,
+        reconcile: false,
     }
     .tick();
+    // What the tick applied goes to the change feed even if it then failed
+    // (the runs commit only what they settled).
+    if let Err(e) = replayer.commit_journal() {
+        log(&format!(
+            "[{cid}] FEED after the writer's outbox replay — {e:?}; the records it applied stay in the outbox"
+        ));
+    }
     match tick {
         Ok(r) => log(&format!(
             "[{cid}] OUTBOX replayed in the writer: {} applied, {} applied already, {} rescheduled, {} dead, {} tasks left to other runs",
