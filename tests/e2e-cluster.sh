@@ -223,7 +223,7 @@ replay=$(curl -s -o "$WORK/replay.json" -w '%{http_code}' -X POST \
 check "instance 1's web replays it (202)" is "$replay" "202"
 # The update is older in the stream than the create that came after it: a replay keeps its
 # stream position, so a retrier skips it instead of applying it over the newer state.
-replay_skipped() { grep -qs "task=dl-1 — SKIPPED, applied already (tasks.updated" "$OUT"/logs-*/retrier_stdout.txt; }
+replay_skipped() { grep -qs "task=dl-1 — SKIPPED, applied already (tasks.updated" "$OUT"/logs-*/retrier_stdout.txt "$OUT"/logs-*/writer_stdout.txt; }
 check "a retrier skips it: the task moved past it in the stream" wait_until 30 replay_skipped
 check "  … and the task keeps its newer state" is "$(field dl-1 .title)" "created"
 

@@ -143,6 +143,7 @@ component = "writer"
 subject = "tasks.>"
 queue_group = "spin-tasks-writer"
 handler_timeout_ms = 5000
+tick_ms = 1000
 
 """)
 elif mode != "jetstream":
@@ -350,6 +351,9 @@ status_of() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT$1";
 task_visible() { [[ $(curl -s -o /dev/null --max-time 10 -w '%{http_code}' "http://127.0.0.1:${2:-$PORT}/api/tasks/$1") == 200 ]]; }
 # logged COMPONENT TEXT: COMPONENT's log, $OUT/logs/COMPONENT_stdout.txt, has a line containing TEXT.
 logged() { grep -qF -- "$2" "$OUT/logs/$1_stdout.txt"; }
+# replay_logged TEXT: an outbox replay's line, from the cron retrier or from the writer,
+# whose calls (a queueing call, and its tick_ms calls with no message) replay the outbox too.
+replay_logged() { logged retrier "$1" || logged writer "$1"; }
 # outbox [DIR]: how many outbox records (deferred events) the stores in DIR (default $WORK) hold.
 outbox() { kv_count "${1:-$WORK}" default 'outbox:%'; }
 # outbox_empty [DIR]: the stores in DIR (default $WORK) hold no outbox record.

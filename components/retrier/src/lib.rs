@@ -1,7 +1,9 @@
 //! `retrier`: the cron-triggered component. Each run is one
 //! [`tasks_retry::Retrier`] tick over Spin key-value: due outbox records
 //! are claimed, applied through the writer's own code path in per-task
-//! order, rescheduled (1 s, 3 s, 10 s, 20 s, 30 s) or dead-lettered.
+//! order, rescheduled (1 s, 3 s, 10 s, 20 s, 30 s) or dead-lettered. While
+//! the writer replays the outbox on its own ticks (Spin's own `tasks` store,
+//! `tasks_retry::writer_ticks`), a run only counts and reconciles.
 //!
 //! A run that finds nothing to do logs nothing. Overlapping runs are safe:
 //! each task's records are claimed with compare-and-swap first.
@@ -81,10 +83,15 @@ impl bindings::Guest for RetrierComponent {
             feed: &feed_store,
             commit_until: None,
         };
+        // On Spin's own store the writer's ticks replay the outbox while they
+        // run (on trigger-nats's client, which reconnects within a second).
+        let replay = tasks.cloud().is_some()
+            || !tasks_retry::writer_ticks(&local, Timestamp::now()).map_err(failed)?;
         let report = Retrier {
             writer: &writer,
             budget_millis: BUDGET_MILLIS,
             reconcile: true,
+            replay,
         }
         .tick();
         // What the run applied goes to the change feed even if it then

@@ -12,7 +12,7 @@
 use tasks_feed::Journal;
 use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
-use tasks_spin_kv::writer::handle_messages_with;
+use tasks_spin_kv::writer::{handle_messages_with, handle_tick};
 use trigger_nats_sdk::{Error, Message, nats_component};
 
 #[nats_component]
@@ -22,6 +22,12 @@ fn handle(batch: Vec<Message>) -> Vec<Result<(), Error>> {
         Ok(local) => local,
         Err(e) => return vec![Err(not_recorded(e)); batch.len()],
     };
+    // A call with no message is the entry's tick (`tick_ms`): a backlog the
+    // outbox holds is replayed once the store answers, new events or not.
+    if batch.is_empty() {
+        handle_tick(&local);
+        return Vec::new();
+    }
     // The `uncounted` feature (bench/counting.sh only) measures what counting costs.
     let journal = if cfg!(feature = "uncounted") {
         Journal::uncounted()

@@ -42,6 +42,11 @@ pub const OUTBOX_SEQ: &str = "seq:outbox";
 /// a store that is down, and the retrier sends one probe at a time.
 pub const TASKS_HEALTH: &str = "health:tasks";
 
+/// Key in the `default` store of when the writer's last tick call (its
+/// entry's `tick_ms`) began replaying the outbox: while it is recent, the
+/// writer replays the outbox and the cron retrier leaves it alone.
+pub const WRITER_TICK: &str = "meta:writer-tick";
+
 /// Key in the `default` store of the page cache's generation: cached first
 /// pages are valid only while it holds the value they were built under.
 /// Every task write deletes it (when present), which invalidates them all.

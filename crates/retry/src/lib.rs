@@ -18,7 +18,7 @@ use tasks_apply::{Handled, Incoming, Writer};
 use tasks_feed::counts::RetryOutcome;
 use tasks_kv::backoff::{MAX_ATTEMPTS, Next};
 use tasks_kv::lease::{self, Claim};
-use tasks_kv::{AtomicKv, StoreError, decode_counter, encode};
+use tasks_kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
 use tasks_outbox as outbox;
 use tasks_outbox::health;
 use tasks_outbox::{CLAIM_MILLIS, OutboxEntry};
@@ -47,6 +47,40 @@ pub struct Queue {
 /// How long the writer spends replaying the outbox after a call that queued
 /// an event ([`replay_after`]): short beside the trigger's handler timeout.
 pub const WRITER_REPLAY_MILLIS: i64 = 500;
+
+/// How recent the writer's last tick ([`record_writer_tick`]) must be for
+/// the cron retrier to leave the outbox to the writer: a few of its 1 s
+/// ticks, each bounded by its 5 s handler timeout.
+pub const WRITER_TICK_FRESH_MILLIS: i64 = 10_000;
+
+/// The writer's tick call is about to replay the outbox ([`writer_ticks`]).
+pub fn record_writer_tick<L: KeyValue + ?Sized>(
+    local: &L,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    local.set_many(vec![(
+        keys::WRITER_TICK.to_owned(),
+        encode(keys::WRITER_TICK, &now)?,
+    )])
+}
+
+/// Whether the writer replays the outbox itself on its own schedule (its
+/// entry's `tick_ms`, on trigger-nats's store client): a tick began within
+/// [`WRITER_TICK_FRESH_MILLIS`] of `now`. The cron retrier then replays
+/// nothing (`Retrier::replay` false): its Spin store client can wait a
+/// minute to reconnect after an outage (docs/decisions.md), and a run
+/// waiting on it holds the probe and its tasks' claims for 30 s, which
+/// would keep the writer's ticks off them. Once the writer's ticks stop,
+/// the cron retrier replays again.
+pub fn writer_ticks<L: KeyValue + ?Sized>(local: &L, now: Timestamp) -> Result<bool, StoreError> {
+    let last = local
+        .get(keys::WRITER_TICK)?
+        .and_then(|b| serde_json::from_slice::<Timestamp>(&b).ok());
+    Ok(last.is_some_and(|t| {
+        let age = now.millis() - t.millis();
+        (0..WRITER_TICK_FRESH_MILLIS).contains(&age)
+    }))
+}
 
 /// Whether the writer, having handled a call with these outcomes, should run
 /// a retrier tick itself ([`Retrier::tick`], for [`WRITER_REPLAY_MILLIS`]):
@@ -168,6 +202,10 @@ pub struct Retrier<'w, 'a, T: AtomicKv, L: AtomicKv> {
     /// records (the cron retrier's ticks). Two reconciles at once can both
     /// correct the same counter, so the writer's own ticks leave it to them.
     pub reconcile: bool,
+    /// Whether the tick replays the outbox at all: the cron retrier's do
+    /// not while the writer replays it itself ([`writer_ticks`]); they
+    /// still count the outbox and dead letters and reconcile.
+    pub replay: bool,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
@@ -195,6 +233,10 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             ..TickReport::default()
         };
         if outbox.is_empty() && !markers {
+            return Ok(report);
+        }
+        if !self.replay {
+            self.reconcile_if_asked()?;
             return Ok(report);
         }
         outbox.sort_unstable();

@@ -23,6 +23,7 @@ impl Tick for Harness {
                 writer: w,
                 budget_millis: 10_000,
                 reconcile: true,
+                replay: true,
             }
             .tick()
         })

@@ -885,3 +885,46 @@ fn a_run_whose_store_call_outlasts_its_claims_writes_nothing_and_leaves_the_reco
     assert_eq!((t.status, t.version), (Status::Completed, 2));
     assert!(h.outbox().is_empty());
 }
+
+#[test]
+fn the_cron_retrier_leaves_the_outbox_to_the_writers_ticks_while_they_come() {
+    use tasks_retry::{Retrier, WRITER_TICK_FRESH_MILLIS, record_writer_tick, writer_ticks};
+    let h = Harness::new();
+    let now = || Timestamp(h.now.get());
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    h.tasks.set_down(false);
+    h.advance(2_000);
+    // What the cron component runs: a replay only while no writer tick came lately.
+    let cron = || {
+        let replay = !writer_ticks(&h.local, now()).expect("the local store works");
+        h.with_writer(&h.tasks, |w| {
+            Retrier {
+                writer: w,
+                budget_millis: 10_000,
+                reconcile: true,
+                replay,
+            }
+            .tick()
+        })
+        .expect("the local store works")
+    };
+    assert!(
+        !writer_ticks(&h.local, now()).expect("read"),
+        "no writer tick yet"
+    );
+
+    record_writer_tick(&h.local, now()).expect("recorded");
+    h.advance(WRITER_TICK_FRESH_MILLIS - 1);
+    let r = cron();
+    assert_eq!((r.found, r.applied, r.rescheduled), (1, 0, 0), "{r:?}");
+    assert_eq!(h.outbox().len(), 1, "left to the writer's ticks");
+    assert!(h.task("t-1").is_none());
+
+    // The writer's ticks stopped: the cron retrier replays again.
+    h.advance(1);
+    let r = cron();
+    assert_eq!((r.found, r.applied), (1, 1), "{r:?}");
+    assert!(h.outbox().is_empty());
+    assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
+}

@@ -129,9 +129,53 @@ pub fn handle_messages_with<L: AtomicKv>(
             .collect();
     }
     if matches!(tasks, TasksStore::Spin(_)) && retry::replay_after(&outcomes) {
-        replay_outbox(&writer, cid);
+        replay_outbox(&writer, cid, Quiet::Never);
     }
     outcomes.into_iter().map(|o| o.map(drop)).collect()
+}
+
+/// The writer's call with no message (its entry's `tick_ms`): the outbox
+/// replay [`handle_messages_with`] runs after a call that queued, run on a
+/// schedule as well. A backlog whose tasks get no new event after the store
+/// returns then goes within a tick, on the trigger's store client, instead
+/// of waiting for the cron retrier's, which may take a minute to reconnect
+/// (docs/decisions.md). Only with Spin's own `tasks` store, as after a call;
+/// logs only when it found records to replay. Each tick is recorded
+/// ([`retry::record_writer_tick`]): while they come, the cron retrier
+/// replays nothing.
+pub fn handle_tick<L: AtomicKv>(local: &L) {
+    let tasks = TasksStore::from_config();
+    if !matches!(tasks, TasksStore::Spin(_)) {
+        return;
+    }
+    let journal = Journal::new();
+    let feed_store = feed::store();
+    let writer = Writer {
+        tasks: &tasks,
+        local,
+        clock: &Timestamp::now,
+        unique: &unique,
+        log: &log,
+        verify_writes: notify::verify_writes(),
+        journal: &journal,
+        feed: &feed_store,
+        commit_until: None,
+    };
+    // While these ticks run, the cron retrier leaves the outbox to them.
+    if let Err(e) = retry::record_writer_tick(local, Timestamp::now()) {
+        log(&format!(
+            "[-] KV PUT {} — FAILED: {e}; the cron retrier replays the outbox",
+            tasks_domain::keys::WRITER_TICK
+        ));
+    }
+    replay_outbox(&writer, "-", Quiet::WhenNothingToDo);
+}
+
+/// Whether [`replay_outbox`] logs a tick that found nothing to replay.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    Never,
+    WhenNothingToDo,
 }
 
 /// One retrier tick in the writer's call, on its own store clients (see
@@ -139,7 +183,7 @@ pub fn handle_messages_with<L: AtomicKv>(
 /// claims what it replays, and writes nothing once its claims lapse), with a
 /// journal of its own, committed after it; it leaves the counters' reconcile
 /// to the cron retrier.
-fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str) {
+fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str, quiet: Quiet) {
     let journal = Journal::new();
     let replayer = Writer {
         journal: &journal,
@@ -150,6 +194,7 @@ fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str)
         writer: &replayer,
         budget_millis: retry::WRITER_REPLAY_MILLIS,
         reconcile: false,
+        replay: true,
     }
     .tick();
     // What the tick applied goes to the change feed even if it then failed
@@ -160,6 +205,9 @@ fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str)
         ));
     }
     match tick {
+        Ok(r)
+            if quiet == Quiet::WhenNothingToDo
+                && r.applied + r.already_applied + r.rescheduled + r.dead == 0 => {}
         Ok(r) => log(&format!(
             "[{cid}] OUTBOX replayed in the writer: {} applied, {} applied already, {} rescheduled, {} dead, {} tasks left to other runs",
             r.applied, r.already_applied, r.rescheduled, r.dead, r.skipped

@@ -365,6 +365,17 @@ impl<F: RuntimeFactors> Handler for SpinHandler<F> {
         self.exports.get(component) == Some(&Export::Batch)
     }
 
+    fn tick(&self, component: &str) -> HandlerFuture {
+        let app = self.app.clone();
+        let component = component.to_owned();
+        Box::pin(async move {
+            invoke_batch(&app, &component, Vec::new())
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        })
+    }
+
     fn handle_batch(&self, component: &str, msgs: Vec<Message>) -> BatchFuture {
         let app = self.app.clone();
         let component = component.to_owned();

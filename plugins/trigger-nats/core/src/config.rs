@@ -80,6 +80,15 @@ pub struct TriggerConfig {
     /// without the dependency that hung.
     #[serde(default)]
     pub handler_timeout_ms: Option<u64>,
+    /// Calls the component with no message every this many milliseconds
+    /// (100-3,600,000; default: never), for work that must go on when no
+    /// message comes: a writer replays what a store outage parked once the
+    /// store answers again, without waiting for the next event. Only for a
+    /// component exporting `handle-batch` (called with an empty batch); one
+    /// such call at a time per component, bounded by `handler_timeout_ms`,
+    /// and none once the trigger is stopping. See [`crate::tick`].
+    #[serde(default)]
+    pub tick_ms: Option<u64>,
 
     /// JetStream mode: the stream to consume (setting it switches the entry
     /// from core NATS to a durable pull consumer; see [`crate::jetstream`]).

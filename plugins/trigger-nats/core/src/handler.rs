@@ -74,6 +74,19 @@ pub trait Handler: Send + Sync + 'static {
         let reason = format!("{component} does not take batches");
         Box::pin(async move { vec![Err(reason); n] })
     }
+
+    /// Runs the component once with no message (an entry's `tick_ms`):
+    /// `Err` when the call itself failed. Only called when
+    /// [`Handler::takes_batches`].
+    fn tick(&self, component: &str) -> HandlerFuture {
+        let call = self.handle_batch(component, Vec::new());
+        Box::pin(async move {
+            match call.await.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} outcomes for an empty batch")),
+            }
+        })
+    }
 }
 
 impl<F> Handler for F

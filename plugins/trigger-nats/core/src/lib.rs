@@ -26,6 +26,8 @@ pub mod listener;
 pub mod partition;
 pub mod plan;
 pub mod reply;
+#[cfg(feature = "runtime")]
+mod tick;
 
 pub use config::{Credentials, TriggerConfig, TriggerMetadata};
 #[cfg(feature = "runtime")]

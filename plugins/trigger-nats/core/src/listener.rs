@@ -206,6 +206,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, async_nats::Error> {
     tokio::pin!(shutdown);
+    let tickers = crate::tick::tickers(&subscriptions);
+    if let Some(refused) = crate::tick::refused(handler.as_ref(), &tickers) {
+        return Err(refused.into());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let handled = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -301,6 +305,16 @@ pub async fn run(
     }
     // Subscriptions must reach the server before callers publish.
     client.flush().await?;
+    if !shut_down {
+        for ticker in tickers {
+            log(&format!(
+                "{} is called with no message every {} ms (tick_ms)",
+                ticker.component,
+                ticker.every.as_millis()
+            ));
+            tasks.spawn(crate::tick::serve(handler.clone(), ticker, stop_rx.clone()));
+        }
+    }
 
     if shut_down {
         log("shutting down while starting: draining");

@@ -22,12 +22,16 @@ pub struct Subscription {
     pub handler_timeout: std::time::Duration,
     /// JetStream mode, when the entry names a stream.
     pub jetstream: Option<crate::jetstream::Plan>,
+    /// How often the component is called with no message (`tick_ms`).
+    pub tick: Option<std::time::Duration>,
 }
 
 /// Default [`Subscription::handler_timeout`], in milliseconds.
 pub const DEFAULT_HANDLER_TIMEOUT_MS: u64 = 30_000;
 /// Allowed `handler_timeout_ms` values.
 const HANDLER_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// Allowed `tick_ms` values.
+const TICK_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 /// Turns the manifest's entries into subscriptions, checking each.
 pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError> {
@@ -69,6 +73,17 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
             )));
         }
         let jetstream = crate::jetstream::plan(e, timeout_ms).map_err(at)?;
+        let tick = match e.tick_ms {
+            None => None,
+            Some(ms) if TICK_MS.contains(&ms) => Some(std::time::Duration::from_millis(ms)),
+            Some(ms) => {
+                return Err(at(format!(
+                    "tick_ms must be between {} and {} (got {ms})",
+                    TICK_MS.start(),
+                    TICK_MS.end()
+                )));
+            }
+        };
         let sub = Subscription {
             component: e.component.clone(),
             subject: e.subject.clone(),
@@ -76,6 +91,7 @@ pub fn plan(entries: &[TriggerConfig]) -> Result<Vec<Subscription>, ConfigError>
             max_in_flight,
             handler_timeout: std::time::Duration::from_millis(timeout_ms),
             jetstream,
+            tick,
         };
         if subs.iter().any(|s| {
             s.component == sub.component

@@ -517,6 +517,46 @@ impl Batches {
 }
 
 #[tokio::test]
+async fn tick_ms_calls_a_batch_component_with_no_message_while_none_comes_and_stops_with_the_listener()
+-> TestResult {
+    let server = JsServer::start();
+    let sub = js_sub(json!({"tick_ms": 200}));
+    let batches = Batches::default();
+    let running = run_listener(&server.url(), sub, Arc::new(batches.clone())).await?;
+    let empty = |b: &Batches| b.calls().iter().filter(|c| c.is_empty()).count();
+    // No message published: only empty calls, about five a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ticks = empty(&batches);
+    assert!((3..=8).contains(&ticks), "{ticks} empty calls in 1.5 s");
+    assert_eq!(batches.handled(), 0);
+    // Messages still go in order, beside the ticks.
+    publish(&server.url(), 30, "t").await?;
+    assert!(until(10, || batches.handled() >= 30).await);
+    let handled: Vec<String> = batches.calls().concat();
+    let expected: Vec<String> = (0..30).map(|i| format!("t{i}#1")).collect();
+    assert_eq!(handled, expected);
+    running.stop().await?;
+    let after_stop = empty(&batches);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(empty(&batches), after_stop, "no tick call after the stop");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tick_ms_on_a_component_without_handle_batch_is_refused_by_name() -> TestResult {
+    let server = JsServer::start();
+    let sub = js_sub(json!({"tick_ms": 200}));
+    let rec = Recorder::default();
+    let running = run_listener(&server.url(), sub, rec.handler()).await?;
+    let error = running.task.await?.expect_err("refused");
+    assert!(
+        error.contains(r#"component "writer" has tick_ms but does not export handle-batch"#),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_batch_component_gets_whole_pulls_and_what_follows_a_failure_comes_back_in_order()
 -> TestResult {
     let server = JsServer::start();

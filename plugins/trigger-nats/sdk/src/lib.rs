@@ -14,8 +14,10 @@
 //!
 //! A function taking `Vec<Message>` and returning one result per message
 //! exports `handle-batch` instead: the plugin then hands it a whole
-//! JetStream pull per call. The error type may be [`Error`] or anything that
-//! implements `Display` (an `anyhow::Error` keeps its chain).
+//! JetStream pull per call, and, when its entry sets `tick_ms`, an empty
+//! `Vec` on that schedule (answer it with an empty `Vec`). The error type
+//! may be [`Error`] or anything that implements `Display` (an
+//! `anyhow::Error` keeps its chain).
 //!
 //! The WIT is the plugin's (`plugins/trigger-nats/wit`, `spin-nats:trigger`);
 //! these bindings read that one copy.

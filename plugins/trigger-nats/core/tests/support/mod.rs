@@ -78,6 +78,7 @@ pub fn sub(subject: &str, queue: Option<&str>, max_in_flight: usize) -> Subscrip
         max_in_flight,
         handler_timeout: Duration::from_secs(30),
         jetstream: None,
+        tick: None,
     }
 }
 
