@@ -229,12 +229,8 @@ start_spin() {
   # PORT "-": an app without an HTTP trigger (spin up then takes no --listen).
   [[ $port != - ]] && listen=(--listen "127.0.0.1:$port")
   mkdir -p "$logs"
-  # A restarted instance's earlier logs are kept (the faults' evidence): spin up empties the
-  # components' <name>_stdout.txt and _stderr.txt when it starts.
-  local log
-  for log in "$logs/spin-up.txt" "$logs"/*_stdout.txt "$logs"/*_stderr.txt; do
-    [[ -s $log ]] && cat "$log" >>"${log%.txt}.earlier.txt"
-  done
+  # A restarted instance's earlier log is kept (the faults' evidence).
+  [[ -s $logs/spin-up.txt ]] && cat "$logs/spin-up.txt" >>"$logs/spin-up.earlier.txt"
   # The stores' SQLite files in WAL mode, as `make up` has them (tools/seed/src/bin/tasks-wal.rs).
   "$ROOT/target/release/tasks-wal" "$dir/runtime-config.toml" >>"$logs/stores.txt"
   setsid spin up --from "${SPIN_MANIFEST:-$ROOT/spin.toml}" \
