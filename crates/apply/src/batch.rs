@@ -295,6 +295,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
 
         // Fold each task's events, in order.
         let mut plans = Vec::with_capacity(msgs.len());
+        // The slots an earlier message of this batch refills: the same
+        // stream event twice in one batch (a retrier replay of the record a
+        // timed-out call parked and of its redelivery, queued behind it)
+        // records its lost change once, and counts as applied once.
+        let mut refilling: Vec<u64> = Vec::new();
         for (i, ((msg, ev), now)) in msgs.iter().zip(parsed).zip(at).enumerate() {
             let plan = match ev {
                 Err(r) => Plan::Reject {
@@ -313,11 +318,17 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                                 let pos = msg.stream_pos();
                                 let refill = match (&change, pos) {
                                     (None, Some(pos)) => {
-                                        let ours = |r: &Reserved| self.journal.holds(r.slot);
-                                        fold.kept
+                                        let ours = |r: &Reserved| {
+                                            self.journal.holds(r.slot)
+                                                || refilling.contains(&r.slot)
+                                        };
+                                        let found = fold
+                                            .kept
                                             .iter()
                                             .find(|r| r.pos() == pos && !ours(r))
-                                            .map(|r| Box::new(r.clone()))
+                                            .map(|r| Box::new(r.clone()));
+                                        refilling.extend(found.as_ref().map(|r| r.slot));
+                                        found
                                     }
                                     _ => None,
                                 };

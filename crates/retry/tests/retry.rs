@@ -708,6 +708,90 @@ fn a_replay_whose_change_misses_the_feed_stays_queued_and_its_change_is_recorded
 }
 
 #[test]
+fn a_stream_event_parked_twice_whose_change_missed_the_feed_is_recorded_and_counted_once() {
+    // Chaos seed 5: a call wrote update @2 (its document keeps the change's
+    // feed number) and ended before its feed write; the call made again
+    // after the trigger's handler timeout parked the event without reading
+    // the store, and its redelivery queued behind that record. One tick
+    // replays both records together: both find the event applied and its
+    // change missing from the feed. The change is recorded once, so the
+    // event must be counted applied once, not once per record.
+    use tasks_feed::metrics;
+    use tasks_kv::testing::MemoryKv;
+    let h = Harness::new();
+    let msg =
+        |subject: &'static str, payload: &'static str, seq: u64, timed_out: Option<u64>| Incoming {
+            subject,
+            payload: payload.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: timed_out,
+            stream_sequence: Some(seq),
+            stream_epoch: None,
+        };
+    let create = msg("tasks.created", r#"{"id":"t-1","title":"A"}"#, 1, None);
+    h.deliver_on(&h.tasks, &create).expect("applied");
+    h.journal.commit(&h.feed).expect("in memory");
+    // Applied; the call ends before its feed write.
+    let update = msg("tasks.updated", r#"{"id":"t-1","title":"B"}"#, 2, None);
+    let applied = h.deliver_on(&h.tasks, &update);
+    assert!(
+        matches!(applied, Ok(Handled::Applied { .. })),
+        "{applied:?}"
+    );
+    h.journal.commit(&MemoryKv::new()).expect("in memory");
+    // Called again after the handler timeout: parked; not acknowledged.
+    let again = msg(
+        "tasks.updated",
+        r#"{"id":"t-1","title":"B"}"#,
+        2,
+        Some(2_000),
+    );
+    let parked = h.deliver_on(&h.tasks, &again);
+    assert!(matches!(parked, Ok(Handled::Deferred { .. })), "{parked:?}");
+    h.journal.commit(&MemoryKv::new()).expect("in memory");
+    // Delivered again: queued behind its own record.
+    let queued = h.deliver_on(&h.tasks, &update);
+    assert!(matches!(queued, Ok(Handled::Queued { .. })), "{queued:?}");
+    h.journal.commit(&h.feed).expect("in memory");
+    assert_eq!(h.outbox().len(), 2);
+
+    h.advance(2_000);
+    let report = h.tick();
+    assert_eq!(
+        (report.applied, report.already_applied),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(h.outbox().is_empty());
+    assert_eq!(
+        h.task("t-1").map(|t| (t.version, t.title)),
+        Some((2, "B".to_owned()))
+    );
+    let changes: Vec<(String, Option<u64>)> = feed_changes(&h.feed)
+        .expect("a short feed")
+        .into_iter()
+        .map(|c| (c.id, c.version))
+        .collect();
+    assert_eq!(
+        changes,
+        [("t-1".to_owned(), Some(1)), ("t-1".to_owned(), Some(2))]
+    );
+    let text = metrics::render(&metrics::snapshot(&h.feed).expect("in memory"));
+    let applied: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("outcome=\"applied\""))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            "tasks_events_total{outcome=\"applied\",subject=\"tasks.created\"} 1",
+            "tasks_retries_total{outcome=\"applied\",subject=\"tasks.updated\"} 1",
+        ],
+        "{text}"
+    );
+}
+
+#[test]
 fn a_backlog_after_an_outage_replays_in_a_few_store_calls_not_several_per_event() {
     // 40 tasks, each with a deferred update and 8 more queued behind it
     // (events published while the store was down): the run after the store
