@@ -99,6 +99,8 @@ check "queued updates are not tried on their own" \
   bash -c "! grep -q 'cid-r1-status\] RETRY' '$OUT/logs/retrier_stdout.txt' '$OUT/logs/writer_stdout.txt'"
 check "reads say the store is unavailable (503)" is \
   "$(status_of /api/tasks/base)" "503"
+check "kv-read logs the failed read, with the request's correlation id" \
+  grep -qE '^\[[^]]+\] RPC getTask\(base\) → error store_unavailable: .* \([0-9]+ ms\)$' "$OUT/logs/web_stdout.txt"
 
 echo "==> Redis accepts commands again: the outbox drains into the right final state"
 accept

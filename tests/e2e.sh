@@ -116,8 +116,8 @@ check "a correlation id is generated (UUID v4)" grep -Eq '^[0-9a-f]{8}-[0-9a-f]{
 sleep 0.5
 check "web logs the request in one line with the id, method, path, status and time" \
   grep -qE '^\[e2e-cid-42\] GET /api/tasks/t-1 → 200 \([0-9]+ ms\)$' "$OUT/logs/web_stdout.txt"
-check "two lines carry the id: web's and kv-read's" is "$(grep -c '^\[e2e-cid-42\] ' "$OUT/logs/web_stdout.txt")" 2
-check "kv-read logs the RPC with the id" grep -qE '^\[e2e-cid-42\] RPC getTask\(t-1\) → found \([0-9]+ ms\)' "$OUT/logs/web_stdout.txt"
+check "one line carries the id: web's (kv-read logs a read only when it fails)" \
+  is "$(grep -c '^\[e2e-cid-42\] ' "$OUT/logs/web_stdout.txt")" 1
 
 # Hostile requests. An id that decodes to a line break is refused before anything logs it.
 get "/api/tasks/x%0A%5Bforged-cid%5D%20REPLAY%20dlq:1-a%20OK"

@@ -2,7 +2,10 @@
 //!
 //! A thin adapter: WIT types in, [`tasks_read::TaskReader`] does the work
 //! over the `tasks` store (task documents) and the local `default` store
-//! (listing index, first-page cache), WIT types out. One log line per call.
+//! (listing index, first-page cache), WIT types out. A call that went as
+//! expected logs nothing (web logs each request in one line, correlation id
+//! first); a line comes only for what an operator acts on: a store error,
+//! and a listing that rebuilt its index or skipped unreadable tasks.
 
 mod convert;
 
@@ -43,11 +46,14 @@ fn elapsed_ms(start: Instant) -> u128 {
     start.elapsed().as_millis()
 }
 
-fn outcome<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> String) -> String {
+/// What an operator should see of a call's result, if anything: `ok`'s
+/// note for a success (`None`: nothing worth a line), the error for a
+/// failure; a task not found is an answer, not a failure.
+fn noteworthy<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> Option<String>) -> Option<String> {
     match r {
         Ok(v) => ok(v),
-        Err(ReadError::NotFound(_)) => "not found".into(),
-        Err(e) => format!("error {}: {e}", e.code()),
+        Err(ReadError::NotFound(_)) => None,
+        Err(e) => Some(format!("error {}: {e}", e.code())),
     }
 }
 
@@ -58,12 +64,13 @@ impl Guest for KvRead {
         // hand it the same store.
         let tasks = TasksStore::from_config();
         let result = TaskReader::new(&tasks, &tasks).get_task(&id);
-        println!(
-            "[{correlation_id}] RPC getTask({}) → {} ({} ms)",
-            tasks_domain::validate::loggable(&id),
-            outcome(&result, |_| "found".into()),
-            elapsed_ms(start)
-        );
+        if let Some(note) = noteworthy(&result, |_| None) {
+            println!(
+                "[{correlation_id}] RPC getTask({}) → {note} ({} ms)",
+                tasks_domain::validate::loggable(&id),
+                elapsed_ms(start)
+            );
+        }
         result
             .map(convert::task_to_wit)
             .map_err(convert::error_to_wit)
@@ -94,27 +101,29 @@ impl Guest for KvRead {
             .status
             .map(|s| format!(", status={s}"))
             .unwrap_or_default();
-        println!(
-            "[{correlation_id}] RPC listTasks(limit={shown_limit}{filter}) → {} ({} ms)",
-            outcome(&result, |o| {
-                let mut s = format!("{} tasks", o.page.tasks.len());
-                if o.cached {
-                    s.push_str(" (cached page)");
-                }
-                if let Some(n) = o.index_rebuilt {
-                    s.push_str(&format!(", index rebuilt ({n} ids)"));
-                }
-                if !o.skipped.is_empty() {
-                    s.push_str(&format!(
-                        ", {} unreadable skipped: {}",
-                        o.skipped.len(),
-                        o.skipped.join("; ")
-                    ));
-                }
-                s
-            }),
-            elapsed_ms(start)
-        );
+        let note = noteworthy(&result, |o| {
+            if o.index_rebuilt.is_none() && o.skipped.is_empty() {
+                return None;
+            }
+            let mut s = format!("{} tasks", o.page.tasks.len());
+            if let Some(n) = o.index_rebuilt {
+                s.push_str(&format!(", index rebuilt ({n} ids)"));
+            }
+            if !o.skipped.is_empty() {
+                s.push_str(&format!(
+                    ", {} unreadable skipped: {}",
+                    o.skipped.len(),
+                    o.skipped.join("; ")
+                ));
+            }
+            Some(s)
+        });
+        if let Some(note) = note {
+            println!(
+                "[{correlation_id}] RPC listTasks(limit={shown_limit}{filter}) → {note} ({} ms)",
+                elapsed_ms(start)
+            );
+        }
         result
             .map(|o| convert::page_to_wit(o.page))
             .map_err(convert::error_to_wit)
@@ -124,11 +133,12 @@ impl Guest for KvRead {
         let start = Instant::now();
         let tasks = TasksStore::from_config();
         let result = TaskReader::new(&tasks, &tasks).probe();
-        println!(
-            "[{correlation_id}] RPC probe → {} ({} ms)",
-            outcome(&result, |_| "ok".into()),
-            elapsed_ms(start)
-        );
+        if let Some(note) = noteworthy(&result, |_| None) {
+            println!(
+                "[{correlation_id}] RPC probe → {note} ({} ms)",
+                elapsed_ms(start)
+            );
+        }
         result.map_err(convert::error_to_wit)
     }
 }
