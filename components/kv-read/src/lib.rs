@@ -49,7 +49,10 @@ fn elapsed_ms(start: Instant) -> u128 {
 /// What an operator should see of a call's result, if anything: `ok`'s
 /// note for a success (`None`: nothing worth a line), the error for a
 /// failure; a task not found is an answer, not a failure.
-fn noteworthy<T>(r: &Result<T, ReadError>, ok: impl FnOnce(&T) -> Option<String>) -> Option<String> {
+fn noteworthy<T>(
+    r: &Result<T, ReadError>,
+    ok: impl FnOnce(&T) -> Option<String>,
+) -> Option<String> {
     match r {
         Ok(v) => ok(v),
         Err(ReadError::NotFound(_)) => None,

@@ -556,8 +556,17 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             .collect();
         let at: Vec<Timestamp> = entries.iter().map(|e| e.received_at).collect();
         let ids = batch::task_ids(&parsed);
+        // The outage under way, if any: a failed write goes on with it
+        // (same start, no second DOWN line) instead of starting another.
+        let health = self
+            .writer
+            .local
+            .get(keys::TASKS_HEALTH)
+            .ok()
+            .flatten()
+            .and_then(|b| health::read(Some(&b)));
         let flat: Vec<Option<Result<bool, Failure>>> =
-            match held.fold_and_commit(&msgs, &parsed, &ids, &at, None) {
+            match held.fold_and_commit(&msgs, &parsed, &ids, &at, health) {
                 Folded::Done(planned) => planned
                     .into_iter()
                     .map(|p| match p {

@@ -623,3 +623,33 @@ fn a_backlog_replayed_after_an_outage_ends_where_applying_directly_ends() {
         },
     );
 }
+
+#[test]
+fn a_replay_whose_commit_fails_keeps_the_outage_start_and_logs_it_down_once() {
+    use tasks_outbox::health;
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    batch_on(&h, &h.tasks, &[create("x", "x 1", 1), create("y", "y", 2)]);
+    let read_health =
+        || health::read(h.local.peek(keys::TASKS_HEALTH).as_deref()).expect("marked down");
+    let since = read_health().down_since;
+    h.tasks.set_down(false);
+    // The probe reads the documents, then the store fails again at the write.
+    h.advance(1_000);
+    let relapse = Hooked::new(&h.tasks, HookAt::Write, || h.tasks.set_down(true));
+    let r = h.tick_on(&relapse);
+    assert_eq!((r.applied, r.rescheduled), (0, 2), "{r:?}");
+    assert_eq!(read_health().down_since, since, "the same outage goes on");
+    let downs = h
+        .lines
+        .borrow()
+        .iter()
+        .filter(|l| l.contains("STORE tasks is DOWN"))
+        .count();
+    assert_eq!(
+        downs,
+        1,
+        "one outage, one DOWN line: {:?}",
+        h.lines.borrow()
+    );
+}
