@@ -92,6 +92,7 @@ impl bindings::Guest for RetrierComponent {
             budget_millis: BUDGET_MILLIS,
             reconcile: true,
             replay,
+            claim_millis: tasks_retry::CLAIM_MILLIS,
         }
         .tick();
         // What the run applied goes to the change feed even if it then

@@ -23,9 +23,6 @@ pub const CIRCUIT_MILLIS: i64 = 30_000;
 /// event of its task behind it.
 pub const WRITER_CIRCUIT_MILLIS: i64 = 1_000;
 
-/// How long a retrier run's probe of the store lasts.
-pub const PROBE_MILLIS: i64 = 30_000;
-
 /// The `tasks` store's recent failures, kept under
 /// [`tasks_domain::keys::TASKS_HEALTH`] in the local store while it fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,19 +95,21 @@ pub fn mark_down(
 }
 
 /// Takes the probe of a store that is down, as `found` (from
-/// [`lease::read`]) shows it: `false` when another run holds it.
+/// [`lease::read`]) shows it, for `millis` (as long as the run's claims):
+/// `false` when another run holds it.
 pub fn claim_probe<L: AtomicKv>(
     local: &L,
     found: (L::Cas, Option<StoreHealth>),
     token: String,
     now: Timestamp,
+    millis: i64,
 ) -> Result<bool, StoreError> {
     let won = lease::claim_read(local, keys::TASKS_HEALTH, found, |h| {
         let mut h = h?;
         if h.probe.as_ref().is_some_and(|p| p.live_at(now)) {
             return None;
         }
-        h.probe = Some(Claim::new(token, now, PROBE_MILLIS));
+        h.probe = Some(Claim::new(token, now, millis));
         Some(h)
     })?;
     Ok(won.is_some())

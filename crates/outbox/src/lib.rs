@@ -29,7 +29,9 @@ use tasks_kv::backoff::Backoff;
 use tasks_kv::lease::Claim;
 use tasks_kv::{AtomicKv, KeyValue, StoreError, encode};
 
-/// How long a retrier run's claim on a task's records lasts.
+/// How long a cron retrier run's claims on a task's records and on the
+/// probe last (the writer's ticks claim for less: `tasks-retry`'s
+/// `WRITER_CLAIM_MILLIS`).
 pub const CLAIM_MILLIS: i64 = 30_000;
 
 /// An event whose write failed for a reason that may pass, or that waits

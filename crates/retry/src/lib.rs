@@ -20,8 +20,9 @@ use tasks_kv::backoff::{MAX_ATTEMPTS, Next};
 use tasks_kv::lease::{self, Claim};
 use tasks_kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
 use tasks_outbox as outbox;
+pub use tasks_outbox::CLAIM_MILLIS;
+use tasks_outbox::OutboxEntry;
 use tasks_outbox::health;
-use tasks_outbox::{CLAIM_MILLIS, OutboxEntry};
 
 /// Records read per `get_many`.
 const READ_BATCH: usize = 256;
@@ -32,7 +33,7 @@ const READ_BATCH: usize = 256;
 pub const REPLAY_TASKS: usize = 64;
 
 /// How long before its claims lapse a run stops writing to the tasks store
-/// ([`CLAIM_MILLIS`] after it claimed).
+/// (`Retrier::claim_millis` after it claimed).
 const CLAIM_MARGIN_MILLIS: i64 = 5_000;
 
 /// One task's outbox records, oldest first, due now.
@@ -43,6 +44,13 @@ pub struct Queue {
     /// `(key, record)` in outbox order.
     pub records: Vec<(String, OutboxEntry)>,
 }
+
+/// How long the writer's ticks hold what they claim (tasks, the probe):
+/// their calls are cancelled past the trigger's handler timeout (5 s for
+/// the writer), and a cancelled call cannot give its claims back, so they
+/// must lapse soon: another tick replays those tasks within this. Writes
+/// stop [`CLAIM_MARGIN_MILLIS`] before it, by the handler timeout.
+pub const WRITER_CLAIM_MILLIS: i64 = 10_000;
 
 /// How long the writer spends replaying the outbox after a call that queued
 /// an event ([`replay_after`]): short beside the trigger's handler timeout.
@@ -206,6 +214,11 @@ pub struct Retrier<'w, 'a, T: AtomicKv, L: AtomicKv> {
     /// not while the writer replays it itself ([`writer_ticks`]); they
     /// still count the outbox and dead letters and reconcile.
     pub replay: bool,
+    /// How long the tick's claims (on tasks, on the probe) last:
+    /// [`CLAIM_MILLIS`] for the cron retrier, whose calls have no deadline
+    /// (Spin's Redis client may wait a minute), [`WRITER_CLAIM_MILLIS`] for
+    /// the writer's. Its writes stop [`CLAIM_MARGIN_MILLIS`] before.
+    pub claim_millis: i64,
 }
 
 impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
@@ -258,7 +271,13 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             // every run (each second), with its oldest record: one call per
             // second, however many records wait.
             Some(h) => {
-                if !health::claim_probe(local, (cas, Some(h)), (self.writer.unique)(), started)? {
+                if !health::claim_probe(
+                    local,
+                    (cas, Some(h)),
+                    (self.writer.unique)(),
+                    started,
+                    self.claim_millis,
+                )? {
                     report.skipped += waiting.len();
                     return Ok(report);
                 }
@@ -431,7 +450,9 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
         // that waited on a reconnecting client): another run may hold the
         // tasks by then.
         let held = Writer {
-            commit_until: Some(Timestamp(now.millis() + CLAIM_MILLIS - CLAIM_MARGIN_MILLIS)),
+            commit_until: Some(Timestamp(
+                now.millis() + self.claim_millis - CLAIM_MARGIN_MILLIS,
+            )),
             ..*w
         };
         let mut replayed = match mode {
@@ -505,7 +526,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
             if head.claimed_at(now) || (!force && !head.due_at(now)) {
                 return None;
             }
-            head.claim = Some(Claim::new((w.unique)(), now, CLAIM_MILLIS));
+            head.claim = Some(Claim::new((w.unique)(), now, self.claim_millis));
             Some(head)
         })?;
         Ok(claimed.map(|head| {

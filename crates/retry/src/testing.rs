@@ -24,6 +24,7 @@ impl Tick for Harness {
                 budget_millis: 10_000,
                 reconcile: true,
                 replay: true,
+                claim_millis: crate::CLAIM_MILLIS,
             }
             .tick()
         })

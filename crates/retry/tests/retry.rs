@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use tasks_apply::testing::{Harness, feed_changes};
 use tasks_apply::{Handled, Incoming};
 use tasks_domain::{Status, Timestamp, keys};
+use tasks_kv::AtomicKv;
 use tasks_kv::backoff::{MAX_ATTEMPTS, SCHEDULE_MILLIS, delay_after};
 use tasks_kv::lease::Claim;
 use tasks_kv::testing::{HookAt, Hooked};
@@ -988,6 +989,7 @@ fn the_cron_retrier_leaves_the_outbox_to_the_writers_ticks_while_they_come() {
                 budget_millis: 10_000,
                 reconcile: true,
                 replay,
+                claim_millis: tasks_retry::CLAIM_MILLIS,
             }
             .tick()
         })
@@ -1011,4 +1013,53 @@ fn the_cron_retrier_leaves_the_outbox_to_the_writers_ticks_while_they_come() {
     assert_eq!((r.found, r.applied), (1, 1), "{r:?}");
     assert!(h.outbox().is_empty());
     assert_eq!(h.task("t-1").map(|t| t.version), Some(1));
+}
+
+/// One writer tick (`tasks-spin-kv`'s `handle_tick`): its budget, no
+/// reconcile, its shorter claims.
+fn writer_tick<T: AtomicKv>(h: &Harness, tasks: &T) -> Result<TickReport, tasks_kv::StoreError> {
+    h.with_writer(tasks, |w| {
+        tasks_retry::Retrier {
+            writer: w,
+            budget_millis: tasks_retry::WRITER_REPLAY_MILLIS,
+            reconcile: false,
+            replay: true,
+            claim_millis: tasks_retry::WRITER_CLAIM_MILLIS,
+        }
+        .tick()
+    })
+}
+
+#[test]
+fn a_writer_tick_cut_off_after_claiming_holds_the_probe_and_the_task_for_its_short_claim_only() {
+    use tasks_retry::WRITER_CLAIM_MILLIS;
+    let h = Harness::new();
+    h.tasks.set_down(true);
+    h.send("tasks.created", r#"{"id":"t-1","title":"A"}"#);
+    h.tasks.set_down(false);
+    h.advance(2_000);
+    // The trigger cancels the tick once it has claimed the probe and the
+    // task (here: the local store fails right after the documents' read).
+    let cut = Hooked::new(&h.tasks, HookAt::TaskRead, || h.local.set_down(true));
+    let _ = writer_tick(&h, &cut);
+    h.local.set_down(false);
+    assert_eq!(h.outbox().len(), 1, "the record stays (written or not)");
+
+    h.advance(WRITER_CLAIM_MILLIS - 1);
+    let held = writer_tick(&h, &h.tasks).expect("the local store works");
+    assert_eq!(
+        (held.applied, held.already_applied),
+        (0, 0),
+        "still held by the cut-off tick: {held:?}"
+    );
+    assert_eq!(h.outbox().len(), 1);
+
+    // Not the cron retrier's 30 s: the next tick after 10 s settles it.
+    h.advance(1);
+    let r = writer_tick(&h, &h.tasks).expect("the local store works");
+    assert_eq!(r.applied + r.already_applied, 1, "{r:?}");
+    assert!(h.outbox().is_empty());
+    // (A core NATS event carries no stream sequence: the cut-off tick's
+    // write, if it landed, is applied once more: at least once.)
+    assert!(h.task("t-1").is_some());
 }

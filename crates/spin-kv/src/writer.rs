@@ -195,6 +195,7 @@ fn replay_outbox<T: AtomicKv, L: AtomicKv>(writer: &Writer<'_, T, L>, cid: &str,
         budget_millis: retry::WRITER_REPLAY_MILLIS,
         reconcile: false,
         replay: true,
+        claim_millis: retry::WRITER_CLAIM_MILLIS,
     }
     .tick();
     // What the tick applied goes to the change feed even if it then failed
