@@ -298,13 +298,18 @@ pub(crate) fn context(client: &async_nats::Client, api: &JetStreamApi) -> jetstr
 
 /// Whether a JetStream request failed for the moment only (`error`: its
 /// text, as async-nats words it): it timed out (a cluster between two
-/// JetStream leaders does not answer), or the server said JetStream is
-/// temporarily unavailable (error 10008). Anything else (a stream that does
-/// not exist, a consumer that differs, JetStream not enabled) is an answer.
+/// JetStream leaders does not answer), the server said JetStream is
+/// temporarily unavailable (error 10008), or that it has not enough peers to
+/// place the stream's replicas (error 10005: a cluster whose nodes are still
+/// joining, or a node restarting; on a server that will never have them,
+/// start-up gives up after its patience, saying so). Anything else (a stream
+/// that does not exist, a consumer that differs, JetStream not enabled) is an
+/// answer.
 pub(crate) fn passing(error: &str) -> bool {
     error.contains("timed out")
         || error.contains("temporarily unavailable")
         || error.contains("10008")
+        || error.contains("10005")
 }
 
 /// Where an existing consumer starts, as the manifest would say it (`None`:
@@ -1154,7 +1159,24 @@ fn to_message(msg: &jetstream::Message, epoch: u64) -> Message {
 
 #[cfg(test)]
 mod tests {
-    use super::distinct_in_order;
+    use super::{distinct_in_order, passing};
+
+    #[test]
+    fn a_cluster_still_forming_is_asked_again_and_a_real_answer_is_not() {
+        for transient in [
+            "looking up stream \"TASKS\": request error: timed out",
+            "creating stream \"TASKS\": jetstream error: JetStream system temporarily unavailable (code 503, error code 10008)",
+            "creating stream \"TASKS\": jetstream error: no suitable peers for placement (code 400, error code 10005)",
+        ] {
+            assert!(passing(transient), "{transient}");
+        }
+        for answer in [
+            "looking up stream \"TASKS\": jetstream error: stream not found (code 404, error code 10059)",
+            "creating stream \"TASKS\": jetstream error: subjects overlap with an existing stream (code 400, error code 10065)",
+        ] {
+            assert!(!passing(answer), "{answer}");
+        }
+    }
 
     #[test]
     fn a_pull_is_handled_in_stream_order_once_per_message_keeping_its_latest_delivery() {
