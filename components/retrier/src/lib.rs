@@ -8,7 +8,6 @@
 //! A run that finds nothing to do logs nothing. Overlapping runs are safe:
 //! each task's records are claimed with compare-and-swap first.
 
-use tasks_apply::Writer;
 use tasks_cloud_flush::Flusher;
 use tasks_domain::Timestamp;
 use tasks_feed::metrics::{self, Gauges};
@@ -17,6 +16,7 @@ use tasks_kv::StoreError;
 use tasks_retry::Retrier;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::tasks::TasksStore;
+use tasks_spin_kv::writer::over_spin;
 use tasks_spin_kv::{SpinKv, log, unique};
 use tasks_spin_kv::{feed, notify};
 
@@ -72,17 +72,7 @@ impl bindings::Guest for RetrierComponent {
         }
         let journal = Journal::new();
         let feed_store = feed::store();
-        let writer = Writer {
-            tasks: &tasks,
-            local: &local,
-            clock: &Timestamp::now,
-            unique: &unique,
-            log: &log,
-            verify_writes: notify::verify_writes(),
-            journal: &journal,
-            feed: &feed_store,
-            commit_until: None,
-        };
+        let writer = over_spin(&tasks, &local, &journal, &feed_store);
         // On Spin's own store the writer's ticks replay the outbox while they
         // run (on trigger-nats's client, which reconnects within a second).
         let replay = tasks.cloud().is_some()

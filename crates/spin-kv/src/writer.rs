@@ -17,7 +17,7 @@ use tasks_retry::{self as retry, Retrier};
 use trigger_nats_sdk::Message;
 
 use crate::tasks::TasksStore;
-use crate::{feed, log, notify, unique};
+use crate::{SpinKv, feed, log, notify, unique};
 
 /// What the storage logic needs of a message: the correlation header, the
 /// trigger's handler-timeout mark and the JetStream sequence, read through
@@ -30,6 +30,28 @@ fn incoming(m: &Message) -> Incoming<'_> {
         handler_timed_out_ms: m.handler_timed_out_ms(),
         stream_sequence: m.stream_sequence(),
         stream_epoch: m.stream_epoch(),
+    }
+}
+
+/// The writer over Spin's stores as the components run it: the wall
+/// clock, Spin's ids and log, the runtime config's `verify_writes`, no
+/// delivery lease (callers set `commit_until`).
+pub fn over_spin<'a, L: AtomicKv>(
+    tasks: &'a TasksStore,
+    local: &'a L,
+    journal: &'a Journal,
+    feed: &'a SpinKv,
+) -> Writer<'a, TasksStore, L> {
+    Writer {
+        tasks,
+        local,
+        clock: &Timestamp::now,
+        unique: &unique,
+        log: &log,
+        verify_writes: notify::verify_writes(),
+        journal,
+        feed,
+        commit_until: None,
     }
 }
 
@@ -68,21 +90,10 @@ pub fn handle_messages_with<L: AtomicKv>(
     let start = Instant::now();
     let tasks = TasksStore::from_config();
     let feed_store = feed::store();
-    let writer = Writer {
-        tasks: &tasks,
-        local,
-        clock: &Timestamp::now,
-        unique: &unique,
-        log: &log,
-        verify_writes: notify::verify_writes(),
-        journal: &journal,
-        feed: &feed_store,
-        commit_until: None,
-    };
     let incoming: Vec<Incoming> = messages.iter().map(incoming).collect();
     let writer = Writer {
         commit_until: commit_until(messages),
-        ..writer
+        ..over_spin(&tasks, local, &journal, &feed_store)
     };
     let outcomes = writer.handle_batch(&incoming);
     // With Spin's own store the writes are in place now; on Cloudflare the
@@ -150,17 +161,7 @@ pub fn handle_tick<L: AtomicKv>(local: &L) {
     }
     let journal = Journal::new();
     let feed_store = feed::store();
-    let writer = Writer {
-        tasks: &tasks,
-        local,
-        clock: &Timestamp::now,
-        unique: &unique,
-        log: &log,
-        verify_writes: notify::verify_writes(),
-        journal: &journal,
-        feed: &feed_store,
-        commit_until: None,
-    };
+    let writer = over_spin(&tasks, local, &journal, &feed_store);
     // While these ticks run, the cron retrier leaves the outbox to them.
     if let Err(e) = retry::record_writer_tick(local, Timestamp::now()) {
         log(&format!(
