@@ -53,6 +53,10 @@ const MAX_PULL: usize = crate::jetstream::MAX_BATCH;
 /// (`max_waiting` 1: one instance pulls at a time).
 const OTHER_PULL_OPEN: &str = "Exceeded MaxWaiting";
 
+/// How long the pull that clears the consumer's waiting slot before a
+/// hand-back waits (see [`Pulling::clear_waiting`]).
+const CLEARING_PULL: Duration = Duration::from_millis(50);
+
 fn describe(plan: &Plan) -> String {
     format!(
         "durable consumer {:?} on stream {:?}",
@@ -1020,6 +1024,14 @@ impl Pulling {
         if msgs.is_empty() {
             return;
         }
+        // A hand-back first clears the waiting slot; what that brings is
+        // this instance's (just delivered) and goes back with the rest.
+        let brought = if ok {
+            Vec::new()
+        } else {
+            self.clear_waiting().await
+        };
+        let mut settled = Vec::with_capacity(msgs.len() + brought.len());
         if lease.expired() {
             log(&format!(
                 "{}: held {} messages past ack_wait (this instance was paused, or cut off from the server): \
@@ -1032,14 +1044,68 @@ impl Pulling {
                     "handing them back"
                 }
             ));
-            return;
+        } else {
+            settled.extend_from_slice(msgs);
         }
-        for msg in msgs {
+        settled.extend(brought);
+        in_stream_order(&mut settled);
+        for msg in &settled {
             self.settle(msg, ok).await;
         }
     }
 
-    /// Acknowledges the message, or hands it back for redelivery at once.
+    /// Before a hand-back: makes sure the consumer's waiting slot holds no
+    /// pull that has just expired, or whose client has gone, by taking the
+    /// slot with a pull of [`CLEARING_PULL`] and reading it to its end
+    /// (when the slot is another instance's, asking again every
+    /// [`STANDBY_POLL`] for at most `max_wait` and a half, the longest that
+    /// pull may last). Returns what it brought (a message handed back
+    /// elsewhere meanwhile), to be handed back too.
+    ///
+    /// nats-server 2.9.10 loses a handed-back message until `ack_wait` when
+    /// it takes it off its redelivery queue while the waiting pull is one of
+    /// those: it finds no one to deliver it to and drops it without putting
+    /// it back (`getNextMsg`: "We will redo this one", `o.sseq--`; fixed
+    /// upstream in 8272e749, v2.11.0). Every later pull then steps back
+    /// behind it. With the slot empty when the hand-back arrives, or taken
+    /// by a pull made milliseconds before, the handed-back messages wait in
+    /// the queue for the next pull.
+    async fn clear_waiting(&self) -> Vec<jetstream::Message> {
+        let mut brought = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.plan.max_wait * 3 / 2;
+        while tokio::time::Instant::now() < deadline {
+            let pull = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .expires(CLEARING_PULL)
+                .messages()
+                .await;
+            let Ok(mut pull) = pull else { return brought };
+            let mut slot_taken = false;
+            loop {
+                let next = tokio::time::timeout_at(deadline, pull.next()).await;
+                match next {
+                    Ok(Some(Ok(m))) => brought.push(m),
+                    Ok(Some(Err(e))) if e.to_string().contains(OTHER_PULL_OPEN) => {
+                        slot_taken = true;
+                        break;
+                    }
+                    // Ended (its 408), failed, or past the deadline.
+                    Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+                }
+            }
+            if !slot_taken {
+                return brought;
+            }
+            tokio::time::sleep(STANDBY_POLL).await;
+        }
+        brought
+    }
+
+    /// Acknowledges the message, or hands it back for redelivery at once
+    /// (through [`Pulling::settle_all`], which first clears the waiting
+    /// slot).
     async fn settle(&self, msg: &jetstream::Message, ok: bool) {
         let kind = if ok { AckKind::Ack } else { AckKind::Nak(None) };
         if ok {

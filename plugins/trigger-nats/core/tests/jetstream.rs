@@ -2071,3 +2071,109 @@ async fn more_unacknowledged_messages_than_one_pull_takes_under_a_frozen_floor_a
     running.stop().await?;
     Ok(())
 }
+
+/// Fails the first message of its first call, once `release` is notified;
+/// records the payloads of every call after it.
+#[derive(Clone, Default)]
+struct FailsFirstOnCue {
+    release: Arc<tokio::sync::Notify>,
+    calls: Arc<Mutex<usize>>,
+    handled: Arc<Mutex<Vec<String>>>,
+}
+
+impl listener::Handler for FailsFirstOnCue {
+    fn handle(&self, _: &str, _: Message) -> HandlerFuture {
+        Box::pin(async { Err("called one at a time".to_owned()) })
+    }
+
+    fn takes_batches(&self, _: &str) -> bool {
+        true
+    }
+
+    fn handle_batch(&self, _: &str, msgs: Vec<Message>) -> listener::BatchFuture {
+        let me = self.clone();
+        Box::pin(async move {
+            let first = me.calls.lock().map(|mut c| {
+                *c += 1;
+                *c == 1
+            });
+            if first.unwrap_or(false) {
+                me.release.notified().await;
+                return msgs
+                    .iter()
+                    .map(|_| Err("the store is down".to_owned()))
+                    .collect();
+            }
+            if let Ok(mut h) = me.handled.lock() {
+                h.extend(
+                    msgs.iter()
+                        .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
+                );
+            }
+            msgs.iter().map(|_| Ok(())).collect()
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_message_handed_back_while_a_dead_clients_pull_waits_comes_back_at_once() -> TestResult {
+    // nats-server 2.9.10 drops a handed-back message it takes off its
+    // redelivery queue when the waiting pull's client has gone (or the pull
+    // has just expired), until ack_wait: the hand-back clears the slot first.
+    let server = JsServer::start();
+    let sub = js_sub(
+        json!({"batch": 3, "max_ack_pending": 3, "ack_wait_ms": 10000,
+        "handler_timeout_ms": 2000}),
+    );
+    let plan = sub.jetstream.clone().ok_or("JetStream mode")?;
+    let client = async_nats::connect(server.url()).await?;
+    provision(&client, &plan).await?;
+    publish(&server.url(), 3, "m-").await?;
+    let handler = FailsFirstOnCue::default();
+    let running = run_listener(&server.url(), sub, Arc::new(handler.clone())).await?;
+    // The first call holds m-0..m-2. Meanwhile a client makes a pull and goes
+    // away (an instance killed while its pull waits): the slot holds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = async_nats::connect(server.url()).await?;
+    let inbox = gone.new_inbox();
+    let mut replies = gone.subscribe(inbox.clone()).await?;
+    gone.publish_with_reply(
+        format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            plan.stream, plan.consumer.durable
+        ),
+        inbox,
+        r#"{"batch":10,"expires":30000000000}"#.into(),
+    )
+    .await?;
+    gone.flush().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    replies.unsubscribe().await?;
+    gone.flush().await?;
+    drop(gone);
+    // The call fails: m-0..m-2 are handed back, and come back at once, in
+    // order; not m-1 and m-2 only, with m-0 lost until ack_wait (10 s).
+    let started = Instant::now();
+    handler.release.notify_one();
+    let done = || handler.handled.lock().map(|h| h.len()).unwrap_or(0) >= 3;
+    assert!(
+        until(5, done).await,
+        "handled within 5 s: {:?}",
+        handler
+            .handled
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    );
+    assert_eq!(
+        handler
+            .handled
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default(),
+        ["m-0", "m-1", "m-2"]
+    );
+    println!("handed back and handled again in {:?}", started.elapsed());
+    running.stop().await?;
+    Ok(())
+}
