@@ -37,7 +37,9 @@ cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-order-ch
 variant=$ROOT/target/wasm32-wasip2/release/bench_writer_no_order_check.wasm
 sed -e "s|^source = \"target/|source = \"$ROOT/target/|" \
     -e "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$variant|" \
+    -e '/^tick_ms = /d' \
     "$SPIN_MANIFEST" >"$WORK/spin-variant.toml"
+# (Without tick_ms: the variant exports handle-message, which takes no call without a message.)
 grep -q "bench_writer_no_order_check" "$WORK/spin-variant.toml"
 
 # --- 1. writer overhead -------------------------------------------------------

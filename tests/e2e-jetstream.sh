@@ -157,7 +157,15 @@ SPIN_PID=$SECOND_PID PORT=$SECOND_PORT; stop_spin
 echo "==> a component exporting only handle-message (bench/writer-no-order-check) gets one message per call"
 cargo build --quiet --target wasm32-wasip2 --release -p bench-writer-no-order-check
 sed "s|$ROOT/target/wasm32-wasip2/release/tasks_writer.wasm|$ROOT/target/wasm32-wasip2/release/bench_writer_no_order_check.wasm|" \
-  "$WORK/spin.toml" >"$WORK/spin-single.toml"
+  "$WORK/spin.toml" >"$WORK/spin-ticked.toml"
+# The app's entry calls the writer with no message each second (tick_ms): a component without
+# handle-batch cannot take such calls, and the trigger refuses to start, naming it.
+PORT=$(free_port)
+SPIN_MANIFEST="$WORK/spin-ticked.toml" start_spin "$WORK" "$PORT" "$OUT/logs-ticked" state-ticked
+check "tick_ms on a handle-message component: the trigger refuses to start, naming it" \
+  wait_log "$OUT/logs-ticked/spin-up.txt" 'component "writer" has tick_ms but does not export handle-batch' 30
+stop_spin
+sed '/^tick_ms = /d' "$WORK/spin-ticked.toml" >"$WORK/spin-single.toml"
 SPIN_MANIFEST="$WORK/spin-single.toml" up "$OUT/logs-single" state-single
 check "the plugin says which export it calls" grep -q "component writer exports handle-message: one message per call" "$OUT/logs-single/spin-up.txt"
 check "200 events acknowledged by the stream" publish --tasks 200 --prefix one-
