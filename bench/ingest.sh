@@ -18,13 +18,15 @@
 # directory beside a copy of trigger-cron), in JetStream mode, in the same rounds as this
 # tree's, so "no slower than before" is measured on the same machine at the same time.
 # Its builds are kept in ~/.cache/spin-tasks/against: the first compiles Spin's crates (slow).
+# With BENCH_AGAINST the rounds default to 6: single rounds' ratios spread over 0.86–1.02 on
+# one machine and code, so the median of 3 moved by up to 0.09 between runs (docs/performance.md).
 set -euo pipefail
 source "$(dirname "$0")/../tests/lib.sh"
 
 EVENTS=${BENCH_EVENTS:-10000}
-ROUNDS=${BENCH_ROUNDS:-3}
-LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
 AGAINST=${BENCH_AGAINST:-}
+ROUNDS=${BENCH_ROUNDS:-$([[ -n $AGAINST ]] && echo 6 || echo 3)}
+LAT_EVENTS=${BENCH_LATENCY_EVENTS:-300}
 require_spin_and_plugin
 bench_dirs
 on_exit stop_named_apps
