@@ -209,6 +209,11 @@ for seed in $SEEDS; do
         echo "$k $(redis-cli -p "$REDIS_PORT" -n 2 get "$k")"
       done
     } >"$OUT/counters-$seed.txt" 2>&1 || true
+    # Every document and tombstone of the seed's tasks as stored (database 0): each keeps
+    # the stream sequence of the last event applied to it, to set against the writers' lines.
+    redis-cli -p "$REDIS_PORT" -n 0 --scan --pattern "*:s$seed-*" | sort | while read -r k; do
+      echo "$k $(redis-cli -p "$REDIS_PORT" -n 0 get "$k")"
+    done >"$OUT/tasks-$seed.txt" 2>&1 || true
   fi
   sed 's/^/       /' "$OUT/check-$seed.txt"
   check "seed $seed: every task as the model says, every dead letter once, each change once in the feed and the counters" \

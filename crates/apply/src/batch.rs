@@ -311,7 +311,12 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                     None => Plan::Alone,
                     Some(fold) => {
                         let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
-                        (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                        (self.log)(&format!(
+                            "[{cid}] {} task={}{}",
+                            ev.kind.verb(),
+                            ev.id,
+                            msg.at()
+                        ));
                         match self.fold(fold, ev, &cid, *now, msg.stream_pos()) {
                             Ok(change) => {
                                 fold.events.push(i);

@@ -39,6 +39,15 @@ impl Incoming<'_> {
     pub fn stream_pos(&self) -> Option<StreamPos> {
         StreamPos::from_parts(self.stream_sequence, self.stream_epoch)
     }
+
+    /// What the writer's line about this message ends with: its stream
+    /// sequence, when it came from a stream (an operator matches it with
+    /// `nats stream get`), else nothing.
+    pub(crate) fn at(&self) -> String {
+        self.stream_sequence
+            .map(|seq| format!(" (stream sequence {seq})"))
+            .unwrap_or_default()
+    }
 }
 
 /// What became of a message. Every variant means it is safely recorded.
@@ -120,7 +129,12 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
             }
             Ok(ev) => {
                 let cid = self.correlation_id(ev.correlation_id.as_deref(), msg);
-                (self.log)(&format!("[{cid}] {} task={}", ev.kind.verb(), ev.id));
+                (self.log)(&format!(
+                    "[{cid}] {} task={}{}",
+                    ev.kind.verb(),
+                    ev.id,
+                    msg.at()
+                ));
                 let (behind, health) = self.local_state(&cid, &ev.id);
                 if behind > 0 {
                     return self.queue(msg, &cid, ev.id, behind, now);
@@ -219,8 +233,9 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         {
             let earlier = String::from_utf8_lossy(&earlier).into_owned();
             (self.log)(&format!(
-                "[{cid}] REJECT {}: {reason} (delivered again: dead-lettered already as {earlier})",
-                msg.subject
+                "[{cid}] REJECT {}: {reason} (delivered again: dead-lettered already as {earlier}){}",
+                msg.subject,
+                msg.at()
             ));
             return Ok(Handled::Rejected {
                 correlation_id: cid.to_owned(),
@@ -241,7 +256,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 now,
             )
         };
-        (self.log)(&format!("[{cid}] REJECT {}: {reason}", msg.subject));
+        (self.log)(&format!(
+            "[{cid}] REJECT {}: {reason}{}",
+            msg.subject,
+            msg.at()
+        ));
         let marker = seen.map(|s| (s, key.clone().into_bytes()));
         record
             .store_with(self.local, &key, marker)

@@ -379,3 +379,43 @@ fn a_redelivered_stream_message_applies_once() {
         serde_json::from_slice(&h.tasks.peek("task:t-1").expect("doc")).expect("json");
     assert_eq!(doc["streamSeq"], 7);
 }
+
+#[test]
+fn each_line_about_a_stream_event_names_its_stream_sequence_and_a_core_message_s_names_none() {
+    let h = harness();
+    deliver_seq(&h, "tasks.created", r#"{"id":"t-1","title":"A"}"#, 5);
+    assert!(h.logged("CREATE task=t-1 (stream sequence 5)"));
+    deliver_seq(&h, "tasks.updated", r#"{"id":"nobody","title":"B"}"#, 6);
+    assert!(
+        h.logged(r#"REJECT tasks.updated: update of unknown task "nobody" (stream sequence 6)"#)
+    );
+    deliver_seq(&h, "tasks.updated", r#"{"id":"nobody","title":"B"}"#, 6);
+    assert!(h.logged("(delivered again: dead-lettered already as "));
+    assert!(h.logged(") (stream sequence 6)"));
+    // A batch: one line per event, each with its own sequence.
+    let payloads = [r#"{"id":"t-2","title":"C"}"#, r#"{"id":"t-2","title":"D"}"#];
+    let incoming: Vec<Incoming> = payloads
+        .iter()
+        .zip([7, 8])
+        .map(|(p, seq)| Incoming {
+            subject: if seq == 7 {
+                "tasks.created"
+            } else {
+                "tasks.updated"
+            },
+            payload: p.as_bytes(),
+            header_correlation_id: None,
+            handler_timed_out_ms: None,
+            stream_sequence: Some(seq),
+            stream_epoch: None,
+        })
+        .collect();
+    let outcomes = h.with_writer(&h.tasks, |w| w.handle_batch(&incoming));
+    assert!(outcomes.iter().all(Result::is_ok));
+    assert!(h.logged("CREATE task=t-2 (stream sequence 7)"));
+    assert!(h.logged("UPDATE task=t-2 (stream sequence 8)"));
+    // Core NATS: no sequence, nothing appended.
+    h.send("tasks.created", r#"{"id":"t-3","title":"E"}"#);
+    assert!(h.logged("CREATE task=t-3"));
+    assert!(!h.logged("task=t-3 (stream"));
+}
