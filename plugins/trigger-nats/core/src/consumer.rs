@@ -13,11 +13,12 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::StreamInfo;
 use crate::admission::{self, Answerer, Decision, Delivery, Held, ServerView, Unaccounted};
+use crate::arrivals::Arrivals;
 use crate::config::JetStreamApi;
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
@@ -449,7 +450,7 @@ impl Pulling {
                 .messages()
                 .await;
             let mut messages = match pull {
-                Ok(m) => m,
+                Ok(m) => Arrivals::new(m),
                 Err(e) => {
                     log(&format!("{}: pull failed: {e}; retrying", self.sub.subject));
                     if self.recheck_later(&mut stop).await {
@@ -577,9 +578,7 @@ impl Pulling {
                     // back sooner, they would come straight back into it), and the
                     // next pull waits, so it starts with the failed message.
                     back.append(&mut rest);
-                    while let Some(Ok(m)) = messages.next().await {
-                        back.push(m);
-                    }
+                    back.extend(messages.remaining().await);
                     in_stream_order(&mut back);
                     self.settle_all(&done, true, &lease).await;
                     self.settle_all(&back, false, &lease).await;
@@ -597,6 +596,12 @@ impl Pulling {
                     self.settle_all(&done, true, &lease).await;
                     done.clear();
                 }
+            }
+            if let Some((last, next)) = messages.gap() {
+                stopping |= self
+                    .hand_back_after_gap(&done, &mut messages, (last, next), &lease, &mut stop)
+                    .await;
+                done.clear();
             }
             self.settle_all(&done, true, &lease).await;
         }
@@ -623,7 +628,7 @@ impl Pulling {
     async fn admit(
         &mut self,
         batch: &mut Vec<jetstream::Message>,
-        messages: &mut pull::Batch,
+        messages: &mut Arrivals,
         answered_by: &Answerer,
         stop: &mut watch::Receiver<bool>,
     ) -> Admit {
@@ -691,14 +696,12 @@ impl Pulling {
         &self,
         batch: Vec<jetstream::Message>,
         why: &Why,
-        messages: &mut pull::Batch,
+        messages: &mut Arrivals,
         stop: &mut watch::Receiver<bool>,
         lease: &Lease,
     ) {
         let mut back = batch;
-        while let Some(Ok(m)) = messages.next().await {
-            back.push(m);
-        }
+        back.extend(messages.remaining().await);
         in_stream_order(&mut back);
         self.settle_all(&back, false, lease).await;
         let first = back.first().map_or(0, stream_sequence);
@@ -735,6 +738,41 @@ impl Pulling {
         tokio::select! {
             _ = stop.changed() => {}
             _ = tokio::time::sleep(STEP_BACK_PAUSE) => {}
+        }
+    }
+
+    /// A delivery of this pull did not arrive (see [`crate::arrivals`]):
+    /// acknowledges what was handled before the gap (`done`), hands back what
+    /// came after it, in stream order, so none is handled before the lost
+    /// one, which the server delivers again after `ack_wait` (the pulls
+    /// until then step back behind it), and pauses [`STEP_BACK_PAUSE`].
+    /// Returns whether `stop` came during the pause.
+    async fn hand_back_after_gap(
+        &self,
+        done: &[jetstream::Message],
+        messages: &mut Arrivals,
+        (last, next): (u64, u64),
+        lease: &Lease,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        self.settle_all(done, true, lease).await;
+        let mut back = messages.remaining().await;
+        if back.is_empty() {
+            return false;
+        }
+        in_stream_order(&mut back);
+        self.settle_all(&back, false, lease).await;
+        log(&format!(
+            "{}: delivery {next} of this pull came after delivery {last}, not the one after it (the connection was cut, \
+             or the consumer's leader changed): handed back the {} messages from there on, so none is handled before \
+             the missing one, which comes again after ack_wait; pulling again in {} ms",
+            self.sub.subject,
+            back.len(),
+            STEP_BACK_PAUSE.as_millis()
+        ));
+        tokio::select! {
+            _ = stop.changed() => true,
+            _ = tokio::time::sleep(STEP_BACK_PAUSE) => false,
         }
     }
 
@@ -937,7 +975,7 @@ impl Pulling {
         &self,
         batch: Vec<jetstream::Message>,
         done: &[jetstream::Message],
-        messages: &mut pull::Batch,
+        messages: &mut Arrivals,
         arrived: &mut Vec<jetstream::Message>,
         lease: &Lease,
     ) -> Split {
@@ -1146,11 +1184,11 @@ impl Gate for LeaseGate<'_> {
 
 /// Moves the messages of a pull that have arrived already into `into`, up
 /// to `limit` in all, without waiting.
-fn take_arrived(messages: &mut pull::Batch, into: &mut Vec<jetstream::Message>, limit: usize) {
+fn take_arrived(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, limit: usize) {
     while into.len() < limit {
-        match messages.next().now_or_never() {
-            Some(Some(Ok(m))) => into.push(m),
-            _ => break,
+        match messages.next_now() {
+            Some(m) => into.push(m),
+            None => break,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "runtime")]
 mod admission;
+mod arrivals;
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod consumer;

@@ -2177,3 +2177,113 @@ async fn a_message_handed_back_while_a_dead_clients_pull_waits_comes_back_at_onc
     running.stop().await?;
     Ok(())
 }
+
+/// A TCP proxy to the server at `upstream` that forwards everything, except
+/// that it swallows the first delivery (`MSG`/`HMSG` frame) whose payload is
+/// `lost`: the client never sees it, the server counts it delivered, and the
+/// connection stays up (what a connection cut mid-pull does to the
+/// deliveries written to it, without the cut). Returns its URL.
+fn proxy_losing_one_delivery(upstream: u16, lost: &'static [u8]) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the proxy");
+    let port = listener.local_addr().expect("its address").port();
+    let swallowed = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            let swallowed = swallowed.clone();
+            std::thread::spawn(move || {
+                let mut from_server = BufReader::new(server);
+                let mut to_client = client;
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if from_server.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    let mut frame = line.clone();
+                    if text.starts_with("MSG ") || text.starts_with("HMSG ") {
+                        let total: usize = text
+                            .split_whitespace()
+                            .last()
+                            .and_then(|n| n.parse().ok())
+                            .expect("a frame length");
+                        let mut body = vec![0; total + 2];
+                        if from_server.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let payload = &body[..total];
+                        if payload.ends_with(lost) && !swallowed.swap(true, Ordering::SeqCst) {
+                            continue;
+                        }
+                        frame.extend_from_slice(&body);
+                    }
+                    if to_client.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("nats://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn a_delivery_lost_on_the_way_mid_pull_is_not_overtaken_by_the_ones_after_it() -> TestResult {
+    let server = JsServer::start();
+    let url = proxy_losing_one_delivery(server.port, b"m-3");
+    let flaky = Flaky::default();
+    // One pull stays open 3 s, so the later messages come in the pull the
+    // first ones were admitted in.
+    let sub = js_sub(json!({"max_wait_ms": 3000}));
+    let running = run_listener(&url, sub, flaky.handler()).await?;
+    publish(&server.url(), 3, "m-").await?;
+    assert!(
+        until(5, || flaky.calls().len() >= 3).await,
+        "{:?}",
+        flaky.calls()
+    );
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for i in 3..7 {
+        js.publish("tasks.created", format!("m-{i}").into())
+            .await?
+            .await?;
+    }
+    // m-3 never reached the instance; the server delivers it again after
+    // ack_wait (5 s). Nothing after it may be handled before it.
+    let handled = || {
+        let mut seen: Vec<String> = Vec::new();
+        for c in flaky.calls() {
+            let p = c.split('#').next().unwrap_or("").to_owned();
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        seen
+    };
+    assert!(
+        until(20, || handled().len() >= 7).await,
+        "{:?}",
+        flaky.calls()
+    );
+    assert_eq!(
+        handled(),
+        ["m-0", "m-1", "m-2", "m-3", "m-4", "m-5", "m-6"],
+        "every message handled in stream order: {:?}",
+        flaky.calls()
+    );
+    running.stop().await?;
+    Ok(())
+}

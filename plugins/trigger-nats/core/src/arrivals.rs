@@ -1,0 +1,132 @@
+//! A pull's messages as they arrive, up to the first delivery that did not.
+//!
+//! The server numbers every delivery of a consumer (the consumer sequence in
+//! a message's metadata), and while a pull is open it is the consumer's only
+//! waiting pull (`max_waiting` 1), so the deliveries of one pull follow each
+//! other. When the connection breaks mid-pull (a reset, a proxy that drops
+//! it) the deliveries written to the old connection are lost, and the client,
+//! once reconnected, goes on receiving the rest of the same pull: a message
+//! after the gap would then be handled while the lost one waits out
+//! `ack_wait` in the server's hands. A task's later event would apply before
+//! its earlier one, which is then skipped as applied already: lost. (A
+//! consumer leader that takes over mid-pull on an older state numbers its
+//! deliveries from there: a gap as well.)
+//!
+//! [`Arrivals`] lets messages through while each one's delivery number
+//! follows the one before it; from the first that does not, it lets nothing
+//! through, and what comes is handed back ([`Arrivals::remaining`]).
+//! The admission check of the pull's first messages ([`crate::admission`])
+//! covers a delivery lost before them; this covers the rest of the pull.
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::{FutureExt, StreamExt};
+
+/// Whether delivery `next` may follow delivery `last` in one pull.
+fn follows(last: Option<u64>, next: u64) -> bool {
+    last.is_none_or(|last| last.checked_add(1) == Some(next))
+}
+
+/// A pull's message stream, cut at the first delivery that does not follow
+/// the one before it.
+pub(crate) struct Arrivals {
+    pull: pull::Batch,
+    /// The delivery number of the last message let through.
+    last: Option<u64>,
+    /// The delivery numbers on each side of the gap, once there was one.
+    gap: Option<(u64, u64)>,
+    /// The first message after the gap, not let through.
+    held: Option<jetstream::Message>,
+}
+
+/// A delivery number, when the message carries JetStream metadata.
+fn delivery(msg: &jetstream::Message) -> Option<u64> {
+    msg.info().ok().map(|i| i.consumer_sequence)
+}
+
+impl Arrivals {
+    pub(crate) fn new(pull: pull::Batch) -> Self {
+        Arrivals {
+            pull,
+            last: None,
+            gap: None,
+            held: None,
+        }
+    }
+
+    /// The delivery numbers on each side of the gap: the last let through,
+    /// and the first that did not follow it.
+    pub(crate) fn gap(&self) -> Option<(u64, u64)> {
+        self.gap
+    }
+
+    /// Lets `item` through, or keeps it (and ends the stream) at a gap.
+    fn pass(
+        &mut self,
+        item: Option<Result<jetstream::Message, async_nats::Error>>,
+    ) -> Option<Result<jetstream::Message, async_nats::Error>> {
+        let Some(Ok(msg)) = item else { return item };
+        match delivery(&msg) {
+            Some(n) if !follows(self.last, n) => {
+                self.gap = Some((self.last.unwrap_or(0), n));
+                self.held = Some(msg);
+                None
+            }
+            Some(n) => {
+                self.last = Some(n);
+                Some(Ok(msg))
+            }
+            None => Some(Ok(msg)),
+        }
+    }
+
+    /// The next message (or the pull's status), waiting for it; `None` when
+    /// the pull is over, or cut at a gap.
+    pub(crate) async fn next(&mut self) -> Option<Result<jetstream::Message, async_nats::Error>> {
+        if self.gap.is_some() {
+            return None;
+        }
+        let item = self.pull.next().await;
+        self.pass(item)
+    }
+
+    /// The next message if it has arrived already.
+    pub(crate) fn next_now(&mut self) -> Option<jetstream::Message> {
+        if self.gap.is_some() {
+            return None;
+        }
+        match self.pull.next().now_or_never() {
+            Some(item @ Some(Ok(_))) => match self.pass(item) {
+                Some(Ok(m)) => Some(m),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// What the pull still brings, read to its end (or to its first
+    /// error), with the message kept at the gap first: to be handed back.
+    pub(crate) async fn remaining(&mut self) -> Vec<jetstream::Message> {
+        let mut rest: Vec<jetstream::Message> = self.held.take().into_iter().collect();
+        while let Some(Ok(m)) = self.pull.next().await {
+            rest.push(m);
+        }
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follows;
+
+    #[test]
+    fn a_pull_s_deliveries_must_follow_each_other_from_its_first() {
+        assert!(follows(None, 7));
+        assert!(follows(Some(7), 8));
+        // A delivery lost in between, one numbered again by a leader on an
+        // older state, one repeated: each is a gap.
+        assert!(!follows(Some(7), 9));
+        assert!(!follows(Some(7), 5));
+        assert!(!follows(Some(7), 7));
+        assert!(!follows(Some(u64::MAX), 0));
+    }
+}
