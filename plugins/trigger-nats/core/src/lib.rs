@@ -9,6 +9,7 @@
 
 #[cfg(feature = "runtime")]
 mod admission;
+#[cfg(feature = "runtime")]
 mod arrivals;
 pub mod config;
 #[cfg(feature = "runtime")]
