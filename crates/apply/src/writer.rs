@@ -42,11 +42,22 @@ impl Incoming<'_> {
 
     /// What the writer's line about this message ends with: its stream
     /// sequence, when it came from a stream (an operator matches it with
-    /// `nats stream get`), else nothing.
-    pub(crate) fn at(&self) -> String {
-        self.stream_sequence
-            .map(|seq| format!(" (stream sequence {seq})"))
-            .unwrap_or_default()
+    /// `nats stream get`), else nothing. Written into the line itself, with
+    /// no string of its own (one line per event).
+    pub(crate) fn at(&self) -> StreamAt {
+        StreamAt(self.stream_sequence)
+    }
+}
+
+/// See [`Incoming::at`].
+pub(crate) struct StreamAt(Option<u64>);
+
+impl std::fmt::Display for StreamAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(seq) => write!(f, " (stream sequence {seq})"),
+            None => Ok(()),
+        }
     }
 }
 
