@@ -73,12 +73,23 @@ impl Harness {
         tasks: &T,
         f: impl FnOnce(&Writer<'_, T, MemoryKv>) -> R,
     ) -> R {
+        self.with_stores(tasks, &self.local, f)
+    }
+
+    /// [`Harness::with_writer`] over a local store of the test's choosing
+    /// too (a wrapper of the harness's own, to act between two calls).
+    pub fn with_stores<T: AtomicKv, L: AtomicKv, R>(
+        &self,
+        tasks: &T,
+        local: &L,
+        f: impl FnOnce(&Writer<'_, T, L>) -> R,
+    ) -> R {
         let clock = || Timestamp(self.now.get());
         let unique = || self.unique();
         let log = |line: &str| self.lines.borrow_mut().push(line.to_owned());
         let writer = Writer {
             tasks,
-            local: &self.local,
+            local,
             clock: &clock,
             unique: &unique,
             log: &log,

@@ -10,7 +10,7 @@ use tasks_feed::counts::EventOutcome;
 use tasks_kv::{AtomicKv, StoreError, decode_counter};
 use tasks_outbox as outbox;
 use tasks_outbox::OutboxEntry;
-use tasks_outbox::dead_letters::{DeadLetter, RawPayload};
+use tasks_outbox::dead_letters::{DeadLetter, Filed, RawPayload};
 use tasks_outbox::health::{self, StoreHealth};
 
 /// One message as the trigger delivered it.
@@ -233,27 +233,6 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         now: Timestamp,
     ) -> Result<Handled, StoreError> {
         self.fenced_record(cid)?;
-        // A stream event delivered again after it was dead-lettered (its
-        // acknowledgement was lost, or the instance died before it) is one
-        // dead letter, not two.
-        let seen = msg
-            .stream_pos()
-            .map(|p| keys::dead_letter_seen(p.epoch, p.seq));
-        if let Some(seen) = &seen
-            && let Some(earlier) = self.local.get(seen)?
-        {
-            let earlier = String::from_utf8_lossy(&earlier).into_owned();
-            (self.log)(&format!(
-                "[{cid}] REJECT {}: {reason} (delivered again: dead-lettered already as {earlier}){}",
-                msg.subject,
-                msg.at()
-            ));
-            return Ok(Handled::Rejected {
-                correlation_id: cid.to_owned(),
-                key: earlier,
-                reason,
-            });
-        }
         let key = keys::dead_letter(now.millis(), &(self.unique)());
         let record = DeadLetter {
             task_id,
@@ -267,23 +246,36 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
                 now,
             )
         };
-        (self.log)(&format!(
-            "[{cid}] REJECT {}: {reason}{}",
-            msg.subject,
-            msg.at()
-        ));
-        let marker = seen.map(|s| (s, key.clone().into_bytes()));
-        record
-            .store_with(self.local, &key, marker)
+        // A stream event delivered again after it was dead-lettered (its
+        // acknowledgement was lost, or the instance died before it, or it
+        // was paused past ack_wait with it) is one dead letter, not two.
+        let seen = msg
+            .stream_pos()
+            .map(|p| keys::dead_letter_seen(p.epoch, p.seq));
+        let filed = record
+            .file_once(self.local, &key, seen.as_deref(), false)
             .inspect_err(|e| {
                 (self.log)(&format!(
                     "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
                 ));
             })?;
-        self.counted(msg, EventOutcome::Rejected);
+        let subject = msg.subject;
+        let at = msg.at();
+        match &filed {
+            Filed::New(_) => {
+                (self.log)(&format!("[{cid}] REJECT {subject}: {reason}{at}"));
+                self.counted(msg, EventOutcome::Rejected);
+            }
+            Filed::Earlier(earlier) => (self.log)(&format!(
+                "[{cid}] REJECT {subject}: {reason} (delivered again: dead-lettered already as {earlier}){at}"
+            )),
+            Filed::Replayed(earlier) => (self.log)(&format!(
+                "[{cid}] REJECT {subject}: {reason} (delivered again: dead-lettered as {earlier} and replayed since){at}"
+            )),
+        }
         Ok(Handled::Rejected {
             correlation_id: cid.to_owned(),
-            key,
+            key: filed.key().to_owned(),
             reason,
         })
     }

@@ -352,6 +352,81 @@ fn deliver_seq(h: &Harness, subject: &str, payload: &str, seq: u64) -> Handled {
     .expect("recorded")
 }
 
+/// A stream event at `seq` of stream epoch 4 that can never apply.
+fn poison(seq: u64) -> Incoming<'static> {
+    Incoming {
+        subject: "tasks.created",
+        payload: b"{oops",
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(seq),
+        stream_epoch: Some(4),
+    }
+}
+
+#[test]
+fn a_stream_event_two_holders_dead_letter_at_the_same_time_is_one_dead_letter() {
+    // One instance paused between reading the event's marker and writing
+    // its dead letter, past ack_wait; the redelivery, at another instance,
+    // files the event in that pause.
+    let h = harness();
+    let msg = poison(9);
+    let other = std::cell::RefCell::new(None);
+    let local = Hooked::new(&h.local, HookAt::Write, || {
+        *other.borrow_mut() = Some(h.deliver_on(&h.tasks, &msg));
+    });
+    let first = h.with_stores(&h.tasks, &local, |w| w.handle(&msg));
+    let second = other.take().expect("the other holder ran");
+    let key = |r: Result<Handled, StoreError>| match r {
+        Ok(Handled::Rejected { key, .. }) => key,
+        other => unreachable!("{other:?}"),
+    };
+    let (first, second) = (key(first), key(second));
+    let letters = h.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(first, second, "both name the one dead letter");
+    assert!(h.logged(&format!(
+        "(delivered again: dead-lettered already as {first}) (stream sequence 9)"
+    )));
+}
+
+#[test]
+fn a_dead_letter_whose_writer_stopped_after_marking_it_is_written_by_the_redelivery() {
+    // The first holder marked the event as filed under its key and died
+    // before writing the record: the redelivery writes it under that key.
+    let h = harness();
+    let marked = keys::dead_letter(1, "died");
+    h.local
+        .put(&keys::dead_letter_seen(Some(4), 9), marked.clone());
+    let handled = h.deliver_on(&h.tasks, &poison(9)).expect("recorded");
+    assert!(
+        matches!(&handled, Handled::Rejected { key, .. } if *key == marked),
+        "{handled:?}"
+    );
+    let letters = h.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        (letters[0].raw.bytes(), letters[0].stream_seq),
+        (b"{oops".to_vec(), Some(9))
+    );
+    assert!(h.local.peek(&marked).is_some());
+    // Another event, and the same one once more: one record each.
+    h.deliver_on(&h.tasks, &poison(10)).expect("recorded");
+    h.deliver_on(&h.tasks, &poison(9)).expect("recorded");
+    assert_eq!(h.dead_letters().len(), 2);
+    // One replayed from the dead letters since: a delivery of it again is
+    // not filed again (the replay, in the outbox, has it).
+    h.local.put(
+        &keys::dead_letter_seen(Some(4), 11),
+        keys::dead_letter_replayed(&marked),
+    );
+    h.deliver_on(&h.tasks, &poison(11)).expect("recorded");
+    assert_eq!(h.dead_letters().len(), 2);
+    assert!(h.logged(&format!(
+        "(delivered again: dead-lettered as {marked} and replayed since) (stream sequence 11)"
+    )));
+}
+
 #[test]
 fn a_redelivered_stream_message_applies_once() {
     let h = harness();

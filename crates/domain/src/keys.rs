@@ -177,15 +177,33 @@ pub fn dead_letter(at_millis: i64, unique: &str) -> String {
 pub const SIGNED_SEEN: &str = "signed:seen";
 
 /// Prefix of the markers of stream events dead-lettered already (store
-/// `default`): `seen:dlq:<epoch>:<seq>`, holding the dead letter's key.
+/// `default`): `seen:dlq:<epoch>:<seq>` ([`dead_letter_seen`]).
 pub const DEAD_LETTER_SEEN_PREFIX: &str = "seen:dlq:";
 
 /// `seen:dlq:<epoch>:<seq>` (epoch 0 when unknown): the marker of the stream
 /// event at that position, once it is a dead letter, so a redelivery of it
-/// is not dead-lettered twice.
+/// is not dead-lettered twice. It holds the dead letter's key, taken by a
+/// compare-and-swap before the record is written
+/// (`tasks_outbox::dead_letters::DeadLetter::file_once`), or
+/// [`dead_letter_replayed`] once it was replayed.
 pub fn dead_letter_seen(epoch: Option<u64>, seq: u64) -> String {
     format!("{DEAD_LETTER_SEEN_PREFIX}{}:{seq}", epoch.unwrap_or(0))
 }
+
+/// What a [`dead_letter_seen`] marker holds once its dead letter `key` was
+/// replayed into the outbox: `replayed:<key>`.
+pub fn dead_letter_replayed(key: &str) -> String {
+    format!("{REPLAYED_PREFIX}{key}")
+}
+
+/// The dead letter's key in a marker [`dead_letter_replayed`] wrote.
+pub fn replayed_dead_letter(marker: &str) -> Option<&str> {
+    marker
+        .strip_prefix(REPLAYED_PREFIX)
+        .filter(|k| dead_letter_id(k).is_some())
+}
+
+const REPLAYED_PREFIX: &str = "replayed:";
 
 /// `dlq:<millis>-<seq, 12 digits>-<unique>`: the dead letter of flush record
 /// `seq`; the records of one flush run keep their order.
@@ -321,6 +339,11 @@ mod tests {
         assert_eq!(outbox_seq("outbox:12:x"), None);
         assert_eq!(dead_letter_id("dlq:17-ab"), Some("17-ab"));
         assert_eq!(dead_letter_with_id("17-ab"), "dlq:17-ab");
+        let replayed = dead_letter_replayed("dlq:17-ab");
+        assert_eq!(replayed, "replayed:dlq:17-ab");
+        assert_eq!(replayed_dead_letter(&replayed), Some("dlq:17-ab"));
+        assert_eq!(replayed_dead_letter("dlq:17-ab"), None);
+        assert_eq!(replayed_dead_letter("replayed:outbox:1"), None);
         assert_eq!(
             flush_dead_letter(5, 42, "u"),
             "dlq:0000000000005-000000000042-u"

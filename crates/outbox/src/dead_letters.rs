@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use tasks_domain::{ReadError, Timestamp, cursor, keys};
 
-use tasks_kv::{KeyValue, StoreError, encode};
+use tasks_kv::{AtomicKv, KeyValue, StoreError, encode};
 
 /// A payload as received: text when it is UTF-8, base64 otherwise, so a
 /// record always gives back the exact bytes.
@@ -122,20 +122,94 @@ impl DeadLetter {
 
     /// Writes it under `key` (from [`keys::dead_letter`] or its kin).
     pub fn store(&self, local: &dyn KeyValue, key: &str) -> Result<(), StoreError> {
-        self.store_with(local, key, None)
+        local.set_many(vec![(key.to_owned(), encode(key, self)?)])
     }
 
-    /// [`DeadLetter::store`], with `also` (a marker such as
-    /// [`keys::dead_letter_seen`]) in the same `set-many`.
-    pub fn store_with(
+    /// Files it under `key`, or, for a stream event (`seen`: its
+    /// [`keys::dead_letter_seen`] marker), once however many deliveries,
+    /// calls and instances file it. The first to swap the marker from
+    /// absent to its key decides where the record lives, and writes it
+    /// after; a later one finds the marker and writes the record under
+    /// that key only if it is missing (its first writer stopped in
+    /// between). A read of the marker and then a write would let two
+    /// holders of the same event (one paused past `ack_wait`, its
+    /// redelivery at another instance) both file it.
+    ///
+    /// A marker left by a replay ([`keys::dead_letter_replayed`]) means
+    /// the event left the dead letters for the outbox: a delivery of it
+    /// again is not filed (`after_replay` false), the replay failing again
+    /// is (`after_replay` true).
+    pub fn file_once<L: AtomicKv>(
         &self,
-        local: &dyn KeyValue,
+        local: &L,
         key: &str,
-        also: Option<(String, Vec<u8>)>,
-    ) -> Result<(), StoreError> {
-        let mut pairs = vec![(key.to_owned(), encode(key, self)?)];
-        pairs.extend(also);
-        local.set_many(pairs)
+        seen: Option<&str>,
+        after_replay: bool,
+    ) -> Result<Filed, StoreError> {
+        let Some(seen) = seen else {
+            self.store(local, key)?;
+            return Ok(Filed::New(key.to_owned()));
+        };
+        // Each lost swap means another writer marked the event: the next
+        // read finds its key. A third loss means the marker keeps changing.
+        for _ in 0..3 {
+            let (cas, current) = local.cas_read(seen)?;
+            let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
+            match current.as_deref() {
+                Some(marked) if keys::dead_letter_id(marked).is_some() => {
+                    if local.get(marked)?.is_none() {
+                        self.store(local, marked)?;
+                    }
+                    return Ok(Filed::Earlier(marked.to_owned()));
+                }
+                Some(marked) if !after_replay => {
+                    if let Some(replayed) = keys::replayed_dead_letter(marked) {
+                        return Ok(Filed::Replayed(replayed.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+            if local.cas_write(cas, key.as_bytes().to_vec())? {
+                self.store(local, key)?;
+                return Ok(Filed::New(key.to_owned()));
+            }
+        }
+        Err(StoreError::Other(format!(
+            "{seen} changed under three attempts to mark it; not filed"
+        )))
+    }
+}
+
+/// Where [`DeadLetter::file_once`] filed a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filed {
+    /// Under the key it was given.
+    New(String),
+    /// The same stream event was filed already, under this key (the record
+    /// is there: written now if its first writer had stopped before it).
+    Earlier(String),
+    /// The same stream event was filed under this key and replayed since:
+    /// not filed again.
+    Replayed(String),
+}
+
+/// The key, and when the record was filed before, that it was.
+impl std::fmt::Display for Filed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filed::New(k) => f.write_str(k),
+            Filed::Earlier(k) => write!(f, "{k} (filed already)"),
+            Filed::Replayed(k) => write!(f, "{k} (filed already, and replayed since)"),
+        }
+    }
+}
+
+impl Filed {
+    /// The dead letter's key.
+    pub fn key(&self) -> &str {
+        match self {
+            Filed::New(k) | Filed::Earlier(k) | Filed::Replayed(k) => k,
+        }
     }
 }
 

@@ -24,10 +24,10 @@ pub mod health;
 use serde::{Deserialize, Serialize};
 use tasks_domain::{Timestamp, event, keys};
 
-use crate::dead_letters::{DeadLetter, RawPayload};
+use crate::dead_letters::{DeadLetter, Filed, RawPayload};
 use tasks_kv::backoff::Backoff;
 use tasks_kv::lease::Claim;
-use tasks_kv::{AtomicKv, KeyValue, StoreError, encode};
+use tasks_kv::{AtomicKv, StoreError, encode};
 
 /// How long a cron retrier run's claims on a task's records and on the
 /// probe last (the writer's ticks claim for less: `tasks-retry`'s
@@ -130,33 +130,27 @@ pub fn enqueue<L: AtomicKv>(local: &L, entry: &OutboxEntry) -> Result<String, St
     Ok(key)
 }
 
-/// Writes the dead letter of outbox record `key`; returns its key, which
+/// Writes the dead letter of outbox record `key`; returns where, under a key that
 /// carries the record's outbox sequence number so the records buried in one
-/// run keep their order. A stream event that is a dead letter already (the
-/// same event parked twice: a call cancelled half-way and made again, a
-/// redelivery) is not buried twice: the earlier dead letter's key is
-/// returned (see [`keys::dead_letter_seen`]).
-pub fn bury(
-    local: &dyn KeyValue,
+/// run keep their order. A stream event filed already (the same event
+/// parked twice: a call cancelled half-way and made again, a redelivery) is
+/// not buried twice: the earlier dead letter is returned; one
+/// replayed from the dead letters and failing again is buried again (see
+/// [`DeadLetter::file_once`]).
+pub fn bury<L: AtomicKv>(
+    local: &L,
     key: &str,
     entry: &OutboxEntry,
     reason: String,
     now: Timestamp,
-) -> Result<String, StoreError> {
+) -> Result<Filed, StoreError> {
     let seen = entry
         .stream_seq
         .map(|seq| keys::dead_letter_seen(entry.stream_epoch, seq));
-    if let Some(seen) = &seen
-        && let Some(earlier) = local.get(seen)?
-    {
-        return Ok(String::from_utf8_lossy(&earlier).into_owned());
-    }
     let dead = keys::dead_letter(now.millis(), keys::outbox_seq(key).unwrap_or(key));
-    let marker = seen.map(|s| (s, dead.clone().into_bytes()));
     entry
         .dead_letter(reason, now)
-        .store_with(local, &dead, marker)?;
-    Ok(dead)
+        .file_once(local, &dead, seen.as_deref(), true)
 }
 
 /// How long a replay in progress holds a dead letter; a replay that died
@@ -228,6 +222,12 @@ pub fn replay_dead_letter<L: AtomicKv>(
     entry.stream_seq = record.stream_seq;
     entry.stream_epoch = record.stream_epoch;
     let outbox_key = enqueue(local, &entry)?;
+    // A delivery of the same stream event again is not filed again; the
+    // replay failing again is (see [`DeadLetter::file_once`]).
+    if let Some(seq) = record.stream_seq {
+        let seen = keys::dead_letter_seen(record.stream_epoch, seq);
+        local.set_many(vec![(seen, keys::dead_letter_replayed(&key).into_bytes())])?;
+    }
     local.delete_many(vec![key])?;
     Ok(outbox_key)
 }

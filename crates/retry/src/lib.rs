@@ -22,6 +22,7 @@ use tasks_kv::{AtomicKv, KeyValue, StoreError, decode_counter, encode};
 use tasks_outbox as outbox;
 pub use tasks_outbox::CLAIM_MILLIS;
 use tasks_outbox::OutboxEntry;
+use tasks_outbox::dead_letters::Filed;
 use tasks_outbox::health;
 
 /// Records read per `get_many`.
@@ -726,8 +727,7 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 self.log(&format!(
                     "[{cid}] DEAD task={task_id} — cannot apply: {reason} → {dead}"
                 ));
-                report.dead += 1;
-                self.counted(&entry.subject, RetryOutcome::DeadLettered);
+                self.count_dead(&entry.subject, &dead, report);
                 done.push(key);
                 Ok(true)
             }
@@ -767,26 +767,35 @@ impl<T: AtomicKv, L: AtomicKv> Retrier<'_, '_, T, L> {
                 self.log(&format!(
                     "[{cid}] DEAD task={task_id} after {attempt} attempts: {error} → {dead}"
                 ));
-                report.dead += 1;
-                self.counted(&entry.subject, RetryOutcome::DeadLettered);
+                self.count_dead(&entry.subject, &dead, report);
                 done.push(key);
                 // What waited behind it must not apply without it: it
                 // follows it into the dead letters, in order.
                 for (key, entry) in behind.by_ref() {
                     let reason = format!(
-                        "held back: an earlier event for task {task_id} was dead-lettered as {dead}"
+                        "held back: an earlier event for task {task_id} was dead-lettered as {}",
+                        dead.key()
                     );
                     let held = outbox::bury(local, &key, &entry, reason, now)?;
                     self.log(&format!(
-                        "[{}] DEAD task={task_id} — held behind {dead} → {held}",
-                        entry.correlation_id
+                        "[{}] DEAD task={task_id} — held behind {} → {held}",
+                        entry.correlation_id,
+                        dead.key()
                     ));
-                    report.dead += 1;
-                    self.counted(&entry.subject, RetryOutcome::DeadLettered);
+                    self.count_dead(&entry.subject, &held, report);
                     done.push(key);
                 }
                 Ok(false)
             }
+        }
+    }
+
+    /// Counts a burial that filed a dead letter of its own: a stream event
+    /// filed already counts once, when it was.
+    fn count_dead(&self, subject: &str, filed: &Filed, report: &mut TickReport) {
+        if let Filed::New(_) = filed {
+            report.dead += 1;
+            self.counted(subject, RetryOutcome::DeadLettered);
         }
     }
 

@@ -640,6 +640,57 @@ fn a_replayed_dead_letter_the_task_has_moved_past_is_skipped_and_counted_so() {
 }
 
 #[test]
+fn a_replayed_stream_event_that_fails_again_is_a_dead_letter_again_and_its_redelivery_is_not() {
+    let h = Harness::new();
+    let msg = Incoming {
+        subject: "tasks.updated",
+        payload: br#"{"id":"ghost","title":"x"}"#,
+        header_correlation_id: None,
+        handler_timed_out_ms: None,
+        stream_sequence: Some(5),
+        stream_epoch: Some(2),
+    };
+    let first = h.deliver_on(&h.tasks, &msg);
+    assert!(matches!(first, Ok(Handled::Rejected { .. })), "{first:?}");
+    let (id, _) = dead_letters::list(&h.local, None, 10)
+        .expect("list")
+        .items
+        .remove(0);
+    // Replayed too early: the task still does not exist, so it fails again.
+    replay_dead_letter(&h.local, &id, Timestamp(h.now.get())).expect("replayed");
+    assert!(h.dead_letters().is_empty());
+    h.advance(1_000);
+    let report = h.tick();
+    assert_eq!((report.applied, report.dead), (0, 1), "{report:?}");
+    let letters = h.dead_letters();
+    assert_eq!(letters.len(), 1, "the event is kept, not lost: {letters:?}");
+    assert_eq!(
+        (letters[0].stream_seq, letters[0].stream_epoch),
+        (Some(5), Some(2))
+    );
+    // The first delivery's acknowledgement was lost: it comes again, and
+    // is filed already.
+    let again = h.deliver_on(&h.tasks, &msg);
+    assert!(matches!(again, Ok(Handled::Rejected { .. })), "{again:?}");
+    assert_eq!(h.dead_letters().len(), 1);
+
+    // Replayed once more, and delivered again before the replay ran: the
+    // delivery waits behind the replay, and the two are one dead letter.
+    let (id, _) = dead_letters::list(&h.local, None, 10)
+        .expect("list")
+        .items
+        .remove(0);
+    replay_dead_letter(&h.local, &id, Timestamp(h.now.get())).expect("replayed");
+    let again = h.deliver_on(&h.tasks, &msg);
+    assert!(matches!(again, Ok(Handled::Queued { .. })), "{again:?}");
+    h.advance(1_000);
+    let report = h.tick();
+    assert_eq!(report.dead, 1, "one dead letter, counted once: {report:?}");
+    assert_eq!(h.dead_letters().len(), 1);
+    assert!(h.outbox().is_empty());
+}
+
+#[test]
 fn a_probe_that_waited_out_the_outage_still_replays_everything_at_once() {
     let h = Harness::new();
     h.tasks.set_down(true);
