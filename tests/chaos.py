@@ -5,7 +5,8 @@ app made of it against a model of what it should have made.
 
   chaos.py publish --server URL --seed S --events N --prefix P --history FILE [--rate R]
   chaos.py mark --base URL --token T --out FILE
-  chaos.py check --base URL --history FILE --token T [--mark FILE] [--timeout S]
+  chaos.py check --base URL --history FILE --token T [--mark FILE] [--timeout S] [--probes N]
+  chaos.py probe --server URL --bases URL,URL --id ID --since T --limit S
 
 publish: N events over about N/12 tasks: creates, updates, deletes, creates of existing and
 of deleted tasks (re-creates), updates of deleted tasks, in a random order per task; each
@@ -33,7 +34,13 @@ that head, as stored (the slots GET /api/events frames; --redis-port), and compa
 task's changes with the model's, in order (kind and version; each applied event once: `feed`
 anomalies), and the counters' growth
 (events and replays applied, GET /metrics) with the number of events the model applies
-(`counters`). Exits 1 on any anomaly.
+(`counters`; --probes: creates `probe` made besides the history). Exits 1 on any anomaly.
+
+probe: how soon delivery resumes after a fault. Publishes one create of task ID (an id
+outside the history's prefix) through JetStream, sent again until the stream acknowledges
+it, then reads GET /api/tasks/ID from whichever of --bases answers until the task is there.
+Prints the seconds from --since (Unix time: when the fault was over) to the acknowledgement
+and to the task being readable; exits 1 when that passes --limit seconds.
 """
 import argparse
 import asyncio
@@ -352,6 +359,7 @@ def check(args) -> int:
     if args.mark:
         before = json.load(open(args.mark))
         applied = sum(len(c) for c in changes.values())
+        due = applied + args.probes
         # The feed and the counters are written after the tasks (a call's last write), and
         # a change whose call died before them is recorded when its event is delivered
         # again (after ack_wait): read both until they agree with the model, or 60 s pass.
@@ -361,19 +369,64 @@ def check(args) -> int:
             feed = read_feed(args.redis_port, before["head"], now["head"], run["prefix"])
             wrong = [(t, c, feed.get(t, [])) for t, c in sorted(changes.items()) if feed.get(t, []) != c]
             wrong += [(t, [], c) for t, c in sorted(feed.items()) if t not in changes]
-            if (not wrong and now["applied"] - before["applied"] == applied) or time.monotonic() > deadline:
+            if (not wrong and now["applied"] - before["applied"] == due) or time.monotonic() > deadline:
                 break
             time.sleep(2)
         print(f"  change feed: {sum(len(c) for c in feed.values())} changes of {applied} "
-              f"applied events; counters: {now['applied'] - before['applied']} applied")
+              f"applied events; counters: {now['applied'] - before['applied']} applied"
+              + (f" ({args.probes} of them probes)" if args.probes else ""))
         if wrong:
             bad += len(wrong)
             print(f"  feed: {len(wrong)} tasks whose changes differ (model, feed), e.g. {wrong[:2]}")
-        if now["applied"] - before["applied"] != applied:
+        if now["applied"] - before["applied"] != due:
             bad += 1
-            print(f"  counters: {now['applied'] - before['applied']} applied counted, {applied} due")
+            print(f"  counters: {now['applied'] - before['applied']} applied counted, {due} due")
     print(f"  anomalies: {bad}")
     return 1 if bad else 0
+
+
+async def probe(args) -> int:
+    give_up = args.since + args.limit + 30
+    try:
+        return await asyncio.wait_for(probe_once(args, give_up), timeout=give_up - time.time())
+    except asyncio.TimeoutError:
+        print(f"{args.id}: not applied {time.time() - args.since:.0f} s after the fault")
+        return 1
+
+
+async def probe_once(args, give_up: float) -> int:
+    import nats
+
+    async def quiet(_e) -> None:
+        return None
+
+    nc = await nats.connect(servers=args.server.split(","), max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2, connect_timeout=2, error_cb=quiet)
+    js = nc.jetstream(timeout=5)
+    payload = json.dumps({"id": args.id, "title": "probe"}).encode()
+    while True:
+        try:
+            await js.publish("tasks.created", payload, headers={"Nats-Msg-Id": args.id})
+            break
+        except Exception:  # the server died or is electing: send it again
+            await asyncio.sleep(0.2)
+    acked = time.time() - args.since
+    await nc.close()
+    while time.time() < give_up:
+        for base in args.bases.split(","):
+            try:
+                status, _ = get_json(f"{base}/api/tasks/{args.id}")
+            except OSError:
+                continue  # that instance is down (the fault's own, restarting)
+            if status == 200:
+                applied = time.time() - args.since
+                verdict = "" if applied <= args.limit else f" (over {args.limit:.0f} s)"
+                print(f"{args.id}: acknowledged after {acked:.1f} s, applied after {applied:.1f} s{verdict}")
+                return 0 if applied <= args.limit else 1
+            break
+        await asyncio.sleep(0.1)
+    print(f"{args.id}: acknowledged after {acked:.1f} s, not applied {time.time() - args.since:.0f} s after the fault")
+    return 1
 
 
 def main() -> int:
@@ -393,6 +446,13 @@ def main() -> int:
     c.add_argument("--timeout", type=float, default=120)
     c.add_argument("--mark")
     c.add_argument("--redis-port", type=int, help="the Redis holding the feed store (with --mark)")
+    c.add_argument("--probes", type=int, default=0, help="creates `probe` applied besides the history")
+    r = sub.add_parser("probe")
+    r.add_argument("--server", required=True)
+    r.add_argument("--bases", required=True)
+    r.add_argument("--id", required=True)
+    r.add_argument("--since", type=float, required=True)
+    r.add_argument("--limit", type=float, required=True)
     m = sub.add_parser("mark")
     m.add_argument("--base", required=True)
     m.add_argument("--token", required=True)
@@ -402,6 +462,8 @@ def main() -> int:
         return asyncio.run(publish(args))
     if args.cmd == "mark":
         return mark(args)
+    if args.cmd == "probe":
+        return asyncio.run(probe(args))
     return check(args)
 
 

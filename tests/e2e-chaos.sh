@@ -22,6 +22,8 @@
 #   nats      kill -9 of nats-server (with CHAOS_CLUSTER=1, of one node of a 3-node cluster
 #             whose stream has 3 replicas), started again on its store 1 s later;
 #   store     Redis shut down for 5 s, started again on its append-only file.
+# After each fault (the instance, server or store back), one create outside the history is
+# published and must be readable within ack_wait + 5 s: delivery resumes (chaos.py probe).
 #   CHAOS_SEEDS="1 2 3" CHAOS_EVENTS=3000 CHAOS_INSTANCES=2 CHAOS_CLUSTER=0 tests/e2e-chaos.sh
 #   CHAOS_FAULTS="cut:0 nats kill9:1 stall:0 store:1 stop:0": these faults in this order, each
 #   on the instance named, instead of the seeded ones (to replay a seed's faults on new ids).
@@ -185,17 +187,26 @@ for seed in $SEEDS; do
   done
   [[ -n ${CHAOS_FAULTS:-} ]] && read -ra faults <<<"$CHAOS_FAULTS"
   sleep 2
+  probes=0 slow=0 bases=$(printf 'http://127.0.0.1:%s,' "${PORTS[@]}")
+  : >"$OUT/resume-$seed.txt"
   for f in "${faults[@]}"; do
     i=$((RANDOM % INSTANCES))
     [[ $f == *:* ]] && { i=${f#*:}; f=${f%%:*}; }
     echo "       $(date +%T) fault: $f (instance $i)"
     "fault_$f" "$i"
+    # How soon delivery resumes: a create published now, applied within ack_wait + 5 s.
+    probes=$((probes + 1))
+    python3 "$ROOT/tests/chaos.py" probe --server "$NATS_URL" --bases "${bases%,}" \
+      --id "p${seed}x$probes-$f" --since "$(date +%s.%N)" --limit $((ACK_WAIT_MS / 1000 + 5)) \
+      >>"$OUT/resume-$seed.txt" 2>&1 || slow=$((slow + 1))
     sleep 2
   done
+  sed 's/^/         resumed: /' "$OUT/resume-$seed.txt"
+  check "seed $seed: after each fault, a new event applied within ack_wait + 5 s" is "$slow" 0
   check "seed $seed: every event acknowledged by the stream" wait "$publisher"
   sed 's/^/       /' "$OUT/publish-$seed.txt"
   if python3 "$ROOT/tests/chaos.py" check --base "http://127.0.0.1:${PORTS[0]}" --history "$history" \
-    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --mark "$WORK/mark-$seed.json" --redis-port "$REDIS_PORT" --timeout 120 \
+    --token "$SPIN_VARIABLE_ADMIN_TOKEN" --mark "$WORK/mark-$seed.json" --redis-port "$REDIS_PORT" --timeout 120 --probes "$probes" \
     >"$OUT/check-$seed.txt" 2>&1; then
     anomalies=0
   else
