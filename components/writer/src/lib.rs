@@ -10,13 +10,18 @@
 //! redelivered forever; an error only when it could not be recorded at all.
 
 use tasks_feed::Journal;
-use tasks_spin_kv::SpinKv;
 use tasks_spin_kv::tasks::LOCAL_STORE;
 use tasks_spin_kv::writer::{handle_messages_with, handle_tick};
+use tasks_spin_kv::{SpinKv, log_in_batches};
 use trigger_nats_sdk::{Error, Message, nats_component};
 
 #[nats_component]
 fn handle(batch: Vec<Message>) -> Vec<Result<(), Error>> {
+    // One write for the lines logged between two store calls, not one per line.
+    log_in_batches(|| handle_in_batches(batch))
+}
+
+fn handle_in_batches(batch: Vec<Message>) -> Vec<Result<(), Error>> {
     let not_recorded = |e| Error::new(format!("event not recorded: {e}"));
     let local = match SpinKv::open(LOCAL_STORE) {
         Ok(local) => local,

@@ -24,6 +24,7 @@ impl Http for SpinHttp {
             builder.header(name, value);
         }
         let request = builder.body(req.body).build();
+        crate::write_held();
         let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
             .map_err(|e| TransportError(e.to_string()))?;
         Ok(HttpResponse {

@@ -45,6 +45,8 @@ thread_local! {
     /// Variables read by this instance: Spin's variables do not change while
     /// the app runs, and an instance lives for at most a few hundred requests.
     static VARIABLES: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    /// Log lines held by [`log_in_batches`], while it runs.
+    static HELD: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// The store labelled `label`, opened once per instance.
@@ -52,6 +54,7 @@ fn open_bucket(label: &'static str) -> Result<Rc<store::Bucket>, StoreError> {
     if let Some(bucket) = OPENED.with(|o| o.borrow().get(label).cloned()) {
         return Ok(bucket);
     }
+    write_held();
     let bucket = Rc::new(store::open(label).map_err(|e| describe(label, e))?);
     OPENED.with(|o| o.borrow_mut().insert(label, bucket.clone()));
     Ok(bucket)
@@ -117,9 +120,48 @@ pub fn unique() -> String {
 }
 
 /// One log line on the component's stdout (Spin writes it to
-/// `<component>_stdout.txt` in the log directory).
+/// `<component>_stdout.txt` in the log directory). Inside
+/// [`log_in_batches`] it is held, and goes out with the others.
 pub fn log(line: &str) {
-    println!("{line}");
+    let held = HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(lines) => {
+            lines.push_str(line);
+            lines.push('\n');
+            true
+        }
+        None => false,
+    });
+    if !held {
+        println!("{line}");
+    }
+}
+
+/// Runs `f` with its log lines written out together: before each store or
+/// HTTP call it makes and at its end, one write for all the lines since the
+/// last, not one per line. The writer logs a line or two per event, and a
+/// write per line through the host cost it 8–13 % of its ingest rate
+/// (docs/performance.md). A call the trigger cancels stops in a store call,
+/// so every line logged before it is out; only lines of a trap are lost.
+pub fn log_in_batches<R>(f: impl FnOnce() -> R) -> R {
+    HELD.with(|h| *h.borrow_mut() = Some(String::new()));
+    let result = f();
+    write_held();
+    HELD.with(|h| *h.borrow_mut() = None);
+    result
+}
+
+/// Writes the lines [`log_in_batches`] holds, in one write; called before
+/// each call to the host that may wait.
+pub(crate) fn write_held() {
+    use std::io::Write;
+    HELD.with(|h| {
+        if let Some(lines) = h.borrow_mut().as_mut().filter(|l| !l.is_empty()) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(lines.as_bytes());
+            let _ = out.flush();
+            lines.clear();
+        }
+    });
 }
 
 /// Attempts of a call that found the SQLite file locked by another process.
@@ -139,6 +181,7 @@ fn patiently<T>(
     label: &str,
     mut call: impl FnMut() -> Result<T, store::Error>,
 ) -> Result<T, StoreError> {
+    write_held();
     let mut pause = std::time::Duration::from_millis(2);
     for _ in 1..BUSY_ATTEMPTS {
         match call() {
@@ -227,6 +270,7 @@ impl AtomicKv for SpinKv {
     /// A swap that found the file locked did not commit either: it is
     /// checked the same way, and the caller re-reads as after a conflict.
     fn cas_write(&self, (cas, key): Self::Cas, value: Vec<u8>) -> Result<bool, StoreError> {
+        write_held();
         match atomics::swap(cas, &value) {
             Ok(()) => Ok(true),
             Err(atomics::CasError::CasFailed(_)) => {

@@ -75,6 +75,7 @@ fn send_purge(
         .header(tasks_signing::SIGNATURE_HEADER, signature)
         .body(body)
         .build();
+    crate::write_held();
     let outcome: Result<Response, _> = spin_sdk::http::run(spin_sdk::http::send(request));
     match outcome {
         Ok(r) if (200..300).contains(r.status()) => {

@@ -763,7 +763,11 @@ impl Pulling {
         in_stream_order(&mut back);
         self.settle_all(&back, false, lease).await;
         // Past the lease, settle_all left them to the server instead.
-        let how = if lease.expired() { "left" } else { "handed back" };
+        let how = if lease.expired() {
+            "left"
+        } else {
+            "handed back"
+        };
         log(&format!(
             "{}: delivery {next} of this pull came after delivery {last}, not the one after it (the connection was cut, \
              or the consumer's leader changed): {how} the {} messages from there on, so none is handled before \
