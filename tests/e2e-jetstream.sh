@@ -8,7 +8,8 @@
 #       task, then a restart: every task ends at version 3 with its last title;
 #   (c) two instances share the durable consumer and the stores; `kill -9` of one
 #       mid-burst: every event applied once, each task's events in publish order;
-#   (d) hostile events are dead-lettered once each, never redelivered in a loop;
+#   (d) an event on a deeper subject is a dead letter with the reason within 1 s; hostile
+#       events are dead-lettered once each, never redelivered in a loop;
 #   (e) no orphaned trigger-nats: after `kill -9` of spin up alone, and on SIGTERM
 #       with the NATS server stopped;
 #   a component exporting only handle-message is called once per message.
@@ -86,6 +87,29 @@ check "every task ends at version 3 with its last title" wait_until 180 at_versi
 check "no task went past version 3 (none applied twice)" is "$(sqlite3 -cmd ".timeout 5000" "$WORK/tasks.db" \
   "SELECT count(*) FROM spin_key_value WHERE store='tasks' AND key LIKE 'task:k-%' AND json_extract(CAST(value AS TEXT), '\$.version') > 3")" 0
 echo "       redeliveries skipped after the restart: $(grep -c '\] SKIP ' "$OUT/logs-3/writer_stdout.txt" || true)"
+
+echo "==> (d) an event on a deeper subject is a dead letter with the reason within 1 s"
+took=$(python3 - "$NATS_URL" "$WORK/local.db" <<'PY'
+import asyncio, sqlite3, sys, time, nats
+async def main():
+    nc = await nats.connect(sys.argv[1]); js = nc.jetstream()
+    start = time.monotonic()
+    await js.publish("tasks.created.late", b'{"id":"h-0","title":"deeper"}')
+    await nc.drain()
+    db = sqlite3.connect(sys.argv[2], timeout=5)
+    while time.monotonic() - start < 10:
+        found = db.execute("SELECT count(*) FROM spin_key_value WHERE store='default' AND key LIKE 'dlq:%' "
+                           "AND CAST(value AS TEXT) LIKE '%unknown subject%tasks.created.late%'").fetchone()[0]
+        if found:
+            print(f"{time.monotonic() - start:.3f}")
+            return
+        await asyncio.sleep(0.02)
+    print("never")
+asyncio.run(main())
+PY
+)
+within_a_second() { awk -v t="$1" 'BEGIN { exit !(t != "never" && t <= 1.0) }'; }
+check "  … published to stored as a dead letter in $took s" within_a_second "$took"
 
 echo "==> (d) hostile events are dead-lettered once each; none holds back the events after it"
 before=$(kv_count "$WORK" default 'dlq:%')
