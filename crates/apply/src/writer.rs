@@ -249,16 +249,11 @@ impl<T: AtomicKv, L: AtomicKv> Writer<'_, T, L> {
         // A stream event delivered again after it was dead-lettered (its
         // acknowledgement was lost, or the instance died before it, or it
         // was paused past ack_wait with it) is one dead letter, not two.
-        let seen = msg
-            .stream_pos()
-            .map(|p| keys::dead_letter_seen(p.epoch, p.seq));
-        let filed = record
-            .file_once(self.local, &key, seen.as_deref(), false)
-            .inspect_err(|e| {
-                (self.log)(&format!(
-                    "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
-                ));
-            })?;
+        let filed = record.file_once(self.local, &key, false).inspect_err(|e| {
+            (self.log)(&format!(
+                "[{cid}] KV PUT {key} — FAILED: {e}; the event is NOT recorded"
+            ));
+        })?;
         let subject = msg.subject;
         let at = msg.at();
         match &filed {

@@ -125,8 +125,15 @@ impl DeadLetter {
         local.set_many(vec![(key.to_owned(), encode(key, self)?)])
     }
 
-    /// Files it under `key`, or, for a stream event (`seen`: its
-    /// [`keys::dead_letter_seen`] marker), once however many deliveries,
+    /// The marker of its stream event ([`keys::dead_letter_seen`]), when
+    /// it came from a stream.
+    pub fn seen_marker(&self) -> Option<String> {
+        self.stream_seq
+            .map(|seq| keys::dead_letter_seen(self.stream_epoch, seq))
+    }
+
+    /// Files it under `key`, or, for a stream event (its
+    /// [`DeadLetter::seen_marker`]), once however many deliveries,
     /// calls and instances file it. The first to swap the marker from
     /// absent to its key decides where the record lives, and writes it
     /// after; a later one finds the marker and writes the record under
@@ -143,17 +150,16 @@ impl DeadLetter {
         &self,
         local: &L,
         key: &str,
-        seen: Option<&str>,
         after_replay: bool,
     ) -> Result<Filed, StoreError> {
-        let Some(seen) = seen else {
+        let Some(seen) = self.seen_marker() else {
             self.store(local, key)?;
             return Ok(Filed::New(key.to_owned()));
         };
         // Each lost swap means another writer marked the event: the next
         // read finds its key. A third loss means the marker keeps changing.
         for _ in 0..3 {
-            let (cas, current) = local.cas_read(seen)?;
+            let (cas, current) = local.cas_read(&seen)?;
             let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
             match current.as_deref() {
                 Some(marked) if keys::dead_letter_id(marked).is_some() => {

@@ -144,13 +144,8 @@ pub fn bury<L: AtomicKv>(
     reason: String,
     now: Timestamp,
 ) -> Result<Filed, StoreError> {
-    let seen = entry
-        .stream_seq
-        .map(|seq| keys::dead_letter_seen(entry.stream_epoch, seq));
     let dead = keys::dead_letter(now.millis(), keys::outbox_seq(key).unwrap_or(key));
-    entry
-        .dead_letter(reason, now)
-        .file_once(local, &dead, seen.as_deref(), true)
+    entry.dead_letter(reason, now).file_once(local, &dead, true)
 }
 
 /// How long a replay in progress holds a dead letter; a replay that died
@@ -224,8 +219,7 @@ pub fn replay_dead_letter<L: AtomicKv>(
     let outbox_key = enqueue(local, &entry)?;
     // A delivery of the same stream event again is not filed again; the
     // replay failing again is (see [`DeadLetter::file_once`]).
-    if let Some(seq) = record.stream_seq {
-        let seen = keys::dead_letter_seen(record.stream_epoch, seq);
+    if let Some(seen) = record.seen_marker() {
         local.set_many(vec![(seen, keys::dead_letter_replayed(&key).into_bytes())])?;
     }
     local.delete_many(vec![key])?;
