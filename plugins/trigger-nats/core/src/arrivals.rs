@@ -36,6 +36,10 @@ pub(crate) struct Arrivals {
     gap: Option<(u64, u64)>,
     /// The first message after the gap, not let through.
     held: Option<jetstream::Message>,
+    /// What ended a wait of [`Arrivals::next_within`] that was not a
+    /// message (the pull's end, an error): the next [`Arrivals::next`]
+    /// returns it.
+    ended: Option<Option<Result<jetstream::Message, async_nats::Error>>>,
 }
 
 /// A delivery number, when the message carries JetStream metadata.
@@ -50,6 +54,7 @@ impl Arrivals {
             last: None,
             gap: None,
             held: None,
+            ended: None,
         }
     }
 
@@ -85,13 +90,39 @@ impl Arrivals {
         if self.gap.is_some() {
             return None;
         }
+        if let Some(item) = self.ended.take() {
+            return item;
+        }
         let item = self.pull.next().await;
         self.pass(item)
     }
 
+    /// The next message if it arrives within `wait`. The pull's end or an
+    /// error is kept for [`Arrivals::next`].
+    pub(crate) async fn next_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Option<jetstream::Message> {
+        if self.gap.is_some() || self.ended.is_some() {
+            return None;
+        }
+        // Cancelling a stream's `next` loses nothing: the timeout is safe.
+        match tokio::time::timeout(wait, self.pull.next()).await {
+            Err(_) => None,
+            Ok(item @ Some(Ok(_))) => match self.pass(item) {
+                Some(Ok(m)) => Some(m),
+                _ => None,
+            },
+            Ok(other) => {
+                self.ended = Some(other);
+                None
+            }
+        }
+    }
+
     /// The next message if it has arrived already.
     pub(crate) fn next_now(&mut self) -> Option<jetstream::Message> {
-        if self.gap.is_some() {
+        if self.gap.is_some() || self.ended.is_some() {
             return None;
         }
         match self.pull.next().now_or_never() {
@@ -107,6 +138,10 @@ impl Arrivals {
     /// error), with the message kept at the gap first: to be handed back.
     pub(crate) async fn remaining(&mut self) -> Vec<jetstream::Message> {
         let mut rest: Vec<jetstream::Message> = self.held.take().into_iter().collect();
+        if self.ended.take().is_some() {
+            // The pull ended, or failed: nothing more comes.
+            return rest;
+        }
         while let Some(Ok(m)) = self.pull.next().await {
             rest.push(m);
         }

@@ -182,11 +182,17 @@ pub struct TriggerConfig {
     /// See [`crate::partition`].
     #[serde(default)]
     pub partitions: Option<u32>,
-    /// JetStream, with `partitions`: what a message's key is
-    /// (`payload:<path>`, `subject:<n>` or `header:<name>`); the messages of
-    /// one key are handled in stream order, one at a time.
+    /// JetStream, with `partitions` or `concurrency`: what a message's key
+    /// is (`payload:<path>`, `subject:<n>` or `header:<name>`); the messages
+    /// of one key are handled in stream order, one at a time.
     #[serde(default)]
     pub ordering_key: Option<String>,
+    /// JetStream: guest calls at once per pull (1-16; default 1: one call,
+    /// the pull's messages in stream order). A pull's messages are split by
+    /// `ordering_key` (needed) so that each key's messages go to one call,
+    /// in order. See [`crate::partition`].
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
 /// How to authenticate, at most one way.

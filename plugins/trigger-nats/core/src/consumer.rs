@@ -26,7 +26,7 @@ use crate::jetstream::{
     unconsumed_subjects,
 };
 use crate::lease::Lease;
-use crate::partition::{Partition, other_partitionings};
+use crate::partition::{OrderingKey, Partition, calls_of, other_partitionings};
 use crate::plan::Subscription;
 use crate::{
     DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SEQUENCE_HEADER, DEAD_LETTER_SUBJECT_HEADER,
@@ -46,6 +46,16 @@ const TAKEOVER_POLL: Duration = Duration::from_millis(20);
 /// Pause before pulling again after handing a pull back (see
 /// [`Pulling::step_back`]).
 const STEP_BACK_PAUSE: Duration = Duration::from_secs(1);
+
+/// While a pull's messages are still arriving (a burst being published),
+/// the first call waits for more as long as each comes within
+/// [`GATHER_GAP`] of the one before, for at most [`GATHER_MAX`], or until
+/// the call is full: a call has a fixed cost (its store calls, the
+/// component's instance), so taking a pull a few messages at a time as
+/// they trickle in costs many calls. A lone message waits `GATHER_GAP`.
+const GATHER_GAP: Duration = Duration::from_millis(2);
+/// The longest the first call of a pull waits for more messages.
+const GATHER_MAX: Duration = Duration::from_millis(25);
 
 /// Most messages one pull asks for (see [`Pulling::pull_size`]).
 const MAX_PULL: usize = crate::jetstream::MAX_BATCH;
@@ -474,6 +484,7 @@ impl Pulling {
             // Messages of this pull held back behind a run handled first.
             let mut rest: Vec<jetstream::Message> = Vec::new();
             let mut run = false;
+            let mut first_call = true;
             loop {
                 let mut batch = if rest.is_empty() {
                     let first = tokio::select! {
@@ -505,9 +516,15 @@ impl Pulling {
                 } else {
                     std::mem::take(&mut rest)
                 };
-                // The rest of what has arrived already, in stream order (a pull
-                // brings redeliveries in the order they became due).
-                take_arrived(&mut messages, &mut batch, self.pull_size);
+                // The rest of what has arrived already and what is arriving, in
+                // stream order (a pull brings redeliveries in the order they
+                // became due).
+                if first_call {
+                    first_call = false;
+                    gather(&mut messages, &mut batch, self.pull_size).await;
+                } else {
+                    take_arrived(&mut messages, &mut batch, self.pull_size);
+                }
                 in_stream_order(&mut batch);
                 if !checked {
                     match self
@@ -555,7 +572,7 @@ impl Pulling {
                 let Split {
                     ok,
                     back,
-                    reason,
+                    heads,
                     ours,
                 } = self
                     .handle_keeping_alive(batch, &done, &mut messages, &mut rest, &lease)
@@ -567,11 +584,11 @@ impl Pulling {
                 done.extend(ok);
                 if !back.is_empty() {
                     let mut back = back;
-                    if self
-                        .dead_letter_if_spent(&back[0], reason.as_deref().unwrap_or(""), &lease)
-                        .await
-                    {
-                        back.remove(0);
+                    for (head, reason) in &heads {
+                        if self.dead_letter_if_spent(head, reason, &lease).await {
+                            let seq = stream_sequence(head);
+                            back.retain(|m| stream_sequence(m) != seq);
+                        }
                     }
                     // The failed message, what followed it, and what this pull
                     // still brings go back together once the pull is over (handed
@@ -815,94 +832,106 @@ impl Pulling {
         }
     }
 
-    /// Hands the batch to the handler (one call for a component that takes
-    /// batches, else one per message, in order) and splits it: the messages
-    /// up to the first that failed (to acknowledge), and that one with the
-    /// rest (for redelivery, in order).
+    /// Hands the batch to the handler and splits it: what to acknowledge,
+    /// and what goes back for redelivery, in order. With `concurrency`, the
+    /// messages are split by key over up to that many calls at once (see
+    /// [`crate::partition::calls_of`]); else one call takes them all (one
+    /// guest call for a component that takes batches, else one per
+    /// message, in order). What goes back is each failed call's first
+    /// failed message and that call's later ones; with one call, everything
+    /// after the failure.
     async fn handle(&self, batch: Vec<jetstream::Message>, gate: &LeaseGate<'_>) -> Split {
+        let keys: Option<Vec<Vec<u8>>> = self
+            .plan
+            .ordering_key
+            .as_ref()
+            .map(|key| batch.iter().map(|m| key_of(key, m)).collect());
         // With partitions, the messages of other partitions are not this
         // consumer's to handle: they count as done (acknowledged with the
         // pull), and only this partition's reach the component.
-        let ours: Vec<bool> = batch.iter().map(|m| self.takes(m)).collect();
-        let messages_ours = ours.iter().filter(|o| **o).count();
-        let messages: Vec<Message> = batch
-            .iter()
-            .zip(&ours)
-            .filter(|(_, ours)| **ours)
-            .map(|(m, _)| to_message(m, self.epoch))
-            .collect();
-        let mut called = if messages.is_empty() {
-            Vec::new()
-        } else {
-            call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate)).await
+        let mine: Vec<usize> = match (&self.plan.partition, &keys) {
+            (Some(part), Some(keys)) => {
+                (0..batch.len()).filter(|&i| part.takes(&keys[i])).collect()
+            }
+            _ => (0..batch.len()).collect(),
+        };
+        let calls: Vec<usize> = match &keys {
+            Some(keys) if self.plan.concurrency > 1 => {
+                let of_mine: Vec<&Vec<u8>> = mine.iter().map(|&i| &keys[i]).collect();
+                calls_of(&of_mine, self.plan.concurrency)
+            }
+            _ => vec![0; mine.len()],
+        };
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); calls.iter().max().map_or(0, |m| m + 1)];
+        for (&i, &call) in mine.iter().zip(&calls) {
+            groups[call].push(i);
         }
-        .into_iter();
-        let outcomes: Vec<Option<Result<(), String>>> = ours
-            .iter()
-            .map(|ours| match ours {
-                true => Some(
-                    called
+        let results = futures::future::join_all(groups.iter().map(|group| {
+            let messages = group
+                .iter()
+                .map(|&i| to_message(&batch[i], self.epoch))
+                .collect();
+            call_batch(self.handler.as_ref(), &self.sub, messages, Some(gate))
+        }))
+        .await;
+        // Each message's call and outcome (none: another partition's).
+        let mut call_of: Vec<Option<usize>> = vec![None; batch.len()];
+        let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; batch.len()];
+        for (call, (group, results)) in groups.iter().zip(results).enumerate() {
+            let mut results = results.into_iter();
+            for &i in group {
+                call_of[i] = Some(call);
+                outcomes[i] = Some(
+                    results
                         .next()
                         .unwrap_or_else(|| Err("not handled: no outcome".to_owned())),
-                ),
-                false => None,
-            })
-            .collect();
-        let failed = outcomes.iter().position(|o| matches!(o, Some(Err(_))));
-        for outcome in outcomes
-            .iter()
-            .take(failed.map_or(outcomes.len(), |i| i + 1))
-            .flatten()
-        {
-            self.counters.count(outcome);
+                );
+            }
         }
-        let outcomes: Vec<Result<(), String>> =
-            outcomes.into_iter().map(|o| o.unwrap_or(Ok(()))).collect();
-        let mut batch = batch;
-        let reason = failed.and_then(|i| outcomes[i].as_ref().err().cloned());
-        let back = match failed {
-            None => Vec::new(),
-            Some(i) => {
-                let e = outcomes[i].as_ref().err().map_or("", String::as_str);
+        // Where each call failed first.
+        let mut failed_at: Vec<Option<usize>> = vec![None; groups.len()];
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if let (Some(call), Some(Err(_))) = (call_of[i], outcome) {
+                failed_at[call].get_or_insert(i);
+            }
+        }
+        let first_failure = failed_at.iter().flatten().min().copied();
+        let one_call = self.plan.concurrency == 1;
+        let goes_back = |i: usize| match call_of[i] {
+            Some(call) => failed_at[call].is_some_and(|f| f <= i),
+            // Another partition's: with one call, it waits with the rest.
+            None => one_call && first_failure.is_some_and(|f| f <= i),
+        };
+        let mut heads = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let Some(outcome) = outcome else { continue };
+            let head = call_of[i].is_some_and(|call| failed_at[call] == Some(i));
+            if head || !goes_back(i) {
+                self.counters.count(outcome);
+            }
+            if let (true, Err(e)) = (head, outcome) {
+                let after = (i + 1..batch.len())
+                    .filter(|&j| goes_back(j) && (one_call || call_of[j] == call_of[i]))
+                    .count();
+                let within = if one_call { "its batch" } else { "its call" };
                 log(&format!(
-                    "component {} failed on {}: {e}; it and the {} after it in its batch are delivered again in about {} s, in order",
+                    "component {} failed on {}: {e}; it and the {after} after it in {within} are delivered again in about {} s, in order",
                     self.sub.component,
                     batch[i].subject,
-                    batch.len() - i - 1,
                     RETRY_PAUSE.as_secs()
                 ));
-                batch.split_off(i)
+                heads.push((batch[i].clone(), e.clone()));
             }
-        };
-        Split {
-            ok: batch,
-            back,
-            reason,
-            ours: messages_ours,
         }
-    }
-
-    /// Whether `msg` is this consumer's to hand to the component: always,
-    /// unless the entry has partitions and its key is in another one.
-    fn takes(&self, msg: &jetstream::Message) -> bool {
-        let Some(part) = &self.plan.partition else {
-            return true;
-        };
-        // The header map's order differs from message to message: pick the
-        // name the same way on every instance (see OrderingKey::Header).
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()?
-                .iter()
-                .filter(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
-                .min_by_key(|(n, _)| {
-                    let n: &str = n.as_ref();
-                    (n != name, n.to_owned())
-                })
-                .and_then(|(_, values)| values.first())
-                .map(|v| v.as_str())
-        };
-        part.takes(&part.key.of(&msg.subject, header, &msg.payload))
+        let back_of: Vec<bool> = (0..batch.len()).map(goes_back).collect();
+        let (back, ok): (Vec<_>, Vec<_>) =
+            batch.into_iter().zip(back_of).partition(|(_, back)| *back);
+        Split {
+            ok: ok.into_iter().map(|(m, _)| m).collect(),
+            back: back.into_iter().map(|(m, _)| m).collect(),
+            heads,
+            ours: mine.len(),
+        }
     }
 
     /// Counts a failed call of `msg`; after the entry's `max_attempts` in a
@@ -1170,7 +1199,8 @@ impl Pulling {
 pub(crate) struct Split {
     ok: Vec<jetstream::Message>,
     back: Vec<jetstream::Message>,
-    reason: Option<String>,
+    /// Each failed call's first failed message (in `back`), with why.
+    heads: Vec<(jetstream::Message, String)>,
     /// How many of the batch were this consumer's (all, without partitions).
     ours: usize,
 }
@@ -1190,6 +1220,22 @@ impl Gate for LeaseGate<'_> {
 
 /// Moves the messages of a pull that have arrived already into `into`, up
 /// to `limit` in all, without waiting.
+/// [`take_arrived`], then more as they come (see [`GATHER_GAP`]).
+async fn gather(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, limit: usize) {
+    take_arrived(messages, into, limit);
+    let until = tokio::time::Instant::now() + GATHER_MAX;
+    while into.len() < limit {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match messages.next_within(GATHER_GAP.min(left)).await {
+            Some(m) => {
+                into.push(m);
+                take_arrived(messages, into, limit);
+            }
+            None => break,
+        }
+    }
+}
+
 fn take_arrived(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, limit: usize) {
     while into.len() < limit {
         match messages.next_now() {
@@ -1200,6 +1246,25 @@ fn take_arrived(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, lim
 }
 
 /// A message's delivery, for [`admission::decide`].
+/// The key of `msg` (empty when it has none; see [`OrderingKey::of`]).
+fn key_of(key: &OrderingKey, msg: &jetstream::Message) -> Vec<u8> {
+    // The header map's order differs from message to message: pick the
+    // name the same way on every instance (see OrderingKey::Header).
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()?
+            .iter()
+            .filter(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
+            .min_by_key(|(n, _)| {
+                let n: &str = n.as_ref();
+                (n != name, n.to_owned())
+            })
+            .and_then(|(_, values)| values.first())
+            .map(|v| v.as_str())
+    };
+    key.of(&msg.subject, header, &msg.payload)
+}
+
 fn delivery(msg: &jetstream::Message) -> Delivery {
     msg.info().map_or(
         Delivery {

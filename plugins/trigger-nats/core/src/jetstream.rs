@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::config::{TriggerConfig, subject_covers, validate_subject};
-use crate::partition::{MAX_PARTITIONS, OrderingKey, Partition};
+use crate::partition::{MAX_CONCURRENCY, MAX_PARTITIONS, OrderingKey, Partition};
 
 /// Default [`Plan::batch`].
 pub const DEFAULT_BATCH: usize = 100;
@@ -195,6 +195,10 @@ pub struct Plan {
     /// `partitions` (see [`crate::partition`]; [`crate::plan::plan`] makes
     /// one subscription per partition).
     pub partition: Option<Partition>,
+    /// What a message's key is, with `partitions` or `concurrency`.
+    pub ordering_key: Option<OrderingKey>,
+    /// Guest calls at once per pull, the messages split by key (1: one).
+    pub concurrency: usize,
     /// Where the JetStream API is (`[application.trigger.nats]`'s
     /// `jetstream_domain` / `api_prefix`, set by the plugin).
     pub api: crate::config::JetStreamApi,
@@ -237,6 +241,7 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         ("max_attempts", e.max_attempts.is_some()),
         ("partitions", e.partitions.is_some()),
         ("ordering_key", e.ordering_key.is_some()),
+        ("concurrency", e.concurrency.is_some()),
         ("stream_subjects", e.stream_subjects.is_some()),
         ("stream_storage", e.stream_storage.is_some()),
         ("stream_replicas", e.stream_replicas.is_some()),
@@ -345,29 +350,39 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
             })
         }
     };
-    let partition = match (e.partitions.unwrap_or(1), e.ordering_key.as_deref()) {
-        (n, _) if !(1..=MAX_PARTITIONS).contains(&n) => {
-            return Err(format!(
-                "partitions must be between 1 and {MAX_PARTITIONS} (got {n})"
-            ));
-        }
-        (1, None) => None,
-        (1, Some(_)) => {
-            return Err("ordering_key needs partitions (2 or more) to have a meaning".into());
-        }
-        (_, None) => {
+    let count = e.partitions.unwrap_or(1);
+    if !(1..=MAX_PARTITIONS).contains(&count) {
+        return Err(format!(
+            "partitions must be between 1 and {MAX_PARTITIONS} (got {count})"
+        ));
+    }
+    let concurrency = e.concurrency.unwrap_or(1);
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(format!(
+            "concurrency must be between 1 and {MAX_CONCURRENCY} (got {concurrency})"
+        ));
+    }
+    let ordering_key = match (count > 1 || concurrency > 1, e.ordering_key.as_deref()) {
+        (false, None) => None,
+        (false, Some(_)) => {
             return Err(
-                "partitions needs ordering_key (payload:<path>, subject:<n> or header:<name>): \
-                 the messages of one key stay in order"
-                    .into(),
+                "ordering_key needs partitions or concurrency (2 or more) to have a meaning".into(),
             );
         }
-        (count, Some(key)) => Some(Partition {
-            key: OrderingKey::parse(key)?,
-            index: 0,
-            count,
-        }),
+        (true, None) => {
+            let what = if count > 1 {
+                "partitions"
+            } else {
+                "concurrency"
+            };
+            return Err(format!(
+                "{what} needs ordering_key (payload:<path>, subject:<n> or header:<name>): \
+                 the messages of one key stay in order"
+            ));
+        }
+        (true, Some(key)) => Some(OrderingKey::parse(key)?),
     };
+    let partition = (count > 1).then_some(Partition { index: 0, count });
     if let Some(p) = &partition {
         check_name(
             "consumer",
@@ -444,6 +459,8 @@ pub fn plan(e: &TriggerConfig, handler_timeout_ms: u64) -> Result<Option<Plan>, 
         batch,
         max_wait: Duration::from_millis(max_wait_ms),
         partition,
+        ordering_key,
+        concurrency: concurrency as usize,
         api: crate::config::JetStreamApi::Default,
     }))
 }

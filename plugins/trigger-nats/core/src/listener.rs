@@ -253,9 +253,15 @@ pub async fn run(
                     Err(e) => return Err(e),
                 }
             };
-            let part = plan.partition.as_ref().map_or(String::new(), |p| {
-                format!(", partition {} of {} by {}", p.index, p.count, p.key)
+            let mut part = plan.partition.as_ref().map_or(String::new(), |p| {
+                format!(", partition {} of {}", p.index, p.count)
             });
+            if plan.concurrency > 1 {
+                part.push_str(&format!(", {} calls at once per pull", plan.concurrency));
+            }
+            if let Some(key) = &plan.ordering_key {
+                part.push_str(&format!(", by {key}"));
+            }
             log(&format!(
                 "{} ← {} (JetStream: stream {}, durable consumer {}, batch {}{part})",
                 sub.component, sub.subject, plan.stream, plan.consumer.durable, plan.batch

@@ -20,6 +20,14 @@
 //! 64-bit hash of its bytes modulo P: the same on every instance and every
 //! version of the plugin.
 //!
+//! Within a pull, `concurrency = C` splits the messages handed to the
+//! component into up to C calls that run at once ([`calls_of`]): every
+//! message of a key goes to the same call, in stream order, so a key's
+//! messages are still handled in order, one at a time. A call that fails
+//! sends its failed message and its later ones back; the other calls'
+//! messages are acknowledged with the pull. With partitions, each
+//! partition's share of a pull is split the same way.
+//!
 //! Changing P makes new consumers, which start at the beginning of the
 //! stream: the component must recognise what it applied (by stream
 //! sequence), instances with the old and new P must not run at the same
@@ -28,6 +36,8 @@
 
 /// Most partitions an entry may have.
 pub const MAX_PARTITIONS: u32 = 64;
+/// Most guest calls at once per pull (`concurrency`).
+pub const MAX_CONCURRENCY: u32 = 16;
 
 /// What a message's key is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,8 +128,6 @@ impl std::fmt::Display for OrderingKey {
 /// Which of an entry's partitions a consumer handles.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
-    /// How keys are found.
-    pub key: OrderingKey,
     /// This consumer's partition, below `count`.
     pub index: u32,
     /// The entry's `partitions`.
@@ -160,6 +168,23 @@ pub fn other_partitionings<'a>(
         .into_iter()
         .filter(|name| split_in(name).is_some_and(|q| q != count))
         .map(str::to_owned)
+        .collect()
+}
+
+/// Which of at most `calls` guest calls each message of a pull goes to,
+/// given the messages' keys in stream order: the keys are dealt to the
+/// calls in order of first appearance, one key after another, so each
+/// call gets about as many keys and every message of one key goes to the
+/// same call. Only the pull's own order matters (each instance splits its
+/// pulls on its own), so no hash is needed and small pulls spread evenly.
+pub fn calls_of<K: AsRef<[u8]>>(keys: &[K], calls: usize) -> Vec<usize> {
+    let calls = calls.max(1);
+    let mut dealt: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    keys.iter()
+        .map(|key| {
+            let next = dealt.len() % calls;
+            *dealt.entry(key.as_ref()).or_insert(next)
+        })
         .collect()
 }
 
@@ -257,6 +282,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_s_keys_are_dealt_to_the_calls_in_order_each_key_to_one_call() {
+        let keys = ["a", "b", "a", "c", "d", "e", "b", "", "c", ""];
+        assert_eq!(calls_of(&keys, 3), [0, 1, 0, 2, 0, 1, 1, 2, 2, 2]);
+        assert_eq!(calls_of(&keys, 1), [0; 10]);
+        assert_eq!(calls_of(&keys, 0), [0; 10], "no calls is one call");
+        // More calls than keys: one call per key.
+        assert_eq!(calls_of(&["x", "y", "x"], 16), [0, 1, 0]);
+        assert!(calls_of::<&str>(&[], 4).is_empty());
+    }
+
+    #[test]
     fn a_key_s_partition_is_fnv1a_modulo_the_count_and_spreads_keys_evenly() {
         // FNV-1a 64 of "" and of "a" (published test vectors).
         assert_eq!(
@@ -273,7 +309,6 @@ mod tests {
         }
         assert!(per.iter().all(|n| (2_200..=2_800).contains(n)), "{per:?}");
         let p = Partition {
-            key: OrderingKey::SubjectToken(1),
             index: index_of(b"t-7", 4),
             count: 4,
         };

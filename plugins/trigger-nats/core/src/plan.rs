@@ -387,6 +387,54 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_splits_a_pull_by_key_on_one_consumer_and_needs_an_ordering_key()
+    -> Result<(), ConfigError> {
+        let subs = plan(&[js(
+            "tasks.>",
+            serde_json::json!({"concurrency": 4, "ordering_key": "payload:data.id|id"}),
+        )])?;
+        let p = subs[0].jetstream.as_ref().expect("JetStream");
+        assert_eq!(subs.len(), 1, "one consumer");
+        assert_eq!((p.concurrency, p.partition.as_ref()), (4, None));
+        assert_eq!(p.consumer.durable, "c");
+        assert!(p.ordering_key.is_some());
+        // With partitions: each partition's consumer splits its share.
+        let both = plan(&[js(
+            "tasks.>",
+            serde_json::json!({"partitions": 2, "concurrency": 3, "ordering_key": "subject:2"}),
+        )])?;
+        assert_eq!(both.len(), 2);
+        assert!(both.iter().all(|s| {
+            s.jetstream
+                .as_ref()
+                .is_some_and(|p| p.concurrency == 3 && p.ordering_key.is_some())
+        }));
+        let bad = |extra: serde_json::Value| plan(&[js("tasks.>", extra)]).expect_err("refused").0;
+        assert!(
+            bad(serde_json::json!({"concurrency": 2})).contains("concurrency needs ordering_key")
+        );
+        for n in [0, 17] {
+            let e = bad(serde_json::json!({"concurrency": n, "ordering_key": "payload:id"}));
+            assert!(e.contains("concurrency must be between 1 and 16"), "{e}");
+        }
+        assert!(
+            bad(serde_json::json!({"concurrency": 1, "ordering_key": "payload:id"}))
+                .contains("ordering_key needs partitions or concurrency")
+        );
+        let core = TriggerConfig {
+            concurrency: Some(2),
+            ..entry("tasks.*")
+        };
+        assert!(
+            plan(&[core])
+                .expect_err("core NATS")
+                .0
+                .contains("concurrency needs stream")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn one_component_cannot_take_a_subject_in_both_modes() -> Result<(), ConfigError> {
         let err = plan(&[entry("tasks.created"), js("tasks.>", serde_json::json!({}))])
             .expect_err("both modes");

@@ -96,10 +96,15 @@ async fn publish(url: &str, n: usize, prefix: &str) -> TestResult {
 
 /// The consumer's (pending, acknowledgements outstanding) counts.
 async fn consumer_counts(url: &str) -> Result<(u64, usize), async_nats::Error> {
+    durable_counts(url, "spin-tasks-writer").await
+}
+
+/// Pending and unacknowledged messages of durable consumer `name` on `TASKS`.
+async fn durable_counts(url: &str, name: &str) -> Result<(u64, usize), async_nats::Error> {
     let js = jetstream::new(async_nats::connect(url).await?);
     let mut stream = js.get_stream("TASKS").await?;
     let _ = stream.info().await?;
-    let info = stream.consumer_info("spin-tasks-writer").await?;
+    let info = stream.consumer_info(name).await?;
     Ok((info.num_pending, info.num_ack_pending))
 }
 
@@ -514,6 +519,46 @@ impl Batches {
     fn handled(&self) -> usize {
         self.calls().iter().map(Vec::len).sum()
     }
+}
+
+#[tokio::test]
+async fn a_pull_whose_messages_are_still_being_published_is_handed_over_in_few_calls() -> TestResult
+{
+    let server = JsServer::start();
+    let batches = Batches::default();
+    let running = run_listener(
+        &server.url(),
+        js_sub(json!({"batch": 50})),
+        Arc::new(batches.clone()),
+    )
+    .await?;
+    // A pull is waiting; 50 messages come one after another, each stored
+    // before the next is sent (a fraction of a millisecond apart here).
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..50 {
+        js.publish("tasks.created", format!("g{i}").into())
+            .await?
+            .await?;
+    }
+    assert!(until(10, || batches.handled() >= 50).await);
+    let calls: Vec<usize> = batches
+        .calls()
+        .iter()
+        .map(Vec::len)
+        .filter(|n| *n > 0)
+        .collect();
+    // Taken as they arrived, the first call would hold the first message
+    // alone, and the rest follow a few at a time.
+    assert!(
+        calls.len() <= 3 && calls[0] >= 20,
+        "calls of {calls:?} messages"
+    );
+    let handled: Vec<String> = batches.calls().concat();
+    let want: Vec<String> = (0..50).map(|i| format!("g{i}#1")).collect();
+    assert_eq!(handled, want, "in order, once");
+    running.stop().await?;
+    Ok(())
 }
 
 #[tokio::test]
@@ -1663,6 +1708,207 @@ async fn with_partitions_keys_run_in_parallel_across_instances_each_key_in_order
     for i in instances {
         i.stop().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_concurrency_one_consumer_s_pull_runs_its_keys_at_once_each_key_in_order_once()
+-> TestResult {
+    let server = JsServer::start();
+    let subs = js_subs(json!({"concurrency": 4, "ordering_key": "payload:key"}))?;
+    let durables: Vec<String> = subs
+        .iter()
+        .filter_map(|s| s.jetstream.as_ref().map(|p| p.consumer.durable.clone()))
+        .collect();
+    assert_eq!(durables, ["w"], "one consumer");
+    let keys = ByKey::default();
+    let a = run_listeners(&server.url(), subs.clone(), keys.handler(0)).await?;
+    let b = run_listeners(&server.url(), subs, keys.handler(1)).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let mut acks = Vec::new();
+    for n in 0..800u64 {
+        // A payload without the key has the empty key: one more key.
+        let body = match n % 50 {
+            49 => json!({"n": n}),
+            k => json!({"key": format!("k{}", k % 17), "n": n}),
+        };
+        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    assert!(
+        until(60, || keys.count() >= 800).await,
+        "{} of 800",
+        keys.count()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handled = keys.handled.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut all: Vec<u64> = handled.values().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..800).collect::<Vec<_>>(), "each message once");
+    for (key, ns) in &handled {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "key {key:?} out of order: {ns:?}"
+        );
+    }
+    let overlapped = keys
+        .overlapped_key
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    assert!(
+        overlapped.is_empty(),
+        "a key handled twice at once: {overlapped:?}"
+    );
+    // One pull at a time across the instances: the calls at once are one
+    // pull's, split by key.
+    let most = keys.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "a pull's keys ran at once, in at most 4 calls: at most {most} calls at once"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        durable_counts(&server.url(), "w").await?,
+        (0, 0),
+        "none left"
+    );
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_concurrency_a_failed_message_comes_back_with_its_key_s_later_ones_and_nothing_is_lost_or_repeated()
+-> TestResult {
+    let server = JsServer::start();
+    let subs = js_subs(json!({"concurrency": 3, "ordering_key": "payload:key"}))?;
+    let ok = Arc::new(Mutex::new(Vec::new()));
+    let a = run_listeners(&server.url(), subs.clone(), failing_every_ninth(ok.clone())).await?;
+    let b = run_listeners(&server.url(), subs, failing_every_ninth(ok.clone())).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let mut acks = Vec::new();
+    for n in 0..300u64 {
+        let body = json!({"key": format!("k{}", n % 10), "n": n});
+        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let count = || ok.lock().map(|o| o.len()).unwrap_or(0);
+    assert!(until(60, || count() >= 300).await, "{} of 300", count());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = ok.lock().map(|o| o.clone()).unwrap_or_default();
+    let mut all: Vec<u64> = ok.iter().map(|(_, n)| *n).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..300).collect::<Vec<_>>(),
+        "each message handled once"
+    );
+    for key in (0..10).map(|k| format!("k{k}")) {
+        let ns: Vec<u64> = ok
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {ns:?}"
+        );
+    }
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_concurrency_two_calls_failing_for_good_in_one_pull_are_both_dead_lettered_and_the_rest_go_on()
+-> TestResult {
+    let server = JsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    js.create_stream(jetstream::stream::Config {
+        name: "DLQ".into(),
+        subjects: vec!["dlq.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    js.create_stream(jetstream::stream::Config {
+        name: "TASKS".into(),
+        subjects: vec!["tasks.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let subs = js_subs(json!({"concurrency": 2, "ordering_key": "payload:key",
+        "dead_letter_subject": "dlq.writer", "max_attempts": 2}))?;
+    // Records each call's payload; refuses the two poison messages always.
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let handler = {
+        let seen = seen.clone();
+        Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+                let n = v["n"].as_u64().unwrap_or(u64::MAX);
+                if v["poison"].as_bool() == Some(true) {
+                    return Err(format!("{n} never applies"));
+                }
+                if let Ok(mut s) = seen.lock() {
+                    s.push(n);
+                }
+                Ok(())
+            })
+        }) as Arc<dyn listener::Handler>
+    };
+    // Published before the instance starts: one pull takes them all, keys
+    // a and b in two calls, each with a poison message early on.
+    let mut acks = Vec::new();
+    for n in 0..12u64 {
+        let key = if n % 2 == 0 { "a" } else { "b" };
+        let body = json!({"key": key, "n": n, "poison": n == 2 || n == 3});
+        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let running = run_listeners(&server.url(), subs, handler).await?;
+    let count = || seen.lock().map(|s| s.len()).unwrap_or(0);
+    assert!(until(30, || count() >= 10).await, "{} of 10", count());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    for parity in [0, 1] {
+        let of_key: Vec<u64> = seen.iter().copied().filter(|n| n % 2 == parity).collect();
+        let want: Vec<u64> = (0..12)
+            .filter(|n| n % 2 == parity && *n != 2 && *n != 3)
+            .collect();
+        assert_eq!(
+            of_key, want,
+            "each key's messages once, in order, its poison left out"
+        );
+    }
+    let mut dlq = js.get_stream("DLQ").await?;
+    assert_eq!(dlq.info().await?.state.messages, 2, "both poison messages");
+    let mut sequences = Vec::new();
+    for seq in 1..=2 {
+        let letter = dlq.get_raw_message(seq).await?;
+        sequences.push(
+            letter
+                .headers
+                .get("spin-nats-dead-letter-sequence")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+    }
+    sequences.sort();
+    assert_eq!(sequences, ["3", "4"], "stream sequences of n = 2 and n = 3");
+    assert_eq!(
+        durable_counts(&server.url(), "w").await?,
+        (0, 0),
+        "none left"
+    );
+    running.stop().await?;
     Ok(())
 }
 
