@@ -94,7 +94,9 @@ if ((CLUSTER)); then
   grep -q '^stream_replicas = 3$' "$WORK/spin.toml"
 fi
 if [[ -n ${CHAOS_PARTITIONS:-} ]]; then
-  sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
+  # The shipped entry names its ordering_key already (for concurrency).
+  grep -q '^ordering_key = "payload:data.id|id"$' "$WORK/spin.toml"
+  sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))/" "$WORK/spin.toml"
   grep -q "^partitions = $((CHAOS_PARTITIONS))\$" "$WORK/spin.toml"
   echo "==> the writer's entry in $CHAOS_PARTITIONS partitions by task id"
 fi
