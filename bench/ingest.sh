@@ -132,7 +132,7 @@ import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
 js, core, base, base_rollback = (statistics.median(r[i] for r in rows) for i in range(4))
 print(f"Ingest benchmark, {sys.argv[2]} tasks.created events per round, medians of {len(rows)} rounds, SQLite")
-print(f"JetStream mode (stream → batches of ≤100 → writer): {js:8.0f} events/s  {js/base:5.2f}x baseline (target >= 3x: {'met' if js/base >= 3 else 'NOT met'})")
+print(f"JetStream mode (stream → spin.toml's batches → writer): {js:8.0f} events/s  {js/base:5.2f}x baseline (target >= 3x: {'met' if js/base >= 3 else 'NOT met'})")
 print(f"core mode (one guest call per event):              {core:8.0f} events/s  {core/base:5.2f}x baseline")
 before = [float(l) for l in open(sys.argv[7])]
 if before:

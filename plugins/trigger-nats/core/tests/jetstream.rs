@@ -1639,6 +1639,51 @@ impl ByKey {
             .map(|h| h.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
+
+    /// Publishes 800 messages over `keys` interleaving keys and one without
+    /// the key (the empty key, one more like any other), waits for them,
+    /// and checks each was handled once, each key in order, never two of one
+    /// key at once. Returns the most calls seen at once.
+    async fn publish_and_check(&self, url: &str, keys: u64) -> Result<usize, async_nats::Error> {
+        let js = jetstream::new(async_nats::connect(url).await?);
+        let mut acks = Vec::new();
+        for n in 0..800u64 {
+            let body = match n % 50 {
+                49 => json!({"n": n}),
+                k => json!({"key": format!("k{}", k % keys), "n": n}),
+            };
+            acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        assert!(
+            until(60, || self.count() >= 800).await,
+            "{} of 800",
+            self.count()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let handled = self.handled.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut all: Vec<u64> = handled.values().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..800).collect::<Vec<_>>(), "each message once");
+        for (key, ns) in &handled {
+            assert!(
+                ns.windows(2).all(|w| w[0] < w[1]),
+                "key {key:?} out of order: {ns:?}"
+            );
+        }
+        let overlapped = self
+            .overlapped_key
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        assert!(
+            overlapped.is_empty(),
+            "a key handled twice at once: {overlapped:?}"
+        );
+        Ok(self.most_at_once.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 #[tokio::test]
@@ -1656,46 +1701,7 @@ async fn with_partitions_keys_run_in_parallel_across_instances_each_key_in_order
     for i in 0..3 {
         instances.push(run_listeners(&server.url(), subs.clone(), keys.handler(i)).await?);
     }
-    // Keys interleave; a payload without the key (the empty key) is one
-    // partition's, like any other key.
-    let js = jetstream::new(async_nats::connect(server.url()).await?);
-    let mut acks = Vec::new();
-    for n in 0..800u64 {
-        let body = match n % 50 {
-            49 => json!({"n": n}),
-            k => json!({"key": format!("k{}", k % 16), "n": n}),
-        };
-        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
-    }
-    for ack in acks {
-        ack.await?;
-    }
-    assert!(
-        until(60, || keys.count() >= 800).await,
-        "{} of 800",
-        keys.count()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let handled = keys.handled.lock().map(|h| h.clone()).unwrap_or_default();
-    let mut all: Vec<u64> = handled.values().flatten().copied().collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..800).collect::<Vec<_>>(), "each message once");
-    for (key, ns) in &handled {
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "key {key:?} out of order: {ns:?}"
-        );
-    }
-    let overlapped = keys
-        .overlapped_key
-        .lock()
-        .map(|o| o.clone())
-        .unwrap_or_default();
-    assert!(
-        overlapped.is_empty(),
-        "a key handled twice at once: {overlapped:?}"
-    );
-    let most = keys.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    let most = keys.publish_and_check(&server.url(), 16).await?;
     assert!(
         most >= 2,
         "keys ran in parallel: at most {most} calls at once"
@@ -1724,47 +1730,9 @@ async fn with_concurrency_one_consumer_s_pull_runs_its_keys_at_once_each_key_in_
     let keys = ByKey::default();
     let a = run_listeners(&server.url(), subs.clone(), keys.handler(0)).await?;
     let b = run_listeners(&server.url(), subs, keys.handler(1)).await?;
-    let js = jetstream::new(async_nats::connect(server.url()).await?);
-    let mut acks = Vec::new();
-    for n in 0..800u64 {
-        // A payload without the key has the empty key: one more key.
-        let body = match n % 50 {
-            49 => json!({"n": n}),
-            k => json!({"key": format!("k{}", k % 17), "n": n}),
-        };
-        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
-    }
-    for ack in acks {
-        ack.await?;
-    }
-    assert!(
-        until(60, || keys.count() >= 800).await,
-        "{} of 800",
-        keys.count()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let handled = keys.handled.lock().map(|h| h.clone()).unwrap_or_default();
-    let mut all: Vec<u64> = handled.values().flatten().copied().collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..800).collect::<Vec<_>>(), "each message once");
-    for (key, ns) in &handled {
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "key {key:?} out of order: {ns:?}"
-        );
-    }
-    let overlapped = keys
-        .overlapped_key
-        .lock()
-        .map(|o| o.clone())
-        .unwrap_or_default();
-    assert!(
-        overlapped.is_empty(),
-        "a key handled twice at once: {overlapped:?}"
-    );
+    let most = keys.publish_and_check(&server.url(), 17).await?;
     // One pull at a time across the instances: the calls at once are one
     // pull's, split by key.
-    let most = keys.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         (2..=4).contains(&most),
         "a pull's keys ran at once, in at most 4 calls: at most {most} calls at once"
@@ -1783,45 +1751,10 @@ async fn with_concurrency_one_consumer_s_pull_runs_its_keys_at_once_each_key_in_
 #[tokio::test]
 async fn with_concurrency_a_failed_message_comes_back_with_its_key_s_later_ones_and_nothing_is_lost_or_repeated()
 -> TestResult {
-    let server = JsServer::start();
-    let subs = js_subs(json!({"concurrency": 3, "ordering_key": "payload:key"}))?;
-    let ok = Arc::new(Mutex::new(Vec::new()));
-    let a = run_listeners(&server.url(), subs.clone(), failing_every_ninth(ok.clone())).await?;
-    let b = run_listeners(&server.url(), subs, failing_every_ninth(ok.clone())).await?;
-    let js = jetstream::new(async_nats::connect(server.url()).await?);
-    let mut acks = Vec::new();
-    for n in 0..300u64 {
-        let body = json!({"key": format!("k{}", n % 10), "n": n});
-        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
-    }
-    for ack in acks {
-        ack.await?;
-    }
-    let count = || ok.lock().map(|o| o.len()).unwrap_or(0);
-    assert!(until(60, || count() >= 300).await, "{} of 300", count());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let ok = ok.lock().map(|o| o.clone()).unwrap_or_default();
-    let mut all: Vec<u64> = ok.iter().map(|(_, n)| *n).collect();
-    all.sort_unstable();
-    assert_eq!(
-        all,
-        (0..300).collect::<Vec<_>>(),
-        "each message handled once"
-    );
-    for key in (0..10).map(|k| format!("k{k}")) {
-        let ns: Vec<u64> = ok
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, n)| *n)
-            .collect();
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "{key} out of order: {ns:?}"
-        );
-    }
-    a.stop().await?;
-    b.stop().await?;
-    Ok(())
+    every_ninth_fails_once_and_nothing_is_lost_or_repeated(js_subs(
+        json!({"concurrency": 3, "ordering_key": "payload:key"}),
+    )?)
+    .await
 }
 
 #[tokio::test]
@@ -1924,43 +1857,23 @@ fn js_subs(fields: serde_json::Value) -> Result<Vec<Subscription>, config::Confi
     plan::plan(&[serde_json::from_value(entry).expect("an entry")])
 }
 
-/// Records the `n` of each successful call, per key; fails the first
-/// delivery of every `n` with `n % 9 == 4`.
-fn failing_every_ninth(ok: Arc<Mutex<Vec<(String, u64)>>>) -> Arc<dyn listener::Handler> {
-    Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
-        let ok = ok.clone();
-        Box::pin(async move {
-            let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
-            let n = v["n"].as_u64().unwrap_or(u64::MAX);
-            let first = msg
-                .headers
-                .iter()
-                .any(|(name, value)| name == DELIVERED_HEADER && value == "1");
-            if n % 9 == 4 && first {
-                return Err(format!("{n} fails on its first delivery"));
-            }
-            if let Ok(mut ok) = ok.lock() {
-                ok.push((v["key"].as_str().unwrap_or("").to_owned(), n));
-            }
-            Ok(())
-        })
-    })
-}
-
-#[tokio::test]
-async fn with_partitions_a_failed_message_comes_back_with_its_key_s_later_ones_and_nothing_is_lost_or_repeated()
--> TestResult {
+/// Two instances on `subs`; 300 messages over 10 keys, every ninth failing
+/// on its first delivery: each handled once, each key in order.
+async fn every_ninth_fails_once_and_nothing_is_lost_or_repeated(
+    subs: Vec<Subscription>,
+) -> TestResult {
     let server = JsServer::start();
-    let subs = js_subs(json!({"partitions": 3, "ordering_key": "payload:key"}))?;
     let ok = Arc::new(Mutex::new(Vec::new()));
     let a = run_listeners(&server.url(), subs.clone(), failing_every_ninth(ok.clone())).await?;
     let b = run_listeners(&server.url(), subs, failing_every_ninth(ok.clone())).await?;
     let js = jetstream::new(async_nats::connect(server.url()).await?);
+    let mut acks = Vec::new();
     for n in 0..300u64 {
         let body = json!({"key": format!("k{}", n % 10), "n": n});
-        js.publish("tasks.created", body.to_string().into())
-            .await?
-            .await?;
+        acks.push(js.publish("tasks.created", body.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
     }
     let count = || ok.lock().map(|o| o.len()).unwrap_or(0);
     assert!(until(60, || count() >= 300).await, "{} of 300", count());
@@ -1987,6 +1900,38 @@ async fn with_partitions_a_failed_message_comes_back_with_its_key_s_later_ones_a
     a.stop().await?;
     b.stop().await?;
     Ok(())
+}
+
+/// Records the `n` of each successful call, per key; fails the first
+/// delivery of every `n` with `n % 9 == 4`.
+fn failing_every_ninth(ok: Arc<Mutex<Vec<(String, u64)>>>) -> Arc<dyn listener::Handler> {
+    Arc::new(move |_: &str, msg: Message| -> HandlerFuture {
+        let ok = ok.clone();
+        Box::pin(async move {
+            let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            let n = v["n"].as_u64().unwrap_or(u64::MAX);
+            let first = msg
+                .headers
+                .iter()
+                .any(|(name, value)| name == DELIVERED_HEADER && value == "1");
+            if n % 9 == 4 && first {
+                return Err(format!("{n} fails on its first delivery"));
+            }
+            if let Ok(mut ok) = ok.lock() {
+                ok.push((v["key"].as_str().unwrap_or("").to_owned(), n));
+            }
+            Ok(())
+        })
+    })
+}
+
+#[tokio::test]
+async fn with_partitions_a_failed_message_comes_back_with_its_key_s_later_ones_and_nothing_is_lost_or_repeated()
+-> TestResult {
+    every_ninth_fails_once_and_nothing_is_lost_or_repeated(js_subs(
+        json!({"partitions": 3, "ordering_key": "payload:key"}),
+    )?)
+    .await
 }
 
 #[tokio::test]
