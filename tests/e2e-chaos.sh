@@ -28,7 +28,8 @@
 #   CHAOS_FAULTS="cut:0 nats kill9:1 stall:0 store:1 stop:0": these faults in this order, each
 #   on the instance named, instead of the seeded ones (to replay a seed's faults on new ids).
 #   CHAOS_PARTITIONS=P: the writer's entry in P partitions by task id (partitions = P,
-#   ordering_key = "payload:data.id|id"; docs/trigger-nats.md).
+#   ordering_key = "payload:data.id|id"; docs/trigger-nats.md); CHAOS_CONCURRENCY=C and
+#   CHAOS_BATCH=N: with concurrency = C (by task id) and batch = N.
 #   (make test-chaos SEEDS=N INSTANCES=I CLUSTER=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -94,11 +95,22 @@ if ((CLUSTER)); then
   grep -q '^stream_replicas = 3$' "$WORK/spin.toml"
 fi
 if [[ -n ${CHAOS_PARTITIONS:-} ]]; then
-  # The shipped entry names its ordering_key already (for concurrency).
-  grep -q '^ordering_key = "payload:data.id|id"$' "$WORK/spin.toml"
   sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))/" "$WORK/spin.toml"
+  grep -q '^ordering_key = ' "$WORK/spin.toml" ||
+    sed -i "s/^partitions = $((CHAOS_PARTITIONS))\$/&\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
   grep -q "^partitions = $((CHAOS_PARTITIONS))\$" "$WORK/spin.toml"
   echo "==> the writer's entry in $CHAOS_PARTITIONS partitions by task id"
+fi
+if [[ -n ${CHAOS_BATCH:-} ]]; then
+  sed -i "s/^batch = [0-9]*\$/batch = $((CHAOS_BATCH))/" "$WORK/spin.toml"
+  grep -q "^batch = $((CHAOS_BATCH))\$" "$WORK/spin.toml"
+  echo "==> the writer's entry with batch = $CHAOS_BATCH"
+fi
+if [[ -n ${CHAOS_CONCURRENCY:-} ]]; then
+  sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\nconcurrency = $((CHAOS_CONCURRENCY))/" "$WORK/spin.toml"
+  grep -q '^ordering_key = ' "$WORK/spin.toml" ||
+    sed -i "s/^concurrency = $((CHAOS_CONCURRENCY))\$/&\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
+  echo "==> the writer's entry with concurrency = $CHAOS_CONCURRENCY"
 fi
 export SPIN_MANIFEST="$WORK/spin.toml"
 
