@@ -94,10 +94,14 @@ if ((CLUSTER)); then
   sed -i 's/^stream_subjects = \["tasks.>"\]$/&\nstream_replicas = 3/' "$WORK/spin.toml"
   grep -q '^stream_replicas = 3$' "$WORK/spin.toml"
 fi
+# key_by_task: the writer's entry keyed by task id (for partitions or concurrency), once.
+key_by_task() {
+  grep -q '^ordering_key = ' "$WORK/spin.toml" ||
+    sed -i 's/^stream_subjects = \["tasks.>"\]$/&\nordering_key = "payload:data.id|id"/' "$WORK/spin.toml"
+}
 if [[ -n ${CHAOS_PARTITIONS:-} ]]; then
   sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\npartitions = $((CHAOS_PARTITIONS))/" "$WORK/spin.toml"
-  grep -q '^ordering_key = ' "$WORK/spin.toml" ||
-    sed -i "s/^partitions = $((CHAOS_PARTITIONS))\$/&\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
+  key_by_task
   grep -q "^partitions = $((CHAOS_PARTITIONS))\$" "$WORK/spin.toml"
   echo "==> the writer's entry in $CHAOS_PARTITIONS partitions by task id"
 fi
@@ -108,8 +112,7 @@ if [[ -n ${CHAOS_BATCH:-} ]]; then
 fi
 if [[ -n ${CHAOS_CONCURRENCY:-} ]]; then
   sed -i "s/^stream_subjects = \[\"tasks.>\"\]\$/&\nconcurrency = $((CHAOS_CONCURRENCY))/" "$WORK/spin.toml"
-  grep -q '^ordering_key = ' "$WORK/spin.toml" ||
-    sed -i "s/^concurrency = $((CHAOS_CONCURRENCY))\$/&\nordering_key = \"payload:data.id|id\"/" "$WORK/spin.toml"
+  key_by_task
   echo "==> the writer's entry with concurrency = $CHAOS_CONCURRENCY"
 fi
 export SPIN_MANIFEST="$WORK/spin.toml"

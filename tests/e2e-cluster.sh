@@ -68,13 +68,9 @@ extra = "stream_replicas = 3\n"
 if partitions:
     extra += f"partitions = {int(partitions)}\n"
 if concurrency:
-    s = re.sub(r"(?m)^concurrency = .*\n", "", s)
     extra += f"concurrency = {int(concurrency)}\n"
 if int(partitions or 1) > 1 or int(concurrency or 1) > 1:
-    if "ordering_key" not in s:
-        extra += 'ordering_key = "payload:data.id|id"\n'
-else:
-    s = re.sub(r"(?m)^ordering_key = .*\n", "", s)
+    extra += 'ordering_key = "payload:data.id|id"\n'
 open(p, "w").write(s.replace(anchor, anchor + extra, 1))
 PY
 [[ -n ${CLUSTER_PARTITIONS:-} ]] && echo "==> the writer's entry in $CLUSTER_PARTITIONS partitions by task id"

@@ -1218,8 +1218,6 @@ impl Gate for LeaseGate<'_> {
     }
 }
 
-/// Moves the messages of a pull that have arrived already into `into`, up
-/// to `limit` in all, without waiting.
 /// [`take_arrived`], then more as they come (see [`GATHER_GAP`]).
 async fn gather(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, limit: usize) {
     take_arrived(messages, into, limit);
@@ -1236,6 +1234,8 @@ async fn gather(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, lim
     }
 }
 
+/// Moves the messages of a pull that have arrived already into `into`, up
+/// to `limit` in all, without waiting.
 fn take_arrived(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, limit: usize) {
     while into.len() < limit {
         match messages.next_now() {
@@ -1245,7 +1245,6 @@ fn take_arrived(messages: &mut Arrivals, into: &mut Vec<jetstream::Message>, lim
     }
 }
 
-/// A message's delivery, for [`admission::decide`].
 /// The key of `msg` (empty when it has none; see [`OrderingKey::of`]).
 fn key_of(key: &OrderingKey, msg: &jetstream::Message) -> Vec<u8> {
     // The header map's order differs from message to message: pick the
@@ -1265,6 +1264,7 @@ fn key_of(key: &OrderingKey, msg: &jetstream::Message) -> Vec<u8> {
     key.of(&msg.subject, header, &msg.payload)
 }
 
+/// A message's delivery, for [`admission::decide`].
 fn delivery(msg: &jetstream::Message) -> Delivery {
     msg.info().map_or(
         Delivery {
