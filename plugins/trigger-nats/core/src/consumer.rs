@@ -67,6 +67,9 @@ const OTHER_PULL_OPEN: &str = "Exceeded MaxWaiting";
 /// How long the pull that clears the consumer's waiting slot before a
 /// hand-back waits (see [`Pulling::clear_waiting`]).
 const CLEARING_PULL: Duration = Duration::from_millis(50);
+/// How long past its end the pull that clears the waiting slot waits for
+/// the server to say it ended (see [`Pulling::clear_waiting`]).
+const CLEARING_ANSWER: Duration = Duration::from_secs(2);
 
 fn describe(plan: &Plan) -> String {
     format!(
@@ -1132,8 +1135,9 @@ impl Pulling {
     /// slot with a pull of [`CLEARING_PULL`] and reading it to its end
     /// (when the slot is another instance's, asking again every
     /// [`STANDBY_POLL`] for at most `max_wait` and a half, the longest that
-    /// pull may last). Returns what it brought (a message handed back
-    /// elsewhere meanwhile), to be handed back too.
+    /// pull may last; a pull the server took is read to its end even past
+    /// that). Returns what it brought (a message handed back elsewhere
+    /// meanwhile), to be handed back too.
     ///
     /// nats-server 2.9.10 loses a handed-back message until `ack_wait` when
     /// it takes it off its redelivery queue while the waiting pull is one of
@@ -1157,14 +1161,18 @@ impl Pulling {
             let Ok(mut pull) = pull else { return brought };
             let mut slot_taken = false;
             loop {
-                let next = tokio::time::timeout_at(deadline, pull.next()).await;
+                // Read to its end, not cut at the deadline: a pull the server
+                // took and this instance stopped reading would be that very
+                // pull whose client has gone. (Bounded, for a server that
+                // stopped answering.)
+                let next = tokio::time::timeout(CLEARING_PULL + CLEARING_ANSWER, pull.next()).await;
                 match next {
                     Ok(Some(Ok(m))) => brought.push(m),
                     Ok(Some(Err(e))) if e.to_string().contains(OTHER_PULL_OPEN) => {
                         slot_taken = true;
                         break;
                     }
-                    // Ended (its 408), failed, or past the deadline.
+                    // Ended (its 408), failed, or no answer.
                     Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
                 }
             }

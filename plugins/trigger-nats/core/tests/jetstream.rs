@@ -297,6 +297,49 @@ async fn acks_follow_success_and_a_failure_is_delivered_again_in_order() -> Test
     Ok(())
 }
 
+/// A hand-back first takes the consumer's waiting slot with a pull of its
+/// own (`clear_waiting`). When that pull outlived the time it was given
+/// (`max_wait` and a half, 30 ms here, for a pull of 50 ms), it was dropped
+/// unread while the server still held it; the hand-back then met a pull
+/// nobody listened to, and nats-server 2.9.10 lost the message until
+/// `ack_wait` (30 s here). The stall test met the same with `max_wait` 100
+/// ms, when the slot came free late in that time.
+#[tokio::test]
+async fn a_failed_message_comes_back_at_once_when_pulls_are_short() -> TestResult {
+    let server = JsServer::start();
+    let flaky = Flaky::default();
+    let sub = js_sub(json!({"max_wait_ms": 20, "ack_wait_ms": 30000}));
+    let running = run_listener(&server.url(), sub, flaky.handler()).await?;
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
+    for p in ["a", "flaky-b", "c", "flaky-d", "e"] {
+        js.publish("tasks.created", p.into()).await?.await?;
+    }
+    // What was handled, in order (a flaky message fails its first delivery).
+    let handled = || -> Vec<String> {
+        flaky
+            .calls()
+            .iter()
+            .filter(|c| !(c.starts_with("flaky") && c.ends_with("#1")))
+            .filter_map(|c| c.split('#').next().map(str::to_owned))
+            .collect()
+    };
+    // At most two failures, a second's pause after each: far less than
+    // ack_wait.
+    assert!(
+        until(8, || handled().len() >= 5).await,
+        "{:?}",
+        flaky.calls()
+    );
+    assert_eq!(
+        handled(),
+        ["a", "flaky-b", "c", "flaky-d", "e"],
+        "{:?}",
+        flaky.calls()
+    );
+    running.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_hung_handler_is_cancelled_and_the_message_recorded_by_the_second_call() -> TestResult {
     let server = JsServer::start();
