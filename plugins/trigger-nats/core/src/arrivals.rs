@@ -17,9 +17,27 @@
 //! through, and what comes is handed back ([`Arrivals::remaining`]).
 //! The admission check of the pull's first messages ([`crate::admission`])
 //! covers a delivery lost before them; this covers the rest of the pull.
+//!
+//! A pull also ends when it has lasted its `expires` and [`UNANNOUNCED_END`]
+//! more, whether or not the server said so. nats-server 2.9.10 says so (a
+//! 408) when its expiry timer finds the pull, but when a message comes for
+//! the pull first, after it expired, `nextWaiting` drops the pull without a
+//! word; the client library then waits 5 s past `expires`, and the pull's
+//! messages stay unacknowledged all that time, holding every instance back
+//! (native `a_pull_the_server_ends_without_a_word_does_not_hold_delivery_back`).
+
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+/// How long past its `expires` a pull is waited for before it counts as
+/// ended without the server's word. The server takes the expiry from when
+/// the request reached it (through a route, in a cluster), so a pull ended
+/// here sooner could still be delivered to after this instance stopped
+/// listening.
+pub(crate) const UNANNOUNCED_END: Duration = Duration::from_millis(250);
 
 /// Whether delivery `next` may follow delivery `last` in one pull.
 fn follows(last: Option<u64>, next: u64) -> bool {
@@ -40,6 +58,8 @@ pub(crate) struct Arrivals {
     /// message (the pull's end, an error): the next [`Arrivals::next`]
     /// returns it.
     ended: Option<Option<Result<jetstream::Message, async_nats::Error>>>,
+    /// When the pull counts as ended, said or not.
+    ends_by: Instant,
 }
 
 /// A delivery number, when the message carries JetStream metadata.
@@ -48,14 +68,24 @@ fn delivery(msg: &jetstream::Message) -> Option<u64> {
 }
 
 impl Arrivals {
-    pub(crate) fn new(pull: pull::Batch) -> Self {
+    /// `pull` as just requested, lasting at most `expires`.
+    pub(crate) fn new(pull: pull::Batch, expires: Duration) -> Self {
         Arrivals {
             pull,
             last: None,
             gap: None,
             held: None,
             ended: None,
+            ends_by: Instant::now() + expires + UNANNOUNCED_END,
         }
+    }
+
+    /// The pull's next item, or `None` once it ends (said or not). What
+    /// has arrived already comes first, even past `ends_by`.
+    async fn next_item(&mut self) -> Option<Result<jetstream::Message, async_nats::Error>> {
+        tokio::time::timeout_at(self.ends_by, self.pull.next())
+            .await
+            .unwrap_or(None)
     }
 
     /// The delivery numbers on each side of the gap: the last let through,
@@ -93,7 +123,7 @@ impl Arrivals {
         if let Some(item) = self.ended.take() {
             return item;
         }
-        let item = self.pull.next().await;
+        let item = self.next_item().await;
         self.pass(item)
     }
 
@@ -107,7 +137,12 @@ impl Arrivals {
             return None;
         }
         // Cancelling a stream's `next` loses nothing: the timeout is safe.
-        match tokio::time::timeout(wait, self.pull.next()).await {
+        let until = (Instant::now() + wait).min(self.ends_by);
+        match tokio::time::timeout_at(until, self.pull.next()).await {
+            Err(_) if until == self.ends_by => {
+                self.ended = Some(None);
+                None
+            }
             Err(_) => None,
             Ok(item @ Some(Ok(_))) => match self.pass(item) {
                 Some(Ok(m)) => Some(m),
@@ -142,7 +177,7 @@ impl Arrivals {
             // The pull ended, or failed: nothing more comes.
             return rest;
         }
-        while let Some(Ok(m)) = self.pull.next().await {
+        while let Some(Ok(m)) = self.next_item().await {
             rest.push(m);
         }
         rest

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::StreamInfo;
 use crate::admission::{self, Answerer, Decision, Delivery, Held, ServerView, Unaccounted};
-use crate::arrivals::Arrivals;
+use crate::arrivals::{Arrivals, UNANNOUNCED_END};
 use crate::config::JetStreamApi;
 use crate::handler::{Counters, Gate, Handler, Message, call_batch, header_pairs, log};
 use crate::jetstream::{
@@ -67,9 +67,6 @@ const OTHER_PULL_OPEN: &str = "Exceeded MaxWaiting";
 /// How long the pull that clears the consumer's waiting slot before a
 /// hand-back waits (see [`Pulling::clear_waiting`]).
 const CLEARING_PULL: Duration = Duration::from_millis(50);
-/// How long past its end the pull that clears the waiting slot waits for
-/// the server to say it ended (see [`Pulling::clear_waiting`]).
-const CLEARING_ANSWER: Duration = Duration::from_secs(2);
 
 fn describe(plan: &Plan) -> String {
     format!(
@@ -463,7 +460,7 @@ impl Pulling {
                 .messages()
                 .await;
             let mut messages = match pull {
-                Ok(m) => Arrivals::new(m),
+                Ok(m) => Arrivals::new(m, self.plan.max_wait),
                 Err(e) => {
                     log(&format!("{}: pull failed: {e}; retrying", self.sub.subject));
                     if self.recheck_later(&mut stop).await {
@@ -1163,9 +1160,9 @@ impl Pulling {
             loop {
                 // Read to its end, not cut at the deadline: a pull the server
                 // took and this instance stopped reading would be that very
-                // pull whose client has gone. (Bounded, for a server that
-                // stopped answering.)
-                let next = tokio::time::timeout(CLEARING_PULL + CLEARING_ANSWER, pull.next()).await;
+                // pull whose client has gone. (It may end without a word, see
+                // `crate::arrivals`.)
+                let next = tokio::time::timeout(CLEARING_PULL + UNANNOUNCED_END, pull.next()).await;
                 match next {
                     Ok(Some(Ok(m))) => brought.push(m),
                     Ok(Some(Err(e))) if e.to_string().contains(OTHER_PULL_OPEN) => {

@@ -340,6 +340,51 @@ async fn a_failed_message_comes_back_at_once_when_pulls_are_short() -> TestResul
     Ok(())
 }
 
+/// nats-server 2.9.10 ends a pull without a word when a message comes for
+/// it just after it expired, before its expiry timer ran (`nextWaiting`
+/// drops an expired request without the 408 `processWaiting` sends), and
+/// the client library waits 5 s past `expires` for that word. Messages keep
+/// coming here while pulls of 10 ms expire, so some pull ends that way: the
+/// listener must go on at once, not hold what that pull brought for 5 s.
+#[tokio::test]
+async fn a_pull_the_server_ends_without_a_word_does_not_hold_delivery_back() -> TestResult {
+    let server = JsServer::start();
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let handler = {
+        let times = times.clone();
+        Arc::new(move |_: &str, _: Message| -> HandlerFuture {
+            let times = times.clone();
+            Box::pin(async move {
+                if let Ok(mut t) = times.lock() {
+                    t.push(Instant::now());
+                }
+                Ok(())
+            })
+        }) as Arc<dyn listener::Handler>
+    };
+    let sub = js_sub(json!({"max_wait_ms": 10, "batch": 20}));
+    let running = run_listener(&server.url(), sub, handler).await?;
+    let n = 3000;
+    publish(&server.url(), n, "m").await?;
+    let count = || times.lock().map(|t| t.len()).unwrap_or(0);
+    assert!(until(20, || count() >= n).await, "{} of {n}", count());
+    let longest = times
+        .lock()
+        .map(|t| {
+            t.windows(2)
+                .map(|w| w[1].saturating_duration_since(w[0]))
+                .max()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    assert!(
+        longest < Duration::from_secs(2),
+        "delivery stopped for {longest:?}"
+    );
+    running.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_hung_handler_is_cancelled_and_the_message_recorded_by_the_second_call() -> TestResult {
     let server = JsServer::start();
