@@ -143,10 +143,12 @@ create_id=$(echo "$dl" | jq -r '.deadLetters[0].id')
 update_id=$(echo "$dl" | jq -r '.deadLetters[1].id')
 check "replay with an expired signature is 401 expired" is "$(replay "$create_id" "$(( $(date +%s) - 60 ))")" "401"
 check "  … reason code" is "$(jq -r .error.code "$OUT/replay-$create_id.json")" "expired"
-check "replay the create (signed) is 202" is "$(replay "$create_id")" "202"
-check "replay the update (signed) is 202" is "$(replay "$update_id")" "202"
-# Signed anew (another second: the same signature twice would be 409 replayed).
-check "replaying twice is 404" is "$(replay "$create_id" $(($(date +%s) - 1)))" "404"
+signed_at=$(date +%s)
+check "replay the create (signed) is 202" is "$(replay "$create_id" "$signed_at")" "202"
+check "replay the update (signed) is 202" is "$(replay "$update_id" "$signed_at")" "202"
+# Signed anew, a second before the first (the same signature twice would be 409 replayed;
+# "now - 1" was the first's second whenever the clock ticked in between).
+check "replaying twice is 404" is "$(replay "$create_id" $((signed_at - 1)))" "404"
 check "replayed events drain" wait_until 60 outbox_empty
 check "d-1 ends as create + update" is "$(field d-1 '[.title,.status,.version]|join(",")')" "Doomed create,completed,2"
 check "dead letters gone" is "$(api /api/dead-letters | jq '.deadLetters|length')" "0"
